@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs the system tools tcpstack's demo, tests and benchmark drive, only those missing.
+set -euo pipefail
+declare -A pkg_for=( [ip]=iproute2 [curl]=curl [nc]=netcat-openbsd [ping]=iputils-ping )
+missing=()
+for tool in "${!pkg_for[@]}"; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("${pkg_for[$tool]}")
+done
+if ((${#missing[@]})); then
+    if [[ $EUID -ne 0 ]]; then
+        echo "error: missing tools (${missing[*]}); run as root or install them" >&2
+        exit 1
+    fi
+    echo "installing: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
