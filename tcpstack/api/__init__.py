@@ -1,0 +1,1 @@
+"""The application interface: asyncio streams over tcpstack."""

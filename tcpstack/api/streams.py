@@ -1,0 +1,278 @@
+"""asyncio streams over tcpstack: `Stack`, `start_server`, `open_connection`.
+
+`Stack` brings up a TUN interface and runs a NetworkStack on the running loop. The
+module-level `start_server` and `open_connection` use a default Stack that comes up on first
+use with the CLI's defaults (tcps0, 10.77.0.2, kernel side 10.77.0.1/24, MTU 1500).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Any
+
+from tcpstack.api.transport import TcpTransport
+from tcpstack.io.driver import PacketTap, StackDriver
+from tcpstack.link.tun import LinkError, TunDevice
+from tcpstack.stack import NetworkStack
+from tcpstack.tcp.config import TcpConfig
+from tcpstack.tcp.connection import Connection
+from tcpstack.tcp.events import ConnEvent
+from tcpstack.tcp.listener import Listener
+from tcpstack.tcp.state import State
+
+log = logging.getLogger("tcpstack")
+
+DEFAULT_IFACE = "tcps0"
+DEFAULT_ADDRESS = "10.77.0.2"
+DEFAULT_KERNEL_ADDRESS = "10.77.0.1/24"
+DEFAULT_MTU = 1500
+STREAM_LIMIT = 2 ** 16
+
+ClientHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None] | None]
+
+# An MTU's worth of IPv4 and TCP headers without options.
+_HEADERS = 40
+
+
+class Server:
+    """What `start_server` returns: like asyncio.Server, for one listening port."""
+
+    def __init__(self, stack: Stack, listener: Listener, handler: ClientHandler,
+                 limit: int) -> None:
+        self._stack = stack
+        self.listener = listener
+        self.port = listener.port
+        self._handler = handler
+        self._limit = limit
+        self._closed = asyncio.Event()
+        listener.owner = self
+
+    def accept(self, driver: StackDriver, conn: Connection) -> None:
+        reader = asyncio.StreamReader(limit=self._limit, loop=driver.loop)
+        protocol = asyncio.StreamReaderProtocol(reader, self._handler, loop=driver.loop)
+        transport = TcpTransport(driver, conn, protocol)
+        protocol.connection_made(transport)
+
+    def is_serving(self) -> bool:
+        return not self._closed.is_set()
+
+    def close(self) -> None:
+        if not self._closed.is_set():
+            self._stack.network.unlisten(self.port)
+            self._closed.set()
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+
+    async def serve_forever(self) -> None:
+        await self._closed.wait()
+
+    async def __aenter__(self) -> Server:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _PendingConnect:
+    """Owns an active open until the handshake resolves `future`."""
+
+    def __init__(self, conn: Connection, future: asyncio.Future[None]) -> None:
+        self.conn = conn
+        self.future = future
+        conn.owner = self
+
+    def handle_event(self, event: ConnEvent) -> None:
+        if self.future.done():
+            return
+        if event is ConnEvent.ESTABLISHED:
+            self.future.set_result(None)
+        elif event is ConnEvent.REFUSED:
+            self.future.set_exception(ConnectionRefusedError(self.conn.error or "refused"))
+        elif event is ConnEvent.TIMEOUT:
+            self.future.set_exception(TimeoutError(self.conn.error or "timed out"))
+        elif event in (ConnEvent.RESET, ConnEvent.CLOSED):
+            self.future.set_exception(ConnectionResetError(self.conn.error or "reset"))
+
+
+def _parse_address(address: str) -> ipaddress.IPv4Address:
+    try:
+        return ipaddress.IPv4Address(address)
+    except ValueError:
+        raise LinkError(f"invalid address {address!r} (expected an IPv4 address "
+                        "such as 10.77.0.2)") from None
+
+
+class Stack:
+    """A running tcpstack: a TUN interface, the protocol state, and the asyncio driver."""
+
+    def __init__(self, iface: str = DEFAULT_IFACE, address: str = DEFAULT_ADDRESS,
+                 kernel_address: str = DEFAULT_KERNEL_ADDRESS, mtu: int = DEFAULT_MTU,
+                 *, config: TcpConfig | None = None, trace: bool = False,
+                 tap: PacketTap | None = None) -> None:
+        self.iface = iface
+        self.address = _parse_address(address)
+        try:
+            self.kernel_interface = ipaddress.IPv4Interface(kernel_address)
+        except ValueError:
+            raise LinkError(f"invalid kernel address {kernel_address!r} "
+                            "(expected e.g. 10.77.0.1/24)") from None
+        if self.address == self.kernel_interface.ip:
+            raise LinkError(f"the stack's address {address} must differ from the kernel's")
+        if self.address not in self.kernel_interface.network:
+            raise LinkError(f"address {address} is outside the kernel side's network "
+                            f"{self.kernel_interface.network}")
+        self.mtu = mtu
+        self.config = config or TcpConfig()
+        self.config.mss = min(self.config.mss, mtu - _HEADERS)
+        self.trace = trace
+        self.tap = tap
+        self.tun = TunDevice(iface, mtu)
+        self.network = NetworkStack(self.address.packed, self.config)
+        self.driver: StackDriver | None = None
+        self._servers: dict[int, Server] = {}
+
+    @property
+    def started(self) -> bool:
+        return self.driver is not None
+
+    @property
+    def counters(self) -> dict[str, int]:
+        return dict(self.network.counters)
+
+    async def start(self) -> Stack:
+        if self.driver is not None:
+            return self
+        self.tun.open()
+        try:
+            # pyroute2's synchronous API runs an event loop of its own: keep it off ours.
+            await asyncio.to_thread(self.tun.configure, str(self.kernel_interface))
+        except LinkError:
+            self.tun.close()
+            raise
+        if self.trace:
+            self.network.on_transition = _log_transition
+        driver = StackDriver(self.network, self.tun, asyncio.get_running_loop())
+        driver.on_event = self._on_event
+        driver.tap = self.tap
+        driver.start()
+        self.driver = driver
+        log.info("%s up: stack %s, kernel side %s, MTU %d", self.iface, self.address,
+                 self.kernel_interface, self.mtu)
+        return self
+
+    def _on_event(self, conn: Connection, event: ConnEvent) -> None:
+        owner: Any = conn.owner
+        if owner is not None:
+            owner.handle_event(event)
+        elif event is ConnEvent.ESTABLISHED and isinstance(conn.listener, Listener):
+            server = conn.listener.owner
+            if isinstance(server, Server) and server.is_serving() and self.driver:
+                server.accept(self.driver, conn)
+                if conn.receive_buffer:
+                    owner = conn.owner
+                    assert isinstance(owner, TcpTransport)
+                    owner.handle_event(ConnEvent.DATA)
+            else:
+                conn.abort(self.driver.now() if self.driver else 0.0)
+
+    async def start_server(self, handler: ClientHandler, port: int, *,
+                           backlog: int | None = None, limit: int = STREAM_LIMIT) -> Server:
+        if not 0 < port < 65536:
+            raise ValueError(f"invalid port {port}: must be 1-65535")
+        await self.start()
+        listener = self.network.listen(port, backlog)
+        server = Server(self, listener, handler, limit)
+        self._servers[port] = server
+        return server
+
+    async def open_connection(self, host: str, port: int, *, limit: int = STREAM_LIMIT
+                              ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if not 0 < port < 65536:
+            raise ValueError(f"invalid port {port}: must be 1-65535")
+        remote = _parse_address(host)
+        await self.start()
+        driver = self.driver
+        assert driver is not None
+        loop = driver.loop
+        conn = self.network.connect(remote.packed, port, driver.now())
+        future: asyncio.Future[None] = loop.create_future()
+        _PendingConnect(conn, future)
+        driver.kick()
+        try:
+            await future
+        except BaseException:
+            if conn.state is not State.CLOSED:
+                conn.abort(driver.now())
+                driver.kick(conn)
+            raise
+        reader = asyncio.StreamReader(limit=limit, loop=loop)
+        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+        transport = TcpTransport(driver, conn, protocol)
+        protocol.connection_made(transport)
+        if conn.receive_buffer:
+            transport.handle_event(ConnEvent.DATA)
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        return reader, writer
+
+    async def close(self, linger: float = 1.0) -> None:
+        """Stop listening, close every connection gracefully (waiting up to `linger` seconds
+        for the closes to complete), then remove the interface."""
+        driver = self.driver
+        if driver is None:
+            self.tun.close()
+            return
+        for server in list(self._servers.values()):
+            server.close()
+        self.network.close_all(driver.now())
+        driver.kick()
+        loop = driver.loop
+        deadline = loop.time() + linger
+        while loop.time() < deadline and any(
+                c.state not in (State.TIME_WAIT, State.CLOSED)
+                for c in self.network.connections.values()):
+            await asyncio.sleep(0.02)
+        driver.stop()
+        self.driver = None
+        self.tun.close()
+
+    async def __aenter__(self) -> Stack:
+        return await self.start()
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.close()
+
+
+def _log_transition(conn: Connection, old: State, new: State) -> None:
+    peer = ipaddress.IPv4Address(conn.remote_addr)
+    log.info("%s:%d %s -> %s", peer, conn.remote_port, old, new)
+
+
+_default_stack: Stack | None = None
+
+
+async def default_stack() -> Stack:
+    """The module-level stack, brought up with the CLI's defaults on first use."""
+    global _default_stack
+    if _default_stack is None:
+        _default_stack = Stack()
+    return await _default_stack.start()
+
+
+async def start_server(handler: ClientHandler, port: int, *, backlog: int | None = None,
+                       limit: int = STREAM_LIMIT) -> Server:
+    """Like asyncio.start_server: `handler(reader, writer)` runs for each new connection."""
+    stack = await default_stack()
+    return await stack.start_server(handler, port, backlog=backlog, limit=limit)
+
+
+async def open_connection(host: str, port: int, *, limit: int = STREAM_LIMIT
+                          ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Like asyncio.open_connection: an active open from the default stack."""
+    stack = await default_stack()
+    return await stack.open_connection(host, port, limit=limit)

@@ -1,0 +1,193 @@
+"""An asyncio Transport over one tcpstack Connection, so asyncio's own StreamReader,
+StreamWriter and StreamReaderProtocol work on it unchanged.
+
+Flow control both ways: when the protocol pauses reading, received bytes stay in the
+connection and its advertised window closes; when the connection's send buffer is full,
+writes wait in a backlog here and the protocol is paused so `drain()` blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from typing import Any
+
+from tcpstack.io.driver import StackDriver
+from tcpstack.tcp.connection import Connection
+from tcpstack.tcp.events import ConnEvent
+from tcpstack.tcp.state import State
+
+DEFAULT_HIGH_WATER = 256 * 1024
+DEFAULT_LOW_WATER = 64 * 1024
+
+
+def _address(addr: bytes, port: int) -> tuple[str, int]:
+    return str(ipaddress.IPv4Address(addr)), port
+
+
+class TcpTransport(asyncio.Transport):
+    def __init__(self, driver: StackDriver, conn: Connection,
+                 protocol: asyncio.BaseProtocol) -> None:
+        super().__init__()
+        self._driver = driver
+        self._loop = driver.loop
+        self._conn = conn
+        self._protocol: Any = protocol
+        self._backlog = bytearray()  # written by the application, not yet in the send buffer
+        self._high_water = DEFAULT_HIGH_WATER
+        self._low_water = DEFAULT_LOW_WATER
+        self._writing_paused = False
+        self._reading_paused = False
+        self._eof_pending = False   # the peer's FIN arrived; tell the protocol after the data
+        self._eof_requested = False
+        self._closing = False
+        self._lost = False
+        self._extra = {"peername": _address(conn.remote_addr, conn.remote_port),
+                       "sockname": _address(conn.local_addr, conn.local_port),
+                       "connection": conn}
+        conn.owner = self
+
+    # ----------------------------------------------------------- asyncio.Transport
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._extra.get(name, default)
+
+    def is_closing(self) -> bool:
+        return self._closing or self._lost
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self._conn.discard_input = True
+        self._conn.receive_buffer.clear()
+        if not self._backlog:
+            self._finish_close()
+
+    def abort(self) -> None:
+        self._closing = True
+        self._conn.abort(self._driver.now())
+        self._driver.kick(self._conn)
+        self._lose(None)
+
+    def is_reading(self) -> bool:
+        return not self._reading_paused and not self._closing
+
+    def pause_reading(self) -> None:
+        self._reading_paused = True
+
+    def resume_reading(self) -> None:
+        if self._reading_paused:
+            self._reading_paused = False
+            self._loop.call_soon(self._deliver)
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._protocol = protocol
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._protocol  # type: ignore[no-any-return]
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._eof_requested or self._closing:
+            raise RuntimeError("cannot write after write_eof() or close()")
+        if self._lost:
+            return
+        if not data:
+            return
+        if self._backlog:
+            self._backlog += data
+        else:
+            n = self._conn.send(data)
+            if n < len(data):
+                self._backlog += memoryview(data)[n:]
+        self._driver.kick(self._conn)
+        if not self._writing_paused and len(self._backlog) > self._high_water:
+            self._writing_paused = True
+            self._protocol.pause_writing()
+
+    def write_eof(self) -> None:
+        if self._eof_requested or self._closing:
+            return
+        self._eof_requested = True
+        if not self._backlog:
+            self._conn.close(self._driver.now())
+            self._driver.kick(self._conn)
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def get_write_buffer_size(self) -> int:
+        return len(self._backlog)
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return self._low_water, self._high_water
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self._high_water = DEFAULT_HIGH_WATER if high is None else high
+        self._low_water = self._high_water // 4 if low is None else low
+
+    # ----------------------------------------------------------- from the stack
+
+    def handle_event(self, event: ConnEvent) -> None:
+        if event is ConnEvent.DATA:
+            self._deliver()
+        elif event is ConnEvent.WRITABLE:
+            self._refill()
+        elif event is ConnEvent.EOF:
+            self._eof_pending = True
+            self._deliver()
+        elif event in (ConnEvent.RESET, ConnEvent.TIMEOUT, ConnEvent.REFUSED):
+            error = self._conn.error or str(event.value)
+            exc: Exception = (TimeoutError(error) if event is ConnEvent.TIMEOUT
+                              else ConnectionRefusedError(error) if event is ConnEvent.REFUSED
+                              else ConnectionResetError(error))
+            self._lose(exc)
+        elif event is ConnEvent.CLOSED:
+            self._lose(None)
+
+    def _deliver(self) -> None:
+        if self._lost or self._closing:
+            return
+        conn = self._conn
+        while conn.receive_buffer and not self._reading_paused:
+            data = conn.read(DEFAULT_HIGH_WATER)
+            self._driver.kick(conn)  # the read may have opened the window
+            self._protocol.data_received(data)
+        if self._eof_pending and not conn.receive_buffer and not self._reading_paused:
+            self._eof_pending = False
+            keep_open = self._protocol.eof_received()
+            if not keep_open:
+                self.close()
+
+    def _refill(self) -> None:
+        conn = self._conn
+        if self._backlog and conn.state in (State.ESTABLISHED, State.CLOSE_WAIT,
+                                            State.SYN_RCVD, State.SYN_SENT):
+            n = conn.send(self._backlog)
+            del self._backlog[:n]
+            self._driver.kick(conn)
+        if self._writing_paused and len(self._backlog) <= self._low_water:
+            self._writing_paused = False
+            self._protocol.resume_writing()
+        if not self._backlog:
+            if self._closing:
+                self._finish_close()
+            elif self._eof_requested:
+                conn.close(self._driver.now())
+                self._driver.kick(conn)
+
+    def _finish_close(self) -> None:
+        """Everything written is in the connection: send FIN; the stack finishes the close."""
+        self._conn.close(self._driver.now())
+        self._driver.kick(self._conn)
+        self._lose(None)
+
+    def _lose(self, exc: Exception | None) -> None:
+        if self._lost:
+            return
+        self._lost = True
+        self._backlog.clear()
+        if self._writing_paused:
+            self._writing_paused = False
+            self._protocol.resume_writing()
+        self._loop.call_soon(self._protocol.connection_lost, exc)

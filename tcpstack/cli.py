@@ -1,0 +1,142 @@
+"""The `tcpstack` command line (click)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import click
+
+from tcpstack.api.streams import (
+    DEFAULT_ADDRESS,
+    DEFAULT_IFACE,
+    DEFAULT_KERNEL_ADDRESS,
+    DEFAULT_MTU,
+    Stack,
+)
+from tcpstack.link.tun import LinkError
+from tcpstack.services.echo import discard, echo
+from tcpstack.services.http import file_server
+from tcpstack.stack import PortInUse
+
+log = logging.getLogger("tcpstack")
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+class PortParam(click.ParamType):  # type: ignore[type-arg]
+    """A port, optionally written ADDR:PORT (the address must be the stack's own)."""
+
+    name = "[ADDR:]PORT"
+
+    def convert(self, value: object, param: click.Parameter | None,
+                ctx: click.Context | None) -> tuple[str | None, int]:
+        text = str(value)
+        addr, sep, port_text = text.rpartition(":")
+        try:
+            port = int(port_text)
+        except ValueError:
+            self.fail(f"{text!r} is not a port number", param, ctx)
+        if not 0 < port < 65536:
+            self.fail(f"port {port} is out of range 1-65535", param, ctx)
+        return (addr or None) if sep else None, port
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--iface", default=DEFAULT_IFACE, show_default=True,
+              help="Name of the TUN interface to create.")
+@click.option("--address", default=DEFAULT_ADDRESS, show_default=True,
+              help="The stack's own IPv4 address.")
+@click.option("--kernel-address", default=DEFAULT_KERNEL_ADDRESS, show_default=True,
+              help="The kernel side's address and prefix on the TUN interface.")
+@click.option("--mtu", default=DEFAULT_MTU, show_default=True, type=click.IntRange(68, 65535),
+              help="MTU of the TUN interface.")
+@click.option("--trace", is_flag=True, help="Log every TCP state transition.")
+@click.option("-q", "--quiet", is_flag=True, help="Log warnings and errors only.")
+@click.pass_context
+def cli(ctx: click.Context, iface: str, address: str, kernel_address: str, mtu: int,
+        trace: bool, quiet: bool) -> None:
+    """A userspace TCP/IP stack over a Linux TUN device."""
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
+                        format="tcpstack: %(message)s", stream=sys.stderr)
+    ctx.obj = {"iface": iface, "address": address, "kernel_address": kernel_address,
+               "mtu": mtu, "trace": trace}
+
+
+@cli.command()
+@click.argument("port", type=PortParam())
+@click.option("--echo", "mode", flag_value="echo", help="Send back every byte received.")
+@click.option("--discard", "mode", flag_value="discard", help="Read and drop everything.")
+@click.option("--http", "http_dir", type=click.Path(exists=True, file_okay=False,
+                                                    path_type=Path),
+              help="Serve the files in this directory over HTTP (GET and HEAD).")
+@click.option("--backlog", default=128, show_default=True, type=click.IntRange(1, 65535),
+              help="Most half-open connections waiting on the port.")
+@click.pass_context
+def listen(ctx: click.Context, port: tuple[str | None, int], mode: str | None,
+           http_dir: Path | None, backlog: int) -> None:
+    """Listen on PORT and serve echo, discard or HTTP until interrupted."""
+    chosen = [m for m in (mode, "http" if http_dir else None) if m]
+    if len(chosen) != 1:
+        raise click.UsageError("choose exactly one of --echo, --discard, --http DIR")
+    handler: Handler = (echo if mode == "echo" else discard if mode == "discard"
+                        else file_server(http_dir))  # type: ignore[arg-type]
+    opts = dict(ctx.obj)
+    addr, number = port
+    if addr is not None:
+        opts["address"] = addr
+    _run(opts, _serve(opts, handler, number, backlog))
+
+
+async def _serve(opts: dict[str, object], handler: Handler, port: int, backlog: int) -> None:
+    stack = _make_stack(opts)
+    stop = _stop_on_signals()
+    await stack.start()
+    try:
+        await stack.start_server(handler, port, backlog=backlog)
+        log.info("listening on %s:%d", stack.address, port)
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        await stack.close()
+        log.info("counters: %s", _format_counters(stack.counters))
+
+
+def _make_stack(opts: dict[str, object]) -> Stack:
+    return Stack(iface=str(opts["iface"]), address=str(opts["address"]),
+                 kernel_address=str(opts["kernel_address"]), mtu=int(str(opts["mtu"])),
+                 trace=bool(opts["trace"]))
+
+
+def _stop_on_signals() -> asyncio.Event:
+    """SIGINT and SIGTERM end the run; installed explicitly because a background process
+    started by a non-interactive shell ignores SIGINT otherwise."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+def _format_counters(counters: dict[str, int]) -> str:
+    return " ".join(f"{name}={value}" for name, value in sorted(counters.items())) or "none"
+
+
+def _run(opts: dict[str, object], main: Awaitable[None]) -> None:
+    try:
+        asyncio.run(main)  # type: ignore[arg-type]
+    except (LinkError, PortInUse, ValueError) as exc:
+        click.echo(f"tcpstack: error: {exc}", err=True)
+        sys.exit(1)
+
+
+def main() -> None:
+    cli(prog_name="tcpstack")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""A Linux TUN device: raw IP packets in and out of a file descriptor (linux/if_tun.h).
+
+The kernel side of the interface is configured with pyroute2 (address, MTU, link up). The
+interface is not persistent, so closing the descriptor removes it, even if we are killed.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import ipaddress
+import os
+import struct
+
+TUN_PATH = "/dev/net/tun"
+TUNSETIFF = 0x400454CA
+IFF_TUN = 0x0001
+IFF_NO_PI = 0x1000
+IFNAMSIZ = 16
+
+
+class LinkError(Exception):
+    """The TUN device cannot be set up; the message is one line a user can act on."""
+
+
+class TunDevice:
+    def __init__(self, name: str, mtu: int = 1500) -> None:
+        if not name or len(name.encode()) >= IFNAMSIZ or "/" in name or " " in name:
+            raise LinkError(f"invalid interface name {name!r} (1-15 characters, no '/' or ' ')")
+        if not 68 <= mtu <= 65535:
+            raise LinkError(f"invalid MTU {mtu}: must be between 68 and 65535")
+        self.name = name
+        self.mtu = mtu
+        self.fd = -1
+        self._ipr: object | None = None
+        self._index: int | None = None
+
+    def open(self) -> None:
+        if os.geteuid() != 0:
+            raise LinkError("tcpstack needs root to create a TUN device (try sudo)")
+        try:
+            fd = os.open(TUN_PATH, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise LinkError(f"{TUN_PATH} not found: this kernel has no TUN support "
+                            "(modprobe tun)") from None
+        except OSError as exc:
+            raise LinkError(f"cannot open {TUN_PATH}: {exc.strerror}") from None
+        try:
+            fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", self.name.encode(),
+                                                   IFF_TUN | IFF_NO_PI))
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno == errno.EBUSY:
+                raise LinkError(f"interface {self.name} is already in use "
+                                "(another tcpstack running?)") from None
+            if exc.errno == errno.EINVAL:
+                raise LinkError(f"interface {self.name} exists and is not a TUN device") from None
+            raise LinkError(f"cannot create TUN device {self.name}: {exc.strerror}") from None
+        self.fd = fd
+
+    def configure(self, kernel_address: str) -> None:
+        """Give the kernel side its address and prefix (e.g. 10.77.0.1/24), set MTU, bring up."""
+        try:
+            iface = ipaddress.IPv4Interface(kernel_address)
+        except ValueError:
+            raise LinkError(f"invalid kernel address {kernel_address!r} "
+                            "(expected e.g. 10.77.0.1/24)") from None
+        from pyroute2 import IPRoute  # imported here: the codecs and tests need none of it
+
+        ipr = IPRoute()
+        self._ipr = ipr
+        try:
+            (index,) = ipr.link_lookup(ifname=self.name)
+            self._index = index
+            ipr.link("set", index=index, mtu=self.mtu)
+            ipr.addr("add", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen)
+            ipr.link("set", index=index, state="up")
+        except Exception as exc:
+            raise LinkError(f"cannot configure {self.name} with {kernel_address}: {exc}") from None
+
+    def read(self) -> bytes:
+        """One packet; raises BlockingIOError when none is waiting."""
+        return os.read(self.fd, 65536)
+
+    def write(self, packet: bytes) -> None:
+        os.write(self.fd, packet)
+
+    def close(self) -> None:
+        if self._ipr is not None:
+            self._ipr.close()  # type: ignore[attr-defined]
+            self._ipr = None
+        if self.fd >= 0:
+            os.close(self.fd)  # a non-persistent TUN interface disappears with its last fd
+            self.fd = -1
+
+    def __enter__(self) -> TunDevice:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

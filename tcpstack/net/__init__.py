@@ -1,0 +1,1 @@
+"""Network layer: checksums, IPv4 and ICMP codecs. Knows nothing of connections."""

@@ -1,0 +1,1 @@
+"""Applications the CLI serves on a tcpstack listener: echo, discard, a static HTTP server."""

@@ -1,0 +1,252 @@
+"""The network stack, sans-I/O: demultiplexes IP packets to connections and listeners.
+
+`receive(packet, now)` takes one raw IPv4 packet from the link; `flush(now)` lets every
+connection touched since the last flush send what it owes, then `output` holds the packets for
+the link and `events` the (connection, event) pairs for the application. Timers are a heap of
+(deadline, connection) entries, fired by `on_timer(now)`; `next_deadline()` says when.
+Nothing here reads a clock or a file descriptor.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+from collections import Counter
+from collections.abc import Callable
+
+from tcpstack.net import icmp, ipv4
+from tcpstack.net.errors import MalformedPacket
+from tcpstack.net.ipv4 import PROTO_ICMP, PROTO_TCP
+from tcpstack.tcp import segment as tcpseg
+from tcpstack.tcp.config import TcpConfig
+from tcpstack.tcp.connection import Connection
+from tcpstack.tcp.events import ConnEvent
+from tcpstack.tcp.isn import IsnGenerator
+from tcpstack.tcp.listener import Listener
+from tcpstack.tcp.reset import reset_reply
+from tcpstack.tcp.state import State
+
+log = logging.getLogger("tcpstack")
+
+ConnKey = tuple[bytes, int, int]  # (remote address, remote port, local port)
+EPHEMERAL_PORTS = range(32768, 61000)  # Linux's ip_local_port_range
+
+
+class PortInUse(Exception):
+    pass
+
+
+class NetworkStack:
+    def __init__(self, address: bytes, config: TcpConfig | None = None,
+                 isn: IsnGenerator | None = None) -> None:
+        self.address = address
+        self.config = config or TcpConfig()
+        self._isn = isn or IsnGenerator()
+        self.connections: dict[ConnKey, Connection] = {}
+        self.listeners: dict[int, Listener] = {}
+        self.counters: Counter[str] = Counter()
+        self.output: list[bytes] = []
+        self.events: list[tuple[Connection, ConnEvent]] = []
+        self.on_transition: Callable[[Connection, State, State], None] | None = None
+        self._dirty: dict[Connection, None] = {}
+        self._timers: list[tuple[float, int, Connection]] = []
+        self._scheduled: dict[Connection, float] = {}
+        self._tiebreak = itertools.count()
+        self._pseudo: dict[bytes, int] = {}
+        self._next_port = EPHEMERAL_PORTS.start
+
+    # ------------------------------------------------------------------ input
+
+    def receive(self, packet: bytes, now: float) -> None:
+        """One IP packet from the link; a malformed one is counted by reason and dropped."""
+        counters = self.counters
+        if packet and packet[0] >> 4 == 6:
+            counters["ipv6_dropped"] += 1  # the kernel's own IPv6 chatter; IPv6 is not served
+            return
+        try:
+            ip = ipv4.parse(packet)
+            if ip.dst != self.address:
+                counters["ip_not_for_us"] += 1
+                return
+            if ip.proto == PROTO_TCP:
+                self._receive_tcp(ip, now)
+            elif ip.proto == PROTO_ICMP:
+                self._receive_icmp(ip)
+            else:
+                counters["ip_unknown_protocol"] += 1
+        except MalformedPacket as exc:
+            counters[exc.reason] += 1
+            counters["in_errors"] += 1
+            log.debug("dropped packet: %s", exc)
+
+    def _receive_icmp(self, ip: ipv4.IPv4Packet) -> None:
+        self.counters["icmp_in"] += 1
+        reply = icmp.echo_reply(ip.payload)
+        if reply is not None:
+            self.output.append(ipv4.build(self.address, ip.src, PROTO_ICMP, reply))
+            self.counters["icmp_out"] += 1
+
+    def _receive_tcp(self, ip: ipv4.IPv4Packet, now: float) -> None:
+        src = ip.src
+        pseudo = self._pseudo.get(src)
+        if pseudo is None:
+            pseudo = self._pseudo[src] = ipv4.pseudo_header_sum(src, self.address, PROTO_TCP)
+        seg = tcpseg.parse(ip.payload, pseudo)
+        self.counters["segs_in"] += 1
+        if seg.flags & tcpseg.RST:
+            self.counters["rst_in"] += 1
+        conn = self.connections.get((src, seg.sport, seg.dport))
+        if conn is not None:
+            conn.receive(seg, now)
+            self._dirty[conn] = None
+            return
+        listener = self.listeners.get(seg.dport)
+        if listener is None:
+            self._reply_reset(src, pseudo, seg)
+            return
+        verdict = listener.classify(seg)
+        if verdict == "syn":
+            self._open_passive(listener, src, seg, now)
+        elif verdict == "reset":
+            self._reply_reset(src, pseudo, seg)
+        elif verdict == "overflow":
+            self.counters["listen_overflows"] += 1
+
+    def _reply_reset(self, src: bytes, pseudo: int, seg: tcpseg.Segment) -> None:
+        reply = reset_reply(seg)
+        if reply is None:
+            return
+        seq, ack, flags = reply
+        data = tcpseg.build(seg.dport, seg.sport, seq, ack, flags, 0, pseudo)
+        self.output.append(ipv4.build(self.address, src, PROTO_TCP, data))
+        self.counters["rst_out"] += 1
+
+    def _open_passive(self, listener: Listener, src: bytes, seg: tcpseg.Segment,
+                      now: float) -> None:
+        iss = self._isn.isn(self.address, seg.dport, src, seg.sport, now)
+        conn = Connection(self.config, self.address, seg.dport, src, seg.sport, iss,
+                          passive=True)
+        conn.listener = listener
+        conn.on_transition = self._transition_hook
+        listener.half_open += 1
+        self.connections[(src, seg.sport, seg.dport)] = conn
+        self.counters["passive_opens"] += 1
+        conn.accept_syn(seg, now)
+        self._dirty[conn] = None
+
+    def _transition_hook(self, conn: Connection, old: State, new: State) -> None:
+        listener = conn.listener
+        if old is State.SYN_RCVD and isinstance(listener, Listener):
+            listener.half_open -= 1
+        if old is State.SYN_SENT and new is State.CLOSED:
+            self.counters["attempt_fails"] += 1
+        if new is State.CLOSED and old in (State.ESTABLISHED, State.CLOSE_WAIT) \
+                and conn.error is not None:
+            self.counters["estab_resets"] += 1
+        if self.on_transition is not None:
+            self.on_transition(conn, old, new)
+
+    # ------------------------------------------------------------------ app calls
+
+    def listen(self, port: int, backlog: int | None = None) -> Listener:
+        if port in self.listeners:
+            raise PortInUse(f"port {port} is already listening")
+        listener = Listener(port, backlog if backlog is not None else self.config.backlog)
+        self.listeners[port] = listener
+        return listener
+
+    def unlisten(self, port: int) -> None:
+        self.listeners.pop(port, None)
+
+    def connect(self, remote: bytes, remote_port: int, now: float,
+                local_port: int | None = None) -> Connection:
+        if local_port is None:
+            local_port = self._ephemeral_port(remote, remote_port)
+        key = (remote, remote_port, local_port)
+        if key in self.connections:
+            raise PortInUse(f"local port {local_port} is in use to that peer")
+        iss = self._isn.isn(self.address, local_port, remote, remote_port, now)
+        conn = Connection(self.config, self.address, local_port, remote, remote_port, iss,
+                          passive=False)
+        conn.on_transition = self._transition_hook
+        self.connections[key] = conn
+        self.counters["active_opens"] += 1
+        conn.connect(now)
+        self._dirty[conn] = None
+        return conn
+
+    def _ephemeral_port(self, remote: bytes, remote_port: int) -> int:
+        span = len(EPHEMERAL_PORTS)
+        for _ in range(span):
+            port = self._next_port
+            self._next_port = EPHEMERAL_PORTS.start + (port + 1 - EPHEMERAL_PORTS.start) % span
+            if (remote, remote_port, port) not in self.connections and \
+                    port not in self.listeners:
+                return port
+        raise PortInUse("no free ephemeral port")
+
+    def touch(self, conn: Connection) -> None:
+        """The application called into `conn`; the next flush lets it send."""
+        self._dirty[conn] = None
+
+    # ------------------------------------------------------------------ output and timers
+
+    def flush(self, now: float) -> None:
+        """Let every touched connection send what it owes; gather packets and events."""
+        while self._dirty:
+            dirty = self._dirty
+            self._dirty = {}
+            for conn in dirty:
+                conn.flush(now)
+                self._collect(conn)
+
+    def _collect(self, conn: Connection) -> None:
+        if conn.output:
+            self.counters["segs_out"] += len(conn.output)
+            self.output.extend(conn.output)
+            conn.output.clear()
+        if conn.events:
+            self.events.extend((conn, ev) for ev in conn.events)
+            conn.events.clear()
+        if conn.state is State.CLOSED:
+            key = (conn.remote_addr, conn.remote_port, conn.local_port)
+            if self.connections.get(key) is conn:
+                del self.connections[key]
+            self._scheduled.pop(conn, None)
+            return
+        deadline = conn.deadline
+        if deadline is not None:
+            scheduled = self._scheduled.get(conn)
+            # A later deadline needs no new entry: the earlier one re-arms when it fires.
+            if scheduled is None or deadline < scheduled:
+                self._scheduled[conn] = deadline
+                heapq.heappush(self._timers, (deadline, next(self._tiebreak), conn))
+
+    def next_deadline(self) -> float | None:
+        timers = self._timers
+        while timers:
+            deadline, _, conn = timers[0]
+            if self._scheduled.get(conn) == deadline:
+                return deadline
+            heapq.heappop(timers)  # stale: the connection re-armed earlier or closed
+        return None
+
+    def on_timer(self, now: float) -> None:
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            deadline, _, conn = heapq.heappop(timers)
+            if self._scheduled.get(conn) != deadline:
+                continue
+            del self._scheduled[conn]
+            if conn.deadline is not None and conn.deadline <= now:
+                conn.on_timer(now)
+                conn.flush(now)
+            self._collect(conn)
+
+    def close_all(self, now: float) -> None:
+        """Gracefully close every connection and stop listening (shutdown)."""
+        self.listeners.clear()
+        for conn in list(self.connections.values()):
+            conn.close(now)
+            self._dirty[conn] = None

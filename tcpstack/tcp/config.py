@@ -1,0 +1,22 @@
+"""Tunables of the TCP core, with defaults close to Linux's."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class TcpConfig:
+    mss: int = 1460                 # what we announce: the link MTU less 40 bytes of headers
+    send_buffer: int = 1 << 20      # bytes the application may queue beyond what is acked
+    receive_buffer: int = 1 << 20   # bytes received and not yet read; bounds the window
+    window_scaling: bool = True     # RFC 7323 window scale option
+    msl: float = 30.0               # maximum segment lifetime; TIME_WAIT lasts 2*MSL
+    initial_rto: float = 1.0        # RFC 6298 2.1
+    min_rto: float = 0.2            # Linux's floor (RFC 6298 says 1 s; see docs/DECISIONS.md)
+    max_rto: float = 60.0
+    syn_retries: int = 6            # SYN retransmissions before connect gives up (Linux: 6)
+    synack_retries: int = 5         # SYN-ACK retransmissions before a half-open is dropped
+    max_retries: int = 15           # data retransmissions before the connection aborts
+    persist_max: float = 60.0       # longest interval between zero-window probes
+    backlog: int = 128              # default listener backlog (half-open connections)

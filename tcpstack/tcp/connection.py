@@ -1,0 +1,623 @@
+"""One TCP connection, sans-I/O (RFC 9293 section 3.10, "Event Processing").
+
+A Connection never reads a clock or touches a file descriptor. It is fed arriving segments
+(`receive`), application calls (`send`, `read`, `close`, `abort`) and timer expiries
+(`on_timer`), each with the current time, and it answers by appending finished IPv4 packets
+to `output` and ConnEvents to `events`. Its owner calls `flush` after feeding it, which sends
+whatever data the windows allow and any pending ACK, and reads `deadline` to know when to
+call `on_timer` next. All state changes go through the table in state.py.
+
+Sequence comparisons are written inline as `(a - b) & MASK` on the hot paths; seq.py holds
+their definitions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from tcpstack.net.checksum import Bytes
+from tcpstack.net.ipv4 import PROTO_TCP, HeaderTemplate, pseudo_header_sum
+from tcpstack.tcp import segment as tcpseg
+from tcpstack.tcp.config import TcpConfig
+from tcpstack.tcp.congestion import CongestionControl, NewReno
+from tcpstack.tcp.events import ConnEvent
+from tcpstack.tcp.rtt import RttEstimator
+from tcpstack.tcp.segment import ACK, FIN, PSH, RST, SYN, Segment
+from tcpstack.tcp.send_buffer import SendBuffer
+from tcpstack.tcp.seq import HALF, MASK
+from tcpstack.tcp.state import RECEIVING, SYNCHRONIZED, State, Trigger, next_state
+
+TransitionHook = Callable[["Connection", State, State], None]
+
+_DUPACK_THRESHOLD = 3  # RFC 5681 3.2
+_MAX_WINDOW_FIELD = 0xFFFF
+
+
+def _wscale_for(buffer: int) -> int:
+    """The smallest shift that lets a 16-bit window field cover `buffer` (RFC 7323 2.3)."""
+    shift = 0
+    while (_MAX_WINDOW_FIELD << shift) < buffer and shift < tcpseg.MAX_WSCALE:
+        shift += 1
+    return shift
+
+
+class ConnectionStateError(Exception):
+    """An application call the connection's state does not allow."""
+
+
+class Connection:
+    def __init__(self, config: TcpConfig, local_addr: bytes, local_port: int,
+                 remote_addr: bytes, remote_port: int, iss: int, *, passive: bool) -> None:
+        self.config = config
+        self.local_addr = local_addr
+        self.local_port = local_port
+        self.remote_addr = remote_addr
+        self.remote_port = remote_port
+        self.passive = passive
+        self.state = State.LISTEN if passive else State.CLOSED
+        self.on_transition: TransitionHook | None = None
+        self.listener: object | None = None  # the Listener that spawned a passive open
+        self.owner: object | None = None     # whatever the application layer attaches
+
+        self._ip = HeaderTemplate(local_addr, remote_addr, PROTO_TCP)
+        self._pseudo = pseudo_header_sum(local_addr, remote_addr, PROTO_TCP)
+
+        # Send sequence space (RFC 9293 3.3.1). snd_max is the highest SND.NXT ever reached;
+        # a retransmission timeout pulls snd_nxt back to snd_una and resends from there.
+        self.iss = iss
+        self.snd_una = iss
+        self.snd_nxt = iss
+        self.snd_max = iss
+        self.snd_wnd = 0
+        self.max_snd_wnd = 0
+        self.snd_wl1 = 0
+        self.snd_wl2 = 0
+        self.snd_wscale = 0
+        self.snd_mss = tcpseg.DEFAULT_MSS
+        self.send_buffer = SendBuffer(config.send_buffer)
+        self._fin_queued = False  # the application closed its sending side
+        self._fin_seq: int | None = None  # where our FIN sits, once it has been sent
+        self.snd_wscale_offered = False  # the peer's SYN carried a window scale option
+
+        # Receive sequence space. rcv_adv is the right edge of the window we advertised.
+        self.irs = 0
+        self.rcv_nxt = 0
+        self.rcv_adv = 0
+        self.rcv_wscale = _wscale_for(config.receive_buffer) if config.window_scaling else 0
+        self.receive_buffer = bytearray()
+        self._rcv_capacity = config.receive_buffer
+        self._ack_pending = False
+        self.discard_input = False  # the application will read no more; data is acked, dropped
+
+        self.rtt = RttEstimator(config.initial_rto, config.min_rto, config.max_rto)
+        self.cc: CongestionControl = NewReno(config.mss)
+        self._timed_seq: int | None = None  # the segment being timed for an RTT sample
+        self._timed_at = 0.0
+        self._dupacks = 0
+        self.retries = 0
+
+        self._rto_at: float | None = None
+        self._persist_at: float | None = None
+        self._persist_interval = 0.0
+        self._time_wait_at: float | None = None
+        self.deadline: float | None = None
+
+        self.output: list[bytes] = []
+        self.events: list[ConnEvent] = []
+        self._data_event_pending = False
+        self._want_writable = False
+        self.error: str | None = None
+
+        self.bytes_sent = 0       # application bytes acknowledged by the peer
+        self.bytes_received = 0   # application bytes delivered in order
+        self.retransmits = 0
+        self.segments_in = 0
+        self.segments_out = 0
+
+    # ------------------------------------------------------------------ app calls
+
+    def connect(self, now: float) -> None:
+        """Active open: send a SYN."""
+        self._transition(Trigger.APP_CONNECT)
+        self._send_syn(now)
+
+    def accept_syn(self, seg: Segment, now: float) -> None:
+        """Passive open: a listener hands over the SYN that created this connection."""
+        self._take_syn(seg)
+        self.snd_wnd = seg.window  # never scaled in a SYN (RFC 7323 2.2)
+        self.max_snd_wnd = self.snd_wnd
+        self.snd_wl1 = seg.seq
+        self._transition(Trigger.RCV_SYN)
+        self._send_syn(now)
+
+    def send(self, data: Bytes) -> int:
+        """Queue application data; returns how many bytes fit in the send buffer."""
+        if self._fin_queued or self.state not in (State.SYN_SENT, State.SYN_RCVD,
+                                                   State.ESTABLISHED, State.CLOSE_WAIT):
+            raise ConnectionStateError(f"cannot send in {self.state}"
+                                   + (" after close" if self._fin_queued else ""))
+        n = self.send_buffer.append(data)
+        if n < len(data):
+            self._want_writable = True
+        return n
+
+    def read(self, max_bytes: int = -1) -> bytes:
+        """Take received bytes; opening the window may make the next flush send an update."""
+        buf = self.receive_buffer
+        if max_bytes < 0 or max_bytes >= len(buf):
+            data = bytes(buf)
+            buf.clear()
+        else:
+            data = bytes(buf[:max_bytes])
+            del buf[:max_bytes]
+        self._data_event_pending = False
+        if data and self.state in RECEIVING and self._window_would_grow():
+            self._ack_pending = True  # a window update (RFC 9293 3.8.6.2.2)
+        return data
+
+    def close(self, now: float) -> None:
+        """Graceful close of our sending side (shutdown(SHUT_WR) and close() on the wire)."""
+        if self.state in (State.SYN_SENT, State.LISTEN):
+            self._transition(Trigger.APP_CLOSE)
+        elif self.state in (State.SYN_RCVD, State.ESTABLISHED, State.CLOSE_WAIT):
+            self._fin_queued = True
+            self._transition(Trigger.APP_CLOSE)
+
+    def abort(self, now: float) -> None:
+        """Reset the connection (RFC 9293 3.10.5 ABORT)."""
+        if self.state in (State.CLOSED, State.TIME_WAIT):
+            return
+        if self.state in SYNCHRONIZED or self.state is State.SYN_RCVD:
+            self._emit(RST, self.snd_nxt)
+        self.error = "connection aborted"
+        self._transition(Trigger.APP_ABORT)
+
+    # ------------------------------------------------------------------ output
+
+    def flush(self, now: float) -> None:
+        """Send what the windows allow, then any ACK still owed."""
+        if self.state in SYNCHRONIZED and self.state is not State.TIME_WAIT:
+            self._send_data(now)
+        if self._ack_pending and self.state is not State.CLOSED:
+            self._emit(ACK, self.snd_nxt)
+        self._update_deadline()
+
+    def _advertise(self) -> int:
+        """The window field to send; moves the advertised right edge, never backwards, and
+        only by useful amounts (receiver-side SWS avoidance, RFC 9293 3.8.6.2.2)."""
+        free = self._rcv_capacity - len(self.receive_buffer)
+        right = (self.rcv_nxt + free) & MASK
+        grow = (right - self.rcv_adv) & MASK
+        if grow < HALF and (grow >= min(self._rcv_capacity // 2, self.config.mss)
+                            or ((self.rcv_adv - self.rcv_nxt) & MASK) >= HALF):
+            self.rcv_adv = right
+        wnd = (self.rcv_adv - self.rcv_nxt) & MASK
+        if wnd >= HALF:  # rcv_adv fell behind rcv_nxt: nothing advertised is left
+            wnd = 0
+            self.rcv_adv = self.rcv_nxt
+        field = min(wnd >> self.rcv_wscale, _MAX_WINDOW_FIELD)
+        self.rcv_adv = (self.rcv_nxt + (field << self.rcv_wscale)) & MASK
+        return field
+
+    def _window_would_grow(self) -> bool:
+        free = self._rcv_capacity - len(self.receive_buffer)
+        grow = (self.rcv_nxt + free - self.rcv_adv) & MASK
+        return grow < HALF and grow >= min(self._rcv_capacity // 2, self.config.mss)
+
+    def _emit(self, flags: int, seq: int, payload: Bytes = b"", options: bytes = b"") -> None:
+        if flags & RST:
+            window = 0
+        elif flags & SYN:  # the window in a SYN is never scaled (RFC 7323 2.2)
+            window = min(self._rcv_capacity - len(self.receive_buffer), _MAX_WINDOW_FIELD)
+            self.rcv_adv = (self.rcv_nxt + window) & MASK
+        else:
+            window = self._advertise()
+        hdr = tcpseg.build_header(self.local_port, self.remote_port, seq,
+                                  self.rcv_nxt if flags & ACK else 0, flags,
+                                  window, self._pseudo, options, payload)
+        self.output.append(b"".join((self._ip.build(len(hdr) + len(payload)), hdr, payload)))
+        self.segments_out += 1
+        if flags & ACK:
+            self._ack_pending = False
+
+    def _send_syn(self, now: float) -> None:
+        synack = self.state is State.SYN_RCVD
+        options = tcpseg.encode_options(
+            mss=self.config.mss,
+            wscale=self.rcv_wscale if (self.config.window_scaling and
+                                       (not synack or self.snd_wscale_offered)) else None)
+        self._emit(SYN | ACK if synack else SYN, self.iss, options=options)
+        self.snd_nxt = self.snd_max = (self.iss + 1) & MASK
+        if self._rto_at is None:
+            self._rto_at = now + self.rtt.rto
+        if self._timed_seq is None and self.retries == 0:
+            self._timed_seq, self._timed_at = self.snd_nxt, now
+
+    def _send_data(self, now: float) -> None:
+        buf = self.send_buffer
+        una = self.snd_una
+        buffered = len(buf)
+        window = min(self.snd_wnd, self.cc.cwnd)
+        mss = self.snd_mss
+        while True:
+            sent = (self.snd_nxt - una) & MASK
+            unsent = buffered - sent
+            if unsent <= 0:
+                break
+            room = window - sent
+            if room <= 0:
+                break
+            n = min(mss, unsent, room)
+            # Sender-side SWS avoidance (RFC 9293 3.8.6.2.1): a short segment goes only if
+            # it empties the queue or is at least half the largest window the peer offered.
+            if n < mss and n < unsent and n < self.max_snd_wnd // 2:
+                break
+            seq = self.snd_nxt
+            flags = ACK | PSH if n == unsent else ACK
+            self._emit(flags, seq, buf.peek(sent, n))
+            if seq == self.snd_max:
+                if self._timed_seq is None:
+                    self._timed_seq, self._timed_at = (seq + n) & MASK, now
+                self.snd_max = (seq + n) & MASK
+            else:
+                self.retransmits += 1
+            self.snd_nxt = (seq + n) & MASK
+            if self._rto_at is None:
+                self._rto_at = now + self.rtt.rto
+        if self._fin_queued:
+            end = (una + buffered) & MASK
+            if self.snd_nxt == end:
+                if self._fin_seq is None:
+                    self._fin_seq = end
+                else:
+                    self.retransmits += 1
+                self.snd_max = (end + 1) & MASK  # the FIN is the last thing we ever send
+                self._emit(FIN | ACK, end)
+                self.snd_nxt = (end + 1) & MASK
+                if self._rto_at is None:
+                    self._rto_at = now + self.rtt.rto
+        # Persist timer: data waits behind a zero window and nothing is in flight to draw ACKs.
+        if (self.snd_wnd == 0 and buffered > ((self.snd_nxt - una) & MASK)
+                and self.snd_una == self.snd_max):
+            if self._persist_at is None:
+                self._persist_interval = self.rtt.rto
+                self._persist_at = now + self._persist_interval
+        else:
+            self._persist_at = None
+
+    # ------------------------------------------------------------------ input
+
+    def receive(self, seg: Segment, now: float) -> None:
+        """Process one arriving segment (RFC 9293 3.10.7)."""
+        self.segments_in += 1
+        state = self.state
+        if state is State.SYN_SENT:
+            self._receive_in_syn_sent(seg, now)
+            return
+        if state is State.CLOSED or state is State.LISTEN:
+            return
+        flags = seg.flags
+        if (state is State.SYN_RCVD and flags & SYN and not flags & ACK
+                and seg.seq == self.irs):
+            # Our SYN-ACK was lost and the peer repeats its SYN: answer it again.
+            self._emit(SYN | ACK, self.iss, options=tcpseg.encode_options(
+                mss=self.config.mss,
+                wscale=self.rcv_wscale if self.snd_wscale_offered else None))
+            return
+
+        # First: is the segment acceptable? (3.10.7.4, the four cases)
+        seq = seg.seq
+        payload = seg.payload
+        seg_len = len(payload) + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
+        wnd = (self.rcv_adv - self.rcv_nxt) & MASK
+        if wnd >= HALF:
+            wnd = 0
+        offset = (seq - self.rcv_nxt) & MASK
+        if seg_len == 0:
+            acceptable = offset == 0 if wnd == 0 else offset < wnd
+        elif wnd == 0:
+            acceptable = False
+        else:
+            acceptable = offset < wnd or ((seq + seg_len - 1 - self.rcv_nxt) & MASK) < wnd
+        if not acceptable:
+            if wnd == 0 and offset == 0 and flags & ACK and not flags & (RST | SYN):
+                # A zero window still takes valid ACKs (3.10.7.4): keep only the ACK.
+                flags &= ~FIN
+                payload = payload[:0]
+            else:
+                if not flags & RST:
+                    if state is State.TIME_WAIT and flags & FIN:
+                        self._start_time_wait(now)  # a retransmitted FIN: re-ACK, restart 2MSL
+                    self._emit(ACK, self.snd_nxt)
+                return
+        elif offset >= HALF:
+            # Starts before RCV.NXT: trim what we already have (3.10.7.4, "trimmed").
+            skip = (self.rcv_nxt - seq) & MASK
+            if flags & SYN:
+                skip -= 1
+                flags &= ~SYN
+            payload = payload[skip:]
+            seq = self.rcv_nxt
+
+        # Second: RST (RFC 5961 3.2: only an exact match resets, others draw a challenge ACK).
+        if flags & RST:
+            if seq != self.rcv_nxt:
+                self._emit(ACK, self.snd_nxt)
+                return
+            self._on_reset()
+            return
+
+        # Fourth: a SYN in a synchronized state draws a challenge ACK (RFC 5961 4.2).
+        if flags & SYN:
+            self._emit(ACK, self.snd_nxt)
+            return
+
+        # Fifth: the ACK field.
+        if not flags & ACK:
+            return
+        if state is State.SYN_RCVD:
+            if not (0 < ((seg.ack - self.snd_una) & MASK) <= ((self.snd_max - self.snd_una)
+                                                              & MASK)):
+                self._emit(RST, seg.ack)
+                return
+            self.snd_una = (self.iss + 1) & MASK
+            self._ack_rtt(seg.ack, now)
+            self._rto_at = None
+            self.retries = 0
+            self.snd_wnd = seg.window << self.snd_wscale
+            self.max_snd_wnd = max(self.max_snd_wnd, self.snd_wnd)
+            self.snd_wl1, self.snd_wl2 = seq, seg.ack
+            self._transition(Trigger.RCV_ACK_OF_SYN)
+            self.events.append(ConnEvent.ESTABLISHED)
+        # The same ACK may also cover data or a FIN sent from SYN_RCVD.
+        state = self._process_ack(seg, seq, flags, payload, now)
+        if state is State.CLOSED:
+            return
+
+        # Seventh: segment text.
+        if payload:
+            if state in RECEIVING:
+                fit = (self.rcv_adv - self.rcv_nxt) & MASK
+                if len(payload) > fit:  # beyond the window: keep what fits, and no FIN
+                    payload = payload[:fit]
+                    flags &= ~FIN
+                if seq == self.rcv_nxt:
+                    n = len(payload)
+                    if not self.discard_input:
+                        self.receive_buffer += payload
+                        if not self._data_event_pending:
+                            self._data_event_pending = True
+                            self.events.append(ConnEvent.DATA)
+                    self.rcv_nxt = (self.rcv_nxt + n) & MASK
+                    self.bytes_received += n
+                    self._ack_pending = True
+                else:
+                    # A hole before this segment: no reassembly yet, so drop it and send the
+                    # immediate duplicate ACK of RFC 5681 4.2 to prompt a retransmission.
+                    self._emit(ACK, self.snd_nxt)
+                    return
+            seq = (seq + len(payload)) & MASK
+
+        # Eighth: FIN, once every byte before it has arrived.
+        if flags & FIN and seq == self.rcv_nxt:
+            self.rcv_nxt = (self.rcv_nxt + 1) & MASK
+            self._emit(ACK, self.snd_nxt)
+            self._on_fin(now)
+        elif state is State.FIN_WAIT_1 and self._fin_acked():
+            self._transition(Trigger.RCV_ACK_OF_FIN)
+
+    def _receive_in_syn_sent(self, seg: Segment, now: float) -> None:
+        """3.10.7.3: SYN-SENT STATE."""
+        flags = seg.flags
+        ack_ok = False
+        if flags & ACK:
+            if ((seg.ack - self.iss) & MASK) - 1 >= ((self.snd_max - self.iss) & MASK):
+                # SEG.ACK =< ISS or SEG.ACK > SND.NXT: not for this connection attempt.
+                if not flags & RST:
+                    self._emit(RST, seg.ack)
+                return
+            ack_ok = True
+        if flags & RST:
+            if ack_ok:  # RFC 5961 3.2: a RST in SYN-SENT counts only if it ACKs our SYN
+                self.error = "connection refused"
+                self.events.append(ConnEvent.REFUSED)
+                self._transition(Trigger.RCV_RST)
+            return
+        if not flags & SYN:
+            return
+        self._take_syn(seg)
+        self.snd_wnd = seg.window
+        self.max_snd_wnd = self.snd_wnd
+        self.snd_wl1, self.snd_wl2 = seg.seq, seg.ack
+        if ack_ok:
+            self.snd_una = seg.ack
+            self._ack_rtt(seg.ack, now)
+            self._rto_at = None
+            self.retries = 0
+            self._transition(Trigger.RCV_SYN_ACK)
+            self.events.append(ConnEvent.ESTABLISHED)
+            self._ack_pending = True
+        else:
+            # Simultaneous open (3.10.7.3, figure 8): answer with our SYN again plus an ACK.
+            self._transition(Trigger.RCV_SYN)
+            self._rto_at = None
+            self._send_syn(now)
+
+    def _take_syn(self, seg: Segment) -> None:
+        self.irs = seg.seq
+        self.rcv_nxt = self.rcv_adv = (seg.seq + 1) & MASK
+        opts = seg.options
+        self.snd_mss = min(opts.mss if opts.mss else tcpseg.DEFAULT_MSS, self.config.mss)
+        self.cc = NewReno(self.snd_mss)
+        if opts.wscale is not None and self.config.window_scaling:
+            self.snd_wscale = opts.wscale
+            self.snd_wscale_offered = True
+        else:  # scaling needs both sides' options (RFC 7323 2.2)
+            self.snd_wscale = 0
+            self.rcv_wscale = 0
+            self._rcv_capacity = min(self._rcv_capacity, _MAX_WINDOW_FIELD)
+
+    def _process_ack(self, seg: Segment, seq: int, flags: int, payload: memoryview,
+                     now: float) -> State:
+        """Fifth step for the synchronized states; returns the state afterwards."""
+        una = self.snd_una
+        ack = seg.ack
+        acked = (ack - una) & MASK
+        in_flight = (self.snd_max - una) & MASK
+        if acked >= HALF:
+            if (una - ack) & MASK > max(self.max_snd_wnd, 1):
+                self._emit(ACK, self.snd_nxt)  # RFC 5961 5.2: too old, challenge
+                return self.state
+            acked = -1  # an old duplicate: ignore its ACK field
+        elif acked > in_flight:
+            self._emit(ACK, self.snd_nxt)  # acknowledges something never sent (3.10.7.4)
+            return self.state
+        if acked >= 0:
+            # Window update rule (3.10.7.4): only from a segment newer than the last one used.
+            wl1 = (seq - self.snd_wl1) & MASK
+            if (0 < wl1 < HALF) or (wl1 == 0 and ((ack - self.snd_wl2) & MASK) < HALF):
+                window = seg.window << self.snd_wscale
+                if acked == 0 and window == self.snd_wnd and not payload and in_flight \
+                        and not flags & FIN:
+                    self._on_duplicate_ack(now)
+                self.snd_wnd = window
+                if window > self.max_snd_wnd:
+                    self.max_snd_wnd = window
+                self.snd_wl1, self.snd_wl2 = seq, ack
+                if window:
+                    self._persist_at = None
+        if acked > 0:
+            self._on_new_ack(ack, acked, now)
+        state = self.state
+        if state is State.FIN_WAIT_1:
+            if self._fin_acked() and not flags & FIN:
+                self._transition(Trigger.RCV_ACK_OF_FIN)
+        elif (state is State.CLOSING or state is State.LAST_ACK) and self._fin_acked():
+            self._transition(Trigger.RCV_ACK_OF_FIN)
+        return self.state
+
+    def _on_new_ack(self, ack: int, acked: int, now: float) -> None:
+        buf = self.send_buffer
+        data_acked = min(acked, len(buf))
+        buf.consume(data_acked)
+        self.bytes_sent += data_acked
+        self.snd_una = ack
+        if ((self.snd_nxt - ack) & MASK) >= HALF:
+            self.snd_nxt = ack
+        self._ack_rtt(ack, now)
+        self.cc.on_ack(acked, now)
+        self._dupacks = 0
+        self.retries = 0
+        self._rto_at = None if ack == self.snd_max else now + self.rtt.rto
+        if self._want_writable and buf.space >= buf.capacity // 2:
+            self._want_writable = False
+            self.events.append(ConnEvent.WRITABLE)
+
+    def _ack_rtt(self, ack: int, now: float) -> None:
+        timed = self._timed_seq
+        if timed is not None and ((ack - timed) & MASK) < HALF:
+            self.rtt.sample(now - self._timed_at)
+            self._timed_seq = None
+
+    def _on_duplicate_ack(self, now: float) -> None:
+        self._dupacks += 1
+        if self._dupacks == _DUPACK_THRESHOLD:
+            # Fast retransmit (RFC 5681 3.2): resend the oldest unacknowledged segment.
+            flight = (self.snd_max - self.snd_una) & MASK
+            self.cc.on_fast_retransmit(flight, now)
+            self._retransmit_first(now)
+
+    def _retransmit_first(self, now: float) -> None:
+        buf = self.send_buffer
+        n = min(self.snd_mss, len(buf))
+        if n:
+            self._emit(ACK, self.snd_una, buf.peek(0, n))
+        elif self._fin_queued:
+            self._emit(FIN | ACK, self.snd_una)
+        self.retransmits += 1
+        self._timed_seq = None  # Karn: no RTT sample from a retransmitted segment
+
+    def _fin_acked(self) -> bool:
+        return self._fin_seq is not None and self.snd_una == (self._fin_seq + 1) & MASK
+
+    def _on_fin(self, now: float) -> None:
+        self.events.append(ConnEvent.EOF)
+        state = self.state
+        if state is State.FIN_WAIT_1 and self._fin_acked():
+            self._transition(Trigger.RCV_FIN_ACK_OF_FIN)
+        elif state in (State.SYN_RCVD, State.ESTABLISHED, State.FIN_WAIT_1, State.FIN_WAIT_2):
+            self._transition(Trigger.RCV_FIN)
+        if self.state is State.TIME_WAIT:
+            self._start_time_wait(now)
+
+    def _on_reset(self) -> None:
+        if self.state is State.SYN_RCVD and self.passive:
+            pass  # the listener simply forgets the half-open connection
+        elif self.state in (State.ESTABLISHED, State.FIN_WAIT_1, State.FIN_WAIT_2,
+                            State.CLOSE_WAIT, State.SYN_RCVD):
+            self.error = "connection reset by peer"
+            self.events.append(ConnEvent.RESET)
+        self._transition(Trigger.RCV_RST)
+
+    def _start_time_wait(self, now: float) -> None:
+        self._time_wait_at = now + 2 * self.config.msl
+        self._rto_at = None
+        self._persist_at = None
+
+    # ------------------------------------------------------------------ timers
+
+    def on_timer(self, now: float) -> None:
+        if self._time_wait_at is not None and now >= self._time_wait_at:
+            self._transition(Trigger.TIMEOUT_2MSL)
+        if self._rto_at is not None and now >= self._rto_at:
+            self._on_retransmit_timeout(now)
+        if self._persist_at is not None and now >= self._persist_at:
+            # A zero-window probe: an old sequence number draws an ACK carrying the window.
+            self._emit(ACK, (self.snd_una - 1) & MASK)
+            self._persist_interval = min(self._persist_interval * 2, self.config.persist_max)
+            self._persist_at = now + self._persist_interval
+        self._update_deadline()
+
+    def _on_retransmit_timeout(self, now: float) -> None:
+        self.retries += 1
+        state = self.state
+        limit = (self.config.syn_retries if state is State.SYN_SENT else
+                 self.config.synack_retries if state is State.SYN_RCVD else
+                 self.config.max_retries)
+        if self.retries > limit:
+            self.error = "connection timed out"
+            self.events.append(ConnEvent.TIMEOUT)
+            self._transition(Trigger.TIMEOUT_GIVE_UP)
+            return
+        self.rtt.backoff()
+        self._timed_seq = None
+        self._rto_at = now + self.rtt.rto
+        if state is State.SYN_SENT or state is State.SYN_RCVD:
+            self.retransmits += 1
+            self._send_syn(now)
+            return
+        self.cc.on_timeout((self.snd_max - self.snd_una) & MASK, now)
+        self._dupacks = 0
+        self.snd_nxt = self.snd_una  # go back N: resend from the oldest unacknowledged byte
+        self._send_data(now)
+
+    def _update_deadline(self) -> None:
+        d = self._rto_at
+        for t in (self._persist_at, self._time_wait_at):
+            if t is not None and (d is None or t < d):
+                d = t
+        self.deadline = d
+
+    # ------------------------------------------------------------------ states
+
+    def _transition(self, trigger: Trigger) -> None:
+        old = self.state
+        new = next_state(old, trigger)
+        self.state = new
+        if self.on_transition is not None:
+            self.on_transition(self, old, new)
+        if new is State.CLOSED:
+            self._rto_at = self._persist_at = self._time_wait_at = None
+            self.deadline = None
+            self._ack_pending = False
+            self.events.append(ConnEvent.CLOSED)

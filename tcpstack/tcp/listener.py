@@ -1,0 +1,33 @@
+"""A listening port (RFC 9293 3.10.7.2, LISTEN STATE): turns acceptable SYNs into connections."""
+
+from __future__ import annotations
+
+from tcpstack.tcp.segment import ACK, RST, SYN, Segment
+from tcpstack.tcp.state import State
+
+
+class Listener:
+    """LISTEN on one port. Counts half-open connections against the backlog; the stack
+    creates the connection objects, the application is told when one is ESTABLISHED."""
+
+    state = State.LISTEN
+
+    def __init__(self, port: int, backlog: int) -> None:
+        self.port = port
+        self.backlog = backlog
+        self.half_open = 0
+        self.owner: object | None = None  # whatever the application layer attaches
+
+    def classify(self, seg: Segment) -> str:
+        """What LISTEN does with `seg`: 'ignore' (a RST), 'reset' (an ACK: 3.10.7.2 second
+        check), 'syn' (open a connection), 'overflow' (backlog full), 'drop' (anything else)."""
+        flags = seg.flags
+        if flags & RST:
+            return "ignore"
+        if flags & ACK:
+            return "reset"
+        if not flags & SYN:
+            return "drop"
+        if self.half_open >= self.backlog:
+            return "overflow"
+        return "syn"

@@ -1,0 +1,161 @@
+"""TCP segment codec (RFC 9293 section 3.1) with options (MSS, window scale, SACK-permitted).
+
+Parsing verifies the checksum against the pseudo-header and raises MalformedPacket for
+anything it cannot trust. Unknown options are skipped by their length; an option whose
+length is impossible makes the segment malformed (RFC 9293 3.1 asks us to be prepared for it).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from tcpstack.net.checksum import Bytes, ones_complement_sum
+from tcpstack.net.errors import MalformedPacket
+
+FIN = 0x01
+SYN = 0x02
+RST = 0x04
+PSH = 0x08
+ACK = 0x10
+URG = 0x20
+ECE = 0x40
+CWR = 0x80
+
+HEADER = struct.Struct("!HHIIHHHH")
+HEADER_LEN = 20
+
+OPT_EOL = 0
+OPT_NOP = 1
+OPT_MSS = 2
+OPT_WSCALE = 3
+OPT_SACK_PERMITTED = 4
+OPT_TIMESTAMP = 8
+
+MAX_WSCALE = 14  # RFC 7323 2.3
+DEFAULT_MSS = 536  # RFC 9293 3.7.1, when the peer sends no MSS option
+
+_FLAG_NAMES = ((SYN, "S"), (FIN, "F"), (RST, "R"), (PSH, "P"), (URG, "U"), (ECE, "E"),
+               (CWR, "W"))
+
+
+@dataclass(slots=True)
+class Options:
+    """The options a segment carries; None where absent."""
+
+    mss: int | None = None
+    wscale: int | None = None
+    sack_permitted: bool = False
+
+
+_NO_OPTIONS = Options()
+
+
+@dataclass(slots=True)
+class Segment:
+    """A parsed TCP segment. `payload` is a view into the received packet."""
+
+    sport: int
+    dport: int
+    seq: int
+    ack: int
+    flags: int
+    window: int
+    options: Options
+    payload: memoryview
+
+    def __len__(self) -> int:
+        """The sequence space the segment occupies: its data plus one for SYN and for FIN."""
+        n = len(self.payload)
+        if self.flags & SYN:
+            n += 1
+        if self.flags & FIN:
+            n += 1
+        return n
+
+
+def flags_str(flags: int) -> str:
+    """Flags the way tcpdump prints them: `S.` for SYN+ACK, `.` for a bare ACK."""
+    text = "".join(name for bit, name in _FLAG_NAMES if flags & bit)
+    if flags & ACK:
+        text += "."
+    return text or "none"
+
+
+def parse(data: memoryview, pseudo_sum: int) -> Segment:
+    """Decode a TCP segment; `pseudo_sum` is the pseudo-header sum without the length."""
+    n = len(data)
+    if n < HEADER_LEN:
+        raise MalformedPacket("tcp_truncated", f"{n} bytes")
+    if (ones_complement_sum(data) + pseudo_sum + n) % 0xFFFF != 0:
+        raise MalformedPacket("tcp_bad_checksum")
+    sport, dport, seq, ack, off_flags, window, _csum, _urg = HEADER.unpack_from(data)
+    offset = (off_flags >> 12) * 4
+    if offset < HEADER_LEN or offset > n:
+        raise MalformedPacket("tcp_bad_offset", f"data offset {offset} in {n} bytes")
+    options = _parse_options(data[HEADER_LEN:offset]) if offset > HEADER_LEN else _NO_OPTIONS
+    return Segment(sport, dport, seq, ack, off_flags & 0xFF, window, options, data[offset:])
+
+
+def _parse_options(raw: memoryview) -> Options:
+    opts = Options()
+    i = 0
+    end = len(raw)
+    while i < end:
+        kind = raw[i]
+        if kind == OPT_EOL:
+            break
+        if kind == OPT_NOP:
+            i += 1
+            continue
+        if i + 1 >= end:
+            raise MalformedPacket("tcp_bad_option", f"option {kind} has no length")
+        length = raw[i + 1]
+        if length < 2 or i + length > end:
+            raise MalformedPacket("tcp_bad_option", f"option {kind} length {length}")
+        if kind == OPT_MSS and length == 4:
+            opts.mss = (raw[i + 2] << 8) | raw[i + 3]
+        elif kind == OPT_WSCALE and length == 3:
+            opts.wscale = min(raw[i + 2], MAX_WSCALE)
+        elif kind == OPT_SACK_PERMITTED and length == 2:
+            opts.sack_permitted = True
+        i += length
+    return opts
+
+
+def encode_options(mss: int | None = None, wscale: int | None = None,
+                   sack_permitted: bool = False) -> bytes:
+    """Options padded to a multiple of four bytes, laid out the way Linux lays them out."""
+    out = b""
+    if mss is not None:
+        out += struct.pack("!BBH", OPT_MSS, 4, mss)
+    if sack_permitted:
+        out += bytes((OPT_NOP, OPT_NOP, OPT_SACK_PERMITTED, 2))
+    if wscale is not None:
+        out += bytes((OPT_NOP, OPT_WSCALE, 3, wscale))
+    return out
+
+
+def build_header(sport: int, dport: int, seq: int, ack: int, flags: int, window: int,
+                 pseudo_sum: int, options: bytes = b"", payload: Bytes = b"") -> bytes:
+    """The encoded header (options included) whose checksum covers `payload` too; the caller
+    sends header and payload back to back. `pseudo_sum` is as for `parse`."""
+    offset = HEADER_LEN + len(options)
+    if offset & 3 or offset > 60:
+        raise ValueError(f"options must pad the header to a multiple of 4 up to 60, not {offset}")
+    total = pseudo_sum + offset + len(payload)
+    if payload:
+        total += ones_complement_sum(payload)
+    if options:
+        total += ones_complement_sum(options)
+    # The checksum field is zero while summing, so the fixed fields can be packed once.
+    fields = (sport, dport, seq, ack, (offset << 10) | flags, window)
+    total += ones_complement_sum(HEADER.pack(*fields, 0, 0))
+    return HEADER.pack(*fields, ~(total % 0xFFFF) & 0xFFFF, 0) + options
+
+
+def build(sport: int, dport: int, seq: int, ack: int, flags: int, window: int,
+          pseudo_sum: int, options: bytes = b"", payload: Bytes = b"") -> bytes:
+    """A whole encoded segment: header, options and payload."""
+    return build_header(sport, dport, seq, ack, flags, window, pseudo_sum, options,
+                        payload) + bytes(payload)
