@@ -55,16 +55,18 @@ class PortParam(click.ParamType):  # type: ignore[type-arg]
               help="The kernel side's address and prefix on the TUN interface.")
 @click.option("--mtu", default=DEFAULT_MTU, show_default=True, type=click.IntRange(68, 65535),
               help="MTU of the TUN interface.")
+@click.option("--offload/--no-offload", default=True, show_default=True,
+              help="Let the kernel checksum and segment (TUN virtio-net header, GSO/TSO).")
 @click.option("--trace", is_flag=True, help="Log every TCP state transition.")
 @click.option("-q", "--quiet", is_flag=True, help="Log warnings and errors only.")
 @click.pass_context
 def cli(ctx: click.Context, iface: str, address: str, kernel_address: str, mtu: int,
-        trace: bool, quiet: bool) -> None:
+        offload: bool, trace: bool, quiet: bool) -> None:
     """A userspace TCP/IP stack over a Linux TUN device."""
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
                         format="tcpstack: %(message)s", stream=sys.stderr)
     ctx.obj = {"iface": iface, "address": address, "kernel_address": kernel_address,
-               "mtu": mtu, "trace": trace}
+               "mtu": mtu, "trace": trace, "offload": offload}
 
 
 @cli.command()
@@ -109,7 +111,7 @@ async def _serve(opts: dict[str, object], handler: Handler, port: int, backlog: 
 def _make_stack(opts: dict[str, object]) -> Stack:
     return Stack(iface=str(opts["iface"]), address=str(opts["address"]),
                  kernel_address=str(opts["kernel_address"]), mtu=int(str(opts["mtu"])),
-                 trace=bool(opts["trace"]))
+                 trace=bool(opts["trace"]), offload=bool(opts["offload"]))
 
 
 def _stop_on_signals() -> asyncio.Event:

@@ -15,7 +15,8 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 
-from tcpstack.net import icmp, ipv4
+from tcpstack.net import icmp, ipv4, offload
+from tcpstack.net.checksum import Bytes
 from tcpstack.net.errors import MalformedPacket
 from tcpstack.net.ipv4 import PROTO_ICMP, PROTO_TCP
 from tcpstack.tcp import segment as tcpseg
@@ -55,11 +56,13 @@ class NetworkStack:
         self._tiebreak = itertools.count()
         self._pseudo: dict[bytes, int] = {}
         self._next_port = EPHEMERAL_PORTS.start
+        self._link = offload.NONE if self.config.offload else b""
 
     # ------------------------------------------------------------------ input
 
-    def receive(self, packet: bytes, now: float) -> None:
-        """One IP packet from the link; a malformed one is counted by reason and dropped."""
+    def receive(self, packet: Bytes, now: float, checksum_trusted: bool = False) -> None:
+        """One IP packet from the link; a malformed one is counted by reason and dropped.
+        `checksum_trusted`: the link vouches for the transport checksum (offload)."""
         counters = self.counters
         if packet and packet[0] >> 4 == 6:
             counters["ipv6_dropped"] += 1  # the kernel's own IPv6 chatter; IPv6 is not served
@@ -70,7 +73,7 @@ class NetworkStack:
                 counters["ip_not_for_us"] += 1
                 return
             if ip.proto == PROTO_TCP:
-                self._receive_tcp(ip, now)
+                self._receive_tcp(ip, now, checksum_trusted)
             elif ip.proto == PROTO_ICMP:
                 self._receive_icmp(ip)
             else:
@@ -84,15 +87,15 @@ class NetworkStack:
         self.counters["icmp_in"] += 1
         reply = icmp.echo_reply(ip.payload)
         if reply is not None:
-            self.output.append(ipv4.build(self.address, ip.src, PROTO_ICMP, reply))
+            self.output.append(self._link + ipv4.build(self.address, ip.src, PROTO_ICMP, reply))
             self.counters["icmp_out"] += 1
 
-    def _receive_tcp(self, ip: ipv4.IPv4Packet, now: float) -> None:
+    def _receive_tcp(self, ip: ipv4.IPv4Packet, now: float, trusted: bool) -> None:
         src = ip.src
         pseudo = self._pseudo.get(src)
         if pseudo is None:
             pseudo = self._pseudo[src] = ipv4.pseudo_header_sum(src, self.address, PROTO_TCP)
-        seg = tcpseg.parse(ip.payload, pseudo)
+        seg = tcpseg.parse(ip.payload, pseudo, verify=not trusted)
         self.counters["segs_in"] += 1
         if seg.flags & tcpseg.RST:
             self.counters["rst_in"] += 1
@@ -119,7 +122,7 @@ class NetworkStack:
             return
         seq, ack, flags = reply
         data = tcpseg.build(seg.dport, seg.sport, seq, ack, flags, 0, pseudo)
-        self.output.append(ipv4.build(self.address, src, PROTO_TCP, data))
+        self.output.append(self._link + ipv4.build(self.address, src, PROTO_TCP, data))
         self.counters["rst_out"] += 1
 
     def _open_passive(self, listener: Listener, src: bytes, seg: tcpseg.Segment,

@@ -113,7 +113,7 @@ class Stack:
     def __init__(self, iface: str = DEFAULT_IFACE, address: str = DEFAULT_ADDRESS,
                  kernel_address: str = DEFAULT_KERNEL_ADDRESS, mtu: int = DEFAULT_MTU,
                  *, config: TcpConfig | None = None, trace: bool = False,
-                 tap: PacketTap | None = None) -> None:
+                 tap: PacketTap | None = None, offload: bool = True) -> None:
         self.iface = iface
         self.address = _parse_address(address)
         try:
@@ -129,9 +129,10 @@ class Stack:
         self.mtu = mtu
         self.config = config or TcpConfig()
         self.config.mss = min(self.config.mss, mtu - _HEADERS)
+        self.config.offload = offload
         self.trace = trace
         self.tap = tap
-        self.tun = TunDevice(iface, mtu)
+        self.tun = TunDevice(iface, mtu, offload=offload)
         self.network = NetworkStack(self.address.packed, self.config)
         self.driver: StackDriver | None = None
         self._servers: dict[int, Server] = {}

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 
 from tcpstack.link.tun import TunDevice
+from tcpstack.net import offload
 from tcpstack.stack import NetworkStack
 from tcpstack.tcp.connection import Connection
 from tcpstack.tcp.events import ConnEvent
@@ -65,6 +66,7 @@ class StackDriver:
         read = self.tun.read
         receive = self.stack.receive
         tap = self.tap
+        vnet = self.tun.offload
         now = self.loop.time()
         for _ in range(READ_BATCH):
             try:
@@ -74,6 +76,13 @@ class StackDriver:
             except OSError as exc:
                 log.warning("TUN read failed: %s", exc)
                 break
+            if vnet:
+                trusted = offload.checksum_trusted(packet)
+                ip_packet = memoryview(packet)[offload.HEADER_LEN:]
+                if tap is not None:
+                    tap(bytes(ip_packet), False)
+                receive(ip_packet, now, trusted)
+                continue
             if tap is not None:
                 tap(packet, False)
             receive(packet, now)
@@ -110,7 +119,7 @@ class StackDriver:
         tap = self.tap
         for packet in packets:
             if tap is not None:
-                tap(packet, True)
+                tap(packet[offload.HEADER_LEN:] if self.tun.offload else packet, True)
             try:
                 write(packet)
             except BlockingIOError:

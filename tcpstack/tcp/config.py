@@ -20,3 +20,4 @@ class TcpConfig:
     max_retries: int = 15           # data retransmissions before the connection aborts
     persist_max: float = 60.0       # longest interval between zero-window probes
     backlog: int = 128              # default listener backlog (half-open connections)
+    offload: bool = False           # the link takes partial checksums and 64 KB segments

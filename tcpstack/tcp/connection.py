@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from tcpstack.net import offload
 from tcpstack.net.checksum import Bytes
 from tcpstack.net.ipv4 import PROTO_TCP, HeaderTemplate, pseudo_header_sum
 from tcpstack.tcp import segment as tcpseg
@@ -31,6 +32,8 @@ TransitionHook = Callable[["Connection", State, State], None]
 
 _DUPACK_THRESHOLD = 3  # RFC 5681 3.2
 _MAX_WINDOW_FIELD = 0xFFFF
+# The largest TCP payload one IPv4 packet can carry (65535 less 20 + 20 header bytes).
+_MAX_IP_PAYLOAD = 0xFFFF - 40
 
 
 def _wscale_for(buffer: int) -> int:
@@ -60,6 +63,8 @@ class Connection:
         self.owner: object | None = None     # whatever the application layer attaches
 
         self._ip = HeaderTemplate(local_addr, remote_addr, PROTO_TCP)
+        self._offload = config.offload
+        self._link = offload.NONE if config.offload else b""
         self._pseudo = pseudo_header_sum(local_addr, remote_addr, PROTO_TCP)
 
         # Send sequence space (RFC 9293 3.3.1). snd_max is the highest SND.NXT ever reached;
@@ -74,6 +79,8 @@ class Connection:
         self.snd_wl2 = 0
         self.snd_wscale = 0
         self.snd_mss = tcpseg.DEFAULT_MSS
+        self._seg_max = tcpseg.DEFAULT_MSS  # largest segment we build: the MSS, or with
+        #                                     segmentation offload a multiple of it
         self.send_buffer = SendBuffer(config.send_buffer)
         self._fin_queued = False  # the application closed its sending side
         self._fin_seq: int | None = None  # where our FIN sits, once it has been sent
@@ -212,10 +219,18 @@ class Connection:
             self.rcv_adv = (self.rcv_nxt + window) & MASK
         else:
             window = self._advertise()
-        hdr = tcpseg.build_header(self.local_port, self.remote_port, seq,
-                                  self.rcv_nxt if flags & ACK else 0, flags,
-                                  window, self._pseudo, options, payload)
-        self.output.append(b"".join((self._ip.build(len(hdr) + len(payload)), hdr, payload)))
+        ack = self.rcv_nxt if flags & ACK else 0
+        if payload and self._offload:
+            hdr = tcpseg.build_header_partial(self.local_port, self.remote_port, seq, ack,
+                                              flags, window, self._pseudo, options,
+                                              len(payload))
+            link = offload.tcp_partial(20, len(hdr), len(payload), self.snd_mss)
+        else:
+            hdr = tcpseg.build_header(self.local_port, self.remote_port, seq, ack, flags,
+                                      window, self._pseudo, options, payload)
+            link = self._link
+        self.output.append(b"".join((link, self._ip.build(len(hdr) + len(payload)), hdr,
+                                     payload)))
         self.segments_out += 1
         if flags & ACK:
             self._ack_pending = False
@@ -239,6 +254,7 @@ class Connection:
         buffered = len(buf)
         window = min(self.snd_wnd, self.cc.cwnd)
         mss = self.snd_mss
+        seg_max = self._seg_max
         while True:
             sent = (self.snd_nxt - una) & MASK
             unsent = buffered - sent
@@ -247,7 +263,7 @@ class Connection:
             room = window - sent
             if room <= 0:
                 break
-            n = min(mss, unsent, room)
+            n = min(seg_max, unsent, room)
             # Sender-side SWS avoidance (RFC 9293 3.8.6.2.1): a short segment goes only if
             # it empties the queue or is at least half the largest window the peer offered.
             if n < mss and n < unsent and n < self.max_snd_wnd // 2:
@@ -448,6 +464,8 @@ class Connection:
         self.rcv_nxt = self.rcv_adv = (seg.seq + 1) & MASK
         opts = seg.options
         self.snd_mss = min(opts.mss if opts.mss else tcpseg.DEFAULT_MSS, self.config.mss)
+        self._seg_max = (_MAX_IP_PAYLOAD // self.snd_mss * self.snd_mss if self._offload
+                         else self.snd_mss)
         self.cc = NewReno(self.snd_mss)
         if opts.wscale is not None and self.config.window_scaling:
             self.snd_wscale = opts.wscale
