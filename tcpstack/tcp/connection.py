@@ -84,6 +84,7 @@ class Connection:
         self.send_buffer = SendBuffer(config.send_buffer)
         self._fin_queued = False  # the application closed its sending side
         self._fin_seq: int | None = None  # where our FIN sits, once it has been sent
+        self._syn_acked = False
         self.snd_wscale_offered = False  # the peer's SYN carried a window scale option
 
         # Receive sequence space. rcv_adv is the right edge of the window we advertised.
@@ -249,6 +250,8 @@ class Connection:
             self._timed_seq, self._timed_at = self.snd_nxt, now
 
     def _send_data(self, now: float) -> None:
+        if not self._syn_acked:
+            return  # data and FIN sequence numbers start after our SYN is acknowledged
         buf = self.send_buffer
         una = self.snd_una
         buffered = len(buf)
@@ -357,7 +360,7 @@ class Connection:
 
         # Second: RST (RFC 5961 3.2: only an exact match resets, others draw a challenge ACK).
         if flags & RST:
-            if seq != self.rcv_nxt:
+            if seg.seq != self.rcv_nxt:
                 self._emit(ACK, self.snd_nxt)
                 return
             self._on_reset()
@@ -377,6 +380,7 @@ class Connection:
                 self._emit(RST, seg.ack)
                 return
             self.snd_una = (self.iss + 1) & MASK
+            self._syn_acked = True
             self._ack_rtt(seg.ack, now)
             self._rto_at = None
             self.retries = 0
@@ -386,7 +390,9 @@ class Connection:
             self._transition(Trigger.RCV_ACK_OF_SYN)
             self.events.append(ConnEvent.ESTABLISHED)
         # The same ACK may also cover data or a FIN sent from SYN_RCVD.
-        state = self._process_ack(seg, seq, flags, payload, now)
+        if not self._process_ack(seg, seq, flags, payload, now):
+            return
+        state = self.state
         if state is State.CLOSED:
             return
 
@@ -411,6 +417,7 @@ class Connection:
                     # A hole before this segment: no reassembly yet, so drop it and send the
                     # immediate duplicate ACK of RFC 5681 4.2 to prompt a retransmission.
                     self._emit(ACK, self.snd_nxt)
+                    self._settle_fin_wait_1()
                     return
             seq = (seq + len(payload)) & MASK
 
@@ -419,7 +426,12 @@ class Connection:
             self.rcv_nxt = (self.rcv_nxt + 1) & MASK
             self._emit(ACK, self.snd_nxt)
             self._on_fin(now)
-        elif state is State.FIN_WAIT_1 and self._fin_acked():
+        self._settle_fin_wait_1()
+
+    def _settle_fin_wait_1(self) -> None:
+        """FIN_WAIT_1 whose FIN is acked moves on to FIN_WAIT_2, unless the same segment's FIN
+        already took it straight to TIME_WAIT (_process_ack leaves that choice to here)."""
+        if self.state is State.FIN_WAIT_1 and self._fin_acked():
             self._transition(Trigger.RCV_ACK_OF_FIN)
 
     def _receive_in_syn_sent(self, seg: Segment, now: float) -> None:
@@ -447,6 +459,7 @@ class Connection:
         self.snd_wl1, self.snd_wl2 = seg.seq, seg.ack
         if ack_ok:
             self.snd_una = seg.ack
+            self._syn_acked = True
             self._ack_rtt(seg.ack, now)
             self._rto_at = None
             self.retries = 0
@@ -476,8 +489,8 @@ class Connection:
             self._rcv_capacity = min(self._rcv_capacity, _MAX_WINDOW_FIELD)
 
     def _process_ack(self, seg: Segment, seq: int, flags: int, payload: memoryview,
-                     now: float) -> State:
-        """Fifth step for the synchronized states; returns the state afterwards."""
+                     now: float) -> bool:
+        """Fifth step for the synchronized states; False when the segment is to be dropped."""
         una = self.snd_una
         ack = seg.ack
         acked = (ack - una) & MASK
@@ -485,11 +498,11 @@ class Connection:
         if acked >= HALF:
             if (una - ack) & MASK > max(self.max_snd_wnd, 1):
                 self._emit(ACK, self.snd_nxt)  # RFC 5961 5.2: too old, challenge
-                return self.state
+                return False
             acked = -1  # an old duplicate: ignore its ACK field
         elif acked > in_flight:
             self._emit(ACK, self.snd_nxt)  # acknowledges something never sent (3.10.7.4)
-            return self.state
+            return False
         if acked >= 0:
             # Window update rule (3.10.7.4): only from a segment newer than the last one used.
             wl1 = (seq - self.snd_wl1) & MASK
@@ -507,16 +520,18 @@ class Connection:
         if acked > 0:
             self._on_new_ack(ack, acked, now)
         state = self.state
-        if state is State.FIN_WAIT_1:
-            if self._fin_acked() and not flags & FIN:
-                self._transition(Trigger.RCV_ACK_OF_FIN)
-        elif (state is State.CLOSING or state is State.LAST_ACK) and self._fin_acked():
+        # FIN_WAIT_1 waits for the FIN step (see _settle_fin_wait_1).
+        if (state is State.CLOSING or state is State.LAST_ACK) and self._fin_acked():
             self._transition(Trigger.RCV_ACK_OF_FIN)
-        return self.state
+        return True
 
     def _on_new_ack(self, ack: int, acked: int, now: float) -> None:
         buf = self.send_buffer
-        data_acked = min(acked, len(buf))
+        if self._syn_acked:
+            data_acked = min(acked, len(buf))
+        else:  # our SYN, acked only after a close in SYN_RCVD took us to FIN_WAIT_1
+            self._syn_acked = True
+            data_acked = min(acked - 1, len(buf))
         buf.consume(data_acked)
         self.bytes_sent += data_acked
         self.snd_una = ack
