@@ -19,7 +19,8 @@ from tcpstack.api.streams import (
     Stack,
 )
 from tcpstack.link.tun import LinkError
-from tcpstack.services.echo import discard, echo
+from tcpstack.services.echo import discard as discard_service
+from tcpstack.services.echo import echo as echo_service
 from tcpstack.services.http import file_server
 from tcpstack.stack import PortInUse
 
@@ -71,21 +72,20 @@ def cli(ctx: click.Context, iface: str, address: str, kernel_address: str, mtu: 
 
 @cli.command()
 @click.argument("port", type=PortParam())
-@click.option("--echo", "mode", flag_value="echo", help="Send back every byte received.")
-@click.option("--discard", "mode", flag_value="discard", help="Read and drop everything.")
+@click.option("--echo", is_flag=True, help="Send back every byte received.")
+@click.option("--discard", is_flag=True, help="Read and drop everything.")
 @click.option("--http", "http_dir", type=click.Path(exists=True, file_okay=False,
                                                     path_type=Path),
               help="Serve the files in this directory over HTTP (GET and HEAD).")
 @click.option("--backlog", default=128, show_default=True, type=click.IntRange(1, 65535),
               help="Most half-open connections waiting on the port.")
 @click.pass_context
-def listen(ctx: click.Context, port: tuple[str | None, int], mode: str | None,
+def listen(ctx: click.Context, port: tuple[str | None, int], echo: bool, discard: bool,
            http_dir: Path | None, backlog: int) -> None:
     """Listen on PORT and serve echo, discard or HTTP until interrupted."""
-    chosen = [m for m in (mode, "http" if http_dir else None) if m]
-    if len(chosen) != 1:
+    if echo + discard + (http_dir is not None) != 1:
         raise click.UsageError("choose exactly one of --echo, --discard, --http DIR")
-    handler: Handler = (echo if mode == "echo" else discard if mode == "discard"
+    handler: Handler = (echo_service if echo else discard_service if discard
                         else file_server(http_dir))  # type: ignore[arg-type]
     opts = dict(ctx.obj)
     addr, number = port
@@ -137,7 +137,20 @@ def _run(opts: dict[str, object], main: Awaitable[None]) -> None:
 
 
 def main() -> None:
-    cli(prog_name="tcpstack")
+    """Entry point: every error is one line on stderr and a non-zero exit status."""
+    try:
+        status = cli.main(prog_name="tcpstack", standalone_mode=False)
+    except click.UsageError as exc:
+        hint = f" (see 'tcpstack {exc.ctx.info_name} --help')" if exc.ctx and exc.ctx.parent \
+            else " (see 'tcpstack --help')"
+        click.echo(f"tcpstack: error: {exc.format_message()}{hint}", err=True)
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        click.echo(f"tcpstack: error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        sys.exit(130)
+    sys.exit(status if isinstance(status, int) else 0)
 
 
 if __name__ == "__main__":

@@ -126,7 +126,7 @@ class Connection:
 
     def connect(self, now: float) -> None:
         """Active open: send a SYN."""
-        self._transition(Trigger.APP_CONNECT)
+        self._transition(Trigger.APP_CONNECT, now)
         self._send_syn(now)
 
     def accept_syn(self, seg: Segment, now: float) -> None:
@@ -135,7 +135,7 @@ class Connection:
         self.snd_wnd = seg.window  # never scaled in a SYN (RFC 7323 2.2)
         self.max_snd_wnd = self.snd_wnd
         self.snd_wl1 = seg.seq
-        self._transition(Trigger.RCV_SYN)
+        self._transition(Trigger.RCV_SYN, now)
         self._send_syn(now)
 
     def send(self, data: Bytes) -> int:
@@ -166,10 +166,10 @@ class Connection:
     def close(self, now: float) -> None:
         """Graceful close of our sending side (shutdown(SHUT_WR) and close() on the wire)."""
         if self.state in (State.SYN_SENT, State.LISTEN):
-            self._transition(Trigger.APP_CLOSE)
+            self._transition(Trigger.APP_CLOSE, now)
         elif self.state in (State.SYN_RCVD, State.ESTABLISHED, State.CLOSE_WAIT):
             self._fin_queued = True
-            self._transition(Trigger.APP_CLOSE)
+            self._transition(Trigger.APP_CLOSE, now)
 
     def abort(self, now: float) -> None:
         """Reset the connection (RFC 9293 3.10.5 ABORT)."""
@@ -178,7 +178,7 @@ class Connection:
         if self.state in SYNCHRONIZED or self.state is State.SYN_RCVD:
             self._emit(RST, self.snd_nxt)
         self.error = "connection aborted"
-        self._transition(Trigger.APP_ABORT)
+        self._transition(Trigger.APP_ABORT, now)
 
     # ------------------------------------------------------------------ output
 
@@ -285,7 +285,7 @@ class Connection:
                 self._rto_at = now + self.rtt.rto
         if self._fin_queued:
             end = (una + buffered) & MASK
-            if self.snd_nxt == end:
+            if self.snd_nxt == end and (self._fin_seq is None or self._fin_seq == end):
                 if self._fin_seq is None:
                     self._fin_seq = end
                 else:
@@ -295,9 +295,9 @@ class Connection:
                 self.snd_nxt = (end + 1) & MASK
                 if self._rto_at is None:
                     self._rto_at = now + self.rtt.rto
-        # Persist timer: data waits behind a zero window and nothing is in flight to draw ACKs.
-        if (self.snd_wnd == 0 and buffered > ((self.snd_nxt - una) & MASK)
-                and self.snd_una == self.snd_max):
+        # Persist timer: data waits, held back by a zero window or by SWS avoidance, and
+        # nothing is in flight to draw the ACK that would reopen the window.
+        if buffered > ((self.snd_nxt - una) & MASK) and self.snd_una == self.snd_max:
             if self._persist_at is None:
                 self._persist_interval = self.rtt.rto
                 self._persist_at = now + self._persist_interval
@@ -363,7 +363,7 @@ class Connection:
             if seg.seq != self.rcv_nxt:
                 self._emit(ACK, self.snd_nxt)
                 return
-            self._on_reset()
+            self._on_reset(now)
             return
 
         # Fourth: a SYN in a synchronized state draws a challenge ACK (RFC 5961 4.2).
@@ -387,7 +387,7 @@ class Connection:
             self.snd_wnd = seg.window << self.snd_wscale
             self.max_snd_wnd = max(self.max_snd_wnd, self.snd_wnd)
             self.snd_wl1, self.snd_wl2 = seq, seg.ack
-            self._transition(Trigger.RCV_ACK_OF_SYN)
+            self._transition(Trigger.RCV_ACK_OF_SYN, now)
             self.events.append(ConnEvent.ESTABLISHED)
         # The same ACK may also cover data or a FIN sent from SYN_RCVD.
         if not self._process_ack(seg, seq, flags, payload, now):
@@ -417,7 +417,7 @@ class Connection:
                     # A hole before this segment: no reassembly yet, so drop it and send the
                     # immediate duplicate ACK of RFC 5681 4.2 to prompt a retransmission.
                     self._emit(ACK, self.snd_nxt)
-                    self._settle_fin_wait_1()
+                    self._settle_fin_wait_1(now)
                     return
             seq = (seq + len(payload)) & MASK
 
@@ -426,13 +426,13 @@ class Connection:
             self.rcv_nxt = (self.rcv_nxt + 1) & MASK
             self._emit(ACK, self.snd_nxt)
             self._on_fin(now)
-        self._settle_fin_wait_1()
+        self._settle_fin_wait_1(now)
 
-    def _settle_fin_wait_1(self) -> None:
+    def _settle_fin_wait_1(self, now: float) -> None:
         """FIN_WAIT_1 whose FIN is acked moves on to FIN_WAIT_2, unless the same segment's FIN
         already took it straight to TIME_WAIT (_process_ack leaves that choice to here)."""
         if self.state is State.FIN_WAIT_1 and self._fin_acked():
-            self._transition(Trigger.RCV_ACK_OF_FIN)
+            self._transition(Trigger.RCV_ACK_OF_FIN, now)
 
     def _receive_in_syn_sent(self, seg: Segment, now: float) -> None:
         """3.10.7.3: SYN-SENT STATE."""
@@ -449,7 +449,7 @@ class Connection:
             if ack_ok:  # RFC 5961 3.2: a RST in SYN-SENT counts only if it ACKs our SYN
                 self.error = "connection refused"
                 self.events.append(ConnEvent.REFUSED)
-                self._transition(Trigger.RCV_RST)
+                self._transition(Trigger.RCV_RST, now)
             return
         if not flags & SYN:
             return
@@ -463,12 +463,12 @@ class Connection:
             self._ack_rtt(seg.ack, now)
             self._rto_at = None
             self.retries = 0
-            self._transition(Trigger.RCV_SYN_ACK)
+            self._transition(Trigger.RCV_SYN_ACK, now)
             self.events.append(ConnEvent.ESTABLISHED)
             self._ack_pending = True
         else:
             # Simultaneous open (3.10.7.3, figure 8): answer with our SYN again plus an ACK.
-            self._transition(Trigger.RCV_SYN)
+            self._transition(Trigger.RCV_SYN, now)
             self._rto_at = None
             self._send_syn(now)
 
@@ -522,7 +522,7 @@ class Connection:
         state = self.state
         # FIN_WAIT_1 waits for the FIN step (see _settle_fin_wait_1).
         if (state is State.CLOSING or state is State.LAST_ACK) and self._fin_acked():
-            self._transition(Trigger.RCV_ACK_OF_FIN)
+            self._transition(Trigger.RCV_ACK_OF_FIN, now)
         return True
 
     def _on_new_ack(self, ack: int, acked: int, now: float) -> None:
@@ -577,20 +577,18 @@ class Connection:
         self.events.append(ConnEvent.EOF)
         state = self.state
         if state is State.FIN_WAIT_1 and self._fin_acked():
-            self._transition(Trigger.RCV_FIN_ACK_OF_FIN)
+            self._transition(Trigger.RCV_FIN_ACK_OF_FIN, now)
         elif state in (State.SYN_RCVD, State.ESTABLISHED, State.FIN_WAIT_1, State.FIN_WAIT_2):
-            self._transition(Trigger.RCV_FIN)
-        if self.state is State.TIME_WAIT:
-            self._start_time_wait(now)
+            self._transition(Trigger.RCV_FIN, now)
 
-    def _on_reset(self) -> None:
+    def _on_reset(self, now: float) -> None:
         if self.state is State.SYN_RCVD and self.passive:
             pass  # the listener simply forgets the half-open connection
         elif self.state in (State.ESTABLISHED, State.FIN_WAIT_1, State.FIN_WAIT_2,
                             State.CLOSE_WAIT, State.SYN_RCVD):
             self.error = "connection reset by peer"
             self.events.append(ConnEvent.RESET)
-        self._transition(Trigger.RCV_RST)
+        self._transition(Trigger.RCV_RST, now)
 
     def _start_time_wait(self, now: float) -> None:
         self._time_wait_at = now + 2 * self.config.msl
@@ -601,15 +599,30 @@ class Connection:
 
     def on_timer(self, now: float) -> None:
         if self._time_wait_at is not None and now >= self._time_wait_at:
-            self._transition(Trigger.TIMEOUT_2MSL)
+            self._transition(Trigger.TIMEOUT_2MSL, now)
         if self._rto_at is not None and now >= self._rto_at:
             self._on_retransmit_timeout(now)
         if self._persist_at is not None and now >= self._persist_at:
-            # A zero-window probe: an old sequence number draws an ACK carrying the window.
-            self._emit(ACK, (self.snd_una - 1) & MASK)
-            self._persist_interval = min(self._persist_interval * 2, self.config.persist_max)
-            self._persist_at = now + self._persist_interval
+            self._persist_probe(now)
         self._update_deadline()
+
+    def _persist_probe(self, now: float) -> None:
+        self._persist_interval = min(self._persist_interval * 2, self.config.persist_max)
+        self._persist_at = now + self._persist_interval
+        window = self.snd_wnd
+        if window > 0:
+            # The window is open but too small to beat SWS avoidance: the override timeout of
+            # RFC 9293 3.8.6.2.1 sends what fits.
+            n = min(window, len(self.send_buffer) - ((self.snd_nxt - self.snd_una) & MASK))
+            if n > 0:
+                seq = self.snd_nxt
+                self._emit(ACK | PSH, seq, self.send_buffer.peek((seq - self.snd_una) & MASK, n))
+                self.snd_nxt = self.snd_max = (seq + n) & MASK
+                self._rto_at = now + self.rtt.rto
+                self._persist_at = None
+                return
+        # A zero-window probe: an old sequence number draws an ACK carrying the window.
+        self._emit(ACK, (self.snd_una - 1) & MASK)
 
     def _on_retransmit_timeout(self, now: float) -> None:
         self.retries += 1
@@ -620,7 +633,7 @@ class Connection:
         if self.retries > limit:
             self.error = "connection timed out"
             self.events.append(ConnEvent.TIMEOUT)
-            self._transition(Trigger.TIMEOUT_GIVE_UP)
+            self._transition(Trigger.TIMEOUT_GIVE_UP, now)
             return
         self.rtt.backoff()
         self._timed_seq = None
@@ -643,13 +656,15 @@ class Connection:
 
     # ------------------------------------------------------------------ states
 
-    def _transition(self, trigger: Trigger) -> None:
+    def _transition(self, trigger: Trigger, now: float) -> None:
         old = self.state
         new = next_state(old, trigger)
         self.state = new
         if self.on_transition is not None:
             self.on_transition(self, old, new)
-        if new is State.CLOSED:
+        if new is State.TIME_WAIT:
+            self._start_time_wait(now)
+        elif new is State.CLOSED:
             self._rto_at = self._persist_at = self._time_wait_at = None
             self.deadline = None
             self._ack_pending = False

@@ -35,8 +35,9 @@ OPT_TIMESTAMP = 8
 MAX_WSCALE = 14  # RFC 7323 2.3
 DEFAULT_MSS = 536  # RFC 9293 3.7.1, when the peer sends no MSS option
 
-_FLAG_NAMES = ((SYN, "S"), (FIN, "F"), (RST, "R"), (PSH, "P"), (URG, "U"), (ECE, "E"),
-               (CWR, "W"))
+# tcpdump's order, with "." for ACK in its place.
+_FLAG_NAMES = ((FIN, "F"), (SYN, "S"), (RST, "R"), (PSH, "P"), (ACK, "."), (URG, "U"),
+               (ECE, "E"), (CWR, "W"))
 
 
 @dataclass(slots=True)
@@ -76,10 +77,7 @@ class Segment:
 
 def flags_str(flags: int) -> str:
     """Flags the way tcpdump prints them: `S.` for SYN+ACK, `.` for a bare ACK."""
-    text = "".join(name for bit, name in _FLAG_NAMES if flags & bit)
-    if flags & ACK:
-        text += "."
-    return text or "none"
+    return "".join(name for bit, name in _FLAG_NAMES if flags & bit) or "none"
 
 
 def parse(data: memoryview, pseudo_sum: int, verify: bool = True) -> Segment:
