@@ -23,6 +23,7 @@ from tcpstack.services.echo import discard as discard_service
 from tcpstack.services.echo import echo as echo_service
 from tcpstack.services.http import file_server
 from tcpstack.stack import PortInUse
+from tcpstack.tcp.config import TcpConfig
 
 log = logging.getLogger("tcpstack")
 
@@ -58,16 +59,18 @@ class PortParam(click.ParamType):  # type: ignore[type-arg]
               help="MTU of the TUN interface.")
 @click.option("--offload/--no-offload", default=True, show_default=True,
               help="Let the kernel checksum and segment (TUN virtio-net header, GSO/TSO).")
+@click.option("--msl", default=30.0, show_default=True, type=click.FloatRange(0.001, 3600),
+              help="Maximum segment lifetime in seconds; TIME_WAIT lasts twice this.")
 @click.option("--trace", is_flag=True, help="Log every TCP state transition.")
 @click.option("-q", "--quiet", is_flag=True, help="Log warnings and errors only.")
 @click.pass_context
 def cli(ctx: click.Context, iface: str, address: str, kernel_address: str, mtu: int,
-        offload: bool, trace: bool, quiet: bool) -> None:
+        offload: bool, msl: float, trace: bool, quiet: bool) -> None:
     """A userspace TCP/IP stack over a Linux TUN device."""
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
                         format="tcpstack: %(message)s", stream=sys.stderr)
     ctx.obj = {"iface": iface, "address": address, "kernel_address": kernel_address,
-               "mtu": mtu, "trace": trace, "offload": offload}
+               "mtu": mtu, "trace": trace, "offload": offload, "msl": msl}
 
 
 @cli.command()
@@ -111,7 +114,8 @@ async def _serve(opts: dict[str, object], handler: Handler, port: int, backlog: 
 def _make_stack(opts: dict[str, object]) -> Stack:
     return Stack(iface=str(opts["iface"]), address=str(opts["address"]),
                  kernel_address=str(opts["kernel_address"]), mtu=int(str(opts["mtu"])),
-                 trace=bool(opts["trace"]), offload=bool(opts["offload"]))
+                 trace=bool(opts["trace"]), offload=bool(opts["offload"]),
+                 config=TcpConfig(msl=float(str(opts["msl"]))))
 
 
 def _stop_on_signals() -> asyncio.Event:

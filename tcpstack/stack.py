@@ -100,17 +100,22 @@ class NetworkStack:
         if seg.flags & tcpseg.RST:
             self.counters["rst_in"] += 1
         conn = self.connections.get((src, seg.sport, seg.dport))
+        iss = None
         if conn is not None:
             conn.receive(seg, now)
             self._dirty[conn] = None
-            return
+            if conn.reopen_iss is None:
+                return
+            # The SYN ended TIME_WAIT: it now goes to the listener as a new connection.
+            iss = conn.reopen_iss
+            del self.connections[(src, seg.sport, seg.dport)]
         listener = self.listeners.get(seg.dport)
         if listener is None:
             self._reply_reset(src, pseudo, seg)
             return
         verdict = listener.classify(seg)
         if verdict == "syn":
-            self._open_passive(listener, src, seg, now)
+            self._open_passive(listener, src, seg, now, iss)
         elif verdict == "reset":
             self._reply_reset(src, pseudo, seg)
         elif verdict == "overflow":
@@ -126,8 +131,9 @@ class NetworkStack:
         self.counters["rst_out"] += 1
 
     def _open_passive(self, listener: Listener, src: bytes, seg: tcpseg.Segment,
-                      now: float) -> None:
-        iss = self._isn.isn(self.address, seg.dport, src, seg.sport, now)
+                      now: float, iss: int | None = None) -> None:
+        if iss is None:
+            iss = self._isn.isn(self.address, seg.dport, src, seg.sport, now)
         conn = Connection(self.config, self.address, seg.dport, src, seg.sport, iss,
                           passive=True)
         conn.listener = listener

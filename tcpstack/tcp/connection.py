@@ -115,6 +115,8 @@ class Connection:
         self._data_event_pending = False
         self._want_writable = False
         self.error: str | None = None
+        # Set when a new SYN ended TIME_WAIT: the ISN the new incarnation must use.
+        self.reopen_iss: int | None = None
 
         self.bytes_sent = 0       # application bytes acknowledged by the peer
         self.bytes_received = 0   # application bytes delivered in order
@@ -322,6 +324,14 @@ class Connection:
             self._emit(SYN | ACK, self.iss, options=tcpseg.encode_options(
                 mss=self.config.mss,
                 wscale=self.rcv_wscale if self.snd_wscale_offered else None))
+            return
+
+        if (state is State.TIME_WAIT and flags & SYN and not flags & (ACK | RST)
+                and 0 < ((seg.seq - self.rcv_nxt) & MASK) < HALF):
+            # RFC 1122 4.2.2.13 / RFC 6191: a SYN beyond everything the old incarnation
+            # used may reopen the connection. The new ISN goes past our old sequence space.
+            self.reopen_iss = (self.snd_nxt + 0xFFFF + 2) & MASK
+            self._transition(Trigger.RCV_SYN_IN_TIME_WAIT, now)
             return
 
         # First: is the segment acceptable? (3.10.7.4, the four cases)

@@ -24,11 +24,13 @@ def diff(a: int, b: int) -> int:
 
 
 def lt(a: int, b: int) -> bool:
-    return (a - b) & MASK >= HALF
+    """`b` lies less than half the circle ahead of `a`. Two numbers exactly 2**31 apart are
+    incomparable (RFC 1982 3.2 leaves that case undefined): neither is before the other."""
+    return 0 < (b - a) & MASK < HALF
 
 
 def le(a: int, b: int) -> bool:
-    return a == b or (a - b) & MASK >= HALF
+    return a == b or lt(a, b)
 
 
 def gt(a: int, b: int) -> bool:

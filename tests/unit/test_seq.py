@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from tcpstack.tcp import seq
@@ -78,14 +78,22 @@ def test_diff_is_in_signed_half_range(a: int, b: int) -> None:
 
 @given(seqs, seqs)
 def test_exactly_one_of_lt_eq_gt(a: int, b: int) -> None:
+    assume((a - b) & seq.MASK != seq.HALF)
     assert [seq.lt(a, b), a == b, seq.gt(a, b)].count(True) == 1
 
 
 @given(seqs, seqs)
 def test_lt_is_antisymmetric(a: int, b: int) -> None:
     assert not (seq.lt(a, b) and seq.lt(b, a))
-    if a != b:
+    if a != b and (a - b) & seq.MASK != seq.HALF:
         assert seq.lt(a, b) != seq.lt(b, a)
+
+
+@given(seqs)
+def test_numbers_half_the_circle_apart_are_incomparable(a: int) -> None:
+    b = seq.add(a, seq.HALF)
+    assert not seq.lt(a, b) and not seq.lt(b, a)
+    assert not seq.gt(a, b) and not seq.gt(b, a)
 
 
 @given(seqs, seqs)
