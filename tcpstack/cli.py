@@ -6,7 +6,7 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 
 import click
@@ -22,6 +22,7 @@ from tcpstack.link.tun import LinkError
 from tcpstack.services.echo import discard as discard_service
 from tcpstack.services.echo import echo as echo_service
 from tcpstack.services.http import file_server
+from tcpstack.services.relay import relay
 from tcpstack.stack import PortInUse
 from tcpstack.tcp.config import TcpConfig
 
@@ -94,7 +95,59 @@ def listen(ctx: click.Context, port: tuple[str | None, int], echo: bool, discard
     addr, number = port
     if addr is not None:
         opts["address"] = addr
-    _run(opts, _serve(opts, handler, number, backlog))
+    _run(_serve(opts, handler, number, backlog))
+
+
+@cli.command()
+@click.argument("host")
+@click.argument("port", type=click.IntRange(1, 65535))
+@click.option("--timeout", type=click.FloatRange(0.001), default=None,
+              help="Give up connecting after this many seconds (default: after the SYN "
+                   "retransmissions, about two minutes).")
+@click.pass_context
+def connect(ctx: click.Context, host: str, port: int, timeout: float | None) -> None:
+    """Connect to HOST PORT and relay standard input and output, like nc."""
+    if not ctx.obj["trace"]:
+        logging.getLogger("tcpstack").setLevel(logging.WARNING)
+    _run(_connect(dict(ctx.obj), host, port, timeout))
+
+
+class CommandFailed(Exception):
+    """A command ran and failed; the message is the one line the user sees."""
+
+
+async def _connect(opts: dict[str, object], host: str, port: int,
+                   timeout: float | None) -> None:
+    stack = _make_stack(opts)
+    await stack.start()
+    stop = _stop_on_signals()
+    where = f"{host}:{port}"
+    try:
+        try:
+            reader, writer = await asyncio.wait_for(stack.open_connection(host, port), timeout)
+        except ConnectionRefusedError:
+            raise CommandFailed(f"connection to {where} refused") from None
+        except TimeoutError:
+            raise CommandFailed(f"connection to {where} timed out") from None
+        except ConnectionError as exc:
+            raise CommandFailed(f"connection to {where} failed: {exc}") from None
+        pump = asyncio.ensure_future(relay(reader, writer, sys.stdin.fileno(),
+                                           sys.stdout.buffer))
+        stopped = asyncio.ensure_future(stop.wait())
+        await asyncio.wait((pump, stopped), return_when=asyncio.FIRST_COMPLETED)
+        if not pump.done():
+            pump.cancel()
+            writer.transport.abort()
+            raise CommandFailed("interrupted")
+        stopped.cancel()
+        try:
+            pump.result()
+        except TimeoutError:
+            raise CommandFailed(f"connection to {where} timed out") from None
+        except ConnectionError as exc:
+            raise CommandFailed(f"connection to {where} lost: {exc}") from None
+    finally:
+        await stack.close()
 
 
 async def _serve(opts: dict[str, object], handler: Handler, port: int, backlog: int) -> None:
@@ -132,10 +185,10 @@ def _format_counters(counters: dict[str, int]) -> str:
     return " ".join(f"{name}={value}" for name, value in sorted(counters.items())) or "none"
 
 
-def _run(opts: dict[str, object], main: Awaitable[None]) -> None:
+def _run(main: Coroutine[None, None, None]) -> None:
     try:
-        asyncio.run(main)  # type: ignore[arg-type]
-    except (LinkError, PortInUse, ValueError) as exc:
+        asyncio.run(main)
+    except (LinkError, PortInUse, ValueError, CommandFailed) as exc:
         click.echo(f"tcpstack: error: {exc}", err=True)
         sys.exit(1)
 

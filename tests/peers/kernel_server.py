@@ -1,0 +1,53 @@
+"""A kernel-socket server for `tcpstack connect` tests, run inside a namespace.
+
+Modes (first argument), each serving one connection on 0.0.0.0:PORT, then exiting:
+  count-then-reply  read until the peer's FIN, then send "got N bytes sha256 H" and close
+                    (the peer half-closed first and still receives);
+  banner-then-count send a banner and shut down writing at once, then read until FIN and
+                    write "got N bytes sha256 H" to the file given as third argument
+                    (we half-closed first and still receive);
+  reset             accept, then close with SO_LINGER 0, which sends a RST.
+Prints "ready" once listening."""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import struct
+import sys
+
+
+def main() -> None:
+    mode, port = sys.argv[1], int(sys.argv[2])
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("0.0.0.0", port))
+    srv.listen(1)
+    srv.settimeout(30)
+    print("ready", flush=True)
+    conn, _ = srv.accept()
+    conn.settimeout(30)
+    if mode == "reset":
+        conn.recv(1)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()
+        return
+    if mode == "banner-then-count":
+        conn.sendall(b"banner from the kernel\n")
+        conn.shutdown(socket.SHUT_WR)
+    digest = hashlib.sha256()
+    total = 0
+    while chunk := conn.recv(1 << 16):
+        digest.update(chunk)
+        total += len(chunk)
+    report = f"got {total} bytes sha256 {digest.hexdigest()}\n"
+    if mode == "count-then-reply":
+        conn.sendall(report.encode())
+    else:
+        with open(sys.argv[3], "w") as f:
+            f.write(report)
+    conn.close()
+
+
+if __name__ == "__main__":
+    main()
