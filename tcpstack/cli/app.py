@@ -1,0 +1,102 @@
+"""The `tcpstack` command group: global options and what every command shares."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Coroutine
+
+import click
+
+from tcpstack.api.streams import (
+    DEFAULT_ADDRESS,
+    DEFAULT_IFACE,
+    DEFAULT_KERNEL_ADDRESS,
+    DEFAULT_MTU,
+    Stack,
+)
+from tcpstack.link.tun import LinkError
+from tcpstack.stack import PortInUse
+from tcpstack.tcp.config import TcpConfig
+
+log = logging.getLogger("tcpstack")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--iface", default=DEFAULT_IFACE, show_default=True,
+              help="Name of the TUN interface to create.")
+@click.option("--address", default=DEFAULT_ADDRESS, show_default=True,
+              help="The stack's own IPv4 address.")
+@click.option("--kernel-address", default=DEFAULT_KERNEL_ADDRESS, show_default=True,
+              help="The kernel side's address and prefix on the TUN interface.")
+@click.option("--mtu", default=DEFAULT_MTU, show_default=True, type=click.IntRange(68, 65535),
+              help="MTU of the TUN interface.")
+@click.option("--offload/--no-offload", default=True, show_default=True,
+              help="Let the kernel checksum and segment (TUN virtio-net header, GSO/TSO).")
+@click.option("--msl", default=30.0, show_default=True, type=click.FloatRange(0.001, 3600),
+              help="Maximum segment lifetime in seconds; TIME_WAIT lasts twice this.")
+@click.option("--trace", is_flag=True, help="Log every TCP state transition.")
+@click.option("-q", "--quiet", is_flag=True, help="Log warnings and errors only.")
+@click.pass_context
+def cli(ctx: click.Context, iface: str, address: str, kernel_address: str, mtu: int,
+        offload: bool, msl: float, trace: bool, quiet: bool) -> None:
+    """A userspace TCP/IP stack over a Linux TUN device."""
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
+                        format="tcpstack: %(message)s", stream=sys.stderr)
+    ctx.obj = {"iface": iface, "address": address, "kernel_address": kernel_address,
+               "mtu": mtu, "trace": trace, "offload": offload, "msl": msl}
+
+
+
+class CommandFailed(Exception):
+    """A command ran and failed; the message is the one line the user sees."""
+
+
+
+def make_stack(opts: dict[str, object]) -> Stack:
+    return Stack(iface=str(opts["iface"]), address=str(opts["address"]),
+                 kernel_address=str(opts["kernel_address"]), mtu=int(str(opts["mtu"])),
+                 trace=bool(opts["trace"]), offload=bool(opts["offload"]),
+                 config=TcpConfig(msl=float(str(opts["msl"]))))
+
+
+def stop_on_signals() -> asyncio.Event:
+    """SIGINT and SIGTERM end the run; installed explicitly because a background process
+    started by a non-interactive shell ignores SIGINT otherwise."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+def format_counters(counters: dict[str, int]) -> str:
+    return " ".join(f"{name}={value}" for name, value in sorted(counters.items())) or "none"
+
+
+def run(main: Coroutine[None, None, None]) -> None:
+    try:
+        asyncio.run(main)
+    except (LinkError, PortInUse, ValueError, CommandFailed) as exc:
+        click.echo(f"tcpstack: error: {exc}", err=True)
+        sys.exit(1)
+
+
+def main() -> None:
+    """Entry point: every error is one line on stderr and a non-zero exit status."""
+    try:
+        status = cli.main(prog_name="tcpstack", standalone_mode=False)
+    except click.UsageError as exc:
+        hint = f" (see 'tcpstack {exc.ctx.info_name} --help')" if exc.ctx and exc.ctx.parent \
+            else " (see 'tcpstack --help')"
+        click.echo(f"tcpstack: error: {exc.format_message()}{hint}", err=True)
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        click.echo(f"tcpstack: error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        sys.exit(130)
+    sys.exit(status if isinstance(status, int) else 0)
+

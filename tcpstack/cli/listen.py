@@ -1,0 +1,77 @@
+"""`tcpstack listen`: serve echo, discard or static HTTP on a port."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import click
+
+from tcpstack.cli.app import cli, format_counters, make_stack, run, stop_on_signals
+from tcpstack.services.echo import discard as discard_service
+from tcpstack.services.echo import echo as echo_service
+from tcpstack.services.http import file_server
+
+log = logging.getLogger("tcpstack")
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+class PortParam(click.ParamType):  # type: ignore[type-arg]
+    """A port, optionally written ADDR:PORT (the address must be the stack's own)."""
+
+    name = "[ADDR:]PORT"
+
+    def convert(self, value: object, param: click.Parameter | None,
+                ctx: click.Context | None) -> tuple[str | None, int]:
+        text = str(value)
+        addr, sep, port_text = text.rpartition(":")
+        try:
+            port = int(port_text)
+        except ValueError:
+            self.fail(f"{text!r} is not a port number", param, ctx)
+        if not 0 < port < 65536:
+            self.fail(f"port {port} is out of range 1-65535", param, ctx)
+        return (addr or None) if sep else None, port
+
+
+
+@cli.command()
+@click.argument("port", type=PortParam())
+@click.option("--echo", is_flag=True, help="Send back every byte received.")
+@click.option("--discard", is_flag=True, help="Read and drop everything.")
+@click.option("--http", "http_dir", type=click.Path(exists=True, file_okay=False,
+                                                    path_type=Path),
+              help="Serve the files in this directory over HTTP (GET and HEAD).")
+@click.option("--backlog", default=128, show_default=True, type=click.IntRange(1, 65535),
+              help="Most half-open connections waiting on the port.")
+@click.pass_context
+def listen(ctx: click.Context, port: tuple[str | None, int], echo: bool, discard: bool,
+           http_dir: Path | None, backlog: int) -> None:
+    """Listen on PORT and serve echo, discard or HTTP until interrupted."""
+    if echo + discard + (http_dir is not None) != 1:
+        raise click.UsageError("choose exactly one of --echo, --discard, --http DIR")
+    handler: Handler = (echo_service if echo else discard_service if discard
+                        else file_server(http_dir))  # type: ignore[arg-type]
+    opts = dict(ctx.obj)
+    addr, number = port
+    if addr is not None:
+        opts["address"] = addr
+    run(_serve(opts, handler, number, backlog))
+
+
+
+async def _serve(opts: dict[str, object], handler: Handler, port: int, backlog: int) -> None:
+    stack = make_stack(opts)
+    stop = stop_on_signals()
+    await stack.start()
+    try:
+        await stack.start_server(handler, port, backlog=backlog)
+        log.info("listening on %s:%d", stack.address, port)
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        await stack.close()
+        log.info("counters: %s", format_counters(stack.counters))
