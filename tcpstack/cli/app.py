@@ -49,10 +49,8 @@ def cli(ctx: click.Context, iface: str, address: str, kernel_address: str, mtu: 
                "mtu": mtu, "trace": trace, "offload": offload, "msl": msl}
 
 
-
 class CommandFailed(Exception):
     """A command ran and failed; the message is the one line the user sees."""
-
 
 
 def make_stack(opts: dict[str, object]) -> Stack:
