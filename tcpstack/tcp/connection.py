@@ -13,6 +13,7 @@ their definitions.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 
 from tcpstack.net import offload
@@ -34,6 +35,8 @@ _DUPACK_THRESHOLD = 3  # RFC 5681 3.2
 _MAX_WINDOW_FIELD = 0xFFFF
 # The largest TCP payload one IPv4 packet can carry (65535 less 20 + 20 header bytes).
 _MAX_IP_PAYLOAD = 0xFFFF - 40
+CWND_TRACE_LEN = 20_000      # samples kept per connection
+CWND_TRACE_INTERVAL = 0.001  # at most one sample a millisecond, except at losses
 
 
 def _wscale_for(buffer: int) -> int:
@@ -103,6 +106,8 @@ class Connection:
         self._timed_at = 0.0
         self._dupacks = 0
         self.retries = 0
+        # (time, cwnd, ssthresh) samples for `tcpstack stat` and `tcpstack plot`.
+        self.cwnd_trace: deque[tuple[float, int, int]] = deque(maxlen=CWND_TRACE_LEN)
 
         self._rto_at: float | None = None
         self._persist_at: float | None = None
@@ -549,12 +554,19 @@ class Connection:
             self.snd_nxt = ack
         self._ack_rtt(ack, now)
         self.cc.on_ack(acked, now)
+        if not self.cwnd_trace or now - self.cwnd_trace[-1][0] >= CWND_TRACE_INTERVAL:
+            self._trace_cwnd(now)
         self._dupacks = 0
         self.retries = 0
+        # (time, cwnd, ssthresh) samples for `tcpstack stat` and `tcpstack plot`.
+        self.cwnd_trace: deque[tuple[float, int, int]] = deque(maxlen=CWND_TRACE_LEN)
         self._rto_at = None if ack == self.snd_max else now + self.rtt.rto
         if self._want_writable and buf.space >= buf.capacity // 2:
             self._want_writable = False
             self.events.append(ConnEvent.WRITABLE)
+
+    def _trace_cwnd(self, now: float) -> None:
+        self.cwnd_trace.append((now, self.cc.cwnd, self.cc.ssthresh))
 
     def _ack_rtt(self, ack: int, now: float) -> None:
         timed = self._timed_seq
@@ -568,6 +580,7 @@ class Connection:
             # Fast retransmit (RFC 5681 3.2): resend the oldest unacknowledged segment.
             flight = (self.snd_max - self.snd_una) & MASK
             self.cc.on_fast_retransmit(flight, now)
+            self._trace_cwnd(now)
             self._retransmit_first(now)
 
     def _retransmit_first(self, now: float) -> None:
@@ -653,6 +666,7 @@ class Connection:
             self._send_syn(now)
             return
         self.cc.on_timeout((self.snd_max - self.snd_una) & MASK, now)
+        self._trace_cwnd(now)
         self._dupacks = 0
         self.snd_nxt = self.snd_una  # go back N: resend from the oldest unacknowledged byte
         self._send_data(now)
