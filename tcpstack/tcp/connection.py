@@ -558,8 +558,6 @@ class Connection:
             self._trace_cwnd(now)
         self._dupacks = 0
         self.retries = 0
-        # (time, cwnd, ssthresh) samples for `tcpstack stat` and `tcpstack plot`.
-        self.cwnd_trace: deque[tuple[float, int, int]] = deque(maxlen=CWND_TRACE_LEN)
         self._rto_at = None if ack == self.snd_max else now + self.rtt.rto
         if self._want_writable and buf.space >= buf.capacity // 2:
             self._want_writable = False
