@@ -21,3 +21,11 @@ class TcpConfig:
     persist_max: float = 60.0       # longest interval between zero-window probes
     backlog: int = 128              # default listener backlog (half-open connections)
     offload: bool = False           # the link takes partial checksums and 64 KB segments
+    congestion: str = "cubic"       # "cubic" (RFC 9438) or "newreno" (RFC 6582)
+    delayed_ack: float = 0.04       # longest an ACK for in-order data waits (0: never waits)
+    nodelay: bool = False           # TCP_NODELAY: no Nagle (RFC 9293 3.7.4)
+    keepalive: bool = False         # SO_KEEPALIVE (RFC 1122 4.2.3.6)
+    keepalive_idle: float = 7200.0  # TCP_KEEPIDLE: seconds of silence before probing
+    keepalive_interval: float = 75.0  # TCP_KEEPINTVL
+    keepalive_count: int = 9        # TCP_KEEPCNT: unanswered probes before giving up
+    user_timeout: float | None = None  # RFC 5482: abort when data stays unacked this long

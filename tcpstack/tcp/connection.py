@@ -19,10 +19,13 @@ from collections.abc import Callable
 from tcpstack.net import offload
 from tcpstack.net.checksum import Bytes
 from tcpstack.net.ipv4 import PROTO_TCP, HeaderTemplate, pseudo_header_sum
+from tcpstack.tcp import congestion
 from tcpstack.tcp import segment as tcpseg
 from tcpstack.tcp.config import TcpConfig
-from tcpstack.tcp.congestion import CongestionControl, NewReno
+from tcpstack.tcp.congestion import CongestionControl
 from tcpstack.tcp.events import ConnEvent
+from tcpstack.tcp.reassembly import ReassemblyQueue
+from tcpstack.tcp.recovery import Action, FastRecovery
 from tcpstack.tcp.rtt import RttEstimator
 from tcpstack.tcp.segment import ACK, FIN, PSH, RST, SYN, Segment
 from tcpstack.tcp.send_buffer import SendBuffer
@@ -31,7 +34,6 @@ from tcpstack.tcp.state import RECEIVING, SYNCHRONIZED, State, Trigger, next_sta
 
 TransitionHook = Callable[["Connection", State, State], None]
 
-_DUPACK_THRESHOLD = 3  # RFC 5681 3.2
 _MAX_WINDOW_FIELD = 0xFFFF
 # The largest TCP payload one IPv4 packet can carry (65535 less 20 + 20 header bytes).
 _MAX_IP_PAYLOAD = 0xFFFF - 40
@@ -96,15 +98,20 @@ class Connection:
         self.rcv_adv = 0
         self.rcv_wscale = _wscale_for(config.receive_buffer) if config.window_scaling else 0
         self.receive_buffer = bytearray()
+        self._ooo = ReassemblyQueue()  # data beyond a hole, waiting for it to fill
         self._rcv_capacity = config.receive_buffer
-        self._ack_pending = False
+        self._ack_pending = False  # an ACK is owed; it may wait for the delayed-ACK timer
+        self._ack_now = False      # ... or it may not: send it at the next flush
+        self._unacked_bytes = 0    # in-order bytes received since our last ACK
+        self._delack_at: float | None = None
+        self.nodelay = config.nodelay
         self.discard_input = False  # the application will read no more; data is acked, dropped
 
         self.rtt = RttEstimator(config.initial_rto, config.min_rto, config.max_rto)
-        self.cc: CongestionControl = NewReno(config.mss)
+        self.cc: CongestionControl = congestion.create(config.congestion, config.mss)
+        self.recovery = FastRecovery(iss)
         self._timed_seq: int | None = None  # the segment being timed for an RTT sample
         self._timed_at = 0.0
-        self._dupacks = 0
         self.retries = 0
         # (time, cwnd, ssthresh) samples for `tcpstack stat` and `tcpstack plot`.
         self.cwnd_trace: deque[tuple[float, int, int]] = deque(maxlen=CWND_TRACE_LEN)
@@ -113,6 +120,9 @@ class Connection:
         self._persist_at: float | None = None
         self._persist_interval = 0.0
         self._time_wait_at: float | None = None
+        self._keepalive_at: float | None = None
+        self._keepalive_probes = 0
+        self._unacked_since = 0.0  # when the oldest unacknowledged byte was first sent
         self.deadline: float | None = None
 
         self.output: list[bytes] = []
@@ -167,7 +177,7 @@ class Connection:
             del buf[:max_bytes]
         self._data_event_pending = False
         if data and self.state in RECEIVING and self._window_would_grow():
-            self._ack_pending = True  # a window update (RFC 9293 3.8.6.2.2)
+            self._ack_now = True  # a window update (RFC 9293 3.8.6.2.2)
         return data
 
     def close(self, now: float) -> None:
@@ -190,11 +200,14 @@ class Connection:
     # ------------------------------------------------------------------ output
 
     def flush(self, now: float) -> None:
-        """Send what the windows allow, then any ACK still owed."""
+        """Send what the windows allow, then any ACK that cannot wait."""
         if self.state in SYNCHRONIZED and self.state is not State.TIME_WAIT:
             self._send_data(now)
         if self._ack_pending and self.state is not State.CLOSED:
-            self._emit(ACK, self.snd_nxt)
+            if self._ack_now or self.config.delayed_ack <= 0:
+                self._emit(ACK, self.snd_nxt)
+            elif self._delack_at is None:
+                self._delack_at = now + self.config.delayed_ack
         self._update_deadline()
 
     def _advertise(self) -> int:
@@ -241,7 +254,9 @@ class Connection:
                                      payload)))
         self.segments_out += 1
         if flags & ACK:
-            self._ack_pending = False
+            self._ack_pending = self._ack_now = False
+            self._unacked_bytes = 0
+            self._delack_at = None
 
     def _send_syn(self, now: float) -> None:
         synack = self.state is State.SYN_RCVD
@@ -251,8 +266,7 @@ class Connection:
                                        (not synack or self.snd_wscale_offered)) else None)
         self._emit(SYN | ACK if synack else SYN, self.iss, options=options)
         self.snd_nxt = self.snd_max = (self.iss + 1) & MASK
-        if self._rto_at is None:
-            self._rto_at = now + self.rtt.rto
+        self._arm_rto(now)
         if self._timed_seq is None and self.retries == 0:
             self._timed_seq, self._timed_at = self.snd_nxt, now
 
@@ -274,10 +288,15 @@ class Connection:
             if room <= 0:
                 break
             n = min(seg_max, unsent, room)
-            # Sender-side SWS avoidance (RFC 9293 3.8.6.2.1): a short segment goes only if
-            # it empties the queue or is at least half the largest window the peer offered.
-            if n < mss and n < unsent and n < self.max_snd_wnd // 2:
-                break
+            if n < mss and self.snd_nxt == self.snd_max:
+                # Sender-side SWS avoidance (RFC 9293 3.8.6.2.1): a short segment of new data
+                # goes only if it empties the queue or is at least half the largest window
+                # offered; and Nagle (3.7.4): not while earlier data is unacknowledged.
+                # Retransmissions are exempt: that data was already judged worth sending.
+                if n < unsent and n < self.max_snd_wnd // 2:
+                    break
+                if not self.nodelay and self.snd_nxt != una:
+                    break
             seq = self.snd_nxt
             flags = ACK | PSH if n == unsent else ACK
             self._emit(flags, seq, buf.peek(sent, n))
@@ -288,8 +307,7 @@ class Connection:
             else:
                 self.retransmits += 1
             self.snd_nxt = (seq + n) & MASK
-            if self._rto_at is None:
-                self._rto_at = now + self.rtt.rto
+            self._arm_rto(now)
         if self._fin_queued:
             end = (una + buffered) & MASK
             if self.snd_nxt == end and (self._fin_seq is None or self._fin_seq == end):
@@ -300,8 +318,7 @@ class Connection:
                 self.snd_max = (end + 1) & MASK  # the FIN is the last thing we ever send
                 self._emit(FIN | ACK, end)
                 self.snd_nxt = (end + 1) & MASK
-                if self._rto_at is None:
-                    self._rto_at = now + self.rtt.rto
+                self._arm_rto(now)
         # Persist timer: data waits, held back by a zero window or by SWS avoidance, and
         # nothing is in flight to draw the ACK that would reopen the window.
         if buffered > ((self.snd_nxt - una) & MASK) and self.snd_una == self.snd_max:
@@ -316,6 +333,8 @@ class Connection:
     def receive(self, seg: Segment, now: float) -> None:
         """Process one arriving segment (RFC 9293 3.10.7)."""
         self.segments_in += 1
+        if self._keepalive_at is not None:
+            self._heard_from_peer(now)
         state = self.state
         if state is State.SYN_SENT:
             self._receive_in_syn_sent(seg, now)
@@ -412,36 +431,59 @@ class Connection:
             return
 
         # Seventh: segment text.
+        if state in RECEIVING and (payload or flags & FIN) and seq != self.rcv_nxt:
+            # Beyond a hole: keep it for later and send the immediate duplicate ACK of
+            # RFC 5681 4.2, which also tells a SACK sender what arrived.
+            window = (self.rcv_adv - self.rcv_nxt) & MASK
+            self._ooo.add(seq, bytes(payload), self.rcv_nxt, window)
+            if flags & FIN:
+                fin_at = (seq + len(payload)) & MASK
+                if ((fin_at - self.rcv_nxt) & MASK) < window:
+                    self._ooo.fin_seq = fin_at
+            self._emit(ACK, self.snd_nxt)
+            self._settle_fin_wait_1(now)
+            return
         if payload:
             if state in RECEIVING:
                 fit = (self.rcv_adv - self.rcv_nxt) & MASK
                 if len(payload) > fit:  # beyond the window: keep what fits, and no FIN
                     payload = payload[:fit]
                     flags &= ~FIN
-                if seq == self.rcv_nxt:
-                    n = len(payload)
-                    if not self.discard_input:
-                        self.receive_buffer += payload
-                        if not self._data_event_pending:
-                            self._data_event_pending = True
-                            self.events.append(ConnEvent.DATA)
-                    self.rcv_nxt = (self.rcv_nxt + n) & MASK
-                    self.bytes_received += n
-                    self._ack_pending = True
-                else:
-                    # A hole before this segment: no reassembly yet, so drop it and send the
-                    # immediate duplicate ACK of RFC 5681 4.2 to prompt a retransmission.
+                self._deliver(payload)
+                if self._ooo:
+                    # The segment filled (part of) a hole: ACK at once (RFC 5681 4.2).
+                    self._deliver(self._ooo.pop_ready(self.rcv_nxt))
                     self._emit(ACK, self.snd_nxt)
-                    self._settle_fin_wait_1(now)
-                    return
+                    if self._ooo.fin_seq == self.rcv_nxt:
+                        flags |= FIN  # a FIN that arrived early is now in order
+                        seq = self.rcv_nxt - len(payload)
             seq = (seq + len(payload)) & MASK
 
         # Eighth: FIN, once every byte before it has arrived.
         if flags & FIN and seq == self.rcv_nxt:
+            self._ooo.fin_seq = None
             self.rcv_nxt = (self.rcv_nxt + 1) & MASK
             self._emit(ACK, self.snd_nxt)
             self._on_fin(now)
         self._settle_fin_wait_1(now)
+
+    def _deliver(self, data: Bytes) -> None:
+        """In-order bytes at RCV.NXT: to the application (unless it stopped reading)."""
+        n = len(data)
+        if not n:
+            return
+        if not self.discard_input:
+            self.receive_buffer += data
+            if not self._data_event_pending:
+                self._data_event_pending = True
+                self.events.append(ConnEvent.DATA)
+        self.rcv_nxt = (self.rcv_nxt + n) & MASK
+        self.bytes_received += n
+        self._ack_pending = True
+        # Delayed ACK (RFC 5681 4.2): at least every second full-sized segment.
+        self._unacked_bytes += n
+        if self._unacked_bytes >= 2 * self.config.mss:
+            self._ack_now = True
 
     def _settle_fin_wait_1(self, now: float) -> None:
         """FIN_WAIT_1 whose FIN is acked moves on to FIN_WAIT_2, unless the same segment's FIN
@@ -480,7 +522,7 @@ class Connection:
             self.retries = 0
             self._transition(Trigger.RCV_SYN_ACK, now)
             self.events.append(ConnEvent.ESTABLISHED)
-            self._ack_pending = True
+            self._ack_pending = self._ack_now = True
         else:
             # Simultaneous open (3.10.7.3, figure 8): answer with our SYN again plus an ACK.
             self._transition(Trigger.RCV_SYN, now)
@@ -494,7 +536,7 @@ class Connection:
         self.snd_mss = min(opts.mss if opts.mss else tcpseg.DEFAULT_MSS, self.config.mss)
         self._seg_max = (_MAX_IP_PAYLOAD // self.snd_mss * self.snd_mss if self._offload
                          else self.snd_mss)
-        self.cc = NewReno(self.snd_mss)
+        self.cc = congestion.create(self.config.congestion, self.snd_mss)
         if opts.wscale is not None and self.config.window_scaling:
             self.snd_wscale = opts.wscale
             self.snd_wscale_offered = True
@@ -553,12 +595,17 @@ class Connection:
         if ((self.snd_nxt - ack) & MASK) >= HALF:
             self.snd_nxt = ack
         self._ack_rtt(ack, now)
-        self.cc.on_ack(acked, now)
+        action = self.recovery.on_new_ack(self.cc, ack, acked, self.snd_max, now, self.rtt.srtt)
+        if action is Action.RETRANSMIT:
+            self._retransmit_first(now)  # a partial ACK: the next hole of the same window
         if not self.cwnd_trace or now - self.cwnd_trace[-1][0] >= CWND_TRACE_INTERVAL:
             self._trace_cwnd(now)
-        self._dupacks = 0
         self.retries = 0
-        self._rto_at = None if ack == self.snd_max else now + self.rtt.rto
+        if ack == self.snd_max:
+            self._rto_at = None
+        else:  # progress: the timer and the user timeout restart (RFC 6298 5.3)
+            self._unacked_since = now
+            self._rto_at = self._rto_deadline(now)
         if self._want_writable and buf.space >= buf.capacity // 2:
             self._want_writable = False
             self.events.append(ConnEvent.WRITABLE)
@@ -573,11 +620,8 @@ class Connection:
             self._timed_seq = None
 
     def _on_duplicate_ack(self, now: float) -> None:
-        self._dupacks += 1
-        if self._dupacks == _DUPACK_THRESHOLD:
-            # Fast retransmit (RFC 5681 3.2): resend the oldest unacknowledged segment.
-            flight = (self.snd_max - self.snd_una) & MASK
-            self.cc.on_fast_retransmit(flight, now)
+        action = self.recovery.on_duplicate_ack(self.cc, self.snd_una, self.snd_max, now)
+        if action is Action.RETRANSMIT:  # fast retransmit (RFC 5681 3.2)
             self._trace_cwnd(now)
             self._retransmit_first(now)
 
@@ -625,7 +669,35 @@ class Connection:
             self._on_retransmit_timeout(now)
         if self._persist_at is not None and now >= self._persist_at:
             self._persist_probe(now)
+        if self._delack_at is not None and now >= self._delack_at:
+            self._emit(ACK, self.snd_nxt)
+        if self._keepalive_at is not None and now >= self._keepalive_at:
+            self._on_keepalive_timer(now)
         self._update_deadline()
+
+    def _on_keepalive_timer(self, now: float) -> None:
+        """RFC 1122 4.2.3.6: after an idle period, probe with an old sequence number (which
+        draws an ACK); give up after `keepalive_count` unanswered probes."""
+        config = self.config
+        if self.state not in (State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT_2):
+            self._keepalive_at = None
+            return
+        if self._keepalive_probes >= config.keepalive_count:
+            self._give_up("connection timed out (no answer to keepalive probes)", now)
+            return
+        self._keepalive_probes += 1
+        self._emit(ACK, (self.snd_una - 1) & MASK)
+        self._keepalive_at = now + config.keepalive_interval
+
+    def _heard_from_peer(self, now: float) -> None:
+        if self.config.keepalive:
+            self._keepalive_probes = 0
+            self._keepalive_at = now + self.config.keepalive_idle
+
+    def _give_up(self, error: str, now: float) -> None:
+        self.error = error
+        self.events.append(ConnEvent.TIMEOUT)
+        self._transition(Trigger.TIMEOUT_GIVE_UP, now)
 
     def _persist_probe(self, now: float) -> None:
         self._persist_interval = min(self._persist_interval * 2, self.config.persist_max)
@@ -639,7 +711,7 @@ class Connection:
                 seq = self.snd_nxt
                 self._emit(ACK | PSH, seq, self.send_buffer.peek((seq - self.snd_una) & MASK, n))
                 self.snd_nxt = self.snd_max = (seq + n) & MASK
-                self._rto_at = now + self.rtt.rto
+                self._arm_rto(now)
                 self._persist_at = None
                 return
         # A zero-window probe: an old sequence number draws an ACK carrying the window.
@@ -652,26 +724,42 @@ class Connection:
                  self.config.synack_retries if state is State.SYN_RCVD else
                  self.config.max_retries)
         if self.retries > limit:
-            self.error = "connection timed out"
-            self.events.append(ConnEvent.TIMEOUT)
-            self._transition(Trigger.TIMEOUT_GIVE_UP, now)
+            self._give_up("connection timed out", now)
+            return
+        user_timeout = self.config.user_timeout
+        if user_timeout is not None and now - self._unacked_since >= user_timeout:
+            self._give_up(f"connection timed out (data unacknowledged for {user_timeout:g} s)",
+                          now)
             return
         self.rtt.backoff()
         self._timed_seq = None
-        self._rto_at = now + self.rtt.rto
+        self._rto_at = self._rto_deadline(now)
         if state is State.SYN_SENT or state is State.SYN_RCVD:
             self.retransmits += 1
             self._send_syn(now)
             return
         self.cc.on_timeout((self.snd_max - self.snd_una) & MASK, now)
+        self.recovery.on_timeout(self.snd_max)
         self._trace_cwnd(now)
-        self._dupacks = 0
         self.snd_nxt = self.snd_una  # go back N: resend from the oldest unacknowledged byte
         self._send_data(now)
 
+    def _arm_rto(self, now: float) -> None:
+        """Start the retransmission timer unless it runs (RFC 6298 5.1)."""
+        if self._rto_at is None:
+            self._unacked_since = now
+            self._rto_at = self._rto_deadline(now)
+
+    def _rto_deadline(self, now: float) -> float:
+        """When the retransmission timer fires: after the RTO, or at the user timeout."""
+        deadline = now + self.rtt.rto
+        if self.config.user_timeout is not None:
+            deadline = min(deadline, max(self._unacked_since + self.config.user_timeout, now))
+        return deadline
+
     def _update_deadline(self) -> None:
         d = self._rto_at
-        for t in (self._persist_at, self._time_wait_at):
+        for t in (self._persist_at, self._time_wait_at, self._delack_at, self._keepalive_at):
             if t is not None and (d is None or t < d):
                 d = t
         self.deadline = d
@@ -684,10 +772,13 @@ class Connection:
         self.state = new
         if self.on_transition is not None:
             self.on_transition(self, old, new)
-        if new is State.TIME_WAIT:
+        if new is State.ESTABLISHED:
+            self._heard_from_peer(now)
+        elif new is State.TIME_WAIT:
             self._start_time_wait(now)
         elif new is State.CLOSED:
             self._rto_at = self._persist_at = self._time_wait_at = None
+            self._delack_at = self._keepalive_at = None
             self.deadline = None
             self._ack_pending = False
             self.events.append(ConnEvent.CLOSED)

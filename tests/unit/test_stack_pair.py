@@ -391,7 +391,7 @@ def test_single_lost_data_segment_is_retransmitted_after_rto() -> None:
     # the backed-off RTO stays until a segment sent once is acknowledged.
     assert client.rtt.rto == pytest.approx(2 * rto)
     assert transfer(pair, client, server, b"next") == b"next"
-    pair.settle()
+    pair.advance(0.1)  # the delayed ACK of "next" falls due
     assert client.rtt.rto == pytest.approx(rto)
 
 
@@ -584,7 +584,7 @@ def test_lost_window_update_after_small_window_does_not_deadlock() -> None:
     client, server = pair.established_pair()
     data = pattern(100_000, seed=15)
     pair.send(client, data)
-    pair.settle()
+    pair.advance(0.1)  # the delayed ACK carrying the last window falls due
     assert len(server.receive_buffer) == 11 * 1460
     assert client.snd_wnd == capacity - 11 * 1460
 
@@ -604,7 +604,7 @@ def test_data_event_is_reported_once_until_read() -> None:
     pair.send(client, b"first")
     pair.settle()
     pair.send(client, b"second")
-    pair.settle()
+    pair.advance(0.1)  # Nagle holds "second" until the delayed ACK of "first"
     assert pair.events_of(server).count(ConnEvent.DATA) == 1
     assert pair.read(server) == b"firstsecond"
     pair.send(client, b"third")

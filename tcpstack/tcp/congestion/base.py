@@ -1,4 +1,4 @@
-"""What the connection asks of a congestion controller."""
+"""What the connection asks of a congestion controller (RFC 5681 vocabulary, in bytes)."""
 
 from __future__ import annotations
 
@@ -8,21 +8,38 @@ INITIAL_WINDOW_SEGMENTS = 10  # RFC 6928
 
 
 class CongestionControl(ABC):
-    """Owns cwnd and ssthresh; the connection reports ACKs and losses, in bytes."""
+    """Owns cwnd and ssthresh. The connection reports newly acknowledged bytes outside loss
+    recovery (`on_ack`), the start of a loss recovery (`on_congestion`), its end
+    (`on_recovery_end`) and retransmission timeouts (`on_timeout`). Loss recovery itself
+    (which segment to resend, window inflation) is tcp/recovery.py's business."""
+
+    name = "base"
 
     def __init__(self, mss: int) -> None:
         self.mss = mss
         self.cwnd = INITIAL_WINDOW_SEGMENTS * mss
         self.ssthresh = 1 << 30
 
-    @abstractmethod
-    def on_ack(self, acked: int, now: float) -> None:
-        """New data acknowledged outside of loss recovery."""
+    def in_slow_start(self) -> bool:
+        return self.cwnd < self.ssthresh
+
+    def slow_start(self, acked: int) -> None:
+        """RFC 5681 3.1 with appropriate byte counting (RFC 3465 with L = 2 SMSS, which
+        keeps slow start doubling per round trip against a delayed-ACK receiver)."""
+        self.cwnd += min(acked, 2 * self.mss)
 
     @abstractmethod
-    def on_fast_retransmit(self, flight: int, now: float) -> None:
-        """Three duplicate ACKs: a segment was lost, later ones got through."""
+    def on_ack(self, acked: int, now: float, srtt: float | None) -> None:
+        """`acked` new bytes were acknowledged outside loss recovery."""
+
+    @abstractmethod
+    def on_congestion(self, flight: int, now: float) -> None:
+        """A loss was detected by duplicate ACKs: set ssthresh and cwnd for fast recovery."""
+
+    def on_recovery_end(self, flight: int, now: float) -> None:
+        """Fast recovery ended with a full ACK (RFC 6582 3.2 step 3, option 1)."""
+        self.cwnd = min(self.ssthresh, max(flight, self.mss) + self.mss)
 
     @abstractmethod
     def on_timeout(self, flight: int, now: float) -> None:
-        """The retransmission timer expired."""
+        """The retransmission timer expired: back to one segment (RFC 5681 3.1)."""

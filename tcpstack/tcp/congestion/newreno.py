@@ -1,4 +1,4 @@
-"""Reno-style congestion control (RFC 5681): slow start, congestion avoidance, halving on loss."""
+"""NewReno (RFC 5681 and RFC 6582): slow start, one MSS per RTT, halving on loss."""
 
 from __future__ import annotations
 
@@ -6,25 +6,27 @@ from tcpstack.tcp.congestion.base import CongestionControl
 
 
 class NewReno(CongestionControl):
+    name = "newreno"
+
     def __init__(self, mss: int) -> None:
         super().__init__(mss)
         self._ca_acked = 0  # bytes acked since cwnd last grew in congestion avoidance
 
-    def on_ack(self, acked: int, now: float) -> None:
-        if self.cwnd < self.ssthresh:  # slow start, RFC 5681 3.1 (appropriate byte counting)
-            self.cwnd += min(acked, self.mss)
+    def on_ack(self, acked: int, now: float, srtt: float | None) -> None:
+        if self.in_slow_start():
+            self.slow_start(acked)
             return
-        self._ca_acked += acked  # congestion avoidance: one MSS per window acked
+        self._ca_acked += acked  # congestion avoidance: one MSS per window acknowledged
         if self._ca_acked >= self.cwnd:
             self._ca_acked -= self.cwnd
             self.cwnd += self.mss
 
-    def on_fast_retransmit(self, flight: int, now: float) -> None:
+    def on_congestion(self, flight: int, now: float) -> None:
         self.ssthresh = max(flight // 2, 2 * self.mss)  # RFC 5681 equation (4)
         self.cwnd = self.ssthresh
         self._ca_acked = 0
 
     def on_timeout(self, flight: int, now: float) -> None:
         self.ssthresh = max(flight // 2, 2 * self.mss)
-        self.cwnd = self.mss  # RFC 5681 3.1: the loss window is one segment
+        self.cwnd = self.mss
         self._ca_acked = 0

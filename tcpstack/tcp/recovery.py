@@ -1,0 +1,66 @@
+"""Fast retransmit and fast recovery, NewReno style (RFC 5681 3.2, RFC 6582).
+
+The connection reports duplicate and new ACKs; this object says what to do: retransmit the
+oldest outstanding segment, inflate or deflate the window, or leave recovery. `recover` is
+the highest sequence number sent when recovery began: an ACK covering it ends recovery (a
+"full" ACK), one below it is "partial" and means another segment of the same window was lost.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from tcpstack.tcp.congestion import CongestionControl
+from tcpstack.tcp.seq import HALF, MASK
+
+DUPACK_THRESHOLD = 3  # RFC 5681 3.2
+
+
+class Action(enum.Enum):
+    NONE = "none"
+    RETRANSMIT = "retransmit"  # resend the segment at SND.UNA
+
+
+class FastRecovery:
+    __slots__ = ("active", "dupacks", "recover")
+
+    def __init__(self, iss: int) -> None:
+        self.active = False
+        self.dupacks = 0
+        self.recover = iss
+
+    def on_duplicate_ack(self, cc: CongestionControl, snd_una: int, snd_max: int,
+                         now: float) -> Action:
+        self.dupacks += 1
+        if self.active:
+            cc.cwnd += cc.mss  # RFC 6582 3.2 step 4: each further dupack lets a segment leave
+            return Action.NONE
+        # Step 2: enter only if the ACK covers more than `recover`, so one window's losses
+        # do not trigger a second reduction after a timeout.
+        if self.dupacks == DUPACK_THRESHOLD and 0 < (snd_una - self.recover) & MASK < HALF:
+            self.active = True
+            self.recover = snd_max
+            cc.on_congestion((snd_max - snd_una) & MASK, now)
+            cc.cwnd = cc.ssthresh + DUPACK_THRESHOLD * cc.mss
+            return Action.RETRANSMIT
+        return Action.NONE
+
+    def on_new_ack(self, cc: CongestionControl, ack: int, acked: int, snd_max: int,
+                   now: float, srtt: float | None) -> Action:
+        self.dupacks = 0
+        if not self.active:
+            cc.on_ack(acked, now, srtt)
+            return Action.NONE
+        if ((ack - self.recover) & MASK) < HALF:  # full ACK: step 3
+            self.active = False
+            cc.on_recovery_end((snd_max - ack) & MASK, now)
+            return Action.NONE
+        # Partial ACK (step 5): resend the next hole, deflate by what was acked.
+        cc.cwnd = max(cc.cwnd - acked + (cc.mss if acked >= cc.mss else 0), cc.mss)
+        return Action.RETRANSMIT
+
+    def on_timeout(self, snd_max: int) -> None:
+        """RFC 6582 4.1: after a timeout, recovery starts over from the highest seq sent."""
+        self.active = False
+        self.dupacks = 0
+        self.recover = snd_max
