@@ -27,6 +27,7 @@ from tcpstack.tcp.events import ConnEvent
 from tcpstack.tcp.reassembly import ReassemblyQueue
 from tcpstack.tcp.recovery import Action, FastRecovery
 from tcpstack.tcp.rtt import RttEstimator
+from tcpstack.tcp.sack import SackScoreboard
 from tcpstack.tcp.segment import ACK, FIN, PSH, RST, SYN, Segment
 from tcpstack.tcp.send_buffer import SendBuffer
 from tcpstack.tcp.seq import HALF, MASK
@@ -91,6 +92,8 @@ class Connection:
         self._fin_seq: int | None = None  # where our FIN sits, once it has been sent
         self._syn_acked = False
         self.snd_wscale_offered = False  # the peer's SYN carried a window scale option
+        self.sack_ok = False  # both SYNs carried SACK-permitted (RFC 2018 2)
+        self.scoreboard = SackScoreboard()
 
         # Receive sequence space. rcv_adv is the right edge of the window we advertised.
         self.irs = 0
@@ -240,6 +243,9 @@ class Connection:
             self.rcv_adv = (self.rcv_nxt + window) & MASK
         else:
             window = self._advertise()
+            if not payload and self.sack_ok and self._ooo and not options:
+                # Every ACK sent while data waits beyond a hole reports it (RFC 2018 4).
+                options = tcpseg.encode_sack(self._ooo.sack_blocks(4))
         ack = self.rcv_nxt if flags & ACK else 0
         if payload and self._offload:
             hdr = tcpseg.build_header_partial(self.local_port, self.remote_port, seq, ack,
@@ -258,13 +264,19 @@ class Connection:
             self._unacked_bytes = 0
             self._delack_at = None
 
+    def _syn_options(self) -> bytes:
+        """A SYN offers MSS, SACK and window scaling; a SYN-ACK answers only what was offered."""
+        synack = self.state is State.SYN_RCVD
+        config = self.config
+        return tcpseg.encode_options(
+            mss=config.mss,
+            sack_permitted=config.sack and (not synack or self.sack_ok),
+            wscale=self.rcv_wscale if (config.window_scaling and
+                                       (not synack or self.snd_wscale_offered)) else None)
+
     def _send_syn(self, now: float) -> None:
         synack = self.state is State.SYN_RCVD
-        options = tcpseg.encode_options(
-            mss=self.config.mss,
-            wscale=self.rcv_wscale if (self.config.window_scaling and
-                                       (not synack or self.snd_wscale_offered)) else None)
-        self._emit(SYN | ACK if synack else SYN, self.iss, options=options)
+        self._emit(SYN | ACK if synack else SYN, self.iss, options=self._syn_options())
         self.snd_nxt = self.snd_max = (self.iss + 1) & MASK
         self._arm_rto(now)
         if self._timed_seq is None and self.retries == 0:
@@ -345,9 +357,7 @@ class Connection:
         if (state is State.SYN_RCVD and flags & SYN and not flags & ACK
                 and seg.seq == self.irs):
             # Our SYN-ACK was lost and the peer repeats its SYN: answer it again.
-            self._emit(SYN | ACK, self.iss, options=tcpseg.encode_options(
-                mss=self.config.mss,
-                wscale=self.rcv_wscale if self.snd_wscale_offered else None))
+            self._emit(SYN | ACK, self.iss, options=self._syn_options())
             return
 
         if (state is State.TIME_WAIT and flags & SYN and not flags & (ACK | RST)
@@ -537,6 +547,7 @@ class Connection:
         self._seg_max = (_MAX_IP_PAYLOAD // self.snd_mss * self.snd_mss if self._offload
                          else self.snd_mss)
         self.cc = congestion.create(self.config.congestion, self.snd_mss)
+        self.sack_ok = opts.sack_permitted and self.config.sack
         if opts.wscale is not None and self.config.window_scaling:
             self.snd_wscale = opts.wscale
             self.snd_wscale_offered = True
@@ -548,6 +559,8 @@ class Connection:
     def _process_ack(self, seg: Segment, seq: int, flags: int, payload: memoryview,
                      now: float) -> bool:
         """Fifth step for the synchronized states; False when the segment is to be dropped."""
+        if self.sack_ok and seg.options.sack:
+            self.scoreboard.add(seg.options.sack, self.snd_una, self.snd_max)
         una = self.snd_una
         ack = seg.ack
         acked = (ack - una) & MASK
@@ -594,10 +607,15 @@ class Connection:
         self.snd_una = ack
         if ((self.snd_nxt - ack) & MASK) >= HALF:
             self.snd_nxt = ack
+        if self.scoreboard:
+            self.scoreboard.advance(ack)
         self._ack_rtt(ack, now)
-        action = self.recovery.on_new_ack(self.cc, ack, acked, self.snd_max, now, self.rtt.srtt)
+        action = self.recovery.on_new_ack(self.cc, ack, acked, self.snd_max, now, self.rtt.srtt,
+                                          sack=self.sack_ok)
         if action is Action.RETRANSMIT:
             self._retransmit_first(now)  # a partial ACK: the next hole of the same window
+        elif self.recovery.active and self.sack_ok:
+            self._sack_recover(now)
         if not self.cwnd_trace or now - self.cwnd_trace[-1][0] >= CWND_TRACE_INTERVAL:
             self._trace_cwnd(now)
         self.retries = 0
@@ -620,10 +638,52 @@ class Connection:
             self._timed_seq = None
 
     def _on_duplicate_ack(self, now: float) -> None:
-        action = self.recovery.on_duplicate_ack(self.cc, self.snd_una, self.snd_max, now)
+        action = self.recovery.on_duplicate_ack(self.cc, self.snd_una, self.snd_max, now,
+                                                sack=self.sack_ok)
         if action is Action.RETRANSMIT:  # fast retransmit (RFC 5681 3.2)
             self._trace_cwnd(now)
+            self.scoreboard.high_rxt = self.snd_una
+            if self.sack_ok:
+                self._sack_recover(now)
+            else:
+                self._retransmit_first(now)
+        elif self.recovery.active and self.sack_ok:
+            self._sack_recover(now)
+
+    def _sack_recover(self, now: float) -> None:
+        """SACK-based loss recovery (RFC 6675 5, simplified): while the estimated data in
+        flight (`pipe`) leaves room in cwnd, resend the next hole below the highest SACKed
+        byte, each hole once per recovery."""
+        sb = self.scoreboard
+        una = self.snd_una
+        mss = self.snd_mss
+        start_at = sb.high_rxt if ((sb.high_rxt - una) & MASK) < HALF else una
+        flight = (self.snd_max - una) & MASK
+        lost = sb.hole_bytes_below_high(una)
+        pipe = flight - sb.sacked_bytes() - lost + ((start_at - una) & MASK)
+        sent_any = False
+        while self.cc.cwnd - pipe >= mss:
+            hole = sb.next_hole(start_at, una)
+            if hole is None:
+                break
+            seq = hole[0]
+            n = min(mss, (hole[1] - seq) & MASK)
+            offset = (seq - una) & MASK
+            if offset >= len(self.send_buffer):
+                break  # the FIN, or nothing left to resend
+            n = min(n, len(self.send_buffer) - offset)
+            self._emit(ACK, seq, self.send_buffer.peek(offset, n))
+            self.retransmits += 1
+            start_at = sb.high_rxt = (seq + n) & MASK
+            pipe += n
+            sent_any = True
+        if sent_any:
+            self._timed_seq = None  # Karn
+        elif not sb and (((sb.high_rxt - una) & MASK) == 0
+                         or ((sb.high_rxt - una) & MASK) >= HALF):
+            # No SACK blocks to go by: resend the segment at SND.UNA once, NewReno style.
             self._retransmit_first(now)
+            sb.high_rxt = (una + min(mss, len(self.send_buffer))) & MASK
 
     def _retransmit_first(self, now: float) -> None:
         buf = self.send_buffer
@@ -740,6 +800,7 @@ class Connection:
             return
         self.cc.on_timeout((self.snd_max - self.snd_una) & MASK, now)
         self.recovery.on_timeout(self.snd_max)
+        self.scoreboard.clear()  # RFC 2018 8: after a timeout, SACK information is suspect
         self._trace_cwnd(now)
         self.snd_nxt = self.snd_una  # go back N: resend from the oldest unacknowledged byte
         self._send_data(now)

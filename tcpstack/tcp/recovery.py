@@ -30,10 +30,12 @@ class FastRecovery:
         self.recover = iss
 
     def on_duplicate_ack(self, cc: CongestionControl, snd_una: int, snd_max: int,
-                         now: float) -> Action:
+                         now: float, sack: bool = False) -> Action:
+        """With `sack`, the window is not inflated: RFC 6675 counts what is in flight instead."""
         self.dupacks += 1
         if self.active:
-            cc.cwnd += cc.mss  # RFC 6582 3.2 step 4: each further dupack lets a segment leave
+            if not sack:
+                cc.cwnd += cc.mss  # RFC 6582 3.2 step 4: each further dupack lets one leave
             return Action.NONE
         # Step 2: enter only if the ACK covers more than `recover`, so one window's losses
         # do not trigger a second reduction after a timeout.
@@ -41,12 +43,13 @@ class FastRecovery:
             self.active = True
             self.recover = snd_max
             cc.on_congestion((snd_max - snd_una) & MASK, now)
-            cc.cwnd = cc.ssthresh + DUPACK_THRESHOLD * cc.mss
+            if not sack:
+                cc.cwnd = cc.ssthresh + DUPACK_THRESHOLD * cc.mss
             return Action.RETRANSMIT
         return Action.NONE
 
     def on_new_ack(self, cc: CongestionControl, ack: int, acked: int, snd_max: int,
-                   now: float, srtt: float | None) -> Action:
+                   now: float, srtt: float | None, sack: bool = False) -> Action:
         self.dupacks = 0
         if not self.active:
             cc.on_ack(acked, now, srtt)
@@ -55,6 +58,8 @@ class FastRecovery:
             self.active = False
             cc.on_recovery_end((snd_max - ack) & MASK, now)
             return Action.NONE
+        if sack:
+            return Action.NONE  # the SACK scoreboard decides what to resend
         # Partial ACK (step 5): resend the next hole, deflate by what was acked.
         cc.cwnd = max(cc.cwnd - acked + (cc.mss if acked >= cc.mss else 0), cc.mss)
         return Action.RETRANSMIT

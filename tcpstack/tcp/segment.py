@@ -23,6 +23,7 @@ ECE = 0x40
 CWR = 0x80
 
 HEADER = struct.Struct("!HHIIHHHH")
+_SACK_BLOCK = struct.Struct("!II")
 HEADER_LEN = 20
 
 OPT_EOL = 0
@@ -30,6 +31,7 @@ OPT_NOP = 1
 OPT_MSS = 2
 OPT_WSCALE = 3
 OPT_SACK_PERMITTED = 4
+OPT_SACK = 5
 OPT_TIMESTAMP = 8
 
 MAX_WSCALE = 14  # RFC 7323 2.3
@@ -47,6 +49,7 @@ class Options:
     mss: int | None = None
     wscale: int | None = None
     sack_permitted: bool = False
+    sack: tuple[tuple[int, int], ...] = ()  # (left edge, right edge) blocks, RFC 2018
 
 
 _NO_OPTIONS = Options()
@@ -118,6 +121,8 @@ def _parse_options(raw: memoryview) -> Options:
             opts.wscale = min(raw[i + 2], MAX_WSCALE)
         elif kind == OPT_SACK_PERMITTED and length == 2:
             opts.sack_permitted = True
+        elif kind == OPT_SACK and length >= 10 and (length - 2) % 8 == 0:
+            opts.sack = tuple(_SACK_BLOCK.iter_unpack(raw[i + 2:i + length]))
         i += length
     return opts
 
@@ -133,6 +138,16 @@ def encode_options(mss: int | None = None, wscale: int | None = None,
     if wscale is not None:
         out += bytes((OPT_NOP, OPT_WSCALE, 3, wscale))
     return out
+
+
+def encode_sack(blocks: list[tuple[int, int]]) -> bytes:
+    """A SACK option (RFC 2018 3), NOP-padded to a multiple of four bytes; at most four
+    blocks fit in the 40 bytes of option space."""
+    blocks = blocks[:4]
+    if not blocks:
+        return b""
+    return bytes((OPT_NOP, OPT_NOP, OPT_SACK, 2 + 8 * len(blocks))) + b"".join(
+        _SACK_BLOCK.pack(left, right) for left, right in blocks)
 
 
 def build_header(sport: int, dport: int, seq: int, ack: int, flags: int, window: int,
