@@ -106,8 +106,12 @@ class NetworkStack:
             self._dirty[conn] = None
             if conn.reopen_iss is None:
                 return
-            # The SYN ended TIME_WAIT: it now goes to the listener as a new connection.
+            if seg.dport not in self.listeners:
+                conn.decline_reopen()
+                return
+            # The SYN ends TIME_WAIT: it now goes to the listener as a new connection.
             iss = conn.reopen_iss
+            conn.reopen(now)
             del self.connections[(src, seg.sport, seg.dport)]
         listener = self.listeners.get(seg.dport)
         if listener is None:

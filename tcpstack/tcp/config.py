@@ -30,3 +30,4 @@ class TcpConfig:
     keepalive_interval: float = 75.0  # TCP_KEEPINTVL
     keepalive_count: int = 9        # TCP_KEEPCNT: unanswered probes before giving up
     user_timeout: float | None = None  # RFC 5482: abort when data stays unacked this long
+    fin_wait_2_timeout: float = 60.0  # an orphaned FIN_WAIT_2 gives up (Linux tcp_fin_timeout)

@@ -124,6 +124,7 @@ class Connection:
         self._persist_interval = 0.0
         self._time_wait_at: float | None = None
         self._keepalive_at: float | None = None
+        self._fin_wait_2_at: float | None = None
         self._keepalive_probes = 0
         self._unacked_since = 0.0  # when the oldest unacknowledged byte was first sent
         self.deadline: float | None = None
@@ -191,11 +192,23 @@ class Connection:
             self._fin_queued = True
             self._transition(Trigger.APP_CLOSE, now)
 
+    def reopen(self, now: float) -> None:
+        """A listener takes the SYN that arrived in TIME_WAIT: this incarnation ends; the new
+        one starts with ISN `reopen_iss`."""
+        self._transition(Trigger.RCV_SYN_IN_TIME_WAIT, now)
+
+    def decline_reopen(self) -> None:
+        """Nobody listens: TIME_WAIT goes on, and the SYN draws an ACK (RFC 5961 4.2)."""
+        self.reopen_iss = None
+        self._emit(ACK, self.snd_nxt)
+
     def abort(self, now: float) -> None:
-        """Reset the connection (RFC 9293 3.10.5 ABORT)."""
+        """Reset the connection (RFC 9293 3.10.5 ABORT): a RST where the peer may still be
+        sending, silent deletion in CLOSING and LAST_ACK."""
         if self.state in (State.CLOSED, State.TIME_WAIT):
             return
-        if self.state in SYNCHRONIZED or self.state is State.SYN_RCVD:
+        if self.state in (State.SYN_RCVD, State.ESTABLISHED, State.FIN_WAIT_1,
+                          State.FIN_WAIT_2, State.CLOSE_WAIT):
             self._emit(RST, self.snd_nxt)
         self.error = "connection aborted"
         self._transition(Trigger.APP_ABORT, now)
@@ -360,12 +373,20 @@ class Connection:
             self._emit(SYN | ACK, self.iss, options=self._syn_options())
             return
 
+        if state is State.SYN_RCVD and flags & SYN and flags & ACK and seg.seq == self.irs:
+            # Simultaneous open (RFC 9293 figure 8, line 6): the peer's SYN-ACK repeats its
+            # SYN and acknowledges ours; the SYN is old, the ACK completes the handshake.
+            flags &= ~SYN
+            seg = Segment(seg.sport, seg.dport, (seg.seq + 1) & MASK, seg.ack, flags,
+                          seg.window, seg.options, seg.payload)
+            self._ack_pending = self._ack_now = True  # figure 8, line 7: ACK it
+
         if (state is State.TIME_WAIT and flags & SYN and not flags & (ACK | RST)
                 and 0 < ((seg.seq - self.rcv_nxt) & MASK) < HALF):
             # RFC 1122 4.2.2.13 / RFC 6191: a SYN beyond everything the old incarnation
-            # used may reopen the connection. The new ISN goes past our old sequence space.
+            # used may reopen the connection, if a listener takes it: the stack decides and
+            # calls reopen() or decline_reopen().
             self.reopen_iss = (self.snd_nxt + 0xFFFF + 2) & MASK
-            self._transition(Trigger.RCV_SYN_IN_TIME_WAIT, now)
             return
 
         # First: is the segment acceptable? (3.10.7.4, the four cases)
@@ -384,9 +405,11 @@ class Connection:
             acceptable = offset < wnd or ((seq + seg_len - 1 - self.rcv_nxt) & MASK) < wnd
         if not acceptable:
             if wnd == 0 and offset == 0 and flags & ACK and not flags & (RST | SYN):
-                # A zero window still takes valid ACKs (3.10.7.4): keep only the ACK.
+                # A zero window still takes valid ACKs (3.10.7.4): keep only the ACK, and
+                # answer with an ACK showing the window is still closed.
                 flags &= ~FIN
                 payload = payload[:0]
+                self._ack_pending = self._ack_now = True
             else:
                 if not flags & RST:
                     if state is State.TIME_WAIT and flags & FIN:
@@ -506,7 +529,7 @@ class Connection:
         flags = seg.flags
         ack_ok = False
         if flags & ACK:
-            if ((seg.ack - self.iss) & MASK) - 1 >= ((self.snd_max - self.iss) & MASK):
+            if ((seg.ack - self.iss - 1) & MASK) >= ((self.snd_max - self.iss) & MASK):
                 # SEG.ACK =< ISS or SEG.ACK > SND.NXT: not for this connection attempt.
                 if not flags & RST:
                     self._emit(RST, seg.ack)
@@ -707,10 +730,13 @@ class Connection:
             self._transition(Trigger.RCV_FIN, now)
 
     def _on_reset(self, now: float) -> None:
-        if self.state is State.SYN_RCVD and self.passive:
-            pass  # the listener simply forgets the half-open connection
+        if self.state is State.SYN_RCVD:
+            if not self.passive:  # 3.10.7.4: an active open that crossed SYNs is refused
+                self.error = "connection refused"
+                self.events.append(ConnEvent.REFUSED)
+            # (a passive open's listener simply forgets the half-open connection)
         elif self.state in (State.ESTABLISHED, State.FIN_WAIT_1, State.FIN_WAIT_2,
-                            State.CLOSE_WAIT, State.SYN_RCVD):
+                            State.CLOSE_WAIT):
             self.error = "connection reset by peer"
             self.events.append(ConnEvent.RESET)
         self._transition(Trigger.RCV_RST, now)
@@ -733,6 +759,10 @@ class Connection:
             self._emit(ACK, self.snd_nxt)
         if self._keepalive_at is not None and now >= self._keepalive_at:
             self._on_keepalive_timer(now)
+        if self._fin_wait_2_at is not None and now >= self._fin_wait_2_at:
+            self._fin_wait_2_at = None
+            if self.state is State.FIN_WAIT_2:
+                self._give_up("no FIN from the peer in FIN_WAIT_2", now)
         self._update_deadline()
 
     def _on_keepalive_timer(self, now: float) -> None:
@@ -820,7 +850,8 @@ class Connection:
 
     def _update_deadline(self) -> None:
         d = self._rto_at
-        for t in (self._persist_at, self._time_wait_at, self._delack_at, self._keepalive_at):
+        for t in (self._persist_at, self._time_wait_at, self._delack_at, self._keepalive_at,
+                  self._fin_wait_2_at):
             if t is not None and (d is None or t < d):
                 d = t
         self.deadline = d
@@ -835,11 +866,14 @@ class Connection:
             self.on_transition(self, old, new)
         if new is State.ESTABLISHED:
             self._heard_from_peer(now)
+        elif new is State.FIN_WAIT_2 and self.discard_input:
+            # Nobody will read or close any more: do not wait forever for the peer's FIN.
+            self._fin_wait_2_at = now + self.config.fin_wait_2_timeout
         elif new is State.TIME_WAIT:
             self._start_time_wait(now)
         elif new is State.CLOSED:
             self._rto_at = self._persist_at = self._time_wait_at = None
-            self._delack_at = self._keepalive_at = None
+            self._delack_at = self._keepalive_at = self._fin_wait_2_at = None
             self.deadline = None
             self._ack_pending = False
             self.events.append(ConnEvent.CLOSED)

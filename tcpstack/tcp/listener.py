@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from tcpstack.tcp.segment import ACK, RST, SYN, Segment
-from tcpstack.tcp.state import State
+from tcpstack.tcp.state import State, Trigger, next_state
 
 
 class Listener:
     """LISTEN on one port. Counts half-open connections against the backlog; the stack
     creates the connection objects, the application is told when one is ESTABLISHED."""
 
-    state = State.LISTEN
-
     def __init__(self, port: int, backlog: int) -> None:
+        self.state = next_state(State.CLOSED, Trigger.APP_LISTEN)
         self.port = port
         self.backlog = backlog
         self.half_open = 0

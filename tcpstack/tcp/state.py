@@ -45,7 +45,7 @@ class Trigger(enum.Enum):
     RCV_RST = "rcv RST"
     RCV_SYN_IN_TIME_WAIT = "rcv new SYN"
     TIMEOUT_2MSL = "2MSL timeout"
-    TIMEOUT_GIVE_UP = "retransmission gave up"
+    TIMEOUT_GIVE_UP = "timeout: give up"
 
     def __str__(self) -> str:
         return self.value
@@ -76,7 +76,6 @@ TRANSITIONS: dict[tuple[State, Trigger], tuple[State, str]] = {
     (S.SYN_SENT, T.TIMEOUT_GIVE_UP): (S.CLOSED, ""),
     (S.SYN_RCVD, T.RCV_ACK_OF_SYN): (S.ESTABLISHED, ""),
     (S.SYN_RCVD, T.APP_CLOSE): (S.FIN_WAIT_1, "FIN"),
-    (S.SYN_RCVD, T.RCV_FIN): (S.CLOSE_WAIT, "ACK"),
     (S.SYN_RCVD, T.RCV_RST): (S.CLOSED, ""),  # a passive open's listener keeps listening
     (S.SYN_RCVD, T.APP_ABORT): (S.CLOSED, "RST"),
     (S.SYN_RCVD, T.TIMEOUT_GIVE_UP): (S.CLOSED, ""),
@@ -95,8 +94,11 @@ TRANSITIONS: dict[tuple[State, Trigger], tuple[State, str]] = {
 for _state in (S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2, S.CLOSE_WAIT, S.CLOSING, S.LAST_ACK,
                S.TIME_WAIT):
     TRANSITIONS[(_state, T.RCV_RST)] = (S.CLOSED, "")
-for _state in (S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2, S.CLOSE_WAIT, S.CLOSING, S.LAST_ACK):
+for _state in (S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2, S.CLOSE_WAIT):
     TRANSITIONS[(_state, T.APP_ABORT)] = (S.CLOSED, "RST")
+for _state in (S.CLOSING, S.LAST_ACK):  # RFC 9293 3.10.5: delete, no RST
+    TRANSITIONS[(_state, T.APP_ABORT)] = (S.CLOSED, "")
+for _state in (S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2, S.CLOSE_WAIT, S.CLOSING, S.LAST_ACK):
     TRANSITIONS[(_state, T.TIMEOUT_GIVE_UP)] = (S.CLOSED, "")
 
 
