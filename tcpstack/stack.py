@@ -138,8 +138,8 @@ class NetworkStack:
                       now: float, iss: int | None = None) -> None:
         if iss is None:
             iss = self._isn.isn(self.address, seg.dport, src, seg.sport, now)
-        conn = Connection(self.config, self.address, seg.dport, src, seg.sport, iss,
-                          passive=True)
+        conn = Connection(listener.config or self.config, self.address, seg.dport, src,
+                          seg.sport, iss, passive=True)
         conn.listener = listener
         conn.on_transition = self._transition_hook
         listener.half_open += 1
@@ -162,10 +162,14 @@ class NetworkStack:
 
     # ------------------------------------------------------------------ app calls
 
-    def listen(self, port: int, backlog: int | None = None) -> Listener:
+    def listen(self, port: int, backlog: int | None = None,
+                config: TcpConfig | None = None) -> Listener:
+        """Listen on `port`; its connections use `config` (e.g. another congestion control)
+        or the stack's."""
         if port in self.listeners:
             raise PortInUse(f"port {port} is already listening")
         listener = Listener(port, backlog if backlog is not None else self.config.backlog)
+        listener.config = config
         self.listeners[port] = listener
         return listener
 
@@ -173,15 +177,15 @@ class NetworkStack:
         self.listeners.pop(port, None)
 
     def connect(self, remote: bytes, remote_port: int, now: float,
-                local_port: int | None = None) -> Connection:
+                local_port: int | None = None, config: TcpConfig | None = None) -> Connection:
         if local_port is None:
             local_port = self._ephemeral_port(remote, remote_port)
         key = (remote, remote_port, local_port)
         if key in self.connections:
             raise PortInUse(f"local port {local_port} is in use to that peer")
         iss = self._isn.isn(self.address, local_port, remote, remote_port, now)
-        conn = Connection(self.config, self.address, local_port, remote, remote_port, iss,
-                          passive=False)
+        conn = Connection(config or self.config, self.address, local_port, remote,
+                          remote_port, iss, passive=False)
         conn.on_transition = self._transition_hook
         self.connections[key] = conn
         self.counters["active_opens"] += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.segment import ACK, RST, SYN, Segment
 from tcpstack.tcp.state import State, Trigger, next_state
 
@@ -16,6 +17,7 @@ class Listener:
         self.backlog = backlog
         self.half_open = 0
         self.owner: object | None = None  # whatever the application layer attaches
+        self.config: TcpConfig | None = None  # for this port's connections, if not the stack's
 
     def classify(self, seg: Segment) -> str:
         """What LISTEN does with `seg`: 'ignore' (a RST), 'reset' (an ACK: 3.10.7.2 second

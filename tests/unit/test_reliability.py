@@ -218,3 +218,15 @@ def test_user_timeout_aborts_when_data_stays_unacknowledged() -> None:
                      if name == "a" and new is State.CLOSED)
     assert closed_at - start == pytest.approx(3.0, abs=0.01)
     assert "unacknowledged for 3 s" in (client.error or "")
+
+
+def test_congestion_control_is_chosen_per_listener_and_per_connection() -> None:
+    pair = LinkPair(config_a=TcpConfig(congestion="cubic"), config_b=TcpConfig())
+    pair.b.listen(80, config=TcpConfig(congestion="newreno"))
+    client = pair.a.connect(bytes([10, 0, 0, 2]), 80, pair.now,
+                            config=TcpConfig(congestion="newreno"))
+    plain = pair.a.connect(bytes([10, 0, 0, 2]), 80, pair.now)
+    pair.settle()
+    assert client.state is State.ESTABLISHED
+    assert client.cc.name == "newreno" and plain.cc.name == "cubic"
+    assert {conn.cc.name for conn in pair.accepted(80)} == {"newreno"}
