@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Callable
 
+from tcpstack.io.impairment import ImpairedPath, Impairment
 from tcpstack.link.tun import TunDevice
 from tcpstack.net import offload
 from tcpstack.stack import NetworkStack
@@ -28,7 +30,8 @@ READ_BATCH = 512  # packets per readiness callback, so output and timers are not
 
 class StackDriver:
     def __init__(self, stack: NetworkStack, tun: TunDevice,
-                 loop: asyncio.AbstractEventLoop | None = None) -> None:
+                 loop: asyncio.AbstractEventLoop | None = None,
+                 impairment: Impairment | None = None) -> None:
         self.stack = stack
         self.tun = tun
         self.loop = loop or asyncio.get_running_loop()
@@ -38,6 +41,13 @@ class StackDriver:
         self._timer_at: float | None = None
         self._service_scheduled = False
         self._running = False
+        # A software lossy link between the TUN and the stack, for fault tests (--impair).
+        self._inbound: ImpairedPath | None = None
+        self._outbound: ImpairedPath | None = None
+        if impairment is not None:
+            rng = random.Random(impairment.seed)
+            self._inbound = ImpairedPath(impairment, self.loop, self._receive_late, rng)
+            self._outbound = ImpairedPath(impairment, self.loop, self._write_one, rng)
 
     def start(self) -> None:
         self._running = True
@@ -67,6 +77,7 @@ class StackDriver:
         receive = self.stack.receive
         tap = self.tap
         vnet = self.tun.offload
+        inbound = self._inbound
         now = self.loop.time()
         for _ in range(READ_BATCH):
             try:
@@ -85,8 +96,16 @@ class StackDriver:
                 continue
             if tap is not None:
                 tap(packet, False)
+            if inbound is not None:
+                inbound.send(packet)
+                continue
             receive(packet, now)
         self._service()
+
+    def _receive_late(self, packet: bytes) -> None:
+        """A packet the impaired link delivers after its delay."""
+        self.stack.receive(packet, self.loop.time())
+        self.kick()
 
     def _on_timer(self) -> None:
         # asyncio may run a timer up to its clock resolution early; treat it as on time.
@@ -115,18 +134,23 @@ class StackDriver:
         self._arm_timer()
 
     def _write(self, packets: list[bytes]) -> None:
-        write = self.tun.write
-        tap = self.tap
+        if self._outbound is not None:
+            for packet in packets:
+                self._outbound.send(packet)
+            return
         for packet in packets:
-            if tap is not None:
-                tap(packet[offload.HEADER_LEN:] if self.tun.offload else packet, True)
-            try:
-                write(packet)
-            except BlockingIOError:
-                self.stack.counters["tun_write_drops"] += 1
-            except OSError as exc:
-                self.stack.counters["tun_write_errors"] += 1
-                log.debug("TUN write failed: %s", exc)
+            self._write_one(packet)
+
+    def _write_one(self, packet: bytes) -> None:
+        if self.tap is not None:
+            self.tap(packet[offload.HEADER_LEN:] if self.tun.offload else packet, True)
+        try:
+            self.tun.write(packet)
+        except BlockingIOError:
+            self.stack.counters["tun_write_drops"] += 1
+        except OSError as exc:
+            self.stack.counters["tun_write_errors"] += 1
+            log.debug("TUN write failed: %s", exc)
 
     def _arm_timer(self) -> None:
         deadline = self.stack.next_deadline()
