@@ -38,6 +38,7 @@ TransitionHook = Callable[["Connection", State, State], None]
 _MAX_WINDOW_FIELD = 0xFFFF
 # The largest TCP payload one IPv4 packet can carry (65535 less 20 + 20 header bytes).
 _MAX_IP_PAYLOAD = 0xFFFF - 40
+MIN_SND_MSS = 48
 CWND_TRACE_LEN = 20_000      # samples kept per connection
 CWND_TRACE_INTERVAL = 0.001  # at most one sample a millisecond, except at losses
 
@@ -239,8 +240,11 @@ class Connection:
         if wnd >= HALF:  # rcv_adv fell behind rcv_nxt: nothing advertised is left
             wnd = 0
             self.rcv_adv = self.rcv_nxt
-        field = min(wnd >> self.rcv_wscale, _MAX_WINDOW_FIELD)
-        self.rcv_adv = (self.rcv_nxt + (field << self.rcv_wscale)) & MASK
+        # Round up to the scale unit: rounding down would pull the right edge back, shrinking
+        # the window (RFC 9293 3.8.6.2.2 says not to); the buffer takes the few extra bytes.
+        scale = self.rcv_wscale
+        field = min((wnd + (1 << scale) - 1) >> scale, _MAX_WINDOW_FIELD)
+        self.rcv_adv = (self.rcv_nxt + (field << scale)) & MASK
         return field
 
     def _window_would_grow(self) -> bool:
@@ -301,7 +305,13 @@ class Connection:
         buf = self.send_buffer
         una = self.snd_una
         buffered = len(buf)
-        window = min(self.snd_wnd, self.cc.cwnd)
+        cwnd = self.cc.cwnd
+        dupacks = self.recovery.dupacks
+        if dupacks and not self.recovery.active:
+            # Limited transmit (RFC 3042): each of the first two duplicate ACKs lets one new
+            # segment out, so a small window still collects the three that trigger recovery.
+            cwnd += min(dupacks, 2) * self.snd_mss
+        window = min(self.snd_wnd, cwnd)
         mss = self.snd_mss
         seg_max = self._seg_max
         while True:
@@ -566,7 +576,10 @@ class Connection:
         self.irs = seg.seq
         self.rcv_nxt = self.rcv_adv = (seg.seq + 1) & MASK
         opts = seg.options
-        self.snd_mss = min(opts.mss if opts.mss else tcpseg.DEFAULT_MSS, self.config.mss)
+        # Linux's tcp_min_snd_mss floor of 48 keeps a hostile MSS of 1 from costing a
+        # segment per byte (CVE-2019-11479).
+        self.snd_mss = max(min(opts.mss if opts.mss else tcpseg.DEFAULT_MSS, self.config.mss),
+                           MIN_SND_MSS)
         self._seg_max = (_MAX_IP_PAYLOAD // self.snd_mss * self.snd_mss if self._offload
                          else self.snd_mss)
         self.cc = congestion.create(self.config.congestion, self.snd_mss)

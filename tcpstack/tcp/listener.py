@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tcpstack.tcp.config import TcpConfig
-from tcpstack.tcp.segment import ACK, RST, SYN, Segment
+from tcpstack.tcp.segment import ACK, FIN, RST, SYN, Segment
 from tcpstack.tcp.state import State, Trigger, next_state
 
 
@@ -27,8 +27,8 @@ class Listener:
             return "ignore"
         if flags & ACK:
             return "reset"
-        if not flags & SYN:
-            return "drop"
+        if not flags & SYN or flags & FIN:
+            return "drop"  # SYN+FIN is no way to open a connection (Linux drops it too)
         if self.half_open >= self.backlog:
             return "overflow"
         return "syn"

@@ -65,3 +65,24 @@ def test_header_length_lies_are_counted() -> None:
     lying = good[:2] + struct.pack("!H", len(good) + 100) + good[4:]
     stack.receive(lying, 0.0)
     assert stack.counters["ip_truncated"] == 1
+
+
+def _syn(options: bytes, flags: int = tcpseg.SYN) -> bytes:
+    pseudo = ipv4.pseudo_header_sum(PEER, LOCAL, PROTO_TCP)
+    return ipv4.build(PEER, LOCAL, PROTO_TCP,
+                      tcpseg.build(40000, 80, 1, 0, flags, 1000, pseudo, options))
+
+
+def test_a_tiny_peer_mss_is_raised_to_the_linux_floor() -> None:
+    stack = _stack()
+    stack.receive(_syn(tcpseg.encode_options(mss=1)), 0.0)
+    (conn,) = stack.connections.values()
+    assert conn.snd_mss == 48  # not one segment per byte (CVE-2019-11479)
+
+
+def test_syn_fin_to_a_listener_opens_nothing() -> None:
+    stack = _stack()
+    stack.receive(_syn(b"", tcpseg.SYN | tcpseg.FIN), 0.0)
+    stack.flush(0.0)
+    assert not stack.connections
+    assert stack.output == []

@@ -9,7 +9,8 @@ Numbers: the stack's ISS is 1_000_000 and the peer's 5_000_000, so `ISS + 1` and
 are the first data bytes. The peer offers MSS 1400 and window scale 7 (no SACK); the stack,
 with its 1 MB receive buffer, offers MSS 1460, SACK and scale 5, so its window field reads
 32768 (1 MB >> 5) until something is buffered or a FIN takes one byte of sequence space
-(32767). Tests that need a full window use a 1000-byte buffer, which needs no scaling.
+(still 32768: the field rounds up rather than pull the right edge back). Tests that need
+a full window use a 1000-byte buffer, which needs no scaling.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ PEER_OPTIONS = tcpseg.encode_options(mss=1400, wscale=7)
 SYN_LINE = f"S seq {ISS} win 65535 <mss 1460,sackOK,wscale 5>"
 SYN_ACK_LINE = f"S. seq {ISS} ack {PEER + 1} win 65535 <mss 1460,wscale 5>"
 WIN = 32768       # 1 MB >> 5, nothing buffered
-WIN_FIN = 32767   # the same, less the byte the peer's FIN took
+WIN_FIN = 32768   # 1 MB less the FIN's byte, >> 5 rounded up (the edge never recedes)
 MSL = 0.5
 
 
@@ -393,13 +394,13 @@ def test_fin_wait_2_still_receives_data_and_acks_it() -> None:
     peer, conn = reach(S.FIN_WAIT_2)
     data = pattern(500, seed=2)
     reply = peer.inject(ACK | PSH, PEER + 1, ISS + 2, payload=data)
-    # 500 bytes buffered: (1 MB - 500) >> 5 = 32752.
-    assert lines(reply) == [f". seq {ISS + 2} ack {PEER + 501} win 32752"]
+    # 500 bytes buffered: (1 MB - 500) / 32 = 32752.4, rounded up.
+    assert lines(reply) == [f". seq {ISS + 2} ack {PEER + 501} win 32753"]
     assert peer.events(conn)[-1] is E.DATA
     assert peer.app_read(conn) == data
     assert peer.take_lines() == []  # 512 bytes of growth is no window update (SWS, 3.8.6.2.2)
     reply = peer.inject(FIN | ACK, PEER + 501, ISS + 2)
-    assert lines(reply) == [f". seq {ISS + 2} ack {PEER + 502} win 32751"]
+    assert lines(reply) == [f". seq {ISS + 2} ack {PEER + 502} win 32753"]
     assert peer.states(conn)[-2:] == [S.FIN_WAIT_2, S.TIME_WAIT]
     assert peer.events(conn) == [E.ESTABLISHED, E.DATA, E.EOF]
 
@@ -407,7 +408,7 @@ def test_fin_wait_2_still_receives_data_and_acks_it() -> None:
 def test_fin_wait_1_still_receives_data_before_its_fin_is_acked() -> None:
     peer, conn = reach(S.FIN_WAIT_1)
     reply = peer.inject(ACK | PSH, PEER + 1, ISS + 1, payload=b"late")
-    assert lines(reply) == [f". seq {ISS + 2} ack {PEER + 5} win 32767"]  # (1 MB - 4) >> 5
+    assert lines(reply) == [f". seq {ISS + 2} ack {PEER + 5} win 32768"]  # (1 MB - 4) / 32, rounded up
     assert conn.state is S.FIN_WAIT_1
     assert peer.app_read(conn) == b"late"
 
@@ -917,23 +918,23 @@ def test_sequence_numbers_wrap_past_2_to_the_32_mid_transfer_and_through_close()
 
     inbound = pattern(200, seed=6)  # bytes 2**32-49 .. 150: the peer's side wraps
     reply = peer.inject(ACK | PSH, peer_iss + 1, iss + 1, payload=inbound)
-    assert lines(reply) == [f". seq {iss + 1} ack {w(peer_iss + 201)} win 32761"]
+    assert lines(reply) == [f". seq {iss + 1} ack {w(peer_iss + 201)} win 32762"]
     assert w(peer_iss + 201) == 151
     assert peer.app_read(conn) == inbound
 
     outbound = pattern(300, seed=7)  # bytes 2**32-99 .. 200: ours wraps
     peer.app_send(conn, outbound)
     (seg,) = peer.take()
-    assert str(seg) == f"P. seq {iss + 1} ack 151 win 32761 len 300"
+    assert str(seg) == f"P. seq {iss + 1} ack 151 win 32762 len 300"
     assert seg.payload == outbound
     assert peer.inject(ACK, 151, w(iss + 301)) == []
     assert (conn.snd_una, conn.bytes_sent) == (201, 300)
 
     peer.app_close(conn)
-    assert peer.take_lines() == ["F. seq 201 ack 151 win 32761"]
+    assert peer.take_lines() == ["F. seq 201 ack 151 win 32762"]
     assert peer.inject(ACK, 151, 202) == []
     assert conn.state is S.FIN_WAIT_2
-    assert lines(peer.inject(FIN | ACK, 151, 202)) == [". seq 202 ack 152 win 32760"]
+    assert lines(peer.inject(FIN | ACK, 151, 202)) == [". seq 202 ack 152 win 32762"]
     assert conn.state is S.TIME_WAIT
     peer.advance(2 * MSL)
     assert peer.states(conn) == [S.CLOSED, S.SYN_SENT, S.ESTABLISHED, S.FIN_WAIT_1,

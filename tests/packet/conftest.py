@@ -1,0 +1,160 @@
+"""Fixtures for the packet-level tests: a fresh namespace running tcpstack (echo or discard on
+port 8080, full checksums, MSL 1 s, transitions traced) and a scripted peer inside it.
+Everything is torn down even when a test fails."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.integration.netns import NetNS, TcpStack
+
+from .peer import ANY, Flow, OneOf, Peer
+
+PORT = 8080
+STACK_ARGS = ("--no-offload", "--msl", "1", "--trace")
+
+
+def _skip_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "packet tests need root (network namespaces, a TUN device, AF_PACKET sockets)"
+    if not os.path.exists("/dev/net/tun"):
+        return "packet tests need /dev/net/tun (modprobe tun)"
+    if shutil.which("ip") is None:
+        return "packet tests need the `ip` command (iproute2)"
+    return None
+
+
+_SKIP = _skip_reason()
+_HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Without root, a TUN device or `ip`, skip every test in this directory with the reason
+    (as tests/integration/conftest.py does, and for the same reason)."""
+    if _SKIP is None:
+        return
+    skip = pytest.mark.skip(reason=_SKIP)
+    for item in items:
+        if _HERE in item.path.resolve().parents:
+            item.add_marker(skip)
+
+
+@dataclass
+class Rig:
+    """A namespace, the tcpstack in it, and the peer that talks to it over tcps0."""
+
+    ns: NetNS
+    stack: TcpStack
+    peer: Peer
+
+    def trace(self) -> str:
+        """tcpstack's log so far: `--trace` puts every state transition there."""
+        return self.stack.log()
+
+
+StartRig = Callable[[str], Rig]
+
+
+@pytest.fixture
+def start_rig(tmp_path: Path) -> Iterator[StartRig]:
+    """`start_rig("--echo")` runs `tcpstack --no-offload --msl 1 --trace listen 8080 --echo`
+    in a fresh namespace and opens the peer there; all of it is gone after the test."""
+    made: list[tuple[NetNS, TcpStack | None, Peer | None]] = []
+
+    def start(mode: str) -> Rig:
+        ns = NetNS(prefix="tspkt")
+        made.append((ns, None, None))
+        forwarding = ns.run(["cat", "/proc/sys/net/ipv4/ip_forward"]).stdout.strip()
+        # Were the kernel forwarding, it would route replies meant for the peer's address
+        # back into tcps0 itself, or answer them with ICMP.
+        assert forwarding == "0", f"net.ipv4.ip_forward is {forwarding!r} in a fresh namespace"
+        stack = TcpStack(ns, [str(PORT), mode], tmp_path / f"tcpstack-{len(made)}.log",
+                         global_args=STACK_ARGS)
+        made[-1] = (ns, stack, None)
+        stack.wait_ready()
+        peer = Peer(ns.name)
+        made[-1] = (ns, stack, peer)
+        return Rig(ns, stack, peer)
+
+    died: list[str] = []
+    try:
+        yield start
+    finally:
+        for ns, stack, peer in made:
+            try:
+                if peer is not None:
+                    peer.close()
+                if stack is not None:
+                    if peer is not None and not stack.alive():  # it was up, then died
+                        died.append(f"tcpstack exited with {stack.proc.returncode} during "
+                                    f"the test:\n{stack.log()}")
+                    # SIGKILL: a graceful stop would linger a second over the connections
+                    # the test left open, and shutdown is not what these tests are about.
+                    stack.proc.kill()
+                    stack.proc.wait(timeout=10)
+                    stack.close()
+                    # Shown by pytest only when the test failed ("Captured stdout teardown").
+                    print(f"--- {stack.log_path.name} ---")
+                    print(stack.log())
+            finally:
+                ns.delete()
+    assert not died, "\n".join(died)
+
+
+@pytest.fixture
+def echo(start_rig: StartRig) -> Rig:
+    """tcpstack serving echo (RFC 862) on port 8080."""
+    return start_rig("--echo")
+
+
+@pytest.fixture
+def discard(start_rig: StartRig) -> Rig:
+    """tcpstack serving discard (RFC 863) on port 8080."""
+    return start_rig("--discard")
+
+
+# What tcpstack puts in a SYN-ACK: MSS is the TUN MTU (1500) less 40; the window scale option
+# comes only when the SYN offered one, with shift 5 for the 1 MiB receive buffer.
+SYNACK_WIN = 65535  # never scaled in a SYN-ACK (RFC 7323 2.2): min(65535, free buffer)
+SYNACK_OPTIONS_WS = [("MSS", 1460), ("NOP", None), ("WScale", 5)]
+SYNACK_OPTIONS = [("MSS", 1460)]
+# When the SYN offers SACK a stack may accept (Linux's layout) or not (RFC 2018).
+SYNACK_OPTIONS_WS_MAYBE_SACK = OneOf(
+    SYNACK_OPTIONS_WS,
+    [("MSS", 1460), ("NOP", None), ("NOP", None), ("SAckOK", b""), ("NOP", None), ("WScale", 5)])
+# The window field of a scaled connection with an empty receive buffer: 1 MiB >> 5.
+WIN_EMPTY = 32768
+# Our side of a scaled handshake: window scale 7, so a window field of 512 is 64 KiB.
+PEER_OPTIONS_WS = [("MSS", 1460), ("WScale", 7)]
+PEER_WIN = 512
+
+
+def establish(rig: Rig, sport: int, *, isn: int = 1_000_000) -> Flow:
+    """A three-way handshake with window scaling from `sport` to port 8080; afterwards both
+    sides' next sequence number is 1 (relative)."""
+    flow = rig.peer.flow(sport, PORT, isn=isn)
+    flow.send("S", 0, win=65535, options=PEER_OPTIONS_WS)
+    flow.expect("S.", 0, 1, win=SYNACK_WIN, options=SYNACK_OPTIONS_WS)
+    flow.send(".", 1, 1, win=PEER_WIN)
+    return flow
+
+
+def roundtrip(flow: Flow, seq: int, rseq: int, data: bytes, *, ack: int | None = None) -> None:
+    """The connection is alive: `data` sent at `seq` is acknowledged and echoed back from the
+    stack's `rseq`, and the peer acks the echo. `ack` is what the peer's segment acknowledges,
+    by default `rseq` (everything the stack sent).
+
+    The ACK of the data may come alone, or ride on the echo after a delayed-ACK wait: that is
+    the stack's choice (RFC 9293 3.8.6.3, RFC 5681 4.2), so it is allowed either way, and the
+    window of these segments is left to the tests about windows."""
+    end = seq + len(data)
+    flow.send("P.", seq, rseq if ack is None else ack, win=PEER_WIN, payload=data)
+    flow.maybe_expect(".", rseq, end)
+    flow.expect("P.", rseq, end, win=ANY, payload=data)
+    flow.send(".", end, rseq + len(data), win=PEER_WIN)

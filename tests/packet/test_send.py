@@ -1,0 +1,64 @@
+"""The send side seen from the peer: the peer's window bounds what is in flight, unacked data
+is retransmitted on a doubling timeout, and a zero window is probed."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from .conftest import ANY, PEER_WIN, PORT, SYNACK_OPTIONS, SYNACK_WIN, Rig, establish
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.timeout(30)
+def test_peer_window_bounds_the_data_in_flight(echo: Rig) -> None:
+    flow = echo.peer.flow(40501, PORT)
+    flow.send("S", 0, win=200, options=[("MSS", 1460)])  # no window scale: 200 bytes
+    flow.expect("S.", 0, 1, win=SYNACK_WIN, options=SYNACK_OPTIONS)
+    # A slow third ACK makes the first RTT sample 0.5 s and so the RTO 1.5 s (RFC 6298 2.2),
+    # long enough to watch for segments that should not come without one retransmitting.
+    time.sleep(0.5)
+    flow.send(".", 1, 1, win=200)
+    data = bytes(range(250)) * 2
+    flow.send("P.", 1, 1, win=200, payload=data)
+    flow.maybe_expect(".", 1, 501)
+    flow.expect(".", 1, 501, win=ANY, payload=data[:200])
+    flow.expect_nothing(0.3)  # the window is full
+    flow.send(".", 501, 201, win=200)
+    flow.expect(".", 201, 501, win=ANY, payload=data[200:400])
+    flow.expect_nothing(0.3)
+    flow.send(".", 501, 401, win=200)
+    flow.expect("P.", 401, 501, win=ANY, payload=data[400:])
+    flow.send(".", 501, 501, win=200)
+    flow.expect_nothing(0.3)
+
+
+@pytest.mark.timeout(30)
+def test_unacked_data_is_retransmitted_with_doubling_timeout(echo: Rig) -> None:
+    flow = establish(echo, 40502)
+    flow.send("P.", 1, 1, win=PEER_WIN, payload=b"hello")
+    flow.maybe_expect(".", 1, 6)
+    sent = flow.expect("P.", 1, 6, win=ANY, payload=b"hello")
+    # The handshake's RTT sample is a few ms: the RTO is the 0.2 s floor, then 0.4 s.
+    first = flow.expect("P.", 1, 6, win=ANY, payload=b"hello", timeout=1.0)
+    second = flow.expect("P.", 1, 6, win=ANY, payload=b"hello", timeout=1.5)
+    gap1, gap2 = first.at - sent.at, second.at - first.at
+    assert 0.15 <= gap1 <= 0.45, f"first retransmission after {gap1:.3f}s, want the 0.2 s RTO"
+    assert abs(gap2 - 2 * gap1) <= 0.15, f"gaps {gap1:.3f}s, {gap2:.3f}s: not doubling"
+    flow.send(".", 6, 6, win=PEER_WIN)
+    flow.expect_nothing(1.0)
+
+
+@pytest.mark.timeout(30)
+def test_zero_window_is_probed_then_data_flows_when_it_opens(echo: Rig) -> None:
+    flow = establish(echo, 40503)
+    flow.send("P.", 1, 1, win=0, payload=b"hello")  # and our window is closed
+    flow.maybe_expect(".", 1, 6)
+    # The echo waits; the persist timer (one RTO, 0.2 s) sends a probe below SND.UNA, an
+    # old sequence number that any receiver answers with an ACK carrying its window.
+    probe = flow.expect(".", 0, 6, win=ANY, timeout=1.0)
+    flow.send(".", 6, 1, win=PEER_WIN)  # the window opens
+    reply = flow.expect("P.", 1, 6, win=ANY, payload=b"hello", timeout=0.5)
+    assert reply.at - probe.at < 0.2, "data waited after the window opened"
