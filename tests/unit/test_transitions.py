@@ -408,7 +408,8 @@ def test_fin_wait_2_still_receives_data_and_acks_it() -> None:
 def test_fin_wait_1_still_receives_data_before_its_fin_is_acked() -> None:
     peer, conn = reach(S.FIN_WAIT_1)
     reply = peer.inject(ACK | PSH, PEER + 1, ISS + 1, payload=b"late")
-    assert lines(reply) == [f". seq {ISS + 2} ack {PEER + 5} win 32768"]  # (1 MB - 4) / 32, rounded up
+    # (1 MB - 4) / 32, rounded up
+    assert lines(reply) == [f". seq {ISS + 2} ack {PEER + 5} win 32768"]
     assert conn.state is S.FIN_WAIT_1
     assert peer.app_read(conn) == b"late"
 
