@@ -139,7 +139,7 @@ class NetworkStack:
         if iss is None:
             iss = self._isn.isn(self.address, seg.dport, src, seg.sport, now)
         conn = Connection(listener.config or self.config, self.address, seg.dport, src,
-                          seg.sport, iss, passive=True)
+                          seg.sport, iss, passive=True, counters=self.counters)
         conn.listener = listener
         conn.on_transition = self._transition_hook
         listener.half_open += 1
@@ -185,7 +185,7 @@ class NetworkStack:
             raise PortInUse(f"local port {local_port} is in use to that peer")
         iss = self._isn.isn(self.address, local_port, remote, remote_port, now)
         conn = Connection(config or self.config, self.address, local_port, remote,
-                          remote_port, iss, passive=False)
+                          remote_port, iss, passive=False, counters=self.counters)
         conn.on_transition = self._transition_hook
         self.connections[key] = conn
         self.counters["active_opens"] += 1

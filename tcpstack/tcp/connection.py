@@ -13,7 +13,7 @@ their definitions.
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 
 from tcpstack.net import offload
@@ -57,7 +57,8 @@ class ConnectionStateError(Exception):
 
 class Connection:
     def __init__(self, config: TcpConfig, local_addr: bytes, local_port: int,
-                 remote_addr: bytes, remote_port: int, iss: int, *, passive: bool) -> None:
+                 remote_addr: bytes, remote_port: int, iss: int, *, passive: bool,
+                 counters: Counter[str] | None = None) -> None:
         self.config = config
         self.local_addr = local_addr
         self.local_port = local_port
@@ -141,6 +142,9 @@ class Connection:
         self.bytes_sent = 0       # application bytes acknowledged by the peer
         self.bytes_received = 0   # application bytes delivered in order
         self.retransmits = 0
+        self.persist_probes = 0
+        # Shared with the stack (nstat-style totals); a lone connection keeps its own.
+        self.counters: Counter[str] = counters if counters is not None else Counter()
         self.segments_in = 0
         self.segments_out = 0
 
@@ -340,7 +344,7 @@ class Connection:
                     self._timed_seq, self._timed_at = (seq + n) & MASK, now
                 self.snd_max = (seq + n) & MASK
             else:
-                self.retransmits += 1
+                self._count_retransmit()
             self.snd_nxt = (seq + n) & MASK
             self._arm_rto(now)
         if self._fin_queued:
@@ -349,7 +353,7 @@ class Connection:
                 if self._fin_seq is None:
                     self._fin_seq = end
                 else:
-                    self.retransmits += 1
+                    self._count_retransmit()
                 self.snd_max = (end + 1) & MASK  # the FIN is the last thing we ever send
                 self._emit(FIN | ACK, end)
                 self.snd_nxt = (end + 1) & MASK
@@ -709,7 +713,7 @@ class Connection:
                 break  # the FIN, or nothing left to resend
             n = min(n, len(self.send_buffer) - offset)
             self._emit(ACK, seq, self.send_buffer.peek(offset, n))
-            self.retransmits += 1
+            self._count_retransmit()
             start_at = sb.high_rxt = (seq + n) & MASK
             pipe += n
             sent_any = True
@@ -728,7 +732,7 @@ class Connection:
             self._emit(ACK, self.snd_una, buf.peek(0, n))
         elif self._fin_queued:
             self._emit(FIN | ACK, self.snd_una)
-        self.retransmits += 1
+        self._count_retransmit()
         self._timed_seq = None  # Karn: no RTT sample from a retransmitted segment
 
     def _fin_acked(self) -> bool:
@@ -802,6 +806,10 @@ class Connection:
         self.events.append(ConnEvent.TIMEOUT)
         self._transition(Trigger.TIMEOUT_GIVE_UP, now)
 
+    def _count_retransmit(self) -> None:
+        self.retransmits += 1
+        self.counters["retrans_segs"] += 1
+
     def _persist_probe(self, now: float) -> None:
         self._persist_interval = min(self._persist_interval * 2, self.config.persist_max)
         self._persist_at = now + self._persist_interval
@@ -819,6 +827,8 @@ class Connection:
                 return
         # A zero-window probe: an old sequence number draws an ACK carrying the window.
         self._emit(ACK, (self.snd_una - 1) & MASK)
+        self.persist_probes += 1
+        self.counters["persist_probes"] += 1
 
     def _on_retransmit_timeout(self, now: float) -> None:
         self.retries += 1
@@ -838,7 +848,7 @@ class Connection:
         self._timed_seq = None
         self._rto_at = self._rto_deadline(now)
         if state is State.SYN_SENT or state is State.SYN_RCVD:
-            self.retransmits += 1
+            self._count_retransmit()
             self._send_syn(now)
             return
         self.cc.on_timeout((self.snd_max - self.snd_una) & MASK, now)
