@@ -6,7 +6,9 @@ Modes (first argument), each serving one connection on 0.0.0.0:PORT, then exitin
   banner-then-count send a banner and shut down writing at once, then read until FIN and
                     write "got N bytes sha256 H" to the file given as third argument
                     (we half-closed first and still receive);
-  reset             accept, then close with SO_LINGER 0, which sends a RST.
+  reset             accept, then close with SO_LINGER 0, which sends a RST;
+  slow-reader       a small receive buffer, one byte read every 10 ms for SECONDS (fourth
+                    argument), then the rest at full speed; reports like banner-then-count.
 Prints "ready" once listening."""
 
 from __future__ import annotations
@@ -15,12 +17,15 @@ import hashlib
 import socket
 import struct
 import sys
+import time
 
 
 def main() -> None:
     mode, port = sys.argv[1], int(sys.argv[2])
     srv = socket.socket()
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if mode == "slow-reader":  # inherited by the accepted socket; the kernel doubles it
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     srv.bind(("0.0.0.0", port))
     srv.listen(1)
     srv.settimeout(30)
@@ -37,6 +42,12 @@ def main() -> None:
         conn.shutdown(socket.SHUT_WR)
     digest = hashlib.sha256()
     total = 0
+    if mode == "slow-reader":
+        slow_until = time.monotonic() + float(sys.argv[4])
+        while time.monotonic() < slow_until and (byte := conn.recv(1)):
+            digest.update(byte)
+            total += 1
+            time.sleep(0.01)
     while chunk := conn.recv(1 << 16):
         digest.update(chunk)
         total += len(chunk)
