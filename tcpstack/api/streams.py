@@ -8,16 +8,25 @@ use with the CLI's defaults (tcps0, 10.77.0.2, kernel side 10.77.0.1/24, MTU 150
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any
 
+from tcpstack.api.capture import Capture
+from tcpstack.api.control import ControlServer, ControlSocketInUse, control_path
+from tcpstack.api.preflight import check_addresses
+from tcpstack.api.snapshot import Snapshot, build_snapshot
 from tcpstack.api.transport import TcpTransport
 from tcpstack.io.driver import PacketTap, StackDriver
+from tcpstack.io.impairment import Impairment
+from tcpstack.io.segment_log import SegmentLogger
 from tcpstack.link.tun import LinkError, TunDevice
 from tcpstack.stack import NetworkStack
+from tcpstack.tcp import congestion as tcp_congestion
 from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.connection import Connection
 from tcpstack.tcp.events import ConnEvent
@@ -108,12 +117,18 @@ def _parse_address(address: str) -> ipaddress.IPv4Address:
 
 
 class Stack:
-    """A running tcpstack: a TUN interface, the protocol state, and the asyncio driver."""
+    """A running tcpstack: a TUN interface, the protocol state, and the asyncio driver.
+
+    While it runs it serves a control socket for `tcpstack stat` (api/control.py) unless
+    `control=False`; `pcap` records every packet to that file (api/capture.py) and
+    `trace_segments` logs each one at debug level (io/segment_log.py)."""
 
     def __init__(self, iface: str = DEFAULT_IFACE, address: str = DEFAULT_ADDRESS,
                  kernel_address: str = DEFAULT_KERNEL_ADDRESS, mtu: int = DEFAULT_MTU,
                  *, config: TcpConfig | None = None, trace: bool = False,
-                 tap: PacketTap | None = None, offload: bool = True) -> None:
+                 tap: PacketTap | None = None, offload: bool = True,
+                 pcap: str | os.PathLike[str] | None = None, trace_segments: bool = False,
+                 control: bool = True, impairment: Impairment | None = None) -> None:
         self.iface = iface
         self.address = _parse_address(address)
         try:
@@ -129,9 +144,18 @@ class Stack:
         self.mtu = mtu
         self.config = config or TcpConfig()
         self.config.mss = min(self.config.mss, mtu - _HEADERS)
+        # A software lossy link needs real checksums to corrupt (see io/impairment.py).
+        offload = offload and impairment is None
         self.config.offload = offload
+        self.impairment = impairment
         self.trace = trace
         self.tap = tap
+        self.pcap = pcap
+        self.trace_segments = trace_segments
+        self.control = control
+        self.capture: Capture | None = None
+        self._control: ControlServer | None = None
+        self._started_at = 0.0
         self.tun = TunDevice(iface, mtu, offload=offload)
         self.network = NetworkStack(self.address.packed, self.config)
         self.driver: StackDriver | None = None
@@ -148,25 +172,91 @@ class Stack:
     async def start(self) -> Stack:
         if self.driver is not None:
             return self
-        self.tun.open()
+        loop = asyncio.get_running_loop()
         try:
+            self.tun.open()
             # pyroute2's synchronous API runs an event loop of its own: keep it off ours.
-            await asyncio.to_thread(self.tun.configure, str(self.kernel_interface))
-        except LinkError:
+            await asyncio.to_thread(self._configure)
+            if self.control:
+                await self._serve_control()
+            # Only now: a stack that cannot start must not truncate a running one's capture.
+            if self.pcap is not None:
+                try:
+                    self.capture = Capture(self.pcap, loop)
+                except OSError as exc:
+                    raise LinkError(f"cannot write the capture {os.fspath(self.pcap)}: "
+                                    f"{exc.strerror or exc}") from None
+        except BaseException:
+            self._stop_observers()
             self.tun.close()
             raise
         if self.trace:
             self.network.on_transition = _log_transition
-        driver = StackDriver(self.network, self.tun, asyncio.get_running_loop())
+        driver = StackDriver(self.network, self.tun, loop, impairment=self.impairment)
         driver.on_event = self._on_event
-        driver.tap = self.tap
+        driver.tap = self._combined_tap()
         driver.start()
         self.driver = driver
+        self._started_at = loop.time()
         log.info("%s up: stack %s, kernel side %s, MTU %d", self.iface, self.address,
                  self.kernel_interface, self.mtu)
         return self
 
+    def _configure(self) -> None:
+        check_addresses(self.iface, self.kernel_interface, self.address)
+        self.tun.configure(str(self.kernel_interface))
+
+    async def _serve_control(self) -> None:
+        server = ControlServer(control_path(self.iface), self.snapshot)
+        try:
+            await server.start()
+        except ControlSocketInUse:
+            raise LinkError(f"interface {self.iface} is already in use by another tcpstack "
+                            f"in this network namespace (control socket {server.path})"
+                            ) from None
+        except OSError as exc:
+            # The stack works without it; only `tcpstack stat` cannot reach it.
+            log.warning("no control socket at %s: %s", server.path, exc.strerror or exc)
+            return
+        self._control = server
+
+    def _combined_tap(self) -> PacketTap | None:
+        """The driver's tap: None unless something asked to see packets (zero cost)."""
+        taps: list[PacketTap] = []
+        if self.capture is not None:
+            taps.append(self.capture.tap)
+        if self.trace_segments:
+            taps.append(SegmentLogger())
+        if self.tap is not None:
+            taps.append(self.tap)
+        if len(taps) <= 1:
+            return taps[0] if taps else None
+
+        def fan_out(packet: bytes, outgoing: bool) -> None:
+            for tap in taps:
+                tap(packet, outgoing)
+        return fan_out
+
+    def _stop_observers(self, live: list[Connection] | None = None) -> None:
+        """Remove the control socket and finish the capture; safe to call twice."""
+        try:
+            if self._control is not None:
+                self._control.remove()
+                self._control = None
+        finally:
+            if self.capture is not None:
+                capture, self.capture = self.capture, None
+                capture.close(live or [])
+
+    def snapshot(self) -> Snapshot:
+        """What `tcpstack stat` shows (api/snapshot.py)."""
+        uptime = self.driver.now() - self._started_at if self.driver is not None else 0.0
+        return build_snapshot(self.network, iface=self.iface,
+                              kernel_address=str(self.kernel_interface), uptime=uptime)
+
     def _on_event(self, conn: Connection, event: ConnEvent) -> None:
+        if event is ConnEvent.CLOSED and self.capture is not None:
+            self.capture.connection_closed(conn)
         owner: Any = conn.owner
         if owner is not None:
             owner.handle_event(event)
@@ -181,26 +271,43 @@ class Stack:
             else:
                 conn.abort(self.driver.now() if self.driver else 0.0)
 
+    def _config_for(self, congestion: str | None, nodelay: bool | None) -> TcpConfig | None:
+        """The stack's TCP settings with per-listener or per-connection overrides."""
+        changes: dict[str, object] = {}
+        if congestion is not None:
+            tcp_congestion.create(congestion, self.config.mss)  # fails early on a bad name
+            changes["congestion"] = congestion
+        if nodelay is not None:
+            changes["nodelay"] = nodelay
+        return dataclasses.replace(self.config, **changes) if changes else None  # type: ignore[arg-type]
+
     async def start_server(self, handler: ClientHandler, port: int, *,
-                           backlog: int | None = None, limit: int = STREAM_LIMIT) -> Server:
+                           backlog: int | None = None, limit: int = STREAM_LIMIT,
+                           congestion: str | None = None, nodelay: bool | None = None
+                           ) -> Server:
+        """Listen on `port`; `congestion` ("cubic", "newreno") and `nodelay` override the
+        stack's settings for this port's connections."""
         if not 0 < port < 65536:
             raise ValueError(f"invalid port {port}: must be 1-65535")
+        config = self._config_for(congestion, nodelay)
         await self.start()
-        listener = self.network.listen(port, backlog)
+        listener = self.network.listen(port, backlog, config)
         server = Server(self, listener, handler, limit)
         self._servers[port] = server
         return server
 
-    async def open_connection(self, host: str, port: int, *, limit: int = STREAM_LIMIT
+    async def open_connection(self, host: str, port: int, *, limit: int = STREAM_LIMIT,
+                              congestion: str | None = None, nodelay: bool | None = None
                               ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         if not 0 < port < 65536:
             raise ValueError(f"invalid port {port}: must be 1-65535")
         remote = _parse_address(host)
+        config = self._config_for(congestion, nodelay)
         await self.start()
         driver = self.driver
         assert driver is not None
         loop = driver.loop
-        conn = self.network.connect(remote.packed, port, driver.now())
+        conn = self.network.connect(remote.packed, port, driver.now(), config=config)
         future: asyncio.Future[None] = loop.create_future()
         _PendingConnect(conn, future)
         driver.kick()
@@ -225,21 +332,27 @@ class Stack:
         for the closes to complete), then remove the interface."""
         driver = self.driver
         if driver is None:
+            self._stop_observers()
             self.tun.close()
             return
-        for server in list(self._servers.values()):
-            server.close()
-        self.network.close_all(driver.now())
-        driver.kick()
-        loop = driver.loop
-        deadline = loop.time() + linger
-        while loop.time() < deadline and any(
-                c.state not in (State.TIME_WAIT, State.CLOSED)
-                for c in self.network.connections.values()):
-            await asyncio.sleep(0.02)
-        driver.stop()
-        self.driver = None
-        self.tun.close()
+        try:
+            for server in list(self._servers.values()):
+                server.close()
+            self.network.close_all(driver.now())
+            driver.kick()
+            loop = driver.loop
+            deadline = loop.time() + linger
+            while loop.time() < deadline and any(
+                    c.state not in (State.TIME_WAIT, State.CLOSED)
+                    for c in self.network.connections.values()):
+                await asyncio.sleep(0.02)
+        finally:
+            try:
+                self._stop_observers(list(self.network.connections.values()))
+            finally:
+                driver.stop()
+                self.driver = None
+                self.tun.close()
 
     async def __aenter__(self) -> Stack:
         return await self.start()
@@ -266,14 +379,18 @@ async def default_stack() -> Stack:
 
 
 async def start_server(handler: ClientHandler, port: int, *, backlog: int | None = None,
-                       limit: int = STREAM_LIMIT) -> Server:
+                       limit: int = STREAM_LIMIT, congestion: str | None = None,
+                       nodelay: bool | None = None) -> Server:
     """Like asyncio.start_server: `handler(reader, writer)` runs for each new connection."""
     stack = await default_stack()
-    return await stack.start_server(handler, port, backlog=backlog, limit=limit)
+    return await stack.start_server(handler, port, backlog=backlog, limit=limit,
+                                    congestion=congestion, nodelay=nodelay)
 
 
-async def open_connection(host: str, port: int, *, limit: int = STREAM_LIMIT
+async def open_connection(host: str, port: int, *, limit: int = STREAM_LIMIT,
+                          congestion: str | None = None, nodelay: bool | None = None
                           ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """Like asyncio.open_connection: an active open from the default stack."""
     stack = await default_stack()
-    return await stack.open_connection(host, port, limit=limit)
+    return await stack.open_connection(host, port, limit=limit, congestion=congestion,
+                                       nodelay=nodelay)

@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 from collections.abc import Coroutine
+from pathlib import Path
 
 import click
 
@@ -17,9 +18,11 @@ from tcpstack.api.streams import (
     DEFAULT_MTU,
     Stack,
 )
+from tcpstack.io.impairment import Impairment, ImpairmentError
 from tcpstack.link.tun import LinkError
 from tcpstack.stack import PortInUse
 from tcpstack.tcp.config import TcpConfig
+from tcpstack.tcp.congestion import ALGORITHMS
 
 log = logging.getLogger("tcpstack")
 
@@ -35,18 +38,38 @@ log = logging.getLogger("tcpstack")
               help="MTU of the TUN interface.")
 @click.option("--offload/--no-offload", default=True, show_default=True,
               help="Let the kernel checksum and segment (TUN virtio-net header, GSO/TSO).")
+@click.option("--cc", "congestion", default="cubic", show_default=True,
+              type=click.Choice(sorted(ALGORITHMS)), help="Congestion control algorithm.")
+@click.option("--nodelay", is_flag=True, help="Disable Nagle's algorithm (TCP_NODELAY).")
+@click.option("--impair", metavar="SPEC", default=None,
+              help="Impair the link for testing, like netem: e.g. 'loss=5%,delay=20ms,"
+                   "jitter=5ms,duplicate=1%,reorder=5%,corrupt=1%,seed=7' (turns offload off).")
 @click.option("--msl", default=30.0, show_default=True, type=click.FloatRange(0.001, 3600),
               help="Maximum segment lifetime in seconds; TIME_WAIT lasts twice this.")
 @click.option("--trace", is_flag=True, help="Log every TCP state transition.")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Debug logging: every segment in and out as a tcpdump-style line "
+                   "(implies --trace).")
 @click.option("-q", "--quiet", is_flag=True, help="Log warnings and errors only.")
+@click.option("--pcap", type=click.Path(dir_okay=False, writable=True, path_type=Path),
+              help="Record every packet in and out to this pcap file (and the connections' "
+                   "cwnd traces to FILE.cwnd.json when the stack stops).")
 @click.pass_context
 def cli(ctx: click.Context, iface: str, address: str, kernel_address: str, mtu: int,
-        offload: bool, msl: float, trace: bool, quiet: bool) -> None:
+        offload: bool, congestion: str, nodelay: bool, impair: str | None, msl: float,
+        trace: bool,
+        verbose: bool, quiet: bool, pcap: Path | None) -> None:
     """A userspace TCP/IP stack over a Linux TUN device."""
+    if verbose and quiet:
+        raise click.UsageError("choose one of -v/--verbose and -q/--quiet")
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
                         format="tcpstack: %(message)s", stream=sys.stderr)
+    if verbose:  # ours only: the libraries' debug output (pyroute2, asyncio) is noise here
+        log.setLevel(logging.DEBUG)
     ctx.obj = {"iface": iface, "address": address, "kernel_address": kernel_address,
-               "mtu": mtu, "trace": trace, "offload": offload, "msl": msl}
+               "mtu": mtu, "trace": trace or verbose, "verbose": verbose,
+               "offload": offload, "msl": msl, "congestion": congestion,
+               "nodelay": nodelay, "impairment": _impairment(impair), "pcap": pcap}
 
 
 class CommandFailed(Exception):
@@ -54,10 +77,26 @@ class CommandFailed(Exception):
 
 
 def make_stack(opts: dict[str, object]) -> Stack:
+    pcap = opts.get("pcap")
     return Stack(iface=str(opts["iface"]), address=str(opts["address"]),
                  kernel_address=str(opts["kernel_address"]), mtu=int(str(opts["mtu"])),
                  trace=bool(opts["trace"]), offload=bool(opts["offload"]),
-                 config=TcpConfig(msl=float(str(opts["msl"]))))
+                 config=TcpConfig(msl=float(str(opts["msl"])),
+                                  congestion=str(opts["congestion"]),
+                                  nodelay=bool(opts["nodelay"])),
+                 pcap=pcap if isinstance(pcap, Path) else None,
+                 trace_segments=bool(opts.get("verbose")),
+                 impairment=impairment if isinstance(impairment := opts.get("impairment"),
+                                                     Impairment) else None)
+
+
+def _impairment(spec: str | None) -> Impairment | None:
+    if spec is None:
+        return None
+    try:
+        return Impairment.parse(spec)
+    except ImpairmentError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--impair'") from None
 
 
 def stop_on_signals() -> asyncio.Event:

@@ -9,7 +9,7 @@ import sys
 import click
 
 from tcpstack.cli.app import CommandFailed, cli, make_stack, run, stop_on_signals
-from tcpstack.services.relay import relay
+from tcpstack.services.relay import Progress, relay
 
 
 @cli.command()
@@ -18,17 +18,22 @@ from tcpstack.services.relay import relay
 @click.option("--timeout", type=click.FloatRange(0.001), default=None,
               help="Give up connecting after this many seconds (default: after the SYN "
                    "retransmissions, about two minutes).")
+@click.option("--progress/--no-progress", default=None,
+              help="Show bytes sent and received, rate and time on stderr during transfers "
+                   "longer than a second (default: when stderr is a terminal).")
 @click.pass_context
-def connect(ctx: click.Context, host: str, port: int, timeout: float | None) -> None:
+def connect(ctx: click.Context, host: str, port: int, timeout: float | None,
+            progress: bool | None) -> None:
     """Connect to HOST PORT and relay standard input and output, like nc."""
     if not ctx.obj["trace"]:
         logging.getLogger("tcpstack").setLevel(logging.WARNING)
-    run(_connect(dict(ctx.obj), host, port, timeout))
-
+    if progress is None:
+        progress = sys.stderr.isatty()
+    run(_connect(dict(ctx.obj), host, port, timeout, progress))
 
 
 async def _connect(opts: dict[str, object], host: str, port: int,
-                   timeout: float | None) -> None:
+                   timeout: float | None, progress: bool = False) -> None:
     stack = make_stack(opts)
     await stack.start()
     stop = stop_on_signals()
@@ -43,7 +48,8 @@ async def _connect(opts: dict[str, object], host: str, port: int,
         except ConnectionError as exc:
             raise CommandFailed(f"connection to {where} failed: {exc}") from None
         pump = asyncio.ensure_future(relay(reader, writer, sys.stdin.fileno(),
-                                           sys.stdout.buffer))
+                                           sys.stdout.buffer,
+                                           Progress(sys.stderr) if progress else None))
         stopped = asyncio.ensure_future(stop.wait())
         await asyncio.wait((pump, stopped), return_when=asyncio.FIRST_COMPLETED)
         if not pump.done():

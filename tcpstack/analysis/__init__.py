@@ -1,0 +1,1 @@
+"""Offline analysis of what a stack recorded (`--pcap` captures), for `tcpstack plot`."""

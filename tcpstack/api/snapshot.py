@@ -1,0 +1,140 @@
+"""What `tcpstack stat` shows: a JSON-able picture of a running stack at one instant.
+
+    {"version": 1, "iface": "tcps0", "address": "10.77.0.2", "pid": 4242, "uptime": 12.5,
+     "listeners": [{"state": "LISTEN", "local": "10.77.0.2:80", "peer": "*:*", "port": 80,
+                    "half_open": 0, "backlog": 128}],
+     "connections": [{"state": "ESTABLISHED", "local": "10.77.0.2:80",
+                      "peer": "10.77.0.1:40000", "send_q": 0, "recv_q": 0, "rtt_ms": 0.21,
+                      "rto_ms": 200.0, "cwnd": 14600, "ssthresh": null, "retransmits": 0,
+                      "bytes_in": 78, "bytes_out": 1048576, "segs_in": 40, "segs_out": 35}],
+     "counters": {"segs_in": 40, ...}}
+
+`send_q` is the bytes queued and not yet acknowledged (sent or not), `recv_q` the bytes
+received and not yet read, `cwnd` and `ssthresh` are in bytes (`ssthresh` is null until the
+first loss sets it), `bytes_out` counts application bytes the peer acknowledged. Every
+counter the stack keeps is listed, zeros included. `retrans_segs` is the sum of the live
+connections' retransmissions (a connection that has closed no longer counts), unless the
+stack keeps a `retrans_segs` counter of its own, which is then reported as it is.
+
+The layout is versioned with `version`; a field is only ever added within a version.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from typing import TypedDict
+
+from tcpstack.stack import NetworkStack
+from tcpstack.tcp.connection import Connection
+
+SNAPSHOT_VERSION = 1
+
+# The counters NetworkStack keeps (stack.py, io/driver.py), reported even while zero so
+# scripts can rely on their presence.
+KNOWN_COUNTERS = (
+    "segs_in", "segs_out", "rst_in", "rst_out", "passive_opens", "active_opens",
+    "attempt_fails", "estab_resets", "in_errors",
+    "ip_bad_checksum", "ip_truncated", "ip_bad_ihl", "ip_bad_length", "ip_bad_version",
+    "ip_fragment", "ip_not_for_us", "ip_unknown_protocol", "ipv6_dropped",
+    "tcp_bad_checksum", "tcp_bad_option", "tcp_bad_offset", "tcp_truncated",
+    "icmp_truncated", "icmp_bad_checksum", "icmp_in", "icmp_out",
+    "listen_overflows", "tun_write_drops", "tun_write_errors",
+)
+# ssthresh starts "infinite" (a huge number) until a loss sets it.
+_SSTHRESH_UNSET = 1 << 30
+
+
+class ListenerInfo(TypedDict):
+    state: str
+    local: str
+    peer: str
+    port: int
+    half_open: int
+    backlog: int
+
+
+class ConnectionInfo(TypedDict):
+    state: str
+    local: str
+    peer: str
+    send_q: int
+    recv_q: int
+    rtt_ms: float | None
+    rto_ms: float
+    cwnd: int
+    ssthresh: int | None
+    retransmits: int
+    bytes_in: int
+    bytes_out: int
+    segs_in: int
+    segs_out: int
+
+
+class Snapshot(TypedDict):
+    version: int
+    iface: str
+    address: str
+    kernel_address: str
+    pid: int
+    uptime: float
+    listeners: list[ListenerInfo]
+    connections: list[ConnectionInfo]
+    counters: dict[str, int]
+
+
+def endpoint(addr: bytes, port: int) -> str:
+    return f"{ipaddress.IPv4Address(addr)}:{port}"
+
+
+def connection_info(conn: Connection) -> ConnectionInfo:
+    srtt = conn.rtt.srtt
+    ssthresh = conn.cc.ssthresh
+    return {
+        "state": conn.state.name,
+        "local": endpoint(conn.local_addr, conn.local_port),
+        "peer": endpoint(conn.remote_addr, conn.remote_port),
+        "send_q": len(conn.send_buffer),
+        "recv_q": len(conn.receive_buffer),
+        "rtt_ms": None if srtt is None else round(srtt * 1000, 3),
+        "rto_ms": round(conn.rtt.rto * 1000, 3),
+        "cwnd": conn.cc.cwnd,
+        "ssthresh": None if ssthresh >= _SSTHRESH_UNSET else ssthresh,
+        "retransmits": conn.retransmits,
+        "bytes_in": conn.bytes_received,
+        "bytes_out": conn.bytes_sent,
+        "segs_in": conn.segments_in,
+        "segs_out": conn.segments_out,
+    }
+
+
+def counters_of(network: NetworkStack) -> dict[str, int]:
+    """Every known counter (zeros included) plus any other the stack has, and retrans_segs."""
+    counters = dict.fromkeys(KNOWN_COUNTERS, 0)
+    counters.update(network.counters)
+    if "retrans_segs" not in network.counters:  # until the stack keeps a total of its own
+        counters["retrans_segs"] = sum(c.retransmits for c in network.connections.values())
+    return dict(sorted(counters.items()))
+
+
+def build_snapshot(network: NetworkStack, *, iface: str, kernel_address: str,
+                   uptime: float) -> Snapshot:
+    address = str(ipaddress.IPv4Address(network.address))
+    listeners: list[ListenerInfo] = [
+        {"state": listener.state.name, "local": f"{address}:{port}", "peer": "*:*",
+         "port": port, "half_open": listener.half_open, "backlog": listener.backlog}
+        for port, listener in sorted(network.listeners.items())]
+    connections = [connection_info(conn) for conn in sorted(
+        network.connections.values(),
+        key=lambda c: (c.local_port, c.remote_addr, c.remote_port))]
+    return {
+        "version": SNAPSHOT_VERSION,
+        "iface": iface,
+        "address": address,
+        "kernel_address": kernel_address,
+        "pid": os.getpid(),
+        "uptime": round(uptime, 3),
+        "listeners": listeners,
+        "connections": connections,
+        "counters": counters_of(network),
+    }

@@ -1,0 +1,184 @@
+"""`tcpstack stat`: the connections and counters of the stack running on --iface in this
+network namespace, read from its control socket (api/control.py), like `ss -tani` and
+`nstat`."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import time
+from collections.abc import Callable
+
+import click
+from rich import box
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from tcpstack.api.control import ControlError, NoStackRunning, control_path, query_snapshot
+from tcpstack.api.snapshot import ConnectionInfo, Snapshot
+from tcpstack.cli.app import cli
+
+# Wide enough for every column when the output is not a terminal (a pipe or a file).
+_PIPE_WIDTH = 200
+# Below this many columns the per-connection details go into one wrapping column, the way
+# `ss -i` puts them on a line of their own.
+_WIDE = 150
+
+
+def _dash(value: object) -> str:
+    return "-" if value is None else str(value)
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _details(conn: ConnectionInfo) -> str:
+    """The measurements as `ss -i` prints them, on a line of their own."""
+    return (f"rtt:{_ms(conn['rtt_ms'])} rto:{_ms(conn['rto_ms'])} cwnd:{conn['cwnd']} "
+            f"ssthresh:{_dash(conn['ssthresh'])} retrans:{conn['retransmits']} "
+            f"bytes_in:{conn['bytes_in']} bytes_out:{conn['bytes_out']} "
+            f"segs_in:{conn['segs_in']} segs_out:{conn['segs_out']}")
+
+
+def _narrow(title: str, snapshot: Snapshot) -> RenderableType:
+    """ss's own layout: one line per socket, its measurements indented on the next."""
+    rows: list[tuple[list[str], str | None]] = [
+        ([lst["state"], str(lst["half_open"]), str(lst["backlog"]), lst["local"], lst["peer"]],
+         None) for lst in snapshot["listeners"]]
+    rows += [([c["state"], str(c["recv_q"]), str(c["send_q"]), c["local"], c["peer"]],
+              _details(c)) for c in snapshot["connections"]]
+    header = ["State", "Recv-Q", "Send-Q", "Local Address:Port", "Peer Address:Port"]
+    widths = [max(len(cells[i]) for cells in [header, *(r for r, _ in rows)])
+              for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(cell.rjust(w) if i in (1, 2) else cell.ljust(w)
+                         for i, (cell, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
+
+    out = Text(title + "\n")
+    out.append(line(header) + "\n", style="bold")
+    for cells, details in rows:
+        out.append(line(cells) + "\n")
+        if details is not None:
+            out.append("\t " + details + "\n", style="dim")
+    out.rstrip()
+    return out
+
+
+def render_connections(snapshot: Snapshot, width: int = _PIPE_WIDTH) -> RenderableType:
+    """The ss-like table: listeners first, then connections; one row each. Narrower than
+    _WIDE columns, each connection's measurements go on a line of their own, as in ss."""
+    n_conn = len(snapshot["connections"])
+    n_listen = len(snapshot["listeners"])
+    title = (f"{snapshot['iface']}: stack {snapshot['address']}, kernel side "
+             f"{snapshot['kernel_address']}, pid {snapshot['pid']}, up "
+             f"{snapshot['uptime']:.1f}s, {n_listen} listening, {n_conn} "
+             f"connection{'s' if n_conn != 1 else ''}")
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    table.add_column("State", no_wrap=True)
+    for name in ("Recv-Q", "Send-Q"):
+        table.add_column(name, justify="right", no_wrap=True)
+    table.add_column("Local Address:Port", no_wrap=True)
+    table.add_column("Peer Address:Port", no_wrap=True)
+    if width < _WIDE:
+        return _narrow(title, snapshot)
+    for name in ("RTT ms", "RTO ms", "cwnd", "ssthresh", "Retrans", "Bytes in", "Bytes out",
+                 "Segs in", "Segs out"):
+        table.add_column(name, justify="right", no_wrap=True)
+    for listener in snapshot["listeners"]:
+        table.add_row(listener["state"], str(listener["half_open"]), str(listener["backlog"]),
+                      listener["local"], listener["peer"], *[""] * 9)
+    for conn in snapshot["connections"]:
+        table.add_row(conn["state"], str(conn["recv_q"]), str(conn["send_q"]), conn["local"],
+                      conn["peer"], _ms(conn["rtt_ms"]), _ms(conn["rto_ms"]),
+                      str(conn["cwnd"]), _dash(conn["ssthresh"]), str(conn["retransmits"]),
+                      str(conn["bytes_in"]), str(conn["bytes_out"]), str(conn["segs_in"]),
+                      str(conn["segs_out"]))
+    return Group(Text(title), table)
+
+
+def render_counters(counters: dict[str, int], *, zeros: bool,
+                    previous: dict[str, int] | None = None) -> str:
+    """`name value` lines sorted by name, like nstat; with `previous`, the change since."""
+    lines = []
+    for name, value in sorted(counters.items()):
+        if not value and not zeros:
+            continue
+        line = f"{name:<28}{value:>14}"
+        if previous is not None:
+            line += f"{value - previous.get(name, 0):>+12}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _fetch(iface: str) -> Snapshot:
+    path = control_path(iface)
+    try:
+        return query_snapshot(path)
+    except NoStackRunning as exc:
+        left = ", left by a stack that was killed" if exc.stale else ""
+        raise click.ClickException(f"no tcpstack running on {iface} in this network "
+                                   f"namespace ({exc}{left})") from None
+    except ControlError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the snapshot (or with --counters the counters) as JSON.")
+@click.option("--counters", is_flag=True, help="Print the counters, like nstat.")
+@click.option("-z", "--zeros", is_flag=True, help="With --counters, show zero counters too.")
+@click.option("--watch", type=click.FloatRange(0.05), is_flag=False, flag_value=1.0,
+              default=None, metavar="[SECONDS]",
+              help="Refresh every SECONDS (default 1) until Ctrl-C; with --json, one JSON "
+                   "line per refresh.")
+@click.pass_context
+def stat(ctx: click.Context, as_json: bool, counters: bool, zeros: bool,
+         watch: float | None) -> None:
+    """Show the connections and counters of the stack running on --iface here."""
+    iface = str(ctx.obj["iface"])
+    console = Console(width=None if sys.stdout.isatty() else _PIPE_WIDTH)
+    previous: dict[str, int] | None = None
+
+    def render() -> RenderableType | str:
+        nonlocal previous
+        snapshot = _fetch(iface)
+        if as_json:
+            value: object = snapshot["counters"] if counters else snapshot
+            return json.dumps(value, indent=None if watch is not None else 2)
+        if counters:
+            text = render_counters(snapshot["counters"], zeros=zeros,
+                                   previous=previous if watch is not None else None)
+            previous = snapshot["counters"]
+            return Text(f"#{iface} pid {snapshot['pid']}\n{text}")
+        return render_connections(snapshot, console.width)
+
+    if watch is None:
+        _print(console, render())
+        return
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a watch ends
+        _watch(console, render, watch, live=console.is_terminal and not as_json)
+
+
+def _print(console: Console, what: RenderableType | str) -> None:
+    if isinstance(what, str):
+        click.echo(what)
+    else:
+        console.print(what)
+
+
+def _watch(console: Console, render: Callable[[], RenderableType | str], interval: float,
+           live: bool) -> None:
+    if not live:  # a pipe, a file or JSON lines: one rendering after the other
+        while True:
+            _print(console, render())
+            sys.stdout.flush()
+            time.sleep(interval)
+    with Live(render(), console=console, auto_refresh=False) as screen:
+        while True:
+            time.sleep(interval)
+            screen.update(render(), refresh=True)
