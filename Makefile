@@ -4,7 +4,7 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: all deps system-deps test unit lint demo bench clean
+.PHONY: all deps system-deps test unit lint demo bench clean sim faults
 
 all: test
 
@@ -25,6 +25,18 @@ test: deps
 
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+# The deterministic network simulator (tests/sim): `make sim SEEDS=N` runs N random scenarios
+# and the fault profiles; `make sim SEED=S` replays the scenario of seed S, as a failure says.
+SIM_TESTS = $(if $(SEED),tests/sim/test_simulated_transfers.py::test_random_transfer_keeps_every_invariant --seed $(SEED),tests/sim $(if $(SEEDS),--seeds $(SEEDS)))
+
+sim: $(STAMP)
+	$(PY) -m pytest $(SIM_TESTS) $(PYTEST_ARGS)
+
+# Real faults between the kernel's TCP and tcpstack at the issue's full size (50 MB each way;
+# `make test` runs the same tests with 2 MiB).
+faults: deps
+	FAULT_BYTES=50000000 $(PY) -m pytest tests/integration/test_faults.py $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check tcpstack tests scripts

@@ -25,6 +25,7 @@ log = logging.getLogger("tcpstack")
 EventHandler = Callable[[Connection, ConnEvent], None]
 PacketTap = Callable[[bytes, bool], None]  # (packet, outgoing)
 
+MAX_LOGGED_INTERNAL_ERRORS = 10
 READ_BATCH = 512  # packets per readiness callback, so output and timers are not starved
 
 
@@ -92,19 +93,34 @@ class StackDriver:
                 ip_packet = memoryview(packet)[offload.HEADER_LEN:]
                 if tap is not None:
                     tap(bytes(ip_packet), False)
-                receive(ip_packet, now, trusted)
+                try:
+                    receive(ip_packet, now, trusted)
+                except Exception:
+                    self._internal_error()
                 continue
             if tap is not None:
                 tap(packet, False)
             if inbound is not None:
                 inbound.send(packet)
                 continue
-            receive(packet, now)
+            try:
+                receive(packet, now)
+            except Exception:  # a bug must cost one packet, not the stack
+                self._internal_error()
         self._service()
+
+    def _internal_error(self) -> None:
+        counters = self.stack.counters
+        counters["internal_errors"] += 1
+        if counters["internal_errors"] <= MAX_LOGGED_INTERNAL_ERRORS:
+            log.exception("internal error while processing a packet (dropped)")
 
     def _receive_late(self, packet: bytes) -> None:
         """A packet the impaired link delivers after its delay."""
-        self.stack.receive(packet, self.loop.time())
+        try:
+            self.stack.receive(packet, self.loop.time())
+        except Exception:
+            self._internal_error()
         self.kick()
 
     def _on_timer(self) -> None:

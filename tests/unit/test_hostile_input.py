@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import struct
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tcpstack.io.driver import StackDriver
 from tcpstack.net import ipv4
 from tcpstack.net.checksum import checksum
 from tcpstack.net.ipv4 import PROTO_TCP
@@ -86,3 +88,34 @@ def test_syn_fin_to_a_listener_opens_nothing() -> None:
     stack.flush(0.0)
     assert not stack.connections
     assert stack.output == []
+
+
+def test_a_bug_in_packet_processing_costs_one_packet_not_the_driver() -> None:
+    class FakeTun:
+        offload = False
+        fd = -1
+
+        def __init__(self) -> None:
+            self.packets = [b"first", b"second"]
+
+        def read(self) -> bytes:
+            if not self.packets:
+                raise BlockingIOError
+            return self.packets.pop(0)
+
+    stack = _stack()
+    seen: list[bytes] = []
+
+    def broken_receive(packet: bytes, now: float, trusted: bool = False) -> None:
+        seen.append(packet)
+        raise RuntimeError("a bug")
+
+    stack.receive = broken_receive  # type: ignore[method-assign]
+    loop = asyncio.new_event_loop()
+    try:
+        driver = StackDriver(stack, FakeTun(), loop)  # type: ignore[arg-type]
+        driver._on_readable()
+    finally:
+        loop.close()
+    assert seen == [b"first", b"second"]
+    assert stack.counters["internal_errors"] == 2
