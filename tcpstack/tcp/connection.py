@@ -682,11 +682,12 @@ class Connection:
                                                 sack=self.sack_ok)
         if action is Action.RETRANSMIT:  # fast retransmit (RFC 5681 3.2)
             self._trace_cwnd(now)
-            self.scoreboard.high_rxt = self.snd_una
+            # RFC 6675 5 (4.2): the first hole goes at once, whatever the pipe says; SACK
+            # recovery then fills the others as the window allows.
+            self._retransmit_first(now)
+            self.scoreboard.high_rxt = (self.snd_una + self.snd_mss) & MASK
             if self.sack_ok:
                 self._sack_recover(now)
-            else:
-                self._retransmit_first(now)
         elif self.recovery.active and self.sack_ok:
             self._sack_recover(now)
 
