@@ -12,9 +12,7 @@
 `send_q` is the bytes queued and not yet acknowledged (sent or not), `recv_q` the bytes
 received and not yet read, `cwnd` and `ssthresh` are in bytes (`ssthresh` is null until the
 first loss sets it), `bytes_out` counts application bytes the peer acknowledged. Every
-counter the stack keeps is listed, zeros included. `retrans_segs` is the sum of the live
-connections' retransmissions (a connection that has closed no longer counts), unless the
-stack keeps a `retrans_segs` counter of its own, which is then reported as it is.
+counter the stack keeps is listed, zeros included.
 
 The layout is versioned with `version`; a field is only ever added within a version.
 """
@@ -39,7 +37,8 @@ KNOWN_COUNTERS = (
     "ip_fragment", "ip_not_for_us", "ip_unknown_protocol", "ipv6_dropped",
     "tcp_bad_checksum", "tcp_bad_option", "tcp_bad_offset", "tcp_truncated",
     "icmp_truncated", "icmp_bad_checksum", "icmp_in", "icmp_out",
-    "listen_overflows", "tun_write_drops", "tun_write_errors",
+    "listen_overflows", "tun_write_drops", "tun_write_errors", "retrans_segs",
+    "persist_probes", "internal_errors",
 )
 # ssthresh starts "infinite" (a huge number) until a loss sets it.
 _SSTHRESH_UNSET = 1 << 30
@@ -109,11 +108,9 @@ def connection_info(conn: Connection) -> ConnectionInfo:
 
 
 def counters_of(network: NetworkStack) -> dict[str, int]:
-    """Every known counter (zeros included) plus any other the stack has, and retrans_segs."""
+    """Every known counter (zeros included) plus any other the stack has."""
     counters = dict.fromkeys(KNOWN_COUNTERS, 0)
     counters.update(network.counters)
-    if "retrans_segs" not in network.counters:  # until the stack keeps a total of its own
-        counters["retrans_segs"] = sum(c.retransmits for c in network.connections.values())
     return dict(sorted(counters.items()))
 
 
