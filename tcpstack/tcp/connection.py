@@ -186,7 +186,7 @@ class Connection:
             del buf[:max_bytes]
         self._data_event_pending = False
         if data and self.state in RECEIVING and self._window_would_grow():
-            self._ack_now = True  # a window update (RFC 9293 3.8.6.2.2)
+            self._ack_pending = self._ack_now = True  # a window update (3.8.6.2.2)
         return data
 
     def close(self, now: float) -> None:
@@ -205,7 +205,7 @@ class Connection:
     def decline_reopen(self) -> None:
         """Nobody listens: TIME_WAIT goes on, and the SYN draws an ACK (RFC 5961 4.2)."""
         self.reopen_iss = None
-        self._emit(ACK, self.snd_nxt)
+        self._emit(ACK, self.snd_max)
 
     def abort(self, now: float) -> None:
         """Reset the connection (RFC 9293 3.10.5 ABORT): a RST where the peer may still be
@@ -214,7 +214,7 @@ class Connection:
             return
         if self.state in (State.SYN_RCVD, State.ESTABLISHED, State.FIN_WAIT_1,
                           State.FIN_WAIT_2, State.CLOSE_WAIT):
-            self._emit(RST, self.snd_nxt)
+            self._emit(RST, self.snd_max)
         self.error = "connection aborted"
         self._transition(Trigger.APP_ABORT, now)
 
@@ -226,7 +226,7 @@ class Connection:
             self._send_data(now)
         if self._ack_pending and self.state is not State.CLOSED:
             if self._ack_now or self.config.delayed_ack <= 0:
-                self._emit(ACK, self.snd_nxt)
+                self._emit(ACK, self.snd_max)
             elif self._delack_at is None:
                 self._delack_at = now + self.config.delayed_ack
         self._update_deadline()
@@ -339,13 +339,16 @@ class Connection:
             seq = self.snd_nxt
             flags = ACK | PSH if n == unsent else ACK
             self._emit(flags, seq, buf.peek(sent, n))
-            if seq == self.snd_max:
-                if self._timed_seq is None:
-                    self._timed_seq, self._timed_at = (seq + n) & MASK, now
-                self.snd_max = (seq + n) & MASK
-            else:
+            end = (seq + n) & MASK
+            if seq == self.snd_max and self._timed_seq is None:
+                self._timed_seq, self._timed_at = end, now
+            if seq != self.snd_max:
                 self._count_retransmit()
-            self.snd_nxt = (seq + n) & MASK
+            if 0 < ((end - self.snd_max) & MASK) < HALF:
+                # New data, even when a resend cut the segments differently and this one
+                # straddles SND.MAX.
+                self.snd_max = end
+            self.snd_nxt = end
             self._arm_rto(now)
         if self._fin_queued:
             end = (una + buffered) & MASK
@@ -428,7 +431,7 @@ class Connection:
                 if not flags & RST:
                     if state is State.TIME_WAIT and flags & FIN:
                         self._start_time_wait(now)  # a retransmitted FIN: re-ACK, restart 2MSL
-                    self._emit(ACK, self.snd_nxt)
+                    self._emit(ACK, self.snd_max)
                 return
         elif offset >= HALF:
             # Starts before RCV.NXT: trim what we already have (3.10.7.4, "trimmed").
@@ -442,14 +445,14 @@ class Connection:
         # Second: RST (RFC 5961 3.2: only an exact match resets, others draw a challenge ACK).
         if flags & RST:
             if seg.seq != self.rcv_nxt:
-                self._emit(ACK, self.snd_nxt)
+                self._emit(ACK, self.snd_max)
                 return
             self._on_reset(now)
             return
 
         # Fourth: a SYN in a synchronized state draws a challenge ACK (RFC 5961 4.2).
         if flags & SYN:
-            self._emit(ACK, self.snd_nxt)
+            self._emit(ACK, self.snd_max)
             return
 
         # Fifth: the ACK field.
@@ -487,7 +490,7 @@ class Connection:
                 fin_at = (seq + len(payload)) & MASK
                 if ((fin_at - self.rcv_nxt) & MASK) < window:
                     self._ooo.fin_seq = fin_at
-            self._emit(ACK, self.snd_nxt)
+            self._emit(ACK, self.snd_max)
             self._settle_fin_wait_1(now)
             return
         if payload:
@@ -500,7 +503,7 @@ class Connection:
                 if self._ooo:
                     # The segment filled (part of) a hole: ACK at once (RFC 5681 4.2).
                     self._deliver(self._ooo.pop_ready(self.rcv_nxt))
-                    self._emit(ACK, self.snd_nxt)
+                    self._emit(ACK, self.snd_max)
                     if self._ooo.fin_seq == self.rcv_nxt:
                         flags |= FIN  # a FIN that arrived early is now in order
                         seq = self.rcv_nxt - len(payload)
@@ -510,7 +513,7 @@ class Connection:
         if flags & FIN and seq == self.rcv_nxt:
             self._ooo.fin_seq = None
             self.rcv_nxt = (self.rcv_nxt + 1) & MASK
-            self._emit(ACK, self.snd_nxt)
+            self._emit(ACK, self.snd_max)
             self._on_fin(now)
         self._settle_fin_wait_1(now)
 
@@ -607,11 +610,11 @@ class Connection:
         in_flight = (self.snd_max - una) & MASK
         if acked >= HALF:
             if (una - ack) & MASK > max(self.max_snd_wnd, 1):
-                self._emit(ACK, self.snd_nxt)  # RFC 5961 5.2: too old, challenge
+                self._emit(ACK, self.snd_max)  # RFC 5961 5.2: too old, challenge
                 return False
             acked = -1  # an old duplicate: ignore its ACK field
         elif acked > in_flight:
-            self._emit(ACK, self.snd_nxt)  # acknowledges something never sent (3.10.7.4)
+            self._emit(ACK, self.snd_max)  # acknowledges something never sent (3.10.7.4)
             return False
         if acked >= 0:
             # Window update rule (3.10.7.4): only from a segment newer than the last one used.
@@ -774,7 +777,7 @@ class Connection:
         if self._persist_at is not None and now >= self._persist_at:
             self._persist_probe(now)
         if self._delack_at is not None and now >= self._delack_at:
-            self._emit(ACK, self.snd_nxt)
+            self._emit(ACK, self.snd_max)
         if self._keepalive_at is not None and now >= self._keepalive_at:
             self._on_keepalive_timer(now)
         if self._fin_wait_2_at is not None and now >= self._fin_wait_2_at:
@@ -822,7 +825,9 @@ class Connection:
             if n > 0:
                 seq = self.snd_nxt
                 self._emit(ACK | PSH, seq, self.send_buffer.peek((seq - self.snd_una) & MASK, n))
-                self.snd_nxt = self.snd_max = (seq + n) & MASK
+                self.snd_nxt = (seq + n) & MASK
+                if 0 < ((self.snd_nxt - self.snd_max) & MASK) < HALF:
+                    self.snd_max = self.snd_nxt
                 self._arm_rto(now)
                 self._persist_at = None
                 return
@@ -858,6 +863,13 @@ class Connection:
         self._trace_cwnd(now)
         self.snd_nxt = self.snd_una  # go back N: resend from the oldest unacknowledged byte
         self._send_data(now)
+        if self.snd_nxt == self.snd_una and self.snd_max != self.snd_una:
+            # The window is closed (or too small to send into): resend the oldest segment
+            # anyway. The peer drops what does not fit, but its ACK tells the current window;
+            # without this a lost window update would leave nothing to probe it.
+            self._retransmit_first(now)
+            resent = min(self.snd_mss, len(self.send_buffer))
+            self.snd_nxt = (self.snd_una + (resent or 1)) & MASK
 
     def _arm_rto(self, now: float) -> None:
         """Start the retransmission timer unless it runs (RFC 6298 5.1)."""

@@ -170,7 +170,7 @@ def test_one_megabyte_server_to_client_arrives_intact() -> None:
     client, server = pair.established_pair()
     data = pattern(MB, seed=2)
     assert transfer(pair, server, client, data) == data
-    pair.settle()
+    pair.advance(0.1)  # the last delayed ACK falls due
     assert client.bytes_received == MB
     assert server.bytes_sent == MB  # everything acknowledged
     assert len(server.send_buffer) == 0
@@ -222,7 +222,7 @@ def test_transfer_across_sequence_wrap_arrives_intact(isn_a: int, isn_b: int) ->
     up, down = pattern(MB, seed=6), pattern(MB, seed=7)
     assert transfer(pair, client, server, up) == up
     assert transfer(pair, server, client, down) == down
-    pair.settle()
+    pair.advance(0.1)  # the last delayed ACK falls due
     # Both send spaces went past 2**32 and came round to small numbers.
     assert client.snd_una == (isn_a + 1 + MB) & MASK
     assert server.snd_una == (isn_b + 1 + MB) & MASK

@@ -1,0 +1,1 @@
+"""The deterministic network simulator and the tests that run tcpstack through it."""
