@@ -25,7 +25,7 @@ from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.congestion import CongestionControl
 from tcpstack.tcp.events import ConnEvent
 from tcpstack.tcp.reassembly import ReassemblyQueue
-from tcpstack.tcp.recovery import Action, FastRecovery
+from tcpstack.tcp.recovery import DUPACK_THRESHOLD, Action, FastRecovery
 from tcpstack.tcp.rtt import RttEstimator
 from tcpstack.tcp.sack import SackScoreboard
 from tcpstack.tcp.segment import ACK, FIN, PSH, RST, SYN, Segment
@@ -695,39 +695,57 @@ class Connection:
             self._sack_recover(now)
 
     def _sack_recover(self, now: float) -> None:
-        """SACK-based loss recovery (RFC 6675 5, simplified): while the estimated data in
-        flight (`pipe`) leaves room in cwnd, resend the next hole below the highest SACKed
-        byte, each hole once per recovery."""
+        """SACK-based loss recovery (RFC 6675 section 5): estimate the data in flight
+        (SetPipe), then while cwnd has room resend holes deemed lost (IsLost: more than
+        DupThresh - 1 segments SACKed above them), each once, then send new data (NextSeg
+        rules 1 and 2; no rescue retransmission)."""
         sb = self.scoreboard
         una = self.snd_una
         mss = self.snd_mss
-        start_at = sb.high_rxt if ((sb.high_rxt - una) & MASK) < HALF else una
-        flight = (self.snd_max - una) & MASK
-        lost = sb.hole_bytes_below_high(una)
-        pipe = flight - sb.sacked_bytes() - lost + ((start_at - una) & MASK)
+        buf = self.send_buffer
+        if not sb:
+            if ((sb.high_rxt - una) & MASK) == 0 or ((sb.high_rxt - una) & MASK) >= HALF:
+                # No SACK blocks to go by: resend the segment at SND.UNA once, NewReno style.
+                self._retransmit_first(now)
+                sb.high_rxt = (una + min(mss, len(buf))) & MASK
+            return
+        high_rxt = sb.high_rxt if ((sb.high_rxt - una) & MASK) < HALF else una
+        lost_after = (DUPACK_THRESHOLD - 1) * mss
+        pipe = 0
+        resend: list[tuple[int, int]] = []
+        for start, end, sacked_above in sb.holes(una, self.snd_max):
+            lost = sacked_above > lost_after
+            if not lost:
+                pipe += (end - start) & MASK
+            if ((high_rxt - start) & MASK) < HALF:  # some of it was resent already
+                pipe += min((high_rxt - start) & MASK, (end - start) & MASK)
+            if lost and ((end - high_rxt) & MASK) < HALF and end != high_rxt:
+                first = start if ((start - high_rxt) & MASK) < HALF else high_rxt
+                resend.append((first, end))
+        cwnd = self.cc.cwnd
         sent_any = False
-        while self.cc.cwnd - pipe >= mss:
-            hole = sb.next_hole(start_at, una)
-            if hole is None:
+        for seq, end in resend:  # NextSeg rule 1: lost holes, lowest first
+            while cwnd - pipe >= mss and seq != end:
+                offset = (seq - una) & MASK
+                if offset >= len(buf):
+                    break  # only the FIN is left there
+                n = min(mss, (end - seq) & MASK, len(buf) - offset)
+                self._emit(ACK, seq, buf.peek(offset, n))
+                self._count_retransmit()
+                seq = sb.high_rxt = (seq + n) & MASK
+                pipe += n
+                sent_any = True
+        # Rule 2: new data, as far as the peer's window allows.
+        while cwnd - pipe >= mss and self.snd_nxt == self.snd_max:
+            sent = (self.snd_nxt - una) & MASK
+            n = min(mss, len(buf) - sent, self.snd_wnd - sent)
+            if n <= 0 or (n < mss and n < len(buf) - sent):
                 break
-            seq = hole[0]
-            n = min(mss, (hole[1] - seq) & MASK)
-            offset = (seq - una) & MASK
-            if offset >= len(self.send_buffer):
-                break  # the FIN, or nothing left to resend
-            n = min(n, len(self.send_buffer) - offset)
-            self._emit(ACK, seq, self.send_buffer.peek(offset, n))
-            self._count_retransmit()
-            start_at = sb.high_rxt = (seq + n) & MASK
+            self._emit(ACK, self.snd_nxt, buf.peek(sent, n))
+            self.snd_nxt = self.snd_max = (self.snd_nxt + n) & MASK
             pipe += n
-            sent_any = True
         if sent_any:
             self._timed_seq = None  # Karn
-        elif not sb and (((sb.high_rxt - una) & MASK) == 0
-                         or ((sb.high_rxt - una) & MASK) >= HALF):
-            # No SACK blocks to go by: resend the segment at SND.UNA once, NewReno style.
-            self._retransmit_first(now)
-            sb.high_rxt = (una + min(mss, len(self.send_buffer))) & MASK
 
     def _retransmit_first(self, now: float) -> None:
         buf = self.send_buffer

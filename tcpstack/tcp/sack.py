@@ -1,7 +1,10 @@
-"""The sender's SACK scoreboard (RFC 6675, simplified): which bytes above SND.UNA the peer
-has reported holding, and which holes a loss recovery should resend first."""
+"""The sender's SACK scoreboard (RFC 6675 section 4): which bytes above SND.UNA the peer has
+reported holding, the holes between them, and for each hole how much was SACKed above it,
+which is what IsLost() needs."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 from tcpstack.tcp.seq import HALF, MASK
 
@@ -73,6 +76,19 @@ class SackScoreboard:
             if ((cursor - snd_una) & MASK) < ((end - snd_una) & MASK):
                 cursor = end
         return None
+
+    def holes(self, snd_una: int, snd_max: int) -> Iterator[tuple[int, int, int]]:
+        """(start, end, SACKed bytes above) for every un-SACKed range in [SND.UNA, SND.MAX),
+        in order; the last one is the tail above the highest SACKed byte, if any."""
+        above = self.sacked_bytes()
+        cursor = snd_una
+        for start, end in self._ranges:
+            if 0 < ((start - cursor) & MASK) < HALF:
+                yield cursor, start, above
+            above -= (end - start) & MASK
+            cursor = end
+        if cursor != snd_max and ((snd_max - cursor) & MASK) < HALF:
+            yield cursor, snd_max, 0
 
     def hole_bytes_below_high(self, snd_una: int) -> int:
         """Bytes between SND.UNA and the highest SACKed byte that were not SACKed."""

@@ -61,13 +61,16 @@ def test_scoreboard_finds_holes_below_the_highest_sack() -> None:
 
 
 def _drop_data(numbers: set[int]) -> tuple[list[int], object]:
-    """Drop the data segments from a whose index (in order sent) is in `numbers`, once."""
+    """Drop the first transmission of the data segments from a whose index (in order of
+    first transmission) is in `numbers`; retransmissions always get through."""
     seen: list[int] = []
 
     def drop(frame: Frame) -> bool:
         if frame.sender != "a" or not frame.is_tcp or not frame.payload_len:
             return False
-        seen.append(frame.number)
+        if frame.segment.seq in seen:
+            return False
+        seen.append(frame.segment.seq)
         return len(seen) - 1 in numbers
     return seen, drop
 
@@ -230,3 +233,10 @@ def test_congestion_control_is_chosen_per_listener_and_per_connection() -> None:
     assert client.state is State.ESTABLISHED
     assert client.cc.name == "newreno" and plain.cc.name == "cubic"
     assert {conn.cc.name for conn in pair.accepted(80)} == {"newreno"}
+
+
+def test_scoreboard_holes_know_how_much_was_sacked_above_them() -> None:
+    sb = SackScoreboard()
+    sb.add(((1300, 1400), (1100, 1200)), snd_una=1000, snd_max=2000)
+    assert list(sb.holes(1000, 2000)) == [(1000, 1100, 200), (1200, 1300, 100),
+                                          (1400, 2000, 0)]
