@@ -681,9 +681,11 @@ class Connection:
             self._timed_seq = None
 
     def _on_duplicate_ack(self, now: float) -> None:
+        before = (now, self.cc.cwnd, self.cc.ssthresh)
         action = self.recovery.on_duplicate_ack(self.cc, self.snd_una, self.snd_max, now,
                                                 sack=self.sack_ok)
         if action is Action.RETRANSMIT:  # fast retransmit (RFC 5681 3.2)
+            self.cwnd_trace.append(before)  # the window the loss cut, then the cut
             self._trace_cwnd(now)
             # RFC 6675 5 (4.2): the first hole goes at once, whatever the pipe says; SACK
             # recovery then fills the others as the window allows.
@@ -875,6 +877,7 @@ class Connection:
             self._count_retransmit()
             self._send_syn(now)
             return
+        self._trace_cwnd(now)
         self.cc.on_timeout((self.snd_max - self.snd_una) & MASK, now)
         self.recovery.on_timeout(self.snd_max)
         self.scoreboard.clear()  # RFC 2018 8: after a timeout, SACK information is suspect

@@ -240,3 +240,21 @@ def test_scoreboard_holes_know_how_much_was_sacked_above_them() -> None:
     sb.add(((1300, 1400), (1100, 1200)), snd_una=1000, snd_max=2000)
     assert list(sb.holes(1000, 2000)) == [(1000, 1100, 200), (1200, 1300, 100),
                                           (1400, 2000, 0)]
+
+
+@pytest.mark.parametrize(("algorithm", "low", "high"), [("newreno", 0.0, 0.5),
+                                                       ("cubic", 0.69, 0.71)])
+def test_cwnd_trace_shows_the_cut_at_a_loss(algorithm: str, low: float, high: float) -> None:
+    """The trace (what stat and plot show) records the window a loss cut and the cut: CUBIC
+    backs off to 0.7 of cwnd; NewReno halves what is in flight (RFC 5681 equation 4), which is
+    at most cwnd, so ssthresh is at most half the window."""
+    _, drop = _drop_data({60})
+    pair = LinkPair(config_a=TcpConfig(congestion=algorithm), drop=drop)
+    client, server = pair.established_pair()
+    data = pattern(400_000, seed=8)
+    assert transfer(pair, client, server, data) == data
+    trace = list(client.cwnd_trace)
+    cut = next(i for i, (_, _, ssthresh) in enumerate(trace) if ssthresh < 1 << 30)
+    (_, cwnd_before, _), (_, _, ssthresh_after) = trace[cut - 1], trace[cut]
+    assert low <= ssthresh_after / cwnd_before <= high
+    assert ssthresh_after >= 2 * MSS
