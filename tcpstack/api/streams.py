@@ -338,6 +338,11 @@ class Stack:
         try:
             for server in list(self._servers.values()):
                 server.close()
+            # Close through the transports, so the applications see their streams end
+            # rather than a connection closed under them.
+            for conn in list(self.network.connections.values()):
+                if isinstance(conn.owner, TcpTransport):
+                    conn.owner.close()
             self.network.close_all(driver.now())
             driver.kick()
             loop = driver.loop
@@ -346,6 +351,10 @@ class Stack:
                     c.state not in (State.TIME_WAIT, State.CLOSED)
                     for c in self.network.connections.values()):
                 await asyncio.sleep(0.02)
+            for conn in list(self.network.connections.values()):
+                if isinstance(conn.owner, TcpTransport):
+                    conn.owner.lose(ConnectionAbortedError("the stack is shutting down"))
+            await asyncio.sleep(0)  # let the handlers see it and finish
         finally:
             try:
                 self._stop_observers(list(self.network.connections.values()))

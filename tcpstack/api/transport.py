@@ -13,7 +13,7 @@ import ipaddress
 from typing import Any
 
 from tcpstack.io.driver import StackDriver
-from tcpstack.tcp.connection import Connection
+from tcpstack.tcp.connection import Connection, ConnectionStateError
 from tcpstack.tcp.events import ConnEvent
 from tcpstack.tcp.state import State
 
@@ -88,16 +88,18 @@ class TcpTransport(asyncio.Transport):
         return self._protocol  # type: ignore[no-any-return]
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        if self._eof_requested or self._closing:
-            raise RuntimeError("cannot write after write_eof() or close()")
-        if self._lost:
-            return
-        if not data:
-            return
+        if self._eof_requested:
+            raise RuntimeError("cannot write after write_eof()")
+        if self._lost or self._closing or not data:
+            return  # as asyncio's transports: data written after close goes nowhere
         if self._backlog:
             self._backlog += data
         else:
-            n = self._conn.send(data)
+            try:
+                n = self._conn.send(data)
+            except ConnectionStateError:  # the connection was closed or reset under us
+                self.lose(ConnectionResetError(self._conn.error or "connection closed"))
+                return
             if n < len(data):
                 self._backlog += memoryview(data)[n:]
         self._driver.kick(self._conn)
@@ -181,6 +183,10 @@ class TcpTransport(asyncio.Transport):
         self._conn.close(self._driver.now())
         self._driver.kick(self._conn)
         self._lose(None)
+
+    def lose(self, exc: Exception | None) -> None:
+        """The connection is over for the application: connection_lost(exc), once."""
+        self._lose(exc)
 
     def _lose(self, exc: Exception | None) -> None:
         if self._lost:
