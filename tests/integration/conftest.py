@@ -4,39 +4,19 @@ inside it, and random files to serve. Everything is torn down even when a test f
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from .netns import NetNS, TcpStack, write_random_file
+from .netns import NetNS, TcpStack, mark_skipped, skip_reason, write_random_file
 
-
-def _skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "integration tests need root (network namespaces and a TUN device)"
-    if not os.path.exists("/dev/net/tun"):
-        return "integration tests need /dev/net/tun (modprobe tun)"
-    if shutil.which("ip") is None:
-        return "integration tests need the `ip` command (iproute2)"
-    return None
-
-
-_SKIP = _skip_reason()
+_SKIP = skip_reason("integration", "network namespaces and a TUN device")
 _HERE = Path(__file__).resolve().parent
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Without root, a TUN device or `ip`, skip every test in this directory with the reason.
-    (A module-level `pytest.skip` in a conftest errors out when pytest is pointed at this
-    directory directly, so the decision made above is applied here.)"""
-    if _SKIP is None:
-        return
-    skip = pytest.mark.skip(reason=_SKIP)
-    for item in items:
-        if _HERE in item.path.resolve().parents:
-            item.add_marker(skip)
+    mark_skipped(items, _HERE, _SKIP)
 
 
 @pytest.fixture

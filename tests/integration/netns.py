@@ -15,6 +15,7 @@ import itertools
 import os
 import re
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,6 +23,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
+
+import pytest
 
 IP = "ip"
 STACK_ADDRESS = "10.77.0.2"
@@ -35,6 +38,29 @@ _COUNTERS_RE = re.compile(r"^tcpstack: counters: (.*)$", re.MULTILINE)
 # Peers must never be steered to a proxy by the environment they inherit.
 _PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "HTTP_PROXY",
                "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
+
+
+def skip_reason(kind: str, needs: str) -> str | None:
+    """Why `kind` tests cannot run here (not root, no TUN device, no `ip`), or None."""
+    if os.geteuid() != 0:
+        return f"{kind} tests need root ({needs})"
+    if not os.path.exists("/dev/net/tun"):
+        return f"{kind} tests need /dev/net/tun (modprobe tun)"
+    if shutil.which(IP) is None:
+        return f"{kind} tests need the `ip` command (iproute2)"
+    return None
+
+
+def mark_skipped(items: list[pytest.Item], directory: Path, reason: str | None) -> None:
+    """Skip every collected test under `directory` with `reason` (if there is one). Done at
+    collection, because a module-level `pytest.skip` in a conftest errors out when pytest is
+    pointed at that directory."""
+    if reason is None:
+        return
+    skip = pytest.mark.skip(reason=reason)
+    for item in items:
+        if directory in item.path.resolve().parents:
+            item.add_marker(skip)
 
 
 def clean_env() -> dict[str, str]:

@@ -4,15 +4,13 @@ Everything is torn down even when a test fails."""
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.integration.netns import NetNS, TcpStack
+from tests.integration.netns import NetNS, TcpStack, mark_skipped, skip_reason
 
 from .peer import ANY, Flow, OneOf, Peer
 
@@ -20,29 +18,12 @@ PORT = 8080
 STACK_ARGS = ("--no-offload", "--msl", "1", "--trace")
 
 
-def _skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "packet tests need root (network namespaces, a TUN device, AF_PACKET sockets)"
-    if not os.path.exists("/dev/net/tun"):
-        return "packet tests need /dev/net/tun (modprobe tun)"
-    if shutil.which("ip") is None:
-        return "packet tests need the `ip` command (iproute2)"
-    return None
-
-
-_SKIP = _skip_reason()
+_SKIP = skip_reason("packet", "network namespaces, a TUN device, AF_PACKET sockets")
 _HERE = Path(__file__).resolve().parent
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Without root, a TUN device or `ip`, skip every test in this directory with the reason
-    (as tests/integration/conftest.py does, and for the same reason)."""
-    if _SKIP is None:
-        return
-    skip = pytest.mark.skip(reason=_SKIP)
-    for item in items:
-        if _HERE in item.path.resolve().parents:
-            item.add_marker(skip)
+    mark_skipped(items, _HERE, _SKIP)
 
 
 @dataclass
