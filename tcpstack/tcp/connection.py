@@ -7,146 +7,37 @@ to `output` and ConnEvents to `events`. Its owner calls `flush` after feeding it
 whatever data the windows allow and any pending ACK, and reads `deadline` to know when to
 call `on_timer` next. All state changes go through the table in state.py.
 
-Sequence comparisons are written inline as `(a - b) & MASK` on the hot paths; seq.py holds
-their definitions.
+The variables live in tcb.py (TransmissionControlBlock) and the send side in output.py
+(SegmentOutput); this file holds the application calls, segment arrival, timers and state
+changes. Sequence comparisons are written inline as `(a - b) & MASK` on the hot paths; seq.py
+holds their definitions.
 """
 
 from __future__ import annotations
 
-from collections import Counter, deque
-from collections.abc import Callable
-
-from tcpstack.net import offload
 from tcpstack.net.checksum import Bytes
-from tcpstack.net.ipv4 import PROTO_TCP, HeaderTemplate, pseudo_header_sum
 from tcpstack.tcp import congestion
 from tcpstack.tcp import segment as tcpseg
-from tcpstack.tcp.config import TcpConfig
-from tcpstack.tcp.congestion import CongestionControl
 from tcpstack.tcp.events import ConnEvent
-from tcpstack.tcp.reassembly import ReassemblyQueue
-from tcpstack.tcp.recovery import DUPACK_THRESHOLD, Action, FastRecovery
-from tcpstack.tcp.rtt import RttEstimator
-from tcpstack.tcp.sack import SackScoreboard
-from tcpstack.tcp.segment import ACK, FIN, PSH, RST, SYN, Segment
-from tcpstack.tcp.send_buffer import SendBuffer
+from tcpstack.tcp.output import SegmentOutput
+from tcpstack.tcp.recovery import Action
+from tcpstack.tcp.segment import ACK, FIN, RST, SYN, Segment
 from tcpstack.tcp.seq import HALF, MASK
-from tcpstack.tcp.state import RECEIVING, SYNCHRONIZED, State, Trigger, next_state
-
-TransitionHook = Callable[["Connection", State, State], None]
-
-_MAX_WINDOW_FIELD = 0xFFFF
-# The largest TCP payload one IPv4 packet can carry (65535 less 20 + 20 header bytes).
-_MAX_IP_PAYLOAD = 0xFFFF - 40
-MIN_SND_MSS = 48
-CWND_TRACE_LEN = 20_000      # samples kept per connection
-CWND_TRACE_INTERVAL = 0.001  # at most one sample a millisecond, except at losses
-
-
-def _wscale_for(buffer: int) -> int:
-    """The smallest shift that lets a 16-bit window field cover `buffer` (RFC 7323 2.3)."""
-    shift = 0
-    while (_MAX_WINDOW_FIELD << shift) < buffer and shift < tcpseg.MAX_WSCALE:
-        shift += 1
-    return shift
+from tcpstack.tcp.state import RECEIVING, State, Trigger, next_state
+from tcpstack.tcp.tcb import (
+    CWND_TRACE_INTERVAL,
+    MAX_IP_PAYLOAD,
+    MAX_WINDOW_FIELD,
+    MIN_SND_MSS,
+)
 
 
 class ConnectionStateError(Exception):
     """An application call the connection's state does not allow."""
 
 
-class Connection:
-    def __init__(self, config: TcpConfig, local_addr: bytes, local_port: int,
-                 remote_addr: bytes, remote_port: int, iss: int, *, passive: bool,
-                 counters: Counter[str] | None = None) -> None:
-        self.config = config
-        self.local_addr = local_addr
-        self.local_port = local_port
-        self.remote_addr = remote_addr
-        self.remote_port = remote_port
-        self.passive = passive
-        self.state = State.LISTEN if passive else State.CLOSED
-        self.on_transition: TransitionHook | None = None
-        self.listener: object | None = None  # the Listener that spawned a passive open
-        self.owner: object | None = None     # whatever the application layer attaches
-
-        self._ip = HeaderTemplate(local_addr, remote_addr, PROTO_TCP)
-        self._offload = config.offload
-        self._link = offload.NONE if config.offload else b""
-        self._pseudo = pseudo_header_sum(local_addr, remote_addr, PROTO_TCP)
-
-        # Send sequence space (RFC 9293 3.3.1). snd_max is the highest SND.NXT ever reached;
-        # a retransmission timeout pulls snd_nxt back to snd_una and resends from there.
-        self.iss = iss
-        self.snd_una = iss
-        self.snd_nxt = iss
-        self.snd_max = iss
-        self.snd_wnd = 0
-        self.max_snd_wnd = 0
-        self.snd_wl1 = 0
-        self.snd_wl2 = 0
-        self.snd_wscale = 0
-        self.snd_mss = tcpseg.DEFAULT_MSS
-        self._seg_max = tcpseg.DEFAULT_MSS  # largest segment we build: the MSS, or with
-        #                                     segmentation offload a multiple of it
-        self.send_buffer = SendBuffer(config.send_buffer)
-        self._fin_queued = False  # the application closed its sending side
-        self._fin_seq: int | None = None  # where our FIN sits, once it has been sent
-        self._syn_acked = False
-        self.snd_wscale_offered = False  # the peer's SYN carried a window scale option
-        self.sack_ok = False  # both SYNs carried SACK-permitted (RFC 2018 2)
-        self.scoreboard = SackScoreboard()
-
-        # Receive sequence space. rcv_adv is the right edge of the window we advertised.
-        self.irs = 0
-        self.rcv_nxt = 0
-        self.rcv_adv = 0
-        self.rcv_wscale = _wscale_for(config.receive_buffer) if config.window_scaling else 0
-        self.receive_buffer = bytearray()
-        self._ooo = ReassemblyQueue()  # data beyond a hole, waiting for it to fill
-        self._rcv_capacity = config.receive_buffer
-        self._ack_pending = False  # an ACK is owed; it may wait for the delayed-ACK timer
-        self._ack_now = False      # ... or it may not: send it at the next flush
-        self._unacked_bytes = 0    # in-order bytes received since our last ACK
-        self._delack_at: float | None = None
-        self.nodelay = config.nodelay
-        self.discard_input = False  # the application will read no more; data is acked, dropped
-
-        self.rtt = RttEstimator(config.initial_rto, config.min_rto, config.max_rto)
-        self.cc: CongestionControl = congestion.create(config.congestion, config.mss)
-        self.recovery = FastRecovery(iss)
-        self._timed_seq: int | None = None  # the segment being timed for an RTT sample
-        self._timed_at = 0.0
-        self.retries = 0
-        # (time, cwnd, ssthresh) samples for `tcpstack stat` and `tcpstack plot`.
-        self.cwnd_trace: deque[tuple[float, int, int]] = deque(maxlen=CWND_TRACE_LEN)
-
-        self._rto_at: float | None = None
-        self._persist_at: float | None = None
-        self._persist_interval = 0.0
-        self._time_wait_at: float | None = None
-        self._keepalive_at: float | None = None
-        self._fin_wait_2_at: float | None = None
-        self._keepalive_probes = 0
-        self._unacked_since = 0.0  # when the oldest unacknowledged byte was first sent
-        self.deadline: float | None = None
-
-        self.output: list[bytes] = []
-        self.events: list[ConnEvent] = []
-        self._data_event_pending = False
-        self._want_writable = False
-        self.error: str | None = None
-        # Set when a new SYN ended TIME_WAIT: the ISN the new incarnation must use.
-        self.reopen_iss: int | None = None
-
-        self.bytes_sent = 0       # application bytes acknowledged by the peer
-        self.bytes_received = 0   # application bytes delivered in order
-        self.retransmits = 0
-        self.persist_probes = 0
-        # Shared with the stack (nstat-style totals); a lone connection keeps its own.
-        self.counters: Counter[str] = counters if counters is not None else Counter()
-        self.segments_in = 0
-        self.segments_out = 0
+class Connection(SegmentOutput):
+    """One TCP connection: see the module docstring."""
 
     # ------------------------------------------------------------------ app calls
 
@@ -219,156 +110,6 @@ class Connection:
         self._transition(Trigger.APP_ABORT, now)
 
     # ------------------------------------------------------------------ output
-
-    def flush(self, now: float) -> None:
-        """Send what the windows allow, then any ACK that cannot wait."""
-        if self.state in SYNCHRONIZED and self.state is not State.TIME_WAIT:
-            self._send_data(now)
-        if self._ack_pending and self.state is not State.CLOSED:
-            if self._ack_now or self.config.delayed_ack <= 0:
-                self._emit(ACK, self.snd_max)
-            elif self._delack_at is None:
-                self._delack_at = now + self.config.delayed_ack
-        self._update_deadline()
-
-    def _advertise(self) -> int:
-        """The window field to send; moves the advertised right edge, never backwards, and
-        only by useful amounts (receiver-side SWS avoidance, RFC 9293 3.8.6.2.2)."""
-        free = self._rcv_capacity - len(self.receive_buffer)
-        right = (self.rcv_nxt + free) & MASK
-        grow = (right - self.rcv_adv) & MASK
-        if grow < HALF and (grow >= min(self._rcv_capacity // 2, self.config.mss)
-                            or ((self.rcv_adv - self.rcv_nxt) & MASK) >= HALF):
-            self.rcv_adv = right
-        wnd = (self.rcv_adv - self.rcv_nxt) & MASK
-        if wnd >= HALF:  # rcv_adv fell behind rcv_nxt: nothing advertised is left
-            wnd = 0
-            self.rcv_adv = self.rcv_nxt
-        # Round up to the scale unit: rounding down would pull the right edge back, shrinking
-        # the window (RFC 9293 3.8.6.2.2 says not to); the buffer takes the few extra bytes.
-        scale = self.rcv_wscale
-        field = min((wnd + (1 << scale) - 1) >> scale, _MAX_WINDOW_FIELD)
-        self.rcv_adv = (self.rcv_nxt + (field << scale)) & MASK
-        return field
-
-    def _window_would_grow(self) -> bool:
-        free = self._rcv_capacity - len(self.receive_buffer)
-        grow = (self.rcv_nxt + free - self.rcv_adv) & MASK
-        return grow < HALF and grow >= min(self._rcv_capacity // 2, self.config.mss)
-
-    def _emit(self, flags: int, seq: int, payload: Bytes = b"", options: bytes = b"") -> None:
-        if flags & RST:
-            window = 0
-        elif flags & SYN:  # the window in a SYN is never scaled (RFC 7323 2.2)
-            window = min(self._rcv_capacity - len(self.receive_buffer), _MAX_WINDOW_FIELD)
-            self.rcv_adv = (self.rcv_nxt + window) & MASK
-        else:
-            window = self._advertise()
-            if not payload and self.sack_ok and self._ooo and not options:
-                # Every ACK sent while data waits beyond a hole reports it (RFC 2018 4).
-                options = tcpseg.encode_sack(self._ooo.sack_blocks(4))
-        ack = self.rcv_nxt if flags & ACK else 0
-        if payload and self._offload:
-            hdr = tcpseg.build_header_partial(self.local_port, self.remote_port, seq, ack,
-                                              flags, window, self._pseudo, options,
-                                              len(payload))
-            link = offload.tcp_partial(20, len(hdr), len(payload), self.snd_mss)
-        else:
-            hdr = tcpseg.build_header(self.local_port, self.remote_port, seq, ack, flags,
-                                      window, self._pseudo, options, payload)
-            link = self._link
-        self.output.append(b"".join((link, self._ip.build(len(hdr) + len(payload)), hdr,
-                                     payload)))
-        self.segments_out += 1
-        if flags & ACK:
-            self._ack_pending = self._ack_now = False
-            self._unacked_bytes = 0
-            self._delack_at = None
-
-    def _syn_options(self) -> bytes:
-        """A SYN offers MSS, SACK and window scaling; a SYN-ACK answers only what was offered."""
-        synack = self.state is State.SYN_RCVD
-        config = self.config
-        return tcpseg.encode_options(
-            mss=config.mss,
-            sack_permitted=config.sack and (not synack or self.sack_ok),
-            wscale=self.rcv_wscale if (config.window_scaling and
-                                       (not synack or self.snd_wscale_offered)) else None)
-
-    def _send_syn(self, now: float) -> None:
-        synack = self.state is State.SYN_RCVD
-        self._emit(SYN | ACK if synack else SYN, self.iss, options=self._syn_options())
-        self.snd_nxt = self.snd_max = (self.iss + 1) & MASK
-        self._arm_rto(now)
-        if self._timed_seq is None and self.retries == 0:
-            self._timed_seq, self._timed_at = self.snd_nxt, now
-
-    def _send_data(self, now: float) -> None:
-        if not self._syn_acked:
-            return  # data and FIN sequence numbers start after our SYN is acknowledged
-        buf = self.send_buffer
-        una = self.snd_una
-        buffered = len(buf)
-        cwnd = self.cc.cwnd
-        dupacks = self.recovery.dupacks
-        if dupacks and not self.recovery.active:
-            # Limited transmit (RFC 3042): each of the first two duplicate ACKs lets one new
-            # segment out, so a small window still collects the three that trigger recovery.
-            cwnd += min(dupacks, 2) * self.snd_mss
-        window = min(self.snd_wnd, cwnd)
-        mss = self.snd_mss
-        seg_max = self._seg_max
-        while True:
-            sent = (self.snd_nxt - una) & MASK
-            unsent = buffered - sent
-            if unsent <= 0:
-                break
-            room = window - sent
-            if room <= 0:
-                break
-            n = min(seg_max, unsent, room)
-            if n < mss and self.snd_nxt == self.snd_max:
-                # Sender-side SWS avoidance (RFC 9293 3.8.6.2.1): a short segment of new data
-                # goes only if it empties the queue or is at least half the largest window
-                # offered; and Nagle (3.7.4): not while earlier data is unacknowledged.
-                # Retransmissions are exempt: that data was already judged worth sending.
-                if n < unsent and n < self.max_snd_wnd // 2:
-                    break
-                if not self.nodelay and self.snd_nxt != una:
-                    break
-            seq = self.snd_nxt
-            flags = ACK | PSH if n == unsent else ACK
-            self._emit(flags, seq, buf.peek(sent, n))
-            end = (seq + n) & MASK
-            if seq == self.snd_max and self._timed_seq is None:
-                self._timed_seq, self._timed_at = end, now
-            if seq != self.snd_max:
-                self._count_retransmit()
-            if 0 < ((end - self.snd_max) & MASK) < HALF:
-                # New data, even when a resend cut the segments differently and this one
-                # straddles SND.MAX.
-                self.snd_max = end
-            self.snd_nxt = end
-            self._arm_rto(now)
-        if self._fin_queued:
-            end = (una + buffered) & MASK
-            if self.snd_nxt == end and (self._fin_seq is None or self._fin_seq == end):
-                if self._fin_seq is None:
-                    self._fin_seq = end
-                else:
-                    self._count_retransmit()
-                self.snd_max = (end + 1) & MASK  # the FIN is the last thing we ever send
-                self._emit(FIN | ACK, end)
-                self.snd_nxt = (end + 1) & MASK
-                self._arm_rto(now)
-        # Persist timer: data waits, held back by a zero window or by SWS avoidance, and
-        # nothing is in flight to draw the ACK that would reopen the window.
-        if buffered > ((self.snd_nxt - una) & MASK) and self.snd_una == self.snd_max:
-            if self._persist_at is None:
-                self._persist_interval = self.rtt.rto
-                self._persist_at = now + self._persist_interval
-        else:
-            self._persist_at = None
 
     # ------------------------------------------------------------------ input
 
@@ -587,7 +328,7 @@ class Connection:
         # segment per byte (CVE-2019-11479).
         self.snd_mss = max(min(opts.mss if opts.mss else tcpseg.DEFAULT_MSS, self.config.mss),
                            MIN_SND_MSS)
-        self._seg_max = (_MAX_IP_PAYLOAD // self.snd_mss * self.snd_mss if self._offload
+        self._seg_max = (MAX_IP_PAYLOAD // self.snd_mss * self.snd_mss if self._offload
                          else self.snd_mss)
         self.cc = congestion.create(self.config.congestion, self.snd_mss)
         self.sack_ok = opts.sack_permitted and self.config.sack
@@ -597,7 +338,7 @@ class Connection:
         else:  # scaling needs both sides' options (RFC 7323 2.2)
             self.snd_wscale = 0
             self.rcv_wscale = 0
-            self._rcv_capacity = min(self._rcv_capacity, _MAX_WINDOW_FIELD)
+            self._rcv_capacity = min(self._rcv_capacity, MAX_WINDOW_FIELD)
 
     def _process_ack(self, seg: Segment, seq: int, flags: int, payload: memoryview,
                      now: float) -> bool:
@@ -671,9 +412,6 @@ class Connection:
             self._want_writable = False
             self.events.append(ConnEvent.WRITABLE)
 
-    def _trace_cwnd(self, now: float) -> None:
-        self.cwnd_trace.append((now, self.cc.cwnd, self.cc.ssthresh))
-
     def _ack_rtt(self, ack: int, now: float) -> None:
         timed = self._timed_seq
         if timed is not None and ((ack - timed) & MASK) < HALF:
@@ -695,69 +433,6 @@ class Connection:
                 self._sack_recover(now)
         elif self.recovery.active and self.sack_ok:
             self._sack_recover(now)
-
-    def _sack_recover(self, now: float) -> None:
-        """SACK-based loss recovery (RFC 6675 section 5): estimate the data in flight
-        (SetPipe), then while cwnd has room resend holes deemed lost (IsLost: more than
-        DupThresh - 1 segments SACKed above them), each once, then send new data (NextSeg
-        rules 1 and 2; no rescue retransmission)."""
-        sb = self.scoreboard
-        una = self.snd_una
-        mss = self.snd_mss
-        buf = self.send_buffer
-        if not sb:
-            if ((sb.high_rxt - una) & MASK) == 0 or ((sb.high_rxt - una) & MASK) >= HALF:
-                # No SACK blocks to go by: resend the segment at SND.UNA once, NewReno style.
-                self._retransmit_first(now)
-                sb.high_rxt = (una + min(mss, len(buf))) & MASK
-            return
-        high_rxt = sb.high_rxt if ((sb.high_rxt - una) & MASK) < HALF else una
-        lost_after = (DUPACK_THRESHOLD - 1) * mss
-        pipe = 0
-        resend: list[tuple[int, int]] = []
-        for start, end, sacked_above in sb.holes(una, self.snd_max):
-            lost = sacked_above > lost_after
-            if not lost:
-                pipe += (end - start) & MASK
-            if ((high_rxt - start) & MASK) < HALF:  # some of it was resent already
-                pipe += min((high_rxt - start) & MASK, (end - start) & MASK)
-            if lost and ((end - high_rxt) & MASK) < HALF and end != high_rxt:
-                first = start if ((start - high_rxt) & MASK) < HALF else high_rxt
-                resend.append((first, end))
-        cwnd = self.cc.cwnd
-        sent_any = False
-        for seq, end in resend:  # NextSeg rule 1: lost holes, lowest first
-            while cwnd - pipe >= mss and seq != end:
-                offset = (seq - una) & MASK
-                if offset >= len(buf):
-                    break  # only the FIN is left there
-                n = min(mss, (end - seq) & MASK, len(buf) - offset)
-                self._emit(ACK, seq, buf.peek(offset, n))
-                self._count_retransmit()
-                seq = sb.high_rxt = (seq + n) & MASK
-                pipe += n
-                sent_any = True
-        # Rule 2: new data, as far as the peer's window allows.
-        while cwnd - pipe >= mss and self.snd_nxt == self.snd_max:
-            sent = (self.snd_nxt - una) & MASK
-            n = min(mss, len(buf) - sent, self.snd_wnd - sent)
-            if n <= 0 or (n < mss and n < len(buf) - sent):
-                break
-            self._emit(ACK, self.snd_nxt, buf.peek(sent, n))
-            self.snd_nxt = self.snd_max = (self.snd_nxt + n) & MASK
-            pipe += n
-        if sent_any:
-            self._timed_seq = None  # Karn
-
-    def _retransmit_first(self, now: float) -> None:
-        buf = self.send_buffer
-        n = min(self.snd_mss, len(buf))
-        if n:
-            self._emit(ACK, self.snd_una, buf.peek(0, n))
-        elif self._fin_queued:
-            self._emit(FIN | ACK, self.snd_una)
-        self._count_retransmit()
-        self._timed_seq = None  # Karn: no RTT sample from a retransmitted segment
 
     def _fin_acked(self) -> bool:
         return self._fin_seq is not None and self.snd_una == (self._fin_seq + 1) & MASK
@@ -830,32 +505,6 @@ class Connection:
         self.events.append(ConnEvent.TIMEOUT)
         self._transition(Trigger.TIMEOUT_GIVE_UP, now)
 
-    def _count_retransmit(self) -> None:
-        self.retransmits += 1
-        self.counters["retrans_segs"] += 1
-
-    def _persist_probe(self, now: float) -> None:
-        self._persist_interval = min(self._persist_interval * 2, self.config.persist_max)
-        self._persist_at = now + self._persist_interval
-        window = self.snd_wnd
-        if window > 0:
-            # The window is open but too small to beat SWS avoidance: the override timeout of
-            # RFC 9293 3.8.6.2.1 sends what fits.
-            n = min(window, len(self.send_buffer) - ((self.snd_nxt - self.snd_una) & MASK))
-            if n > 0:
-                seq = self.snd_nxt
-                self._emit(ACK | PSH, seq, self.send_buffer.peek((seq - self.snd_una) & MASK, n))
-                self.snd_nxt = (seq + n) & MASK
-                if 0 < ((self.snd_nxt - self.snd_max) & MASK) < HALF:
-                    self.snd_max = self.snd_nxt
-                self._arm_rto(now)
-                self._persist_at = None
-                return
-        # A zero-window probe: an old sequence number draws an ACK carrying the window.
-        self._emit(ACK, (self.snd_una - 1) & MASK)
-        self.persist_probes += 1
-        self.counters["persist_probes"] += 1
-
     def _on_retransmit_timeout(self, now: float) -> None:
         self.retries += 1
         state = self.state
@@ -891,27 +540,6 @@ class Connection:
             self._retransmit_first(now)
             resent = min(self.snd_mss, len(self.send_buffer))
             self.snd_nxt = (self.snd_una + (resent or 1)) & MASK
-
-    def _arm_rto(self, now: float) -> None:
-        """Start the retransmission timer unless it runs (RFC 6298 5.1)."""
-        if self._rto_at is None:
-            self._unacked_since = now
-            self._rto_at = self._rto_deadline(now)
-
-    def _rto_deadline(self, now: float) -> float:
-        """When the retransmission timer fires: after the RTO, or at the user timeout."""
-        deadline = now + self.rtt.rto
-        if self.config.user_timeout is not None:
-            deadline = min(deadline, max(self._unacked_since + self.config.user_timeout, now))
-        return deadline
-
-    def _update_deadline(self) -> None:
-        d = self._rto_at
-        for t in (self._persist_at, self._time_wait_at, self._delack_at, self._keepalive_at,
-                  self._fin_wait_2_at):
-            if t is not None and (d is None or t < d):
-                d = t
-        self.deadline = d
 
     # ------------------------------------------------------------------ states
 

@@ -1,0 +1,274 @@
+"""Sending segments (RFC 9293 3.8 and 3.10 SEND, RFC 5681, RFC 6675): what the windows
+allow, ACKs and the window we advertise, retransmissions, SACK loss recovery and zero-window
+probes. The send side of a connection; tcb.py explains the split.
+"""
+
+
+
+from tcpstack.net import offload
+from tcpstack.net.checksum import Bytes
+from tcpstack.tcp import segment as tcpseg
+from tcpstack.tcp.recovery import DUPACK_THRESHOLD
+from tcpstack.tcp.segment import ACK, FIN, PSH, RST, SYN
+from tcpstack.tcp.seq import HALF, MASK
+from tcpstack.tcp.state import SYNCHRONIZED, State
+from tcpstack.tcp.tcb import (
+    MAX_WINDOW_FIELD,
+    TransmissionControlBlock,
+)
+
+
+class SegmentOutput(TransmissionControlBlock):
+    """The send side of a connection (see tcb.py for the split)."""
+
+    def flush(self, now: float) -> None:
+        """Send what the windows allow, then any ACK that cannot wait."""
+        if self.state in SYNCHRONIZED and self.state is not State.TIME_WAIT:
+            self._send_data(now)
+        if self._ack_pending and self.state is not State.CLOSED:
+            if self._ack_now or self.config.delayed_ack <= 0:
+                self._emit(ACK, self.snd_max)
+            elif self._delack_at is None:
+                self._delack_at = now + self.config.delayed_ack
+        self._update_deadline()
+
+    def _advertise(self) -> int:
+        """The window field to send; moves the advertised right edge, never backwards, and
+        only by useful amounts (receiver-side SWS avoidance, RFC 9293 3.8.6.2.2)."""
+        free = self._rcv_capacity - len(self.receive_buffer)
+        right = (self.rcv_nxt + free) & MASK
+        grow = (right - self.rcv_adv) & MASK
+        if grow < HALF and (grow >= min(self._rcv_capacity // 2, self.config.mss)
+                            or ((self.rcv_adv - self.rcv_nxt) & MASK) >= HALF):
+            self.rcv_adv = right
+        wnd = (self.rcv_adv - self.rcv_nxt) & MASK
+        if wnd >= HALF:  # rcv_adv fell behind rcv_nxt: nothing advertised is left
+            wnd = 0
+            self.rcv_adv = self.rcv_nxt
+        # Round up to the scale unit: rounding down would pull the right edge back, shrinking
+        # the window (RFC 9293 3.8.6.2.2 says not to); the buffer takes the few extra bytes.
+        scale = self.rcv_wscale
+        field = min((wnd + (1 << scale) - 1) >> scale, MAX_WINDOW_FIELD)
+        self.rcv_adv = (self.rcv_nxt + (field << scale)) & MASK
+        return field
+
+    def _window_would_grow(self) -> bool:
+        free = self._rcv_capacity - len(self.receive_buffer)
+        grow = (self.rcv_nxt + free - self.rcv_adv) & MASK
+        return grow < HALF and grow >= min(self._rcv_capacity // 2, self.config.mss)
+
+    def _emit(self, flags: int, seq: int, payload: Bytes = b"", options: bytes = b"") -> None:
+        if flags & RST:
+            window = 0
+        elif flags & SYN:  # the window in a SYN is never scaled (RFC 7323 2.2)
+            window = min(self._rcv_capacity - len(self.receive_buffer), MAX_WINDOW_FIELD)
+            self.rcv_adv = (self.rcv_nxt + window) & MASK
+        else:
+            window = self._advertise()
+            if not payload and self.sack_ok and self._ooo and not options:
+                # Every ACK sent while data waits beyond a hole reports it (RFC 2018 4).
+                options = tcpseg.encode_sack(self._ooo.sack_blocks(4))
+        ack = self.rcv_nxt if flags & ACK else 0
+        if payload and self._offload:
+            hdr = tcpseg.build_header_partial(self.local_port, self.remote_port, seq, ack,
+                                              flags, window, self._pseudo, options,
+                                              len(payload))
+            link = offload.tcp_partial(20, len(hdr), len(payload), self.snd_mss)
+        else:
+            hdr = tcpseg.build_header(self.local_port, self.remote_port, seq, ack, flags,
+                                      window, self._pseudo, options, payload)
+            link = self._link
+        self.output.append(b"".join((link, self._ip.build(len(hdr) + len(payload)), hdr,
+                                     payload)))
+        self.segments_out += 1
+        if flags & ACK:
+            self._ack_pending = self._ack_now = False
+            self._unacked_bytes = 0
+            self._delack_at = None
+
+    def _syn_options(self) -> bytes:
+        """A SYN offers MSS, SACK and window scaling; a SYN-ACK answers only what was offered."""
+        synack = self.state is State.SYN_RCVD
+        config = self.config
+        return tcpseg.encode_options(
+            mss=config.mss,
+            sack_permitted=config.sack and (not synack or self.sack_ok),
+            wscale=self.rcv_wscale if (config.window_scaling and
+                                       (not synack or self.snd_wscale_offered)) else None)
+
+    def _send_syn(self, now: float) -> None:
+        synack = self.state is State.SYN_RCVD
+        self._emit(SYN | ACK if synack else SYN, self.iss, options=self._syn_options())
+        self.snd_nxt = self.snd_max = (self.iss + 1) & MASK
+        self._arm_rto(now)
+        if self._timed_seq is None and self.retries == 0:
+            self._timed_seq, self._timed_at = self.snd_nxt, now
+
+    def _send_data(self, now: float) -> None:
+        if not self._syn_acked:
+            return  # data and FIN sequence numbers start after our SYN is acknowledged
+        buf = self.send_buffer
+        una = self.snd_una
+        buffered = len(buf)
+        cwnd = self.cc.cwnd
+        dupacks = self.recovery.dupacks
+        if dupacks and not self.recovery.active:
+            # Limited transmit (RFC 3042): each of the first two duplicate ACKs lets one new
+            # segment out, so a small window still collects the three that trigger recovery.
+            cwnd += min(dupacks, 2) * self.snd_mss
+        window = min(self.snd_wnd, cwnd)
+        mss = self.snd_mss
+        seg_max = self._seg_max
+        while True:
+            sent = (self.snd_nxt - una) & MASK
+            unsent = buffered - sent
+            if unsent <= 0:
+                break
+            room = window - sent
+            if room <= 0:
+                break
+            n = min(seg_max, unsent, room)
+            if n < mss and self.snd_nxt == self.snd_max:
+                # Sender-side SWS avoidance (RFC 9293 3.8.6.2.1): a short segment of new data
+                # goes only if it empties the queue or is at least half the largest window
+                # offered; and Nagle (3.7.4): not while earlier data is unacknowledged.
+                # Retransmissions are exempt: that data was already judged worth sending.
+                if n < unsent and n < self.max_snd_wnd // 2:
+                    break
+                if not self.nodelay and self.snd_nxt != una:
+                    break
+            seq = self.snd_nxt
+            flags = ACK | PSH if n == unsent else ACK
+            self._emit(flags, seq, buf.peek(sent, n))
+            end = (seq + n) & MASK
+            if seq == self.snd_max and self._timed_seq is None:
+                self._timed_seq, self._timed_at = end, now
+            if seq != self.snd_max:
+                self._count_retransmit()
+            if 0 < ((end - self.snd_max) & MASK) < HALF:
+                # New data, even when a resend cut the segments differently and this one
+                # straddles SND.MAX.
+                self.snd_max = end
+            self.snd_nxt = end
+            self._arm_rto(now)
+        if self._fin_queued:
+            end = (una + buffered) & MASK
+            if self.snd_nxt == end and (self._fin_seq is None or self._fin_seq == end):
+                if self._fin_seq is None:
+                    self._fin_seq = end
+                else:
+                    self._count_retransmit()
+                self.snd_max = (end + 1) & MASK  # the FIN is the last thing we ever send
+                self._emit(FIN | ACK, end)
+                self.snd_nxt = (end + 1) & MASK
+                self._arm_rto(now)
+        # Persist timer: data waits, held back by a zero window or by SWS avoidance, and
+        # nothing is in flight to draw the ACK that would reopen the window.
+        if buffered > ((self.snd_nxt - una) & MASK) and self.snd_una == self.snd_max:
+            if self._persist_at is None:
+                self._persist_interval = self.rtt.rto
+                self._persist_at = now + self._persist_interval
+        else:
+            self._persist_at = None
+
+    def _sack_recover(self, now: float) -> None:
+        """SACK-based loss recovery (RFC 6675 section 5): estimate the data in flight
+        (SetPipe), then while cwnd has room resend holes deemed lost (IsLost: more than
+        DupThresh - 1 segments SACKed above them), each once, then send new data (NextSeg
+        rules 1 and 2; no rescue retransmission)."""
+        sb = self.scoreboard
+        una = self.snd_una
+        mss = self.snd_mss
+        buf = self.send_buffer
+        if not sb:
+            if ((sb.high_rxt - una) & MASK) == 0 or ((sb.high_rxt - una) & MASK) >= HALF:
+                # No SACK blocks to go by: resend the segment at SND.UNA once, NewReno style.
+                self._retransmit_first(now)
+                sb.high_rxt = (una + min(mss, len(buf))) & MASK
+            return
+        high_rxt = sb.high_rxt if ((sb.high_rxt - una) & MASK) < HALF else una
+        lost_after = (DUPACK_THRESHOLD - 1) * mss
+        pipe = 0
+        resend: list[tuple[int, int]] = []
+        for start, end, sacked_above in sb.holes(una, self.snd_max):
+            lost = sacked_above > lost_after
+            if not lost:
+                pipe += (end - start) & MASK
+            if ((high_rxt - start) & MASK) < HALF:  # some of it was resent already
+                pipe += min((high_rxt - start) & MASK, (end - start) & MASK)
+            if lost and ((end - high_rxt) & MASK) < HALF and end != high_rxt:
+                first = start if ((start - high_rxt) & MASK) < HALF else high_rxt
+                resend.append((first, end))
+        cwnd = self.cc.cwnd
+        sent_any = False
+        for seq, end in resend:  # NextSeg rule 1: lost holes, lowest first
+            while cwnd - pipe >= mss and seq != end:
+                offset = (seq - una) & MASK
+                if offset >= len(buf):
+                    break  # only the FIN is left there
+                n = min(mss, (end - seq) & MASK, len(buf) - offset)
+                self._emit(ACK, seq, buf.peek(offset, n))
+                self._count_retransmit()
+                seq = sb.high_rxt = (seq + n) & MASK
+                pipe += n
+                sent_any = True
+        # Rule 2: new data, as far as the peer's window allows.
+        while cwnd - pipe >= mss and self.snd_nxt == self.snd_max:
+            sent = (self.snd_nxt - una) & MASK
+            n = min(mss, len(buf) - sent, self.snd_wnd - sent)
+            if n <= 0 or (n < mss and n < len(buf) - sent):
+                break
+            self._emit(ACK, self.snd_nxt, buf.peek(sent, n))
+            self.snd_nxt = self.snd_max = (self.snd_nxt + n) & MASK
+            pipe += n
+        if sent_any:
+            self._timed_seq = None  # Karn
+
+    def _retransmit_first(self, now: float) -> None:
+        buf = self.send_buffer
+        n = min(self.snd_mss, len(buf))
+        if n:
+            self._emit(ACK, self.snd_una, buf.peek(0, n))
+        elif self._fin_queued:
+            self._emit(FIN | ACK, self.snd_una)
+        self._count_retransmit()
+        self._timed_seq = None  # Karn: no RTT sample from a retransmitted segment
+
+    def _count_retransmit(self) -> None:
+        self.retransmits += 1
+        self.counters["retrans_segs"] += 1
+
+    def _persist_probe(self, now: float) -> None:
+        self._persist_interval = min(self._persist_interval * 2, self.config.persist_max)
+        self._persist_at = now + self._persist_interval
+        window = self.snd_wnd
+        if window > 0:
+            # The window is open but too small to beat SWS avoidance: the override timeout of
+            # RFC 9293 3.8.6.2.1 sends what fits.
+            n = min(window, len(self.send_buffer) - ((self.snd_nxt - self.snd_una) & MASK))
+            if n > 0:
+                seq = self.snd_nxt
+                self._emit(ACK | PSH, seq, self.send_buffer.peek((seq - self.snd_una) & MASK, n))
+                self.snd_nxt = (seq + n) & MASK
+                if 0 < ((self.snd_nxt - self.snd_max) & MASK) < HALF:
+                    self.snd_max = self.snd_nxt
+                self._arm_rto(now)
+                self._persist_at = None
+                return
+        # A zero-window probe: an old sequence number draws an ACK carrying the window.
+        self._emit(ACK, (self.snd_una - 1) & MASK)
+        self.persist_probes += 1
+        self.counters["persist_probes"] += 1
+
+    def _arm_rto(self, now: float) -> None:
+        """Start the retransmission timer unless it runs (RFC 6298 5.1)."""
+        if self._rto_at is None:
+            self._unacked_since = now
+            self._rto_at = self._rto_deadline(now)
+
+    def _rto_deadline(self, now: float) -> float:
+        """When the retransmission timer fires: after the RTO, or at the user timeout."""
+        deadline = now + self.rtt.rto
+        if self.config.user_timeout is not None:
+            deadline = min(deadline, max(self._unacked_since + self.config.user_timeout, now))
+        return deadline
