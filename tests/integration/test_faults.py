@@ -22,7 +22,8 @@ pytestmark = pytest.mark.integration
 SIZE = int(os.environ.get("FAULT_BYTES", 2 << 20))
 # Generous: under 5% loss and 40 ms of round trip a loss-based sender manages ~1.6 Mbit/s
 # (Mathis: MSS / RTT * 1.22 / sqrt(p)), so 50 MB take minutes.
-TIMEOUT = max(60.0, SIZE / 40_000)
+# A lost window update costs up to a persist-timer backoff (tens of seconds): room for two.
+TIMEOUT = max(180.0, SIZE / 40_000)
 
 PROFILES = {
     "loss": "loss=5%,seed=11",

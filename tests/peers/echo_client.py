@@ -25,7 +25,9 @@ def main() -> int:
     deadline = time.monotonic() + timeout
     start = time.monotonic()
     sock = socket.create_connection((host, port), timeout=10)
-    sock.settimeout(10)  # per operation; the deadline bounds the whole exchange
+    # Per operation; the deadline bounds the whole exchange. On a lossy link a lost window
+    # update leaves the sender to its persist timer, whose backoff reaches tens of seconds.
+    sock.settimeout(min(60.0, timeout))
     sent = 0
     send_error: list[BaseException] = []
 
