@@ -13,17 +13,10 @@ import socket
 import struct
 import sys
 
+from inject import checksum  # the same independent checksum as the injector (this folder)
+
 ETH_P_IP = 0x0800
 DST = socket.inet_aton("10.77.0.2")
-
-
-def checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
 
 
 def syn(src: bytes, sport: int, dport: int) -> bytes:
