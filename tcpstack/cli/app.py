@@ -46,6 +46,11 @@ log = logging.getLogger("tcpstack")
                    "jitter=5ms,duplicate=1%,reorder=5%,corrupt=1%,seed=7' (turns offload off).")
 @click.option("--msl", default=30.0, show_default=True, type=click.FloatRange(0.001, 3600),
               help="Maximum segment lifetime in seconds; TIME_WAIT lasts twice this.")
+@click.option("--keepalive", metavar="IDLE[,INTERVAL,COUNT]", default=None,
+              help="Probe idle connections (SO_KEEPALIVE): after IDLE seconds, every INTERVAL "
+                   "seconds, giving up after COUNT unanswered probes (default 75, 9).")
+@click.option("--user-timeout", type=click.FloatRange(0.001), default=None, metavar="SECONDS",
+              help="Abort a connection whose data stays unacknowledged this long (RFC 5482).")
 @click.option("--trace", is_flag=True, help="Log every TCP state transition.")
 @click.option("-v", "--verbose", is_flag=True,
               help="Debug logging: every segment in and out as a tcpdump-style line "
@@ -57,8 +62,8 @@ log = logging.getLogger("tcpstack")
 @click.pass_context
 def cli(ctx: click.Context, iface: str, address: str, kernel_address: str, mtu: int,
         offload: bool, congestion: str, nodelay: bool, impair: str | None, msl: float,
-        trace: bool,
-        verbose: bool, quiet: bool, pcap: Path | None) -> None:
+        keepalive: str | None, user_timeout: float | None, trace: bool, verbose: bool,
+        quiet: bool, pcap: Path | None) -> None:
     """A userspace TCP/IP stack over a Linux TUN device."""
     if verbose and quiet:
         raise click.UsageError("choose one of -v/--verbose and -q/--quiet")
@@ -66,10 +71,16 @@ def cli(ctx: click.Context, iface: str, address: str, kernel_address: str, mtu: 
                         format="tcpstack: %(message)s", stream=sys.stderr)
     if verbose:  # ours only: the libraries' debug output (pyroute2, asyncio) is noise here
         log.setLevel(logging.DEBUG)
+    config = TcpConfig(msl=msl, congestion=congestion, nodelay=nodelay,
+                       user_timeout=user_timeout)
+    if keepalive is not None:
+        config.keepalive = True
+        (config.keepalive_idle, config.keepalive_interval,
+         config.keepalive_count) = parse_keepalive(keepalive)
     ctx.obj = {"iface": iface, "address": address, "kernel_address": kernel_address,
                "mtu": mtu, "trace": trace or verbose, "verbose": verbose,
-               "offload": offload, "msl": msl, "congestion": congestion,
-               "nodelay": nodelay, "impairment": _impairment(impair), "pcap": pcap}
+               "offload": offload, "config": config,
+               "impairment": _impairment(impair), "pcap": pcap}
 
 
 class CommandFailed(Exception):
@@ -81,13 +92,28 @@ def make_stack(opts: dict[str, object]) -> Stack:
     return Stack(iface=str(opts["iface"]), address=str(opts["address"]),
                  kernel_address=str(opts["kernel_address"]), mtu=int(str(opts["mtu"])),
                  trace=bool(opts["trace"]), offload=bool(opts["offload"]),
-                 config=TcpConfig(msl=float(str(opts["msl"])),
-                                  congestion=str(opts["congestion"]),
-                                  nodelay=bool(opts["nodelay"])),
+                 config=config if isinstance(config := opts["config"], TcpConfig) else None,
                  pcap=pcap if isinstance(pcap, Path) else None,
                  trace_segments=bool(opts.get("verbose")),
                  impairment=impairment if isinstance(impairment := opts.get("impairment"),
                                                      Impairment) else None)
+
+
+def parse_keepalive(spec: str) -> tuple[float, float, int]:
+    """`IDLE[,INTERVAL,COUNT]` in seconds and probes; INTERVAL and COUNT default to Linux's
+    75 s and 9."""
+    parts = spec.split(",")
+    try:
+        if len(parts) not in (1, 3):
+            raise ValueError
+        idle = float(parts[0])
+        interval, count = (float(parts[1]), int(parts[2])) if len(parts) == 3 else (75.0, 9)
+        if idle <= 0 or interval <= 0 or count < 1:
+            raise ValueError
+    except ValueError:
+        raise click.BadParameter(f"{spec!r} is not IDLE or IDLE,INTERVAL,COUNT (e.g. 60,10,5)",
+                                 param_hint="'--keepalive'") from None
+    return idle, interval, count
 
 
 def _impairment(spec: str | None) -> Impairment | None:
