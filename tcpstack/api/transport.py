@@ -68,7 +68,7 @@ class TcpTransport(asyncio.Transport):
         self._closing = True
         self._conn.abort(self._driver.now())
         self._driver.kick(self._conn)
-        self._lose(None)
+        self.lose(None)
 
     def is_reading(self) -> bool:
         return not self._reading_paused and not self._closing
@@ -143,9 +143,9 @@ class TcpTransport(asyncio.Transport):
             exc: Exception = (TimeoutError(error) if event is ConnEvent.TIMEOUT
                               else ConnectionRefusedError(error) if event is ConnEvent.REFUSED
                               else ConnectionResetError(error))
-            self._lose(exc)
+            self.lose(exc)
         elif event is ConnEvent.CLOSED:
-            self._lose(None)
+            self.lose(None)
 
     def _deliver(self) -> None:
         if self._lost or self._closing:
@@ -182,13 +182,10 @@ class TcpTransport(asyncio.Transport):
         """Everything written is in the connection: send FIN; the stack finishes the close."""
         self._conn.close(self._driver.now())
         self._driver.kick(self._conn)
-        self._lose(None)
+        self.lose(None)
 
     def lose(self, exc: Exception | None) -> None:
         """The connection is over for the application: connection_lost(exc), once."""
-        self._lose(exc)
-
-    def _lose(self, exc: Exception | None) -> None:
         if self._lost:
             return
         self._lost = True

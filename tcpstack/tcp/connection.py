@@ -209,12 +209,10 @@ class Connection(SegmentOutput):
             self._ack_rtt(seg.ack, now)
             self._rto_at = None
             self.retries = 0
-            self.snd_wnd = seg.window << self.snd_wscale
-            self.max_snd_wnd = max(self.max_snd_wnd, self.snd_wnd)
-            self.snd_wl1, self.snd_wl2 = seq, seg.ack
             self._transition(Trigger.RCV_ACK_OF_SYN, now)
             self.events.append(ConnEvent.ESTABLISHED)
-        # The same ACK may also cover data or a FIN sent from SYN_RCVD.
+        # The same ACK may also cover data or a FIN sent from SYN_RCVD; it also sets the send
+        # window (SND.WL1 is still the IRS, so the update rule takes it).
         if not self._process_ack(seg, seq, flags, payload, now):
             return
         state = self.state

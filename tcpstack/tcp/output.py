@@ -35,12 +35,9 @@ class SegmentOutput(TransmissionControlBlock):
     def _advertise(self) -> int:
         """The window field to send; moves the advertised right edge, never backwards, and
         only by useful amounts (receiver-side SWS avoidance, RFC 9293 3.8.6.2.2)."""
-        free = self._rcv_capacity - len(self.receive_buffer)
-        right = (self.rcv_nxt + free) & MASK
-        grow = (right - self.rcv_adv) & MASK
-        if grow < HALF and (grow >= min(self._rcv_capacity // 2, self.config.mss)
-                            or ((self.rcv_adv - self.rcv_nxt) & MASK) >= HALF):
-            self.rcv_adv = right
+        if self._window_would_grow() or ((self.rcv_adv - self.rcv_nxt) & MASK) >= HALF:
+            free = self._rcv_capacity - len(self.receive_buffer)
+            self.rcv_adv = (self.rcv_nxt + free) & MASK
         wnd = (self.rcv_adv - self.rcv_nxt) & MASK
         if wnd >= HALF:  # rcv_adv fell behind rcv_nxt: nothing advertised is left
             wnd = 0
@@ -53,6 +50,8 @@ class SegmentOutput(TransmissionControlBlock):
         return field
 
     def _window_would_grow(self) -> bool:
+        """The free buffer would move the advertised right edge forward far enough to be
+        worth announcing: min(buffer / 2, MSS) (receiver-side SWS avoidance)."""
         free = self._rcv_capacity - len(self.receive_buffer)
         grow = (self.rcv_nxt + free - self.rcv_adv) & MASK
         return grow < HALF and grow >= min(self._rcv_capacity // 2, self.config.mss)
