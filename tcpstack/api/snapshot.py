@@ -38,7 +38,8 @@ KNOWN_COUNTERS = (
     "tcp_bad_checksum", "tcp_bad_option", "tcp_bad_offset", "tcp_truncated",
     "icmp_truncated", "icmp_bad_checksum", "icmp_in", "icmp_out",
     "listen_overflows", "tun_write_drops", "tun_write_errors", "retrans_segs",
-    "persist_probes", "internal_errors",
+    "persist_probes", "internal_errors", "rto_timeouts", "fast_retransmits",
+    "sack_recoveries", "reno_recoveries", "lost_retransmits",
 )
 # ssthresh starts "infinite" (a huge number) until a loss sets it.
 _SSTHRESH_UNSET = 1 << 30

@@ -341,8 +341,6 @@ class Connection(SegmentOutput):
     def _process_ack(self, seg: Segment, seq: int, flags: int, payload: memoryview,
                      now: float) -> bool:
         """Fifth step for the synchronized states; False when the segment is to be dropped."""
-        if self.sack_ok and seg.options.sack:
-            self.scoreboard.add(seg.options.sack, self.snd_una, self.snd_max)
         una = self.snd_una
         ack = seg.ack
         acked = (ack - una) & MASK
@@ -355,14 +353,27 @@ class Connection(SegmentOutput):
         elif acked > in_flight:
             self._emit(ACK, self.snd_max)  # acknowledges something never sent (3.10.7.4)
             return False
+        sack = self.sack_ok and seg.options.sack
+        # RFC 6675 2: with SACK, an ACK that SACKs octets not SACKed before is a duplicate,
+        # whatever its window, data or cumulative ACK; a peer that grows its window on every
+        # ACK (Linux does) would otherwise never send one.
+        duplicate = False
+        if sack:
+            base = una
+            if acked > 0:  # blocks at or below the new cumulative ACK are not news (D-SACK)
+                base = ack
+                self.scoreboard.advance(ack)
+            duplicate = self.scoreboard.add(sack, base, self.snd_max) > 0 and acked >= 0
         if acked >= 0:
             # Window update rule (3.10.7.4): only from a segment newer than the last one used.
             wl1 = (seq - self.snd_wl1) & MASK
             if (0 < wl1 < HALF) or (wl1 == 0 and ((ack - self.snd_wl2) & MASK) < HALF):
                 window = seg.window << self.snd_wscale
-                if acked == 0 and window == self.snd_wnd and not payload and in_flight \
-                        and not flags & FIN:
-                    self._on_duplicate_ack(now)
+                if (acked == 0 and window == self.snd_wnd and not payload and in_flight
+                        and not flags & FIN and not sack):
+                    # RFC 5681 2's duplicate ACK: without SACK (or from a SACK peer that
+                    # sends no blocks) only an unchanged window tells a dupack from an update.
+                    duplicate = True
                 self.snd_wnd = window
                 if window > self.max_snd_wnd:
                     self.max_snd_wnd = window
@@ -371,6 +382,10 @@ class Connection(SegmentOutput):
                     self._persist_at = None
         if acked > 0:
             self._on_new_ack(ack, acked, now)
+        if duplicate:
+            self._on_duplicate_ack(now)
+        elif acked > 0 and self.recovery.active and self.recovery.sack:
+            self._sack_recover(now)
         state = self.state
         # FIN_WAIT_1 waits for the FIN step (see _settle_fin_wait_1).
         if (state is State.CLOSING or state is State.LAST_ACK) and self._fin_acked():
@@ -392,12 +407,9 @@ class Connection(SegmentOutput):
         if self.scoreboard:
             self.scoreboard.advance(ack)
         self._ack_rtt(ack, now)
-        action = self.recovery.on_new_ack(self.cc, ack, acked, self.snd_max, now, self.rtt.srtt,
-                                          sack=self.sack_ok)
+        action = self.recovery.on_new_ack(self.cc, ack, acked, self.snd_max, now, self.rtt.srtt)
         if action is Action.RETRANSMIT:
             self._retransmit_first(now)  # a partial ACK: the next hole of the same window
-        elif self.recovery.active and self.sack_ok:
-            self._sack_recover(now)
         if not self.cwnd_trace or now - self.cwnd_trace[-1][0] >= CWND_TRACE_INTERVAL:
             self._trace_cwnd(now)
         self.retries = 0
@@ -418,18 +430,27 @@ class Connection(SegmentOutput):
 
     def _on_duplicate_ack(self, now: float) -> None:
         before = (now, self.cc.cwnd, self.cc.ssthresh)
-        action = self.recovery.on_duplicate_ack(self.cc, self.snd_una, self.snd_max, now,
-                                                sack=self.sack_ok)
-        if action is Action.RETRANSMIT:  # fast retransmit (RFC 5681 3.2)
+        una = self.snd_una
+        sb = self.scoreboard
+        # A peer that agreed to SACK but sends no blocks gets NewReno's recovery.
+        by_sack = self.sack_ok and bool(sb)
+        action = self.recovery.on_duplicate_ack(
+            self.cc, una, self.snd_max, now, sack=by_sack,
+            lost=by_sack and sb.is_lost(una, una, self.snd_mss))
+        if action is Action.RETRANSMIT:  # fast retransmit (RFC 5681 3.2, RFC 6675 5 step 4)
+            self.counters["sack_recoveries" if by_sack else "reno_recoveries"] += 1
             self.cwnd_trace.append(before)  # the window the loss cut, then the cut
             self._trace_cwnd(now)
-            # RFC 6675 5 (4.2): the first hole goes at once, whatever the pipe says; SACK
-            # recovery then fills the others as the window allows.
-            self._retransmit_first(now)
-            self.scoreboard.high_rxt = (self.snd_una + self.snd_mss) & MASK
-            if self.sack_ok:
-                self._sack_recover(now)
-        elif self.recovery.active and self.sack_ok:
+            if not by_sack:
+                self._retransmit_first(now)
+                return
+            # RFC 6675 5 (4.3): the first hole goes at once, whatever the pipe says, unless
+            # the last recovery resent it and that resend may still arrive.
+            self._forget_lost_resends()
+            if not sb.resent_within(una, (una + 1) & MASK, una):
+                sb.note_resent(una, self._retransmit_first(now), self.snd_max)
+            self._sack_recover(now)
+        elif self.recovery.active and self.recovery.sack:
             self._sack_recover(now)
 
     def _fin_acked(self) -> bool:
@@ -505,6 +526,7 @@ class Connection(SegmentOutput):
 
     def _on_retransmit_timeout(self, now: float) -> None:
         self.retries += 1
+        self.counters["rto_timeouts"] += 1
         state = self.state
         limit = (self.config.syn_retries if state is State.SYN_SENT else
                  self.config.synack_retries if state is State.SYN_RCVD else
@@ -535,7 +557,7 @@ class Connection(SegmentOutput):
             # The window is closed (or too small to send into): resend the oldest segment
             # anyway. The peer drops what does not fit, but its ACK tells the current window;
             # without this a lost window update would leave nothing to probe it.
-            self._retransmit_first(now)
+            self._retransmit_first(now, fast=False)
             resent = min(self.snd_mss, len(self.send_buffer))
             self.snd_nxt = (self.snd_una + (resent or 1)) & MASK
 

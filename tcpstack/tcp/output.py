@@ -8,7 +8,6 @@ probes. The send side of a connection; tcb.py explains the split.
 from tcpstack.net import offload
 from tcpstack.net.checksum import Bytes
 from tcpstack.tcp import segment as tcpseg
-from tcpstack.tcp.recovery import DUPACK_THRESHOLD
 from tcpstack.tcp.segment import ACK, FIN, PSH, RST, SYN
 from tcpstack.tcp.seq import HALF, MASK
 from tcpstack.tcp.state import SYNCHRONIZED, State
@@ -172,32 +171,24 @@ class SegmentOutput(TransmissionControlBlock):
 
     def _sack_recover(self, now: float) -> None:
         """SACK-based loss recovery (RFC 6675 section 5): estimate the data in flight
-        (SetPipe), then while cwnd has room resend holes deemed lost (IsLost: more than
-        DupThresh - 1 segments SACKed above them), each once, then send new data (NextSeg
-        rules 1 and 2; no rescue retransmission)."""
+        (SetPipe), then while cwnd has room resend holes deemed lost (IsLost), each once
+        unless its resend is seen lost in turn, then send new data (NextSeg rules 1 and 2;
+        no rescue retransmission)."""
         sb = self.scoreboard
         una = self.snd_una
         mss = self.snd_mss
         buf = self.send_buffer
-        if not sb:
-            if ((sb.high_rxt - una) & MASK) == 0 or ((sb.high_rxt - una) & MASK) >= HALF:
-                # No SACK blocks to go by: resend the segment at SND.UNA once, NewReno style.
-                self._retransmit_first(now)
-                sb.high_rxt = (una + min(mss, len(buf))) & MASK
-            return
-        high_rxt = sb.high_rxt if ((sb.high_rxt - una) & MASK) < HALF else una
-        lost_after = (DUPACK_THRESHOLD - 1) * mss
+        self._forget_lost_resends()
         pipe = 0
         resend: list[tuple[int, int]] = []
-        for start, end, sacked_above in sb.holes(una, self.snd_max):
-            lost = sacked_above > lost_after
+        for start, end, _ in sb.holes(una, self.snd_max):
+            # Every octet of a hole has the same SACKed data above it: one IsLost per hole.
+            lost = sb.is_lost(start, una, mss)
             if not lost:
                 pipe += (end - start) & MASK
-            if ((high_rxt - start) & MASK) < HALF:  # some of it was resent already
-                pipe += min((high_rxt - start) & MASK, (end - start) & MASK)
-            if lost and ((end - high_rxt) & MASK) < HALF and end != high_rxt:
-                first = start if ((start - high_rxt) & MASK) < HALF else high_rxt
-                resend.append((first, end))
+            pipe += sb.resent_within(start, end, una)
+            if lost:
+                resend.extend(sb.unsent_parts(start, end, una))
         cwnd = self.cc.cwnd
         sent_any = False
         for seq, end in resend:  # NextSeg rule 1: lost holes, lowest first
@@ -207,8 +198,9 @@ class SegmentOutput(TransmissionControlBlock):
                     break  # only the FIN is left there
                 n = min(mss, (end - seq) & MASK, len(buf) - offset)
                 self._emit(ACK, seq, buf.peek(offset, n))
-                self._count_retransmit()
-                seq = sb.high_rxt = (seq + n) & MASK
+                self._count_retransmit(fast=True)
+                sb.note_resent(seq, (seq + n) & MASK, self.snd_max)
+                seq = (seq + n) & MASK
                 pipe += n
                 sent_any = True
         # Rule 2: new data, as far as the peer's window allows.
@@ -223,19 +215,30 @@ class SegmentOutput(TransmissionControlBlock):
         if sent_any:
             self._timed_seq = None  # Karn
 
-    def _retransmit_first(self, now: float) -> None:
+    def _forget_lost_resends(self) -> None:
+        lost = self.scoreboard.lost_resends(self.snd_una, self.snd_mss)
+        if lost:
+            self.counters["lost_retransmits"] += lost
+
+    def _retransmit_first(self, now: float, *, fast: bool = True) -> int:
+        """Resend the segment at SND.UNA (or the FIN, if only that is left); returns the
+        sequence number after it. `fast`: by loss recovery rather than by the timer."""
         buf = self.send_buffer
         n = min(self.snd_mss, len(buf))
         if n:
             self._emit(ACK, self.snd_una, buf.peek(0, n))
         elif self._fin_queued:
             self._emit(FIN | ACK, self.snd_una)
-        self._count_retransmit()
+            n = 1
+        self._count_retransmit(fast=fast)
         self._timed_seq = None  # Karn: no RTT sample from a retransmitted segment
+        return (self.snd_una + n) & MASK
 
-    def _count_retransmit(self) -> None:
+    def _count_retransmit(self, *, fast: bool = False) -> None:
         self.retransmits += 1
         self.counters["retrans_segs"] += 1
+        if fast:
+            self.counters["fast_retransmits"] += 1
 
     def _persist_probe(self, now: float) -> None:
         self._persist_interval = min(self._persist_interval * 2, self.config.persist_max)

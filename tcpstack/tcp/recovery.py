@@ -22,25 +22,34 @@ class Action(enum.Enum):
 
 
 class FastRecovery:
-    __slots__ = ("active", "dupacks", "recover")
+    __slots__ = ("active", "dupacks", "recover", "sack")
 
     def __init__(self, iss: int) -> None:
         self.active = False
+        # This recovery goes by the SACK scoreboard (RFC 6675), not by NewReno's window
+        # inflation and partial ACKs: set when it starts, from what the peer's ACKs carry.
+        self.sack = False
         self.dupacks = 0
         self.recover = iss
 
     def on_duplicate_ack(self, cc: CongestionControl, snd_una: int, snd_max: int,
-                         now: float, sack: bool = False) -> Action:
-        """With `sack`, the window is not inflated: RFC 6675 counts what is in flight instead."""
+                         now: float, sack: bool = False, lost: bool = False) -> Action:
+        """A duplicate ACK: RFC 5681's kind without SACK, RFC 6675's (one that SACKs new
+        octets) with it, where the window is not inflated: the scoreboard counts what is in
+        flight instead. `lost` is IsLost(SND.UNA), which enters recovery before the third
+        duplicate when the SACKs already show the loss (RFC 6675 5, step 2)."""
         self.dupacks += 1
         if self.active:
-            if not sack:
+            if not self.sack:
                 cc.cwnd += cc.mss  # RFC 6582 3.2 step 4: each further dupack lets one leave
             return Action.NONE
-        # Step 2: enter only if the ACK covers more than `recover`, so one window's losses
-        # do not trigger a second reduction after a timeout.
-        if self.dupacks == DUPACK_THRESHOLD and 0 < (snd_una - self.recover) & MASK < HALF:
+        # Step 2: enter only if the ACK covers `recover` (the highest byte sent when the last
+        # recovery or timeout began: RFC 6582 keeps that byte, we keep SND.MAX, one past it),
+        # so one window's losses do not trigger a second reduction.
+        if ((self.dupacks >= DUPACK_THRESHOLD or lost)
+                and (snd_una - self.recover) & MASK < HALF):
             self.active = True
+            self.sack = sack
             self.recover = snd_max
             cc.on_congestion((snd_max - snd_una) & MASK, now)
             if not sack:
@@ -49,7 +58,7 @@ class FastRecovery:
         return Action.NONE
 
     def on_new_ack(self, cc: CongestionControl, ack: int, acked: int, snd_max: int,
-                   now: float, srtt: float | None, sack: bool = False) -> Action:
+                   now: float, srtt: float | None) -> Action:
         self.dupacks = 0
         if not self.active:
             cc.on_ack(acked, now, srtt)
@@ -58,7 +67,7 @@ class FastRecovery:
             self.active = False
             cc.on_recovery_end((snd_max - ack) & MASK, now)
             return Action.NONE
-        if sack:
+        if self.sack:
             return Action.NONE  # the SACK scoreboard decides what to resend
         # Partial ACK (step 5): resend the next hole, deflate by what was acked.
         cc.cwnd = max(cc.cwnd - acked + (cc.mss if acked >= cc.mss else 0), cc.mss)

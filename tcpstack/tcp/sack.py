@@ -1,37 +1,45 @@
 """The sender's SACK scoreboard (RFC 6675 section 4): which bytes above SND.UNA the peer has
 reported holding, the holes between them, and for each hole how much was SACKed above it,
-which is what IsLost() needs."""
+which is what IsLost() needs. It also remembers what loss recovery resent, and for each
+resend the highest byte sent by then, so that a resend which was itself lost can be told
+from the SACKs of data sent after it (as Linux's lost-retransmit detection does)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
+from tcpstack.tcp.recovery import DUPACK_THRESHOLD
 from tcpstack.tcp.seq import HALF, MASK
 
 
 class SackScoreboard:
-    __slots__ = ("_ranges", "high_rxt")
+    __slots__ = ("_ranges", "resent")
 
     def __init__(self) -> None:
         self._ranges: list[tuple[int, int]] = []  # disjoint [start, end), in sequence order
-        self.high_rxt = 0  # end of the last hole byte resent in this recovery
+        # What this recovery resent: [start, end) and SND.MAX when it went. RFC 6675 keeps
+        # one HighRxt pointer; a list lets one lost resend be sent again without the others.
+        self.resent: list[tuple[int, int, int]] = []
 
     def __bool__(self) -> bool:
         return bool(self._ranges)
 
     def clear(self) -> None:
         self._ranges = []
+        self.resent = []
 
-    def add(self, blocks: tuple[tuple[int, int], ...], snd_una: int, snd_max: int) -> None:
-        """Record the peer's blocks, ignoring any not inside (SND.UNA, SND.MAX] (RFC 2018 and
-        RFC 5961-style caution: a block we never sent says nothing)."""
+    def add(self, blocks: tuple[tuple[int, int], ...], snd_una: int, snd_max: int) -> int:
+        """Record the peer's blocks, ignoring any not inside (SND.UNA, SND.MAX] (a block we
+        never sent says nothing); returns how many octets were SACKed for the first time."""
         span = (snd_max - snd_una) & MASK
+        before = self.sacked_bytes()
         for left, right in blocks:
             lo = (left - snd_una) & MASK
             hi = (right - snd_una) & MASK
             if not 0 < lo < hi <= span:
                 continue
             self._insert(lo, hi, snd_una)
+        return self.sacked_bytes() - before
 
     def _insert(self, lo: int, hi: int, base: int) -> None:
         merged = []
@@ -58,6 +66,8 @@ class SackScoreboard:
                 start = snd_una
             kept.append((start, end))
         self._ranges = kept
+        self.resent = [r for r in self.resent
+                       if 0 < ((r[1] - snd_una) & MASK) < HALF]
 
     def sacked_bytes(self) -> int:
         return sum((end - start) & MASK for start, end in self._ranges)
@@ -66,16 +76,19 @@ class SackScoreboard:
         """The right edge of the highest SACKed block (SND.UNA when none)."""
         return self._ranges[-1][1] if self._ranges else snd_una
 
-    def next_hole(self, start_at: int, snd_una: int) -> tuple[int, int] | None:
-        """The first un-SACKed range at or after `start_at` and below the highest SACKed byte:
-        RFC 6675 deems such holes lost once data above them has arrived."""
-        cursor = start_at
+    def is_lost(self, seq: int, snd_una: int, mss: int) -> bool:
+        """IsLost(seq) (RFC 6675 4): DupThresh separate SACKed blocks above `seq`, or more
+        than (DupThresh - 1) * SMSS SACKed bytes above it."""
+        offset = (seq - snd_una) & MASK
+        blocks = 0
+        above = 0
         for start, end in self._ranges:
-            if ((cursor - snd_una) & MASK) < ((start - snd_una) & MASK):
-                return cursor, start
-            if ((cursor - snd_una) & MASK) < ((end - snd_una) & MASK):
-                cursor = end
-        return None
+            e = (end - snd_una) & MASK
+            if e <= offset:
+                continue
+            blocks += 1
+            above += e - max((start - snd_una) & MASK, offset)
+        return blocks >= DUPACK_THRESHOLD or above > (DUPACK_THRESHOLD - 1) * mss
 
     def holes(self, snd_una: int, snd_max: int) -> Iterator[tuple[int, int, int]]:
         """(start, end, SACKed bytes above) for every un-SACKed range in [SND.UNA, SND.MAX),
@@ -95,3 +108,53 @@ class SackScoreboard:
         if not self._ranges:
             return 0
         return ((self.highest(snd_una) - snd_una) & MASK) - self.sacked_bytes()
+
+    # ------------------------------------------------------------------ resends
+
+    def note_resent(self, start: int, end: int, snd_max: int) -> None:
+        self.resent.append((start, end, snd_max))
+
+    def resent_within(self, start: int, end: int, snd_una: int) -> int:
+        """Octets of [start, end) that this recovery resent (they count in flight)."""
+        lo, hi = _offset(start, snd_una), _offset(end, snd_una)
+        return sum(max(0, min(hi, _offset(r_end, snd_una)) - max(lo, _offset(r_start, snd_una)))
+                   for r_start, r_end, _ in self.resent)
+
+    def unsent_parts(self, start: int, end: int, snd_una: int) -> Iterator[tuple[int, int]]:
+        """The pieces of [start, end) that this recovery has not resent, in order."""
+        cursor, hi = _offset(start, snd_una), _offset(end, snd_una)
+        for s, e in sorted((_offset(r_start, snd_una), _offset(r_end, snd_una))
+                           for r_start, r_end, _ in self.resent):
+            if e <= cursor:
+                continue
+            if s >= hi:
+                break
+            if s > cursor:
+                yield (snd_una + cursor) & MASK, (snd_una + s) & MASK
+            cursor = e
+        if cursor < hi:
+            yield (snd_una + cursor) & MASK, (snd_una + hi) & MASK
+
+    def lost_resends(self, snd_una: int, mss: int) -> int:
+        """Forget, and count, the resends that were lost in their turn: data sent after them
+        has been SACKed as IsLost() requires while they were not. RFC 6675 leaves a lost
+        retransmission to the RTO; forgetting it lets NextSeg() send it again."""
+        kept = []
+        for resend in self.resent:
+            start, end, sent_max = resend
+            if self._sacked(start, end, snd_una) or not self.is_lost(sent_max, snd_una, mss):
+                kept.append(resend)
+        lost = len(self.resent) - len(kept)
+        self.resent = kept
+        return lost
+
+    def _sacked(self, start: int, end: int, snd_una: int) -> bool:
+        lo, hi = _offset(start, snd_una), _offset(end, snd_una)
+        return any(_offset(s, snd_una) <= lo and hi <= _offset(e, snd_una)
+                   for s, e in self._ranges)
+
+
+def _offset(seq: int, snd_una: int) -> int:
+    """`seq` as an offset from SND.UNA; 0 for anything already acknowledged."""
+    offset = (seq - snd_una) & MASK
+    return 0 if offset >= HALF else offset

@@ -48,9 +48,8 @@ def test_scoreboard_finds_holes_below_the_highest_sack() -> None:
     sb = SackScoreboard()
     sb.add(((1300, 1400), (1100, 1200)), snd_una=1000, snd_max=2000)
     assert sb.sacked_bytes() == 200
-    assert sb.next_hole(1000, 1000) == (1000, 1100)
-    assert sb.next_hole(1100, 1000) == (1200, 1300)
-    assert sb.next_hole(1400, 1000) is None
+    assert list(sb.holes(1000, 2000)) == [(1000, 1100, 200), (1200, 1300, 100),
+                                          (1400, 2000, 0)]
     sb.advance(1150)
     assert sb.sacked_bytes() == 150
     sb.add(((5000, 6000),), snd_una=1150, snd_max=2000)  # never sent: ignored
