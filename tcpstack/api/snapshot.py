@@ -39,7 +39,7 @@ KNOWN_COUNTERS = (
     "icmp_truncated", "icmp_bad_checksum", "icmp_in", "icmp_out",
     "listen_overflows", "tun_write_drops", "tun_write_errors", "retrans_segs",
     "persist_probes", "internal_errors", "rto_timeouts", "fast_retransmits",
-    "sack_recoveries", "reno_recoveries", "lost_retransmits",
+    "sack_recoveries", "reno_recoveries", "lost_retransmits", "tlp_probes", "tlp_recoveries",
 )
 # ssthresh starts "infinite" (a huge number) until a loss sets it.
 _SSTHRESH_UNSET = 1 << 30

@@ -364,6 +364,8 @@ class Connection(SegmentOutput):
                 base = ack
                 self.scoreboard.advance(ack)
             duplicate = self.scoreboard.add(sack, base, self.snd_max) > 0 and acked >= 0
+            if self.tlp.outstanding and _is_dsack(sack, ack):
+                self.tlp.dsack = True
         if acked >= 0:
             # Window update rule (3.10.7.4): only from a segment newer than the last one used.
             wl1 = (seq - self.snd_wl1) & MASK
@@ -407,6 +409,13 @@ class Connection(SegmentOutput):
         if self.scoreboard:
             self.scoreboard.advance(ack)
         self._ack_rtt(ack, now)
+        tlp = self.tlp
+        if tlp.covered_by(ack):
+            if tlp.repaired_a_loss():  # RFC 8985 7.4: a loss, repaired by the probe
+                self.counters["tlp_recoveries"] += 1
+                self.cc.on_congestion(self.cc.cwnd, now)  # before this ACK grows it
+                self._trace_cwnd(now)
+            tlp.cancel()
         action = self.recovery.on_new_ack(self.cc, ack, acked, self.snd_max, now, self.rtt.srtt)
         if action is Action.RETRANSMIT:
             self._retransmit_first(now)  # a partial ACK: the next hole of the same window
@@ -415,9 +424,11 @@ class Connection(SegmentOutput):
         self.retries = 0
         if ack == self.snd_max:
             self._rto_at = None
+            tlp.at = None
         else:  # progress: the timer and the user timeout restart (RFC 6298 5.3)
             self._unacked_since = now
             self._rto_at = self._rto_deadline(now)
+            tlp.restart = True
         if self._want_writable and buf.space >= buf.capacity // 2:
             self._want_writable = False
             self.events.append(ConnEvent.WRITABLE)
@@ -434,10 +445,16 @@ class Connection(SegmentOutput):
         sb = self.scoreboard
         # A peer that agreed to SACK but sends no blocks gets NewReno's recovery.
         by_sack = self.sack_ok and bool(sb)
+        tlp = self.tlp
+        # The probe SACKed while bytes before it are not: those were sent a PTO or more
+        # before it, and RACK (RFC 8985 6.2) would deem them lost.
+        probe_sacked = (by_sack and tlp.start is not None and tlp.end is not None
+                        and sb.is_sacked(tlp.start, tlp.end, una))
         action = self.recovery.on_duplicate_ack(
             self.cc, una, self.snd_max, now, sack=by_sack,
-            lost=by_sack and sb.is_lost(una, una, self.snd_mss))
+            lost=by_sack and (probe_sacked or sb.is_lost(una, una, self.snd_mss)))
         if action is Action.RETRANSMIT:  # fast retransmit (RFC 5681 3.2, RFC 6675 5 step 4)
+            tlp.cancel()
             self.counters["sack_recoveries" if by_sack else "reno_recoveries"] += 1
             self.cwnd_trace.append(before)  # the window the loss cut, then the cut
             self._trace_cwnd(now)
@@ -480,6 +497,7 @@ class Connection(SegmentOutput):
         self._time_wait_at = now + 2 * self.config.msl
         self._rto_at = None
         self._persist_at = None
+        self.tlp.cancel()
 
     # ------------------------------------------------------------------ timers
 
@@ -490,6 +508,8 @@ class Connection(SegmentOutput):
             self._on_retransmit_timeout(now)
         if self._persist_at is not None and now >= self._persist_at:
             self._persist_probe(now)
+        if self.tlp.at is not None and now >= self.tlp.at:
+            self._send_probe(now)
         if self._delack_at is not None and now >= self._delack_at:
             self._emit(ACK, self.snd_max)
         if self._keepalive_at is not None and now >= self._keepalive_at:
@@ -527,6 +547,7 @@ class Connection(SegmentOutput):
     def _on_retransmit_timeout(self, now: float) -> None:
         self.retries += 1
         self.counters["rto_timeouts"] += 1
+        self.tlp.cancel()
         state = self.state
         limit = (self.config.syn_retries if state is State.SYN_SENT else
                  self.config.synack_retries if state is State.SYN_RCVD else
@@ -579,6 +600,19 @@ class Connection(SegmentOutput):
         elif new is State.CLOSED:
             self._rto_at = self._persist_at = self._time_wait_at = None
             self._delack_at = self._keepalive_at = self._fin_wait_2_at = None
+            self.tlp.cancel()
             self.deadline = None
             self._ack_pending = False
             self.events.append(ConnEvent.CLOSED)
+
+
+def _is_dsack(blocks: tuple[tuple[int, int], ...], ack: int) -> bool:
+    """RFC 2883 4: the first block reports a duplicate when it lies at or below the
+    cumulative ACK, or inside the second block."""
+    left, right = blocks[0]
+    if ((ack - right) & MASK) < HALF:
+        return True
+    if len(blocks) > 1:
+        left2, right2 = blocks[1]
+        return ((left - left2) & MASK) < HALF and ((right2 - right) & MASK) < HALF
+    return False

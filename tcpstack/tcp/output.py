@@ -24,6 +24,8 @@ class SegmentOutput(TransmissionControlBlock):
         """Send what the windows allow, then any ACK that cannot wait."""
         if self.state in SYNCHRONIZED and self.state is not State.TIME_WAIT:
             self._send_data(now)
+            if self.tlp.restart:
+                self._schedule_probe(now)
         if self._ack_pending and self.state is not State.CLOSED:
             if self._ack_now or self.config.delayed_ack <= 0:
                 self._emit(ACK, self.snd_max)
@@ -147,6 +149,7 @@ class SegmentOutput(TransmissionControlBlock):
                 # New data, even when a resend cut the segments differently and this one
                 # straddles SND.MAX.
                 self.snd_max = end
+                self.tlp.restart = True
             self.snd_nxt = end
             self._arm_rto(now)
         if self._fin_queued:
@@ -154,6 +157,7 @@ class SegmentOutput(TransmissionControlBlock):
             if self.snd_nxt == end and (self._fin_seq is None or self._fin_seq == end):
                 if self._fin_seq is None:
                     self._fin_seq = end
+                    self.tlp.restart = True  # a FIN lost at the tail is worth a probe too
                 else:
                     self._count_retransmit()
                 self.snd_max = (end + 1) & MASK  # the FIN is the last thing we ever send
@@ -214,6 +218,49 @@ class SegmentOutput(TransmissionControlBlock):
             pipe += n
         if sent_any:
             self._timed_seq = None  # Karn
+
+    def _schedule_probe(self, now: float) -> None:
+        """(Re)arm the tail loss probe, outside fast recovery and RTO recovery (RFC 8985
+        7.2; after a timeout `recover` is SND.MAX of then, and SND.UNA has yet to reach it)."""
+        tlp = self.tlp
+        if (not self.config.tail_loss_probe or self.recovery.active
+                or ((self.snd_una - self.recovery.recover) & MASK) >= HALF):
+            tlp.restart = False
+            tlp.at = None
+            return
+        tlp.schedule(now, self.rtt.srtt, (self.snd_max - self.snd_una) & MASK, self.snd_mss,
+                     self._rto_at)
+
+    def _send_probe(self, now: float) -> None:
+        """The PTO fired (RFC 8985 7.3): one segment of new data if the peer's window takes
+        it, else the last segment again; then the RTO restarts behind it."""
+        tlp = self.tlp
+        tlp.at = None
+        una = self.snd_una
+        flight = (self.snd_max - una) & MASK
+        if not flight or self.recovery.active:
+            return
+        buf = self.send_buffer
+        sent = (self.snd_nxt - una) & MASK
+        unsent = len(buf) - sent
+        n = min(self.snd_mss, unsent)
+        if self.snd_nxt == self.snd_max and n > 0 and self.snd_wnd - sent >= n:
+            seq = self.snd_nxt
+            self._emit(ACK | PSH if n == unsent else ACK, seq, buf.peek(sent, n))
+            self.snd_nxt = self.snd_max = (seq + n) & MASK
+            tlp.sent(seq, self.snd_nxt, retransmitted=False)
+        else:
+            data = min(len(buf), flight)
+            offset = max(data - self.snd_mss, 0)
+            flags = ACK | PSH if data == len(buf) and data else ACK
+            if self._fin_seq is not None and self.snd_max == (self._fin_seq + 1) & MASK:
+                flags |= FIN
+            start = (una + offset) & MASK
+            self._emit(flags, start, buf.peek(offset, data - offset))
+            self._count_retransmit()
+            tlp.sent(start, self.snd_max, retransmitted=True)
+        self.counters["tlp_probes"] += 1
+        self._rto_at = self._rto_deadline(now)
 
     def _forget_lost_resends(self) -> None:
         lost = self.scoreboard.lost_resends(self.snd_una, self.snd_mss)

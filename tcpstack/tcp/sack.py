@@ -142,13 +142,14 @@ class SackScoreboard:
         kept = []
         for resend in self.resent:
             start, end, sent_max = resend
-            if self._sacked(start, end, snd_una) or not self.is_lost(sent_max, snd_una, mss):
+            if self.is_sacked(start, end, snd_una) or not self.is_lost(sent_max, snd_una, mss):
                 kept.append(resend)
         lost = len(self.resent) - len(kept)
         self.resent = kept
         return lost
 
-    def _sacked(self, start: int, end: int, snd_una: int) -> bool:
+    def is_sacked(self, start: int, end: int, snd_una: int) -> bool:
+        """The whole of [start, end) lies in one SACKed block."""
         lo, hi = _offset(start, snd_una), _offset(end, snd_una)
         return any(_offset(s, snd_una) <= lo and hi <= _offset(e, snd_una)
                    for s, e in self._ranges)

@@ -25,6 +25,7 @@ from tcpstack.tcp.rtt import RttEstimator
 from tcpstack.tcp.sack import SackScoreboard
 from tcpstack.tcp.send_buffer import SendBuffer
 from tcpstack.tcp.state import State
+from tcpstack.tcp.tail_probe import TailLossProbe
 
 TransitionHook = Callable[[Any, State, State], None]  # (connection, old, new)
 
@@ -106,6 +107,7 @@ class TransmissionControlBlock:
         self.rtt = RttEstimator(config.initial_rto, config.min_rto, config.max_rto)
         self.cc: CongestionControl = congestion.create(config.congestion, config.mss)
         self.recovery = FastRecovery(iss)
+        self.tlp = TailLossProbe()
         self._timed_seq: int | None = None  # the segment being timed for an RTT sample
         self._timed_at = 0.0
         self.retries = 0
@@ -142,7 +144,7 @@ class TransmissionControlBlock:
     def _update_deadline(self) -> None:
         d = self._rto_at
         for t in (self._persist_at, self._time_wait_at, self._delack_at, self._keepalive_at,
-                  self._fin_wait_2_at):
+                  self._fin_wait_2_at, self.tlp.at):
             if t is not None and (d is None or t < d):
                 d = t
         self.deadline = d

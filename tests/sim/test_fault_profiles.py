@@ -19,6 +19,7 @@ from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.events import ConnEvent
 from tcpstack.tcp.segment import SYN
 from tcpstack.tcp.state import State
+from tcpstack.tcp.tail_probe import PTO_FLOOR
 from tests.sim.simulator import (
     CONFIG_FIELDS,
     AppSpec,
@@ -140,7 +141,15 @@ def test_silent_link_retransmits_at_rto_doubling_then_times_out(
     assert len(times) == 1 + config.max_retries, times
     intervals = [b - a for a, b in itertools.pairwise(times)]
     expected = _backoff(rto, config, config.max_retries + 1)
+    # The tail loss probe goes first, at PTO = 2 RTT (RFC 8985 7.2, floored), when that
+    # comes before the RTO; the RTO restarts behind it (7.3), then doubles as before.
+    pto = max(2 * r, PTO_FLOOR)
+    assert pto < rto
+    expected[0] += pto
     assert intervals == pytest.approx(expected[:-1], abs=1e-9)
+    probes = [rec.time for rec in sim.wire_log if rec.sender == sender
+              and rec.segment().payload and rec.time < times[1]]
+    assert probes[-1] == pytest.approx(times[0] + pto, abs=1e-9)
 
     ep = sim.client if sender == "a" else sim.server
     assert ep.error_event is ConnEvent.TIMEOUT

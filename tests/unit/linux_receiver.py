@@ -43,6 +43,7 @@ class LinuxLikeReceiver:
         self.conn: Connection = self.peer.accepted()
         self.rcv_nxt = (synack[0].seq + 1) & MASK
         self._blocks: list[tuple[int, int]] = []  # out of order, newest first
+        self._ack_lost = False
         self.peer.advance(rtt)  # the handshake takes one RTT: the stack gets an RTT sample
         self._ack()
 
@@ -51,9 +52,14 @@ class LinuxLikeReceiver:
         self.peer.app_send(self.conn, data)
         return self.peer.take()
 
-    def deliver(self, seg: Sent) -> list[Sent]:
-        """`seg` reaches the receiver, which ACKs it at once; returns the stack's answer."""
+    def deliver(self, seg: Sent, *, ack_lost: bool = False) -> list[Sent]:
+        """`seg` reaches the receiver, which ACKs it at once; returns the stack's answer
+        (nothing, when `ack_lost`: the ACK never reaches the stack)."""
+        self._ack_lost = ack_lost
         start, end = seg.seq, (seg.seq + len(seg.payload)) & MASK
+        if ((self.rcv_nxt - end) & MASK) < 1 << 31:
+            # All of it arrived before: Linux says so with a D-SACK block (RFC 2883).
+            return self._ack(dsack=(start, end))
         if start == self.rcv_nxt:
             self.rcv_nxt = end
             # A hole that fills lets the queued blocks in.
@@ -98,11 +104,14 @@ class LinuxLikeReceiver:
             flight = [s for s in answers if s.payload]
         return rounds
 
-    def _ack(self) -> list[Sent]:
+    def _ack(self, dsack: tuple[int, int] | None = None) -> list[Sent]:
         options = b""
-        if self.sack and self._blocks:
-            options = tcpseg.encode_sack(self._blocks[:3])  # 3 fit beside timestamps
+        blocks = ([dsack] if dsack else []) + self._blocks
+        if self.sack and blocks:
+            options = tcpseg.encode_sack(blocks[:3])  # 3 fit beside timestamps
         if self.grow_window:
             self.window += WINDOW_STEP
+        if self._ack_lost:
+            return []
         return self.peer.inject(ACK, (PEER_ISN + 1) & MASK, self.rcv_nxt, window=self.window,
                                 options=options)

@@ -289,7 +289,10 @@ def test_established_close_sends_fin_and_goes_to_fin_wait_1() -> None:
     peer.app_close(conn)
     assert peer.take_lines() == [f"F. seq {ISS + 1} ack {PEER + 1} win {WIN}"]
     assert peer.states(conn)[-2:] == [S.ESTABLISHED, S.FIN_WAIT_1]
-    assert conn.deadline == 0.25  # the FIN is under the retransmission timer
+    # The FIN is under the tail loss probe (10 ms floor + 200 ms for a delayed ACK, RFC 8985
+    # 7.2), which fires before the 0.25 s retransmission timer.
+    assert conn.deadline == 0.01 + 0.2
+    assert conn._rto_at == 0.25
 
 
 @drives((S.ESTABLISHED, T.APP_CLOSE), (S.FIN_WAIT_1, T.RCV_ACK_OF_FIN),
@@ -520,12 +523,16 @@ def test_unacknowledged_segment_is_retransmitted_then_given_up(state: State) -> 
     if state in (S.ESTABLISHED, S.CLOSE_WAIT):
         peer.app_send(conn, b"x" * 100)
         assert peer.take_lines() == [GIVE_UP[state]]
-    # RTO 0.25 s, doubled after each timeout; max_retries=2 allows two retransmissions.
+    # One segment in flight: the tail loss probe fires at PTO = 10 ms floor + 200 ms for a
+    # delayed ACK (RFC 8985 7.2), before the 0.25 s RTO, and the RTO restarts behind it;
+    # then the RTO doubles after each timeout, and max_retries=2 allows two of them.
     resent = peer.advance(10.0)
-    assert [(s.time, str(s)) for s in resent] == [(0.25, GIVE_UP[state]),
-                                                  (0.75, GIVE_UP[state])]
+    probe = 0.01 + 0.2
+    assert [(s.time, str(s)) for s in resent] == [(probe, GIVE_UP[state]),
+                                                  (probe + 0.25, GIVE_UP[state]),
+                                                  (probe + 0.25 + 0.5, GIVE_UP[state])]
     assert peer.transitions_of(conn)[-1] == (state, S.CLOSED)
-    assert peer.transitions[-1].time == 1.75
+    assert peer.transitions[-1].time == probe + 0.25 + 0.5 + 1.0
     assert peer.events(conn)[-2:] == [E.TIMEOUT, E.CLOSED]
     assert conn.error == "connection timed out"
     assert peer.stack.connections == {}
