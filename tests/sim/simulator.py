@@ -168,6 +168,10 @@ class Scenario:
     isn_b: int | None = None
     port: int = 80
     batch: bool = True           # packets arriving at one instant are received, then flushed
+    # The side's advertised window grows on every ACK, duplicates included, as Linux's does
+    # early in a connection (GrowingWindow), instead of staying put while nothing is read.
+    growing_window_a: bool = False
+    growing_window_b: bool = False
     clean: bool = True           # no RST, no timeout; all delivered; both end CLOSED
     max_time: float = 4000.0     # virtual seconds before the run counts as stuck
     max_steps: int = 3_000_000
@@ -241,10 +245,14 @@ class Scenario:
         app_a, app_b = app(), app()
         if app_a.close == app_b.close == "after_eof":  # each would wait for the other
             app_a = dataclasses.replace(app_a, close="after_write")
-        return cls(seed=seed, size_ab=size(), size_ba=size(), faults_ab=faults(),
-                   faults_ba=faults(), config_a=config(), config_b=config(), app_a=app_a,
-                   app_b=app_b, isn_a=isn(), isn_b=isn(), port=rng.randint(1, 32767),
-                   batch=rng.random() < 0.5, replay=replay)
+        scenario = cls(seed=seed, size_ab=size(), size_ba=size(), faults_ab=faults(),
+                       faults_ba=faults(), config_a=config(), config_b=config(), app_a=app_a,
+                       app_b=app_b, isn_a=isn(), isn_b=isn(), port=rng.randint(1, 32767),
+                       batch=rng.random() < 0.5, replay=replay)
+        # Drawn last, so that every other choice of a seed stays what it was.
+        scenario.growing_window_a = rng.random() < 0.5
+        scenario.growing_window_b = rng.random() < 0.5
+        return scenario
 
     def describe(self) -> str:
         def conf(c: TcpConfig) -> str:
@@ -259,7 +267,8 @@ class Scenario:
             f"  config a: {conf(self.config_a)}",
             f"  config b: {conf(self.config_b)}",
             f"  app a: {self.app_a}", f"  app b: {self.app_b}",
-            f"  isn a={self.isn_a} b={self.isn_b} port={self.port} batch={self.batch}"])
+            f"  isn a={self.isn_a} b={self.isn_b} port={self.port} batch={self.batch}",
+            f"  growing windows: a={self.growing_window_a} b={self.growing_window_b}"])
 
 
 def make_config(**wanted: object) -> TcpConfig:
@@ -357,6 +366,40 @@ class Wire:
         return problem
 
 
+class GrowingWindow:
+    """Rewrites one side's ACKs so its window grows on every one, as Linux's does early in a
+    connection (its rcv_ssthresh grows by about two segments per segment received): the
+    field is the smaller of the real window and a clamp that starts at a quarter of the
+    first window offered and grows on every ACK, duplicates included. A peer with a window
+    that never changes hides the senders that count only RFC 5681's duplicate ACKs (same
+    window), which such a peer never sends. The right edge stays monotonic, since the real
+    edge and the clamp's both are, and the checksum is patched (RFC 1624)."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        self.clamp: int | None = None  # bytes
+
+    def shape(self, packet: bytes, shift: int) -> bytes:
+        _sp, _dp, _seq, _ack, _offset, flags, window = _TCP_HEAD.unpack_from(
+            packet, _IP_HEADER_LEN)
+        if flags & (SYN | RST) or not flags & ACK:
+            return packet
+        if self.clamp is None:
+            self.clamp = max((window << shift) // 4, 1 << shift)
+        else:
+            self.clamp += 2 * 536 + (self.rng.randrange(4) << shift)
+        field = min(window, self.clamp >> shift)
+        if field == window:
+            return packet
+        at = _IP_HEADER_LEN + 14
+        checksum = int.from_bytes(packet[at + 2:at + 4], "big")
+        total = (~checksum & 0xFFFF) + (~window & 0xFFFF) + field
+        total = (total & 0xFFFF) + (total >> 16)
+        total = (total & 0xFFFF) + (total >> 16)
+        return b"".join((packet[:at], field.to_bytes(2, "big"),
+                         (~total & 0xFFFF).to_bytes(2, "big"), packet[at + 4:]))
+
+
 class Endpoint:
     """The application on one side: writes `data`, reads what the peer wrote, closes."""
 
@@ -430,6 +473,9 @@ class Simulation:
         self.b.on_transition = self._hook("b")
         self.wires = {"a": Wire("a", "b", sc.faults_ab, _rng(seed, "link a->b")),
                       "b": Wire("b", "a", sc.faults_ba, _rng(seed, "link b->a"))}
+        self.windows = {name: GrowingWindow(_rng(seed, f"window {name}"))
+                        for name, on in (("a", sc.growing_window_a), ("b", sc.growing_window_b))
+                        if on}
         data = _rng(seed, "data")
         self.client = Endpoint("a", "client", self.a, sc.app_a, data.randbytes(sc.size_ab),
                                _rng(seed, "app a"))
@@ -613,6 +659,11 @@ class Simulation:
             if problem is not None:
                 self._log(sender, packet, "sent")
                 self.fail(problem)
+            shaper = self.windows.get(sender)
+            if shaper is not None:
+                shift = wire.wscale if wire.wscale is not None and peer.wscale is not None \
+                    else 0
+                packet = shaper.shape(packet, shift)
             if self.drop_filter is not None and self.drop_filter(sender, packet, now):
                 self._log(sender, packet, "filtered")
                 stats.dropped += 1

@@ -45,15 +45,18 @@ PROFILES = {
 CONGESTION = ["newreno", "cubic"] if "congestion" in CONFIG_FIELDS else ["default"]
 
 
+@pytest.mark.parametrize("windows", ["steady", "growing"])
 @pytest.mark.parametrize("congestion", CONGESTION)
 @pytest.mark.parametrize("profile", list(PROFILES))
-def test_ten_megabytes_each_way_arrive_intact(profile: str, congestion: str,
+def test_ten_megabytes_each_way_arrive_intact(profile: str, congestion: str, windows: str,
                                               profile_seed: int, replay: str) -> None:
     faults = PROFILES[profile]
     config = make_config(congestion=congestion) if congestion != "default" else TcpConfig()
+    growing = windows == "growing"
     scenario = Scenario(
         seed=profile_seed, size_ab=10 * MB, size_ba=10 * MB, faults_ab=faults,
-        faults_ba=faults, config_a=config, config_b=config, replay=replay)
+        faults_ba=faults, config_a=config, config_b=config, replay=replay,
+        growing_window_a=growing, growing_window_b=growing)
     sim = Simulation(scenario)
     sim.run()  # checks every invariant, and at the end that both sides got all 10 MB
 
@@ -236,3 +239,37 @@ def test_slow_reader_reopening_its_window_sends_the_window_update_at_once(
         assert reopened is not None and reopened <= first_read, (
             f"b advertised a window below one MSS at t={t:.6f} and read 4096 bytes at "
             f"t={first_read:.6f}, but announced the open window only at t={reopened}")
+
+
+@pytest.mark.parametrize("congestion", ["newreno", "cubic"])
+def test_a_lone_loss_against_a_growing_window_is_fast_retransmitted_not_timed_out(
+        congestion: str, profile_seed: int, replay: str) -> None:
+    """The receiver's window grows on every ACK, duplicates included, as Linux's does: with
+    SACK the duplicates still count (RFC 6675 2) and one lost segment is resent by fast
+    retransmit, with no RTO and no tail probe."""
+    config = make_config(congestion=congestion, sack=True)
+    scenario = Scenario(seed=profile_seed, size_ab=2 * MB, faults_ab=Faults(delay=0.005),
+                        faults_ba=Faults(delay=0.005), config_a=config, config_b=config,
+                        growing_window_b=True, replay=replay)
+    sim = Simulation(scenario, record=True)
+    data_seen = 0
+
+    def drop_the_hundredth_data_segment(sender: str, packet: bytes, now: float) -> bool:
+        nonlocal data_seen
+        if sender != "a" or len(packet) <= 60:
+            return False
+        data_seen += 1
+        return data_seen == 100
+    sim.drop_filter = drop_the_hundredth_data_segment
+    sim.run()
+    windows = [r.segment().window for r in sim.wire_log if r.sender == "b"][2:40]
+    assert len(set(windows)) > 30, "the receiver's window must change on nearly every ACK"
+    lost = next(r for r in sim.wire_log if r.fate == "filtered")
+    resent = next(r for r in sim.wire_log if r.sender == "a" and r.time > lost.time
+                  and r.segment().seq == lost.segment().seq)
+    assert resent.time - lost.time < 4 * 2 * 0.005  # a few RTTs, far below the 200 ms RTO
+    counters = sim.a.counters
+    assert counters["rto_timeouts"] == 0
+    assert counters["tlp_probes"] == 0
+    assert counters["fast_retransmits"] == counters["retrans_segs"] == 1
+    assert counters["sack_recoveries"] == 1
