@@ -21,6 +21,7 @@ from tcpstack.tcp import segment as tcpseg
 from tcpstack.tcp.events import ConnEvent
 from tcpstack.tcp.output import SegmentOutput
 from tcpstack.tcp.recovery import Action
+from tcpstack.tcp.sack import is_dsack
 from tcpstack.tcp.segment import ACK, FIN, RST, SYN, Segment
 from tcpstack.tcp.seq import HALF, MASK
 from tcpstack.tcp.state import RECEIVING, State, Trigger, next_state
@@ -364,7 +365,7 @@ class Connection(SegmentOutput):
                 base = ack
                 self.scoreboard.advance(ack)
             duplicate = self.scoreboard.add(sack, base, self.snd_max) > 0 and acked >= 0
-            if self.tlp.outstanding and _is_dsack(sack, ack):
+            if self.tlp.outstanding and is_dsack(sack, ack):
                 self.tlp.dsack = True
         if acked >= 0:
             # Window update rule (3.10.7.4): only from a segment newer than the last one used.
@@ -446,13 +447,9 @@ class Connection(SegmentOutput):
         # A peer that agreed to SACK but sends no blocks gets NewReno's recovery.
         by_sack = self.sack_ok and bool(sb)
         tlp = self.tlp
-        # The probe SACKed while bytes before it are not: those were sent a PTO or more
-        # before it, and RACK (RFC 8985 6.2) would deem them lost.
-        probe_sacked = (by_sack and tlp.start is not None and tlp.end is not None
-                        and sb.is_sacked(tlp.start, tlp.end, una))
         action = self.recovery.on_duplicate_ack(
             self.cc, una, self.snd_max, now, sack=by_sack,
-            lost=by_sack and (probe_sacked or sb.is_lost(una, una, self.snd_mss)))
+            lost=by_sack and (tlp.sacked(sb, una) or sb.is_lost(una, una, self.snd_mss)))
         if action is Action.RETRANSMIT:  # fast retransmit (RFC 5681 3.2, RFC 6675 5 step 4)
             tlp.cancel()
             self.counters["sack_recoveries" if by_sack else "reno_recoveries"] += 1
@@ -605,14 +602,3 @@ class Connection(SegmentOutput):
             self._ack_pending = False
             self.events.append(ConnEvent.CLOSED)
 
-
-def _is_dsack(blocks: tuple[tuple[int, int], ...], ack: int) -> bool:
-    """RFC 2883 4: the first block reports a duplicate when it lies at or below the
-    cumulative ACK, or inside the second block."""
-    left, right = blocks[0]
-    if ((ack - right) & MASK) < HALF:
-        return True
-    if len(blocks) > 1:
-        left2, right2 = blocks[1]
-        return ((left - left2) & MASK) < HALF and ((right2 - right) & MASK) < HALF
-    return False

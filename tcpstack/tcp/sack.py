@@ -159,3 +159,15 @@ def _offset(seq: int, snd_una: int) -> int:
     """`seq` as an offset from SND.UNA; 0 for anything already acknowledged."""
     offset = (seq - snd_una) & MASK
     return 0 if offset >= HALF else offset
+
+
+def is_dsack(blocks: tuple[tuple[int, int], ...], ack: int) -> bool:
+    """RFC 2883 4: the first block reports a duplicate when it lies at or below the
+    cumulative ACK, or inside the second block."""
+    left, right = blocks[0]
+    if ((ack - right) & MASK) < HALF:
+        return True
+    if len(blocks) > 1:
+        left2, right2 = blocks[1]
+        return ((left - left2) & MASK) < HALF and ((right2 - right) & MASK) < HALF
+    return False

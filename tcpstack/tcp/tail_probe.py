@@ -13,6 +13,7 @@ the timer may run (not in recovery) and sends the segment.
 
 from __future__ import annotations
 
+from tcpstack.tcp.sack import SackScoreboard
 from tcpstack.tcp.seq import HALF, MASK
 
 # RFC 8985 7.2 takes PTO = 2 * SRTT; a floor keeps a sub-millisecond RTT (a TUN, a veth)
@@ -67,6 +68,12 @@ class TailLossProbe:
     def covered_by(self, ack: int) -> bool:
         """The cumulative ACK reached the end of the probe: the episode is over."""
         return self.end is not None and ((ack - self.end) & MASK) < HALF
+
+    def sacked(self, scoreboard: SackScoreboard, snd_una: int) -> bool:
+        """The peer SACKed the probe: whatever below it is still missing was sent a PTO or
+        more before it, and RACK (RFC 8985 6.2) would deem it lost."""
+        return (self.start is not None and self.end is not None
+                and scoreboard.is_sacked(self.start, self.end, snd_una))
 
     def repaired_a_loss(self) -> bool:
         """The probe, a retransmission, was what the peer lacked: no D-SACK said it had the

@@ -9,6 +9,7 @@ from __future__ import annotations
 from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.congestion.newreno import NewReno
 from tcpstack.tcp.recovery import Action, FastRecovery
+from tcpstack.tcp.sack import is_dsack
 from tcpstack.tcp.seq import MASK
 from tests.unit.linux_receiver import LinuxLikeReceiver
 from tests.unit.scripted_peer import Sent
@@ -189,3 +190,13 @@ def test_recovery_starts_again_when_the_ack_reaches_the_last_recovery_point() ->
     below.recover = 10_001
     for _ in range(3):
         assert below.on_duplicate_ack(cc, 10_000, 20_000, 0.0) is Action.NONE
+
+
+def test_a_dsack_block_is_told_by_its_place_below_the_ack_or_inside_the_next_block() -> None:
+    """RFC 2883 4: the first SACK block reports a duplicate when it is at or below the
+    cumulative ACK, or lies within the second block."""
+    assert is_dsack(((900, 1000),), ack=1000)
+    assert not is_dsack(((1100, 1200),), ack=1000)
+    assert is_dsack(((1300, 1400), (1200, 1500)), ack=1000)
+    assert not is_dsack(((1600, 1700), (1200, 1500)), ack=1000)
+    assert is_dsack(((2**32 - 100, 2**32 - 10),), ack=5)  # below an ACK past the wrap
