@@ -83,6 +83,35 @@ def cli(ctx: click.Context, iface: str, address: str, kernel_address: str, mtu: 
                "impairment": _impairment(impair), "pcap": pcap}
 
 
+class PortType(click.ParamType):  # type: ignore[type-arg]
+    """A TCP port, 1-65535, worded the same in every command. `address="optional"` also takes
+    ADDR:PORT (converting to (ADDR or None, PORT)), `address="required"` only ADDR:PORT
+    (converting to the text "ADDR:PORT"); by default the value is the port number."""
+
+    def __init__(self, address: str | None = None) -> None:
+        self.address = address
+        self.name = {None: "PORT", "optional": "[ADDR:]PORT", "required": "ADDR:PORT"}[address]
+
+    def convert(self, value: object, param: click.Parameter | None,
+                ctx: click.Context | None) -> object:
+        if not isinstance(value, str):
+            return value  # already converted (a default)
+        addr, sep, port_text = value.rpartition(":") if self.address else ("", "", value)
+        if self.address == "required" and not (sep and addr):
+            self.fail(f"{value!r} is not ADDR:PORT (e.g. 10.77.0.1:40000)", param, ctx)
+        try:
+            port = int(port_text)
+        except ValueError:
+            self.fail(f"{port_text!r} is not a port number (1-65535)", param, ctx)
+        if not 0 < port < 65536:
+            self.fail(f"port {port} is out of range 1-65535", param, ctx)
+        if self.address == "required":
+            return f"{addr}:{port}"
+        if self.address == "optional":
+            return (addr or None) if sep else None, port
+        return port
+
+
 class CommandFailed(Exception):
     """A command ran and failed; the message is the one line the user sees."""
 

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import click
 
-from tcpstack.cli.app import cli
+from tcpstack.cli.app import PortType, cli
 
 
 @cli.command()
 @click.argument("capture", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True, path_type=Path),
               help="The PNG to write (default: CAPTURE with .png added).")
-@click.option("--conn", metavar="ADDR:PORT",
+@click.option("--conn", type=PortType("required"),
               help="The connection with this endpoint, e.g. the peer 10.77.0.1:40000 "
                    "(default: the connection that carried the most data).")
 @click.option("--time", "span", metavar="FROM:TO",
