@@ -8,10 +8,20 @@ import sys
 
 import click
 
-from tcpstack.cli.app import CommandFailed, PortType, cli, make_stack, run, stop_on_signals
+from tcpstack.cli.app import (
+    GLOBAL_OPTION_NAMES,
+    CommandFailed,
+    PortType,
+    also_after_command,
+    cli,
+    make_stack,
+    run,
+    stop_on_signals,
+)
 from tcpstack.services.relay import Progress, relay
 
 
+@also_after_command(*GLOBAL_OPTION_NAMES)
 @cli.command()
 @click.argument("host")
 @click.argument("port", type=PortType())

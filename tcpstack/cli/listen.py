@@ -9,7 +9,16 @@ from pathlib import Path
 
 import click
 
-from tcpstack.cli.app import PortType, cli, format_counters, make_stack, run, stop_on_signals
+from tcpstack.cli.app import (
+    GLOBAL_OPTION_NAMES,
+    PortType,
+    also_after_command,
+    cli,
+    format_counters,
+    make_stack,
+    run,
+    stop_on_signals,
+)
 from tcpstack.services.echo import discard as discard_service
 from tcpstack.services.echo import echo as echo_service
 from tcpstack.services.http import file_server
@@ -19,6 +28,7 @@ log = logging.getLogger("tcpstack")
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
+@also_after_command(*GLOBAL_OPTION_NAMES)
 @cli.command()
 @click.argument("port", type=PortType("optional"), metavar="[ADDR:]PORT")
 @click.option("--echo", is_flag=True, help="Send back every byte received.")

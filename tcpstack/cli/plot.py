@@ -7,9 +7,10 @@ from pathlib import Path
 
 import click
 
-from tcpstack.cli.app import PortType, cli
+from tcpstack.cli.app import LOGGING_OPTION_NAMES, PortType, also_after_command, cli
 
 
+@also_after_command(*LOGGING_OPTION_NAMES)
 @cli.command()
 @click.argument("capture", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True, path_type=Path),
