@@ -80,6 +80,8 @@ LOGGING_OPTION_NAMES = ("verbose", "quiet")
              context_settings={"help_option_names": ["-h", "--help"]},
              epilog="Global options can also follow a command that uses them: "
                     "tcpstack listen 80 --echo -v.")
+@click.version_option(package_name="tcpstack", prog_name="tcpstack",
+                      message="%(prog)s %(version)s")
 @click.pass_context
 def cli(ctx: click.Context, /, **params: Any) -> None:
     """A userspace TCP/IP stack over a Linux TUN device."""

@@ -1,9 +1,10 @@
 """The command line behaves as users of tcpdump, nc and ss expect: global options after the
-command too, and one wording for a bad port in every command. Nothing here
+command too, `--version`, and one wording for a bad port in every command. Nothing here
 starts a stack: the commands' runners are replaced by recorders."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import sys
 from collections.abc import Iterator
@@ -139,6 +140,11 @@ def test_verbose_and_quiet_together_are_refused_wherever_they_stand(
     assert err == ("tcpstack: error: choose one of -v/--verbose and -q/--quiet "
                    "(see 'tcpstack listen --help')\n")
     assert recorded.calls == []
+
+
+def test_version(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_main(monkeypatch, capsys, "--version")
+    assert (code, out, err) == (0, f"tcpstack {importlib.metadata.version('tcpstack')}\n", "")
 
 
 def test_listen_usage_shows_the_address_form(monkeypatch: pytest.MonkeyPatch,
