@@ -21,6 +21,7 @@ from tcpstack.api.streams import (
     Stack,
 )
 from tcpstack.io.impairment import Impairment, ImpairmentError
+from tcpstack.io.segment_log import SEGMENT_LOGGER
 from tcpstack.link.tun import LinkError
 from tcpstack.stack import PortInUse
 from tcpstack.tcp.config import TcpConfig
@@ -94,7 +95,9 @@ def settings(params: dict[str, Any]) -> dict[str, object]:
     verbose, quiet = bool(params["verbose"]), bool(params["quiet"])
     if verbose and quiet:
         raise click.UsageError("choose one of -v/--verbose and -q/--quiet")
-    logging.basicConfig(format="tcpstack: %(message)s", stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(LogLines())
+    logging.basicConfig(handlers=[handler])  # once: later calls leave the root as it is
     logging.getLogger().setLevel(logging.WARNING if quiet else logging.INFO)
     # DEBUG for ours only: the libraries' debug output (pyroute2, asyncio) is noise here.
     log.setLevel(logging.DEBUG if verbose else logging.NOTSET)
@@ -109,6 +112,15 @@ def settings(params: dict[str, Any]) -> dict[str, object]:
             "trace": bool(params["trace"]) or verbose, "verbose": verbose,
             "offload": params["offload"], "config": config,
             "impairment": _impairment(params["impair"]), "pcap": params["pcap"]}
+
+
+class LogLines(logging.Formatter):
+    """`tcpstack: MESSAGE`, except the -v segment lines, which start with their time as
+    tcpdump's lines do, so that the two read (and compare) line for line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return text if record.name == SEGMENT_LOGGER else f"tcpstack: {text}"
 
 
 def also_after_command(*names: str) -> Callable[[click.Command], click.Command]:
