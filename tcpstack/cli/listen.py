@@ -35,7 +35,9 @@ Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]
 @click.option("--discard", is_flag=True, help="Read and drop everything.")
 @click.option("--http", "http_dir", type=click.Path(exists=True, file_okay=False,
                                                     path_type=Path),
-              help="Serve the files in this directory over HTTP (GET and HEAD).")
+              help="Serve the files in this directory over HTTP (GET and HEAD); a directory "
+                   "serves its index.html or lists its entries, as python -m http.server "
+                   "does.")
 @click.option("--backlog", default=128, show_default=True, type=click.IntRange(1, 65535),
               help="Most half-open connections waiting on the port.")
 @click.pass_context
