@@ -54,6 +54,12 @@ def plot(capture: Path, output: Path | None, conn: str | None, span: str | None,
         flow = choose_flow(flows, conn)
     except NoSuchConnection as exc:
         raise click.ClickException(str(exc)) from None
+    if zoom is not None:
+        start, end = flow.records[0].time, flow.records[-1].time
+        if not any(zoom[0] <= r.time - start <= zoom[1] for r in flow.records):
+            raise click.ClickException(
+                f"no packets of {flow.label()} between {zoom[0]:g} s and {zoom[1]:g} s "
+                f"(its packets run from 0 s to {round(end - start, 6):g} s)")
     series = time_sequence(flow)
     target = output or Path(f"{capture}.png")
     try:
