@@ -10,7 +10,10 @@ graph shows, seen from the side that sent the most data (the sender):
   (ack + window << wscale, the scale taken from the SYNs' options, RFC 7323);
 - the SACK blocks (option kind 5, RFC 2018) the receiver reports, as short bars;
 - with `FILE.cwnd.json` beside the capture (written by `tcpstack --pcap`), the congestion
-  window and ssthresh of the tcpstack end over time, in a panel below on the same time axis.
+  window and ssthresh of the tcpstack end over time, in a panel below on the same time axis:
+  from the initial window (RFC 6928's ten segments of the MSS the SYNs agree on, in force
+  from the peer's SYN) to the end of the connection, each value drawn until the next; a
+  zoom starts with the value in force at its left edge.
 
 Times are seconds since the connection's first packet; sequence numbers are bytes since the
 sender's ISN (unwrapped, so transfers beyond 4 GB draw on). `render_png` needs matplotlib
@@ -35,6 +38,11 @@ _PROTO_TCP = 6
 _SYN, _ACK, _FIN, _RST = 0x02, 0x10, 0x01, 0x04
 _MASK = 0xFFFFFFFF
 _HALF = 1 << 31
+# tcpstack's initial congestion window in segments (tcp/congestion/base.py, RFC 6928), and
+# how it picks the MSS from the SYNs (tcp/connection.py): a unit test keeps these in step.
+INITIAL_WINDOW_SEGMENTS = 10
+_DEFAULT_MSS = 536  # RFC 9293 3.7.1: the peer sent no MSS option
+_MIN_SND_MSS = 48
 
 
 @dataclass(slots=True)
@@ -51,6 +59,7 @@ class TcpRecord:
     length: int  # payload bytes
     wscale: int | None = None
     sack: list[tuple[int, int]] = field(default_factory=list)
+    mss: int | None = None
 
 
 @dataclass
@@ -83,6 +92,7 @@ class TimeSequence:
     window: list[tuple[float, int]]                # (t, ack + scaled window)
     sacks: list[tuple[float, int, int]]            # (t, left, right)
     flags: list[tuple[float, int, str]]            # (t, seq, "SYN"/"FIN"/"RST") of the sender
+    end: float = 0.0                               # t of the flow's last packet, either way
 
     @property
     def bytes_sent(self) -> int:
@@ -105,12 +115,14 @@ class TimeSequence:
 
         return TimeSequence(self.sender, self.receiver, self.start, inside(self.sent),
                             inside(self.retransmitted), lines(self.acks), lines(self.window),
-                            inside(self.sacks), inside(self.flags))
+                            inside(self.sacks), inside(self.flags), self.end)
 
 
-def _options(raw: bytes) -> tuple[int | None, list[tuple[int, int]]]:
-    """(window scale, SACK blocks) from raw TCP options; malformed options end the scan."""
+def _options(raw: bytes) -> tuple[int | None, list[tuple[int, int]], int | None]:
+    """(window scale, SACK blocks, MSS) from raw TCP options; malformed options end the
+    scan."""
     wscale: int | None = None
+    mss: int | None = None
     sack: list[tuple[int, int]] = []
     i = 0
     while i < len(raw):
@@ -123,12 +135,14 @@ def _options(raw: bytes) -> tuple[int | None, list[tuple[int, int]]]:
         if i + 1 >= len(raw) or raw[i + 1] < 2 or i + raw[i + 1] > len(raw):
             break
         length = raw[i + 1]
-        if kind == 3 and length == 3:
+        if kind == 2 and length == 4:
+            mss = int.from_bytes(raw[i + 2:i + 4], "big")
+        elif kind == 3 and length == 3:
             wscale = min(raw[i + 2], 14)
         elif kind == 5 and (length - 2) % 8 == 0:
             sack.extend(struct.unpack_from("!II", raw, j) for j in range(i + 2, i + length, 8))
         i += length
-    return wscale, sack
+    return wscale, sack, mss
 
 
 def parse_tcp(time: float, packet: bytes) -> TcpRecord | None:
@@ -146,10 +160,10 @@ def parse_tcp(time: float, packet: bytes) -> TcpRecord | None:
     offset = (off_flags >> 12) * 4
     if offset < 20 or offset > len(seg):
         return None
-    wscale, sack = _options(seg[20:offset]) if offset > 20 else (None, [])
+    wscale, sack, mss = _options(seg[20:offset]) if offset > 20 else (None, [], None)
     return TcpRecord(time, f"{ipaddress.IPv4Address(src)}:{sport}",
                      f"{ipaddress.IPv4Address(dst)}:{dport}", seq, ack, off_flags & 0xFF,
-                     window, len(seg) - offset, wscale, sack)
+                     window, len(seg) - offset, wscale, sack, mss)
 
 
 def load_flows(path: str | Path) -> list[Flow]:
@@ -250,11 +264,23 @@ def time_sequence(flow: Flow) -> TimeSequence:
             lo = ack + (above - (1 << 32) if above >= _HALF else above)
             sacks.append((t, lo, lo + ((right - left) & _MASK)))
     return TimeSequence(sender, receiver, start, sent, retransmitted, acks, window, sacks,
-                        flags)
+                        flags, flow.records[-1].time - start)
+
+
+def initial_window(flow: Flow, endpoint: str) -> tuple[float, int] | None:
+    """(when, bytes): the congestion window tcpstack at `endpoint` started `flow` with, from
+    the peer's SYN on (when it takes the peer's MSS); None without both SYNs."""
+    own = next((r for r in flow.records if r.src == endpoint and r.flags & _SYN), None)
+    peer = next((r for r in flow.records if r.dst == endpoint and r.flags & _SYN), None)
+    if own is None or peer is None or own.mss is None:
+        return None
+    mss = max(min(peer.mss if peer.mss else _DEFAULT_MSS, own.mss), _MIN_SND_MSS)
+    return peer.time, INITIAL_WINDOW_SEGMENTS * mss
 
 
 def load_cwnd(capture: str | Path, flow: Flow) -> tuple[str, list[list[Any]]] | None:
-    """The cwnd trace of `flow` from CAPTURE.cwnd.json: (the tcpstack endpoint, samples)."""
+    """The cwnd trace of `flow` from CAPTURE.cwnd.json: (the tcpstack endpoint, samples),
+    the samples starting with the initial window when the capture shows the handshake."""
     sidecar = Path(f"{capture}.cwnd.json")
     if not sidecar.exists():
         return None
@@ -262,8 +288,30 @@ def load_cwnd(capture: str | Path, flow: Flow) -> tuple[str, list[list[Any]]] | 
     ends = {flow.a, flow.b}
     for conn in data.get("connections", []):
         if {conn.get("local"), conn.get("peer")} == ends and conn.get("samples"):
-            return str(conn["local"]), list(conn["samples"])
+            local = str(conn["local"])
+            samples = list(conn["samples"])
+            # The connection samples cwnd from its first new ACK on, when slow start has
+            # already grown it: what it started with comes from the SYNs.
+            start = initial_window(flow, local)
+            if start is not None and start[0] <= float(samples[0][0]):
+                samples.insert(0, [start[0], start[1], None])
+            return local, samples
     return None
+
+
+def cwnd_steps(samples: list[list[Any]], first: float | None,
+               last: float) -> list[list[Any]]:
+    """The samples a step line draws over the time `first` (None: from the first sample) to
+    `last`: the value in force at `first` moved to it, the samples in between, and the last
+    value again at `last`, so that every value shows until the next and the line reaches
+    the right edge."""
+    before = [s for s in samples if first is not None and float(s[0]) < first]
+    inside = [s for s in samples if (first is None or float(s[0]) >= first)
+              and float(s[0]) <= last]
+    steps = ([[first, *before[-1][1:]]] if before and first is not None else []) + inside
+    if steps and float(steps[-1][0]) < last:
+        steps.append([last, *steps[-1][1:]])
+    return steps
 
 
 def _human(n: float) -> str:
@@ -280,15 +328,17 @@ def render_png(ts: TimeSequence, output: str | Path,
     """Draw the time-sequence graph (and the cwnd panel) to a PNG file; `span` zooms in on
     (first, last) seconds since the connection's first packet."""
     whole = ts
+    if cwnd is not None:
+        # The connection ends at its last packet (or sample); a zoom may end before that.
+        end = ts.start + whole.end
+        end = max(end, float(cwnd[1][-1][0])) if cwnd[1] else end
+        if span is not None:
+            cwnd = (cwnd[0], cwnd_steps(cwnd[1], ts.start + span[0],
+                                        min(ts.start + span[1], end)))
+        else:
+            cwnd = (cwnd[0], cwnd_steps(cwnd[1], None, end))
     if span is not None:
         ts = ts.clip(*span)
-        if cwnd is not None:
-            times = [float(sample[0]) - ts.start for sample in cwnd[1]]
-            kept = [sample for t, sample in zip(times, cwnd[1], strict=True)
-                    if span[0] <= t <= span[1]]
-            earlier = [sample for t, sample in zip(times, cwnd[1], strict=True) if t < span[0]]
-            cwnd = (cwnd[0], ([[ts.start + span[0], *earlier[-1][1:]]] if earlier else [])
-                    + kept)
     import matplotlib
 
     matplotlib.use("Agg")

@@ -49,8 +49,10 @@ def netns_inode() -> int:
     return os.stat("/proc/self/ns/net").st_ino
 
 
-def control_path(iface: str, run_dir: Path = RUN_DIR) -> Path:
-    return run_dir / f"net-{netns_inode()}-{iface}.sock"
+def control_path(iface: str, run_dir: Path = RUN_DIR, netns: int | None = None) -> Path:
+    """The socket of the stack on `iface` in the network namespace whose inode is `netns`
+    (by default this process's)."""
+    return run_dir / f"net-{netns_inode() if netns is None else netns}-{iface}.sock"
 
 
 class ControlError(Exception):

@@ -6,10 +6,12 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from tcpstack.api.streams import (
     DEFAULT_ADDRESS,
@@ -19,6 +21,7 @@ from tcpstack.api.streams import (
     Stack,
 )
 from tcpstack.io.impairment import Impairment, ImpairmentError
+from tcpstack.io.segment_log import SEGMENT_LOGGER
 from tcpstack.link.tun import LinkError
 from tcpstack.stack import PortInUse
 from tcpstack.tcp.config import TcpConfig
@@ -27,60 +30,158 @@ from tcpstack.tcp.congestion import ALGORITHMS
 log = logging.getLogger("tcpstack")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--iface", default=DEFAULT_IFACE, show_default=True,
-              help="Name of the TUN interface to create.")
-@click.option("--address", default=DEFAULT_ADDRESS, show_default=True,
-              help="The stack's own IPv4 address.")
-@click.option("--kernel-address", default=DEFAULT_KERNEL_ADDRESS, show_default=True,
-              help="The kernel side's address and prefix on the TUN interface.")
-@click.option("--mtu", default=DEFAULT_MTU, show_default=True, type=click.IntRange(68, 65535),
-              help="MTU of the TUN interface.")
-@click.option("--offload/--no-offload", default=True, show_default=True,
-              help="Let the kernel checksum and segment (TUN virtio-net header, GSO/TSO).")
-@click.option("--cc", "congestion", default="cubic", show_default=True,
-              type=click.Choice(sorted(ALGORITHMS)), help="Congestion control algorithm.")
-@click.option("--nodelay", is_flag=True, help="Disable Nagle's algorithm (TCP_NODELAY).")
-@click.option("--impair", metavar="SPEC", default=None,
-              help="Impair the link for testing, like netem: e.g. 'loss=5%,delay=20ms,"
-                   "jitter=5ms,duplicate=1%,reorder=5%,corrupt=1%,seed=7' (turns offload off).")
-@click.option("--msl", default=30.0, show_default=True, type=click.FloatRange(0.001, 3600),
-              help="Maximum segment lifetime in seconds; TIME_WAIT lasts twice this.")
-@click.option("--keepalive", metavar="IDLE[,INTERVAL,COUNT]", default=None,
-              help="Probe idle connections (SO_KEEPALIVE): after IDLE seconds, every INTERVAL "
-                   "seconds, giving up after COUNT unanswered probes (default 75, 9).")
-@click.option("--user-timeout", type=click.FloatRange(0.001), default=None, metavar="SECONDS",
-              help="Abort a connection whose data stays unacknowledged this long (RFC 5482).")
-@click.option("--trace", is_flag=True, help="Log every TCP state transition.")
-@click.option("-v", "--verbose", is_flag=True,
-              help="Debug logging: every segment in and out as a tcpdump-style line "
-                   "(implies --trace).")
-@click.option("-q", "--quiet", is_flag=True, help="Log warnings and errors only.")
-@click.option("--pcap", type=click.Path(dir_okay=False, writable=True, path_type=Path),
-              help="Record every packet in and out to this pcap file (and the connections' "
-                   "cwnd traces to FILE.cwnd.json when the stack stops).")
+# The global options, in the order `tcpstack --help` lists them. They belong before the
+# command, but users of tcpdump, nc and ss put options anywhere (`listen 80 --echo -v`), so
+# the commands take them after their own arguments too (see `also_after_command`).
+def global_options(hidden: bool = False) -> list[click.Option]:
+    def option(*decls: str, **attrs: Any) -> click.Option:
+        return click.Option(decls, hidden=hidden, **attrs)
+
+    return [
+        option("--iface", default=DEFAULT_IFACE, show_default=True,
+               help="Name of the TUN interface to create."),
+        option("--address", default=DEFAULT_ADDRESS, show_default=True,
+               help="The stack's own IPv4 address."),
+        option("--kernel-address", default=DEFAULT_KERNEL_ADDRESS, show_default=True,
+               help="The kernel side's address and prefix on the TUN interface."),
+        option("--mtu", default=DEFAULT_MTU, show_default=True, type=click.IntRange(68, 65535),
+               help="MTU of the TUN interface."),
+        option("--offload/--no-offload", default=True, show_default=True,
+               help="Let the kernel checksum and segment (TUN virtio-net header, GSO/TSO)."),
+        option("--cc", "congestion", default="cubic", show_default=True,
+               type=click.Choice(sorted(ALGORITHMS)), help="Congestion control algorithm."),
+        option("--nodelay", is_flag=True, help="Disable Nagle's algorithm (TCP_NODELAY)."),
+        option("--impair", metavar="SPEC", default=None,
+               help="Impair the link for testing, like netem: e.g. 'loss=5%,delay=20ms,"
+                    "jitter=5ms,duplicate=1%,reorder=5%,corrupt=1%,seed=7' (turns offload "
+                    "off)."),
+        option("--msl", default=30.0, show_default=True, type=click.FloatRange(0.001, 3600),
+               help="Maximum segment lifetime in seconds; TIME_WAIT lasts twice this."),
+        option("--keepalive", metavar="IDLE[,INTERVAL,COUNT]", default=None,
+               help="Probe idle connections (SO_KEEPALIVE): after IDLE seconds, every INTERVAL "
+                    "seconds, giving up after COUNT unanswered probes (default 75, 9)."),
+        option("--user-timeout", type=click.FloatRange(0.001), default=None, metavar="SECONDS",
+               help="Abort a connection whose data stays unacknowledged this long (RFC 5482)."),
+        option("--trace", is_flag=True, help="Log every TCP state transition."),
+        option("-v", "--verbose", is_flag=True,
+               help="Debug logging: every segment in and out as a tcpdump-style line "
+                    "(implies --trace)."),
+        option("-q", "--quiet", is_flag=True, help="Log warnings and errors only."),
+        option("--pcap", type=click.Path(dir_okay=False, writable=True, path_type=Path),
+               help="Record every packet in and out to this pcap file (and the connections' "
+                    "cwnd traces to FILE.cwnd.json when the stack stops)."),
+    ]
+
+
+GLOBAL_OPTION_NAMES = tuple(str(opt.name) for opt in global_options())
+LOGGING_OPTION_NAMES = ("verbose", "quiet")
+
+
+@click.group(params=global_options(),
+             context_settings={"help_option_names": ["-h", "--help"]},
+             epilog="Global options can also follow a command that uses them: "
+                    "tcpstack listen 80 --echo -v.")
+@click.version_option(package_name="tcpstack", prog_name="tcpstack",
+                      message="%(prog)s %(version)s")
 @click.pass_context
-def cli(ctx: click.Context, iface: str, address: str, kernel_address: str, mtu: int,
-        offload: bool, congestion: str, nodelay: bool, impair: str | None, msl: float,
-        keepalive: str | None, user_timeout: float | None, trace: bool, verbose: bool,
-        quiet: bool, pcap: Path | None) -> None:
+def cli(ctx: click.Context, /, **params: Any) -> None:
     """A userspace TCP/IP stack over a Linux TUN device."""
+    ctx.obj = settings(params)
+
+
+def settings(params: dict[str, Any]) -> dict[str, object]:
+    """What the commands read from `ctx.obj`, from the global options' values; sets up
+    logging as a side effect."""
+    verbose, quiet = bool(params["verbose"]), bool(params["quiet"])
     if verbose and quiet:
         raise click.UsageError("choose one of -v/--verbose and -q/--quiet")
-    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
-                        format="tcpstack: %(message)s", stream=sys.stderr)
-    if verbose:  # ours only: the libraries' debug output (pyroute2, asyncio) is noise here
-        log.setLevel(logging.DEBUG)
-    config = TcpConfig(msl=msl, congestion=congestion, nodelay=nodelay,
-                       user_timeout=user_timeout)
-    if keepalive is not None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(LogLines())
+    logging.basicConfig(handlers=[handler])  # once: later calls leave the root as it is
+    logging.getLogger().setLevel(logging.WARNING if quiet else logging.INFO)
+    # DEBUG for ours only: the libraries' debug output (pyroute2, asyncio) is noise here.
+    log.setLevel(logging.DEBUG if verbose else logging.NOTSET)
+    config = TcpConfig(msl=params["msl"], congestion=params["congestion"],
+                       nodelay=params["nodelay"], user_timeout=params["user_timeout"])
+    if params["keepalive"] is not None:
         config.keepalive = True
         (config.keepalive_idle, config.keepalive_interval,
-         config.keepalive_count) = parse_keepalive(keepalive)
-    ctx.obj = {"iface": iface, "address": address, "kernel_address": kernel_address,
-               "mtu": mtu, "trace": trace or verbose, "verbose": verbose,
-               "offload": offload, "config": config,
-               "impairment": _impairment(impair), "pcap": pcap}
+         config.keepalive_count) = parse_keepalive(params["keepalive"])
+    return {"iface": params["iface"], "address": params["address"],
+            "kernel_address": params["kernel_address"], "mtu": params["mtu"],
+            "trace": bool(params["trace"]) or verbose, "verbose": verbose,
+            "offload": params["offload"], "config": config,
+            "impairment": _impairment(params["impair"]), "pcap": params["pcap"]}
+
+
+class LogLines(logging.Formatter):
+    """`tcpstack: MESSAGE`, except the -v segment lines, which start with their time as
+    tcpdump's lines do, so that the two read (and compare) line for line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return text if record.name == SEGMENT_LOGGER else f"tcpstack: {text}"
+
+
+def also_after_command(*names: str) -> Callable[[click.Command], click.Command]:
+    """Let the global options `names` follow the command too, each overriding the same
+    option given before it. They stay out of the command's own option list (a long
+    repetition of `tcpstack --help`); the command's help says which it takes."""
+    def decorate(command: click.Command) -> click.Command:
+        chosen = [opt for opt in global_options(hidden=True) if opt.name in names]
+        command.params.extend(chosen)
+        callback = command.callback
+        assert callback is not None
+
+        def run(**kwargs: Any) -> Any:
+            ctx = click.get_current_context()
+            given = {name: kwargs.pop(name) for name in names}
+            after = {name: value for name, value in given.items()
+                     if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE}
+            if after:
+                ctx.obj = settings({**ctx.find_root().params, **after})
+            return callback(**kwargs)
+
+        command.callback = run
+        if set(names) == set(GLOBAL_OPTION_NAMES):
+            command.epilog = "The global options (tcpstack --help) can also follow the command."
+        else:
+            listed = ["/".join(opt.opts) for opt in chosen]
+            which = listed[0] if len(listed) == 1 else \
+                f"{', '.join(listed[:-1])} and {listed[-1]}"
+            command.epilog = f"The global options {which} can also follow the command."
+        return command
+
+    return decorate
+
+
+class PortType(click.ParamType):  # type: ignore[type-arg]
+    """A TCP port, 1-65535, worded the same in every command. `address="optional"` also takes
+    ADDR:PORT (converting to (ADDR or None, PORT)), `address="required"` only ADDR:PORT
+    (converting to the text "ADDR:PORT"); by default the value is the port number."""
+
+    def __init__(self, address: str | None = None) -> None:
+        self.address = address
+        self.name = {None: "PORT", "optional": "[ADDR:]PORT", "required": "ADDR:PORT"}[address]
+
+    def convert(self, value: object, param: click.Parameter | None,
+                ctx: click.Context | None) -> object:
+        if not isinstance(value, str):
+            return value  # already converted (a default)
+        addr, sep, port_text = value.rpartition(":") if self.address else ("", "", value)
+        if self.address == "required" and not (sep and addr):
+            self.fail(f"{value!r} is not ADDR:PORT (e.g. 10.77.0.1:40000)", param, ctx)
+        try:
+            port = int(port_text)
+        except ValueError:
+            self.fail(f"{port_text!r} is not a port number (1-65535)", param, ctx)
+        if not 0 < port < 65536:
+            self.fail(f"port {port} is out of range 1-65535", param, ctx)
+        if self.address == "required":
+            return f"{addr}:{port}"
+        if self.address == "optional":
+            return (addr or None) if sep else None, port
+        return port
 
 
 class CommandFailed(Exception):

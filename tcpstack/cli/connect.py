@@ -8,13 +8,23 @@ import sys
 
 import click
 
-from tcpstack.cli.app import CommandFailed, cli, make_stack, run, stop_on_signals
+from tcpstack.cli.app import (
+    GLOBAL_OPTION_NAMES,
+    CommandFailed,
+    PortType,
+    also_after_command,
+    cli,
+    make_stack,
+    run,
+    stop_on_signals,
+)
 from tcpstack.services.relay import Progress, relay
 
 
+@also_after_command(*GLOBAL_OPTION_NAMES)
 @cli.command()
 @click.argument("host")
-@click.argument("port", type=click.IntRange(1, 65535))
+@click.argument("port", type=PortType())
 @click.option("--timeout", type=click.FloatRange(0.001), default=None,
               help="Give up connecting after this many seconds (default: after the SYN "
                    "retransmissions, about two minutes).")

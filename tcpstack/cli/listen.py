@@ -9,7 +9,16 @@ from pathlib import Path
 
 import click
 
-from tcpstack.cli.app import cli, format_counters, make_stack, run, stop_on_signals
+from tcpstack.cli.app import (
+    GLOBAL_OPTION_NAMES,
+    PortType,
+    also_after_command,
+    cli,
+    format_counters,
+    make_stack,
+    run,
+    stop_on_signals,
+)
 from tcpstack.services.echo import discard as discard_service
 from tcpstack.services.echo import echo as echo_service
 from tcpstack.services.http import file_server
@@ -19,38 +28,24 @@ log = logging.getLogger("tcpstack")
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
-class PortParam(click.ParamType):  # type: ignore[type-arg]
-    """A port, optionally written ADDR:PORT (the address must be the stack's own)."""
-
-    name = "[ADDR:]PORT"
-
-    def convert(self, value: object, param: click.Parameter | None,
-                ctx: click.Context | None) -> tuple[str | None, int]:
-        text = str(value)
-        addr, sep, port_text = text.rpartition(":")
-        try:
-            port = int(port_text)
-        except ValueError:
-            self.fail(f"{text!r} is not a port number", param, ctx)
-        if not 0 < port < 65536:
-            self.fail(f"port {port} is out of range 1-65535", param, ctx)
-        return (addr or None) if sep else None, port
-
-
-
+@also_after_command(*GLOBAL_OPTION_NAMES)
 @cli.command()
-@click.argument("port", type=PortParam())
+@click.argument("port", type=PortType("optional"), metavar="[ADDR:]PORT")
 @click.option("--echo", is_flag=True, help="Send back every byte received.")
 @click.option("--discard", is_flag=True, help="Read and drop everything.")
 @click.option("--http", "http_dir", type=click.Path(exists=True, file_okay=False,
                                                     path_type=Path),
-              help="Serve the files in this directory over HTTP (GET and HEAD).")
+              help="Serve the files in this directory over HTTP (GET and HEAD); a directory "
+                   "serves its index.html or lists its entries, as python -m http.server "
+                   "does.")
 @click.option("--backlog", default=128, show_default=True, type=click.IntRange(1, 65535),
               help="Most half-open connections waiting on the port.")
 @click.pass_context
 def listen(ctx: click.Context, port: tuple[str | None, int], echo: bool, discard: bool,
            http_dir: Path | None, backlog: int) -> None:
-    """Listen on PORT and serve echo, discard or HTTP until interrupted."""
+    """Listen on [ADDR:]PORT and serve echo, discard or HTTP until interrupted.
+
+    ADDR, when given, is the stack's own address (the same as --address)."""
     if echo + discard + (http_dir is not None) != 1:
         raise click.UsageError("choose exactly one of --echo, --discard, --http DIR")
     handler: Handler = (echo_service if echo else discard_service if discard

@@ -7,14 +7,15 @@ from pathlib import Path
 
 import click
 
-from tcpstack.cli.app import cli
+from tcpstack.cli.app import LOGGING_OPTION_NAMES, PortType, also_after_command, cli
 
 
+@also_after_command(*LOGGING_OPTION_NAMES)
 @cli.command()
 @click.argument("capture", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True, path_type=Path),
               help="The PNG to write (default: CAPTURE with .png added).")
-@click.option("--conn", metavar="ADDR:PORT",
+@click.option("--conn", type=PortType("required"),
               help="The connection with this endpoint, e.g. the peer 10.77.0.1:40000 "
                    "(default: the connection that carried the most data).")
 @click.option("--time", "span", metavar="FROM:TO",
@@ -53,6 +54,12 @@ def plot(capture: Path, output: Path | None, conn: str | None, span: str | None,
         flow = choose_flow(flows, conn)
     except NoSuchConnection as exc:
         raise click.ClickException(str(exc)) from None
+    if zoom is not None:
+        start, end = flow.records[0].time, flow.records[-1].time
+        if not any(zoom[0] <= r.time - start <= zoom[1] for r in flow.records):
+            raise click.ClickException(
+                f"no packets of {flow.label()} between {zoom[0]:g} s and {zoom[1]:g} s "
+                f"(its packets run from 0 s to {round(end - start, 6):g} s)")
     series = time_sequence(flow)
     target = output or Path(f"{capture}.png")
     try:

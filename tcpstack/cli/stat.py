@@ -19,7 +19,7 @@ from rich.text import Text
 
 from tcpstack.api.control import ControlError, NoStackRunning, control_path, query_snapshot
 from tcpstack.api.snapshot import ConnectionInfo, Snapshot
-from tcpstack.cli.app import cli
+from tcpstack.cli.app import LOGGING_OPTION_NAMES, also_after_command, cli
 
 # Wide enough for every column when the output is not a terminal (a pipe or a file).
 _PIPE_WIDTH = 200
@@ -127,6 +127,7 @@ def _fetch(iface: str) -> Snapshot:
         raise click.ClickException(str(exc)) from None
 
 
+@also_after_command("iface", *LOGGING_OPTION_NAMES)
 @cli.command()
 @click.option("--json", "as_json", is_flag=True,
               help="Print the snapshot (or with --counters the counters) as JSON.")

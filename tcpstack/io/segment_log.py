@@ -1,17 +1,25 @@
-"""One tcpdump-style line per packet in and out, for `tcpstack -v` (debug logging).
+"""One tcpdump line per packet in and out, for `tcpstack -v` (debug logging).
 
-    10.77.0.1.40000 > 10.77.0.2.80: Flags [S], seq 1794122519, win 64240,
+    21:46:01.524011 IP 10.77.0.1.40000 > 10.77.0.2.80: Flags [S], seq 1794122519, win 64240,
         options [mss 1460,sackOK,TS val 3008 ecr 0,nop,wscale 7], length 0
-    10.77.0.2.80 > 10.77.0.1.40000: Flags [S.], seq 3920442107, ack 1, win 65535,
-        options [mss 1460,nop,wscale 7], length 0
-    10.77.0.1.40000 > 10.77.0.2.80: Flags [P.], seq 1:79, ack 1, win 502, length 78
+    21:46:01.524107 IP 10.77.0.2.80 > 10.77.0.1.40000: Flags [S.], seq 3920442107,
+        ack 1794122520, win 65535, options [mss 1460,nop,wscale 7], length 0
+    21:46:01.524130 IP 10.77.0.1.40000 > 10.77.0.2.80: Flags [.], ack 1, win 502, length 0
+    21:46:01.524342 IP 10.77.0.1.40000 > 10.77.0.2.80: Flags [P.], seq 1:79, ack 1, win 502,
+        length 78
 
-(each on one line in the log).
+(each on one line in the log): what `tcpdump -n` prints for the same packet, local time to
+the microsecond first. The numbering follows tcpdump's rule exactly, because a reader
+compares the two: the first segment of a connection that carries an ACK (the SYN-ACK, in a
+handshake) shows `seq` and `ack` absolute and fixes both sides' bases (its seq, and its ack
+less one); from then on both sides' numbers, SACK blocks included, count from those bases.
+Segments without ACK (the SYN, a bare RST) always show absolute numbers. So a connection
+seen from its middle shows its first segment absolute, and the rest relative to it. `seq`
+shows the range a:b of the bytes a segment carries, and is left out of a bare ACK.
 
-Sequence numbers are relative to each side's SYN, as tcpdump prints them: a SYN shows its
-absolute ISN, later segments `seq` and `ack` counted from the ISNs seen (absolute when the
-SYN was not seen, e.g. for a connection older than the log). `seq` shows the range a:b of the
-bytes a segment carries, and is left out of a bare ACK, like tcpdump.
+Two things tcpdump prints are left out: what it decodes of the payload (`: HTTP` after the
+length of a segment to or from port 80), and the contents of the options it knows and we do
+not decode (TFO, MPTCP, user timeout: shown as `unknown-KIND 0xHEX`).
 
 The formatter reads the wire bytes itself rather than through the stack's strict parsers so
 that it describes malformed packets too; it is installed as the driver's tap only when asked
@@ -23,6 +31,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import struct
+import time
 
 from tcpstack.net.ipv4 import PROTO_ICMP, PROTO_TCP
 from tcpstack.tcp.segment import (
@@ -36,23 +45,37 @@ from tcpstack.tcp.segment import (
     OPT_WSCALE,
     RST,
     SYN,
+    URG,
     flags_str,
 )
 
-log = logging.getLogger("tcpstack.segments")
+SEGMENT_LOGGER = "tcpstack.segments"
+log = logging.getLogger(SEGMENT_LOGGER)
 
 _IP = struct.Struct("!BBHHHBBH4s4s")
-_TCP = struct.Struct("!HHIIHH")
+_TCP = struct.Struct("!HHIIHHHH")
+_ECHO = struct.Struct("!HH")
 _OPT_SACK = 5
 _MASK = 0xFFFFFFFF
-_MAX_FLOWS = 4096  # ISNs remembered for relative numbers; forgotten all at once beyond this
+_MAX_FLOWS = 4096  # connections whose bases are remembered; forgotten all at once beyond
 _ICMP_TYPES = {0: "echo reply", 3: "unreachable", 8: "echo request", 11: "time exceeded"}
+_ICMP_ECHO = (0, 8)
 
-FlowKey = tuple[bytes, int, bytes, int]
+Endpoint = tuple[bytes, int]
+FlowKey = tuple[Endpoint, Endpoint]  # the two endpoints, the lower first
 
 
-def format_options(raw: bytes) -> str:
-    """TCP options the way tcpdump lists them: `mss 1460,sackOK,nop,wscale 7`."""
+def tcpdump_time(when: float) -> str:
+    """`HH:MM:SS.ffffff` in local time, as tcpdump prints a packet's timestamp; truncated to
+    the microsecond as a pcap record's timestamp is (io/pcap.py)."""
+    micros = int(when * 1_000_000)
+    seconds, fraction = divmod(micros, 1_000_000)
+    return f"{time.strftime('%H:%M:%S', time.localtime(seconds))}.{fraction:06d}"
+
+
+def format_options(raw: bytes, sack_base: int = 0) -> str:
+    """TCP options the way tcpdump lists them: `mss 1460,sackOK,nop,wscale 7`. SACK block
+    edges are shown less `sack_base` (the peer's base, for relative numbers)."""
     parts: list[str] = []
     i = 0
     end = len(raw)
@@ -78,22 +101,28 @@ def format_options(raw: bytes) -> str:
             parts.append("sackOK")
         elif kind == _OPT_SACK and (length - 2) % 8 == 0:
             blocks = [struct.unpack_from("!II", body, j) for j in range(0, len(body), 8)]
-            text = " ".join(f"{{{left}:{right}}}" for left, right in blocks)
+            text = "".join(f"{{{(left - sack_base) & _MASK}:{(right - sack_base) & _MASK}}}"
+                           for left, right in blocks)
             parts.append(f"sack {len(blocks)} {text}")
         elif kind == OPT_TIMESTAMP and length == 10:
             val, ecr = struct.unpack("!II", body)
             parts.append(f"TS val {val} ecr {ecr}")
         else:
-            parts.append(f"opt-{kind}:{body.hex()}")
+            parts.append(f"unknown-{kind} 0x{body.hex()}" if body else f"unknown-{kind}")
         i += length
     return ",".join(parts)
 
 
 class SegmentFormatter:
-    """Formats IPv4 packets; remembers each flow's ISN to print relative sequence numbers."""
+    """Formats IPv4 packets as tcpdump does; remembers each connection's bases for relative
+    sequence numbers (see the module's docstring)."""
 
     def __init__(self) -> None:
-        self._isn: dict[FlowKey, int] = {}
+        self._bases: dict[FlowKey, tuple[int, int]] = {}  # per endpoint of the key, in order
+
+    def line(self, packet: bytes, when: float) -> str:
+        """The whole line: the packet's time, then `format(packet)`."""
+        return f"{tcpdump_time(when)} {self.format(packet)}"
 
     def format(self, packet: bytes) -> str:
         n = len(packet)
@@ -113,45 +142,64 @@ class SegmentFormatter:
         src_text = str(ipaddress.IPv4Address(src))
         dst_text = str(ipaddress.IPv4Address(dst))
         if proto == PROTO_TCP:
-            return self._format_tcp(src, dst, src_text, dst_text, payload)
+            return "IP " + self._format_tcp(src, dst, src_text, dst_text, payload)
         if proto == PROTO_ICMP and len(payload) >= 4:
             kind = _ICMP_TYPES.get(payload[0], f"type {payload[0]} code {payload[1]}")
-            return f"{src_text} > {dst_text}: ICMP {kind}, length {len(payload)}"
-        return f"{src_text} > {dst_text}: ip-proto-{proto}, length {len(payload)}"
+            if payload[0] in _ICMP_ECHO and len(payload) >= 8:
+                ident, number = _ECHO.unpack_from(payload, 4)
+                kind += f", id {ident}, seq {number}"
+            return f"IP {src_text} > {dst_text}: ICMP {kind}, length {len(payload)}"
+        return f"IP {src_text} > {dst_text}: ip-proto-{proto}, length {len(payload)}"
 
     def _format_tcp(self, src: bytes, dst: bytes, src_text: str, dst_text: str,
                     seg: bytes) -> str:
         if len(seg) < 20:
             return f"{src_text} > {dst_text}: TCP truncated, length {len(seg)}"
-        sport, dport, seq, ack, off_flags, window = _TCP.unpack_from(seg)
+        sport, dport, seq, ack, off_flags, window, _csum, urgent = _TCP.unpack_from(seg)
         offset = (off_flags >> 12) * 4
         flags = off_flags & 0xFF
         head = f"{src_text}.{sport} > {dst_text}.{dport}: Flags [{flags_str(flags)}]"
         if offset < 20 or offset > len(seg):
             return f"{head}, bad data offset {offset}, length {len(seg)}"
         length = len(seg) - offset
-        mine = (src, sport, dst, dport)
-        if flags & SYN:
-            if len(self._isn) >= _MAX_FLOWS:
-                self._isn.clear()
-            self._isn[mine] = seq
-        parts = [head]
-        own_isn = self._isn.get(mine)
-        if length or flags & (SYN | FIN | RST):
-            first = seq if flags & SYN or own_isn is None else (seq - own_isn) & _MASK
-            parts.append(f"seq {first}:{(first + length) & _MASK}" if length else f"seq {first}")
+        # tcpdump's rule: only a segment with an ACK starts (a SYN-ACK: restarts) the
+        # numbering of its connection, and is itself shown absolute.
+        peer_base = 0  # what SACK blocks count from
         if flags & ACK:
-            peer_isn = self._isn.get((dst, dport, src, sport))
-            parts.append(f"ack {ack if peer_isn is None else (ack - peer_isn) & _MASK}")
+            mine, theirs = (src, sport), (dst, dport)
+            reverse = theirs < mine
+            key = (theirs, mine) if reverse else (mine, theirs)
+            bases = self._bases.get(key)
+            if bases is None or flags & SYN:
+                if len(self._bases) >= _MAX_FLOWS:
+                    self._bases.clear()
+                fresh = (seq, (ack - 1) & _MASK)
+                self._bases[key] = (fresh[1], fresh[0]) if reverse else fresh
+                peer_base = fresh[1]
+                shown_seq, shown_ack = seq, ack
+            else:
+                own_base, peer_base = (bases[1], bases[0]) if reverse else bases
+                shown_seq, shown_ack = (seq - own_base) & _MASK, (ack - peer_base) & _MASK
+        else:
+            shown_seq = seq
+        parts = [head]
+        if length or flags & (SYN | FIN | RST):
+            parts.append(f"seq {shown_seq}:{(shown_seq + length) & _MASK}" if length
+                         else f"seq {shown_seq}")
+        if flags & ACK:
+            parts.append(f"ack {shown_ack}")
         parts.append(f"win {window}")
+        if flags & URG:
+            parts.append(f"urg {urgent}")
         if offset > 20:
-            parts.append(f"options [{format_options(seg[20:offset])}]")
+            parts.append(f"options [{format_options(seg[20:offset], peer_base)}]")
         parts.append(f"length {length}")
         return ", ".join(parts)
 
 
 class SegmentLogger:
-    """A driver tap that logs every packet at debug level on the `tcpstack.segments` logger."""
+    """A driver tap that logs every packet at debug level on the `tcpstack.segments` logger,
+    stamped with the time it crossed the TUN device."""
 
     def __init__(self, logger: logging.Logger = log) -> None:
         self._formatter = SegmentFormatter()
@@ -159,4 +207,4 @@ class SegmentLogger:
 
     def __call__(self, packet: bytes, outgoing: bool) -> None:
         if self._log.isEnabledFor(logging.DEBUG):
-            self._log.debug("%s", self._formatter.format(packet))
+            self._log.debug("%s", self._formatter.line(packet, time.time()))

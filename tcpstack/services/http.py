@@ -1,12 +1,16 @@
 """A small static-file HTTP/1.1 server (GET and HEAD) for `tcpstack listen --http DIR`.
 
 Files are streamed in chunks with back-pressure (`drain`), never read whole. Paths are
-resolved inside the served directory; anything outside it, or missing, is a 404.
+resolved inside the served directory; anything outside it, or missing, is a 404. A directory
+behaves as under `python -m http.server`: asked for without its trailing slash it redirects
+(301) to the URL with one, so that relative links resolve inside it; with the slash it
+serves its `index.html` (or `index.htm`), or else an HTML list of its entries.
 """
 
 from __future__ import annotations
 
 import asyncio
+import html
 import logging
 import mimetypes
 import urllib.parse
@@ -17,8 +21,9 @@ log = logging.getLogger("tcpstack.http")
 
 CHUNK = 1 << 18
 MAX_HEADER_BYTES = 16 * 1024
-REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-           431: "Request Header Fields Too Large"}
+REASONS = {200: "OK", 301: "Moved Permanently", 400: "Bad Request", 404: "Not Found",
+           405: "Method Not Allowed", 431: "Request Header Fields Too Large"}
+INDEX_FILES = ("index.html", "index.htm")
 
 
 class _BadRequest(Exception):
@@ -67,10 +72,18 @@ async def _serve_one(root: Path, reader: asyncio.StreamReader, writer: asyncio.S
         log.info('%s:%d "%s %s" 405', *peer, method, target)
         return keep_alive
     path = _resolve(root, target)
-    if path is None:
+    if path is not None and path.is_dir():
+        await _serve_directory(writer, path, method, target, keep_alive, peer)
+    elif path is None:
         await _respond_error(writer, 404, keep_alive, with_body=method != "HEAD")
         log.info('%s:%d "%s %s" 404', *peer, method, target)
-        return keep_alive
+    else:
+        await _send_file(writer, path, method, target, keep_alive, peer)
+    return keep_alive
+
+
+async def _send_file(writer: asyncio.StreamWriter, path: Path, method: str, target: str,
+                     keep_alive: bool, peer: tuple[str, int]) -> None:
     size = path.stat().st_size
     ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     writer.write(_head(200, {"Content-Type": ctype, "Content-Length": str(size),
@@ -82,7 +95,35 @@ async def _serve_one(root: Path, reader: asyncio.StreamReader, writer: asyncio.S
                 await writer.drain()
     await writer.drain()
     log.info('%s:%d "%s %s" 200 %d', *peer, method, target, size)
-    return keep_alive
+
+
+async def _serve_directory(writer: asyncio.StreamWriter, path: Path, method: str, target: str,
+                           keep_alive: bool, peer: tuple[str, int]) -> None:
+    """A redirect to the URL with a trailing slash, the index file, or the listing."""
+    connection = "keep-alive" if keep_alive else "close"
+    url = urllib.parse.urlsplit(target)
+    if not url.path.endswith("/"):
+        location = urllib.parse.urlunsplit(("", "", url.path + "/", url.query, ""))
+        writer.write(_head(301, {"Location": location, "Content-Length": "0",
+                                 "Connection": connection}))
+        await writer.drain()
+        log.info('%s:%d "%s %s" 301', *peer, method, target)
+        return
+    index = next((path / name for name in INDEX_FILES if (path / name).is_file()), None)
+    if index is not None:
+        await _send_file(writer, index, method, target, keep_alive, peer)
+        return
+    listing = _listing(path, urllib.parse.unquote(url.path))
+    if listing is None:
+        await _respond_error(writer, 404, keep_alive, with_body=method != "HEAD")
+        log.info('%s:%d "%s %s" 404', *peer, method, target)
+        return
+    writer.write(_head(200, {"Content-Type": "text/html; charset=utf-8",
+                             "Content-Length": str(len(listing)), "Connection": connection}))
+    if method == "GET":
+        writer.write(listing)
+    await writer.drain()
+    log.info('%s:%d "%s %s" 200 %d', *peer, method, target, len(listing))
 
 
 def _parse_head(head: bytes) -> tuple[str, str, str, dict[str, str]]:
@@ -105,14 +146,38 @@ def _parse_head(head: bytes) -> tuple[str, str, str, dict[str, str]]:
 
 
 def _resolve(root: Path, target: str) -> Path | None:
-    """The file a request target names inside `root`, or None."""
+    """The file or directory a request target names inside `root`, or None. A file's name
+    with a slash after it names nothing, as in a file system."""
     path = urllib.parse.unquote(urllib.parse.urlsplit(target).path)
     candidate = (root / path.lstrip("/")).resolve()
     if candidate != root and root not in candidate.parents:
         return None
-    if candidate.is_dir():
-        candidate = candidate / "index.html"
-    return candidate if candidate.is_file() else None
+    if candidate.is_dir() or (candidate.is_file() and not path.endswith("/")):
+        return candidate
+    return None
+
+
+def _listing(directory: Path, shown: str) -> bytes | None:
+    """An HTML page linking to each entry of `directory` (sorted regardless of case,
+    subdirectories marked with a slash, symbolic links with @), titled with the URL path
+    `shown`; None when the directory cannot be read."""
+    try:
+        entries = sorted(directory.iterdir(), key=lambda p: (p.name.lower(), p.name))
+    except OSError:
+        return None
+    items = []
+    for entry in entries:
+        link = entry.name + "/" if entry.is_dir() else entry.name
+        label = entry.name + "@" if entry.is_symlink() else link
+        href = urllib.parse.quote(link, errors="surrogatepass")
+        items.append(f'<li><a href="{html.escape(href)}">'
+                     f'{html.escape(label, quote=False)}</a></li>')
+    title = html.escape(f"Directory listing for {shown}", quote=False)
+    page = "\n".join(["<!DOCTYPE html>", '<html lang="en">', "<head>",
+                      '<meta charset="utf-8">', f"<title>{title}</title>", "</head>",
+                      "<body>", f"<h1>{title}</h1>", "<hr>", "<ul>", *items, "</ul>", "<hr>",
+                      "</body>", "</html>", ""])
+    return page.encode("utf-8", "surrogateescape")
 
 
 def _head(status: int, headers: dict[str, str]) -> bytes:

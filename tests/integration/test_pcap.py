@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -106,13 +107,18 @@ def test_verbose_logs_every_segment_as_a_tcpdump_line(netns: NetNS,
     echoed = netns.run(["python3", "-c", script], timeout=20)
     assert echoed.stdout.strip() == "hello", echoed.stderr
     stack.stop()
-    lines = [line.removeprefix("tcpstack: ") for line in stack.log().splitlines()]
-    syn = next(line for line in lines if " > 10.77.0.2.7: Flags [S]," in line)
-    assert syn.startswith("10.77.0.1.") and "options [mss 1460" in syn and "length 0" in syn
-    synack = next(line for line in lines if line.startswith("10.77.0.2.7 > ")
+    lines = stack.log().splitlines()
+    # As tcpdump's: the local time first, then IP; the SYN-ACK acks the absolute ISN + 1.
+    segments = [line[16:] for line in lines if re.match(r"\d\d:\d\d:\d\d\.\d{6} IP ", line)]
+    syn = next(line for line in segments if " > 10.77.0.2.7: Flags [S]," in line)
+    assert syn.startswith("IP 10.77.0.1.") and "options [mss 1460" in syn and "length 0" in syn
+    isn = int(syn.split(", seq ")[1].split(",")[0])
+    synack = next(line for line in segments if line.startswith("IP 10.77.0.2.7 > ")
                   and "Flags [S.]" in line)
-    assert ", ack 1, " in synack
-    assert any(" > 10.77.0.2.7: Flags [P.], seq 1:6, ack 1, " in line for line in lines)
-    assert any(line.startswith("10.77.0.2.7 > ") and "seq 1:6" in line for line in lines)
-    assert any("SYN_RCVD -> ESTABLISHED" in line for line in lines), "-v implies --trace"
+    assert f", ack {(isn + 1) & 0xFFFFFFFF}, " in synack
+    assert any(" > 10.77.0.2.7: Flags [.], ack 1, " in line for line in segments)
+    assert any(" > 10.77.0.2.7: Flags [P.], seq 1:6, ack 1, " in line for line in segments)
+    assert any(line.startswith("IP 10.77.0.2.7 > ") and "seq 1:6" in line for line in segments)
+    assert any(re.fullmatch(r"tcpstack: 10\.77\.0\.1:\d+ SYN_RCVD -> ESTABLISHED", line)
+               for line in lines), "-v implies --trace"
     assert not any("EpollSelector" in line for line in lines), "no library debug noise"

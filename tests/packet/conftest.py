@@ -4,12 +4,14 @@ Everything is torn down even when a test fails."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from tcpstack.api.control import control_path
 from tests.integration.netns import NetNS, TcpStack, mark_skipped, skip_reason
 
 from .peer import ANY, Flow, OneOf, Peer
@@ -77,8 +79,11 @@ def start_rig(tmp_path: Path) -> Iterator[StartRig]:
                                     f"the test:\n{stack.log()}")
                     # SIGKILL: a graceful stop would linger a second over the connections
                     # the test left open, and shutdown is not what these tests are about.
+                    # A killed stack cannot remove its control socket: that is done here.
                     stack.proc.kill()
                     stack.proc.wait(timeout=10)
+                    netns_inode = os.stat(f"/run/netns/{ns.name}").st_ino
+                    control_path("tcps0", netns=netns_inode).unlink(missing_ok=True)
                     stack.close()
                     # Shown by pytest only when the test failed ("Captured stdout teardown").
                     print(f"--- {stack.log_path.name} ---")

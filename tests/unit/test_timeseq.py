@@ -6,13 +6,16 @@ from __future__ import annotations
 import json
 import struct
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
+from tcpstack.analysis import timeseq
 from tcpstack.analysis.timeseq import (
     NoSuchConnection,
     choose_flow,
+    initial_window,
     load_cwnd,
     load_flows,
     render_png,
@@ -22,7 +25,9 @@ from tcpstack.cli import cli
 from tcpstack.io.pcap import PcapWriter
 from tcpstack.net import ipv4
 from tcpstack.tcp import segment as tcpseg
+from tcpstack.tcp.congestion import base as congestion_base
 from tcpstack.tcp.segment import ACK, FIN, PSH, SYN
+from tcpstack.tcp.tcb import MIN_SND_MSS
 
 KERNEL = bytes([10, 77, 0, 1])
 STACK = bytes([10, 77, 0, 2])
@@ -126,7 +131,9 @@ def test_png_with_and_without_the_cwnd_panel(capture: Path, tmp_path: Path) -> N
          "samples": [[T0 + 0.005, 14600, None], [T0 + 0.02, 7300, 7300]]},
         {"local": "10.77.0.2:80", "peer": "10.77.0.1:9", "samples": [[T0, 1, None]]}]}))
     cwnd = load_cwnd(capture, flow)
-    assert cwnd is not None and cwnd[0] == "10.77.0.2:80" and len(cwnd[1]) == 2
+    # The trace starts with the initial window, ten segments of the SYNs' MSS of 1460.
+    assert cwnd == ("10.77.0.2:80", [[T0, 14600, None], [T0 + 0.005, 14600, None],
+                                     [T0 + 0.02, 7300, 7300]])
     both = tmp_path / "both.png"
     render_png(time_sequence(flow), both, cwnd)
     for png in (plain, both):
@@ -165,3 +172,80 @@ def test_clip_keeps_a_stretch_and_the_lines_entering_it(capture: Path, tmp_path:
     assert out.exists()
     bad = CliRunner().invoke(cli, ["plot", str(capture), "--time", "0.5:0.1"])
     assert bad.exit_code == 2 and "FROM < TO" in bad.output
+
+
+def _drawn_cwnd(monkeypatch: pytest.MonkeyPatch, capture: Path, out: Path,
+                span: tuple[float, float] | None = None) -> dict[str, list[tuple[float, float]]]:
+    """Draw the graph and return the points of each line of its cwnd panel, by label, with
+    times in seconds since the connection's first packet."""
+    import matplotlib.pyplot as plt
+
+    figures: list[Any] = []
+    monkeypatch.setattr(plt, "close", figures.append)
+    flow = load_flows(capture)[0]
+    render_png(time_sequence(flow), out, load_cwnd(capture, flow), span)
+    (figure,) = figures
+    panel = figure.axes[1]
+    drawn = {line.get_label(): [(round(float(x), 6), float(y)) for x, y in
+                                zip(line.get_xdata(), line.get_ydata(), strict=True)]
+             for line in panel.get_lines()}
+    plt.close(figure)
+    return drawn
+
+
+def _sidecar(capture: Path, samples: list[list[Any]]) -> None:
+    Path(f"{capture}.cwnd.json").write_text(json.dumps({"connections": [
+        {"local": "10.77.0.2:80", "peer": "10.77.0.1:40000", "closed": True,
+         "samples": samples}]}))
+
+
+def test_the_cwnd_panel_starts_at_the_initial_window_and_lasts_the_connection(
+        monkeypatch: pytest.MonkeyPatch, capture: Path, tmp_path: Path) -> None:
+    _sidecar(capture, [[T0 + 0.012, 17520, None], [T0 + 0.02, 7300, 7300]])
+    drawn = _drawn_cwnd(monkeypatch, capture, tmp_path / "g.png")
+    # 14600 from the client's SYN, which the stack answered; the last value until the FIN.
+    assert drawn["cwnd"] == [(0.0, 14600), (0.012, 17520), (0.02, 7300), (0.061, 7300)]
+    assert drawn["ssthresh"] == [(0.02, 7300), (0.061, 7300)]
+
+
+def test_a_zoom_carries_the_cwnd_in_force_across_the_whole_window(
+        monkeypatch: pytest.MonkeyPatch, capture: Path, tmp_path: Path) -> None:
+    _sidecar(capture, [[T0 + 0.012, 17520, None], [T0 + 0.02, 7300, 7300]])
+    drawn = _drawn_cwnd(monkeypatch, capture, tmp_path / "g.png", (0.03, 0.05))
+    assert drawn["cwnd"] == [(0.03, 7300), (0.05, 7300)]
+    assert drawn["ssthresh"] == [(0.03, 7300), (0.05, 7300)]
+    # Before the first sample: the initial window, until that sample comes.
+    drawn = _drawn_cwnd(monkeypatch, capture, tmp_path / "g.png", (0.005, 0.015))
+    assert drawn["cwnd"] == [(0.005, 14600), (0.012, 17520), (0.015, 17520)]
+    assert "ssthresh" not in drawn, "no ssthresh yet"
+
+
+def test_the_initial_window_follows_the_smaller_mss(tmp_path: Path) -> None:
+    path = tmp_path / "mss.pcap"
+    with PcapWriter(path) as w:
+        w.write(c2s(0, 0, SYN, 64240, options=tcpseg.encode_options(mss=1000)), T0)
+        w.write(s2c(0, 1, SYN | ACK, 65535, options=tcpseg.encode_options(mss=1460)),
+                T0 + 0.001)
+        w.write(_seg(KERNEL, STACK, 40001, 80, 1, 0, SYN, 64240), T0 + 0.002)
+        w.write(_seg(STACK, KERNEL, 80, 40001, 9, 2, SYN | ACK, 65535,
+                     options=tcpseg.encode_options(mss=1460)), T0 + 0.003)
+    first, second = load_flows(path)
+    assert initial_window(first, "10.77.0.2:80") == (T0, 10_000)
+    assert initial_window(second, "10.77.0.2:80") == (T0 + 0.002, 5360), "no MSS: 536"
+    assert initial_window(first, "10.77.0.1:40000") == (T0 + 0.001, 10_000)
+    assert initial_window(second, "10.77.0.1:40001") is None, "its SYN carried no MSS"
+
+
+def test_the_initial_window_is_tcpstacks() -> None:
+    assert timeseq.INITIAL_WINDOW_SEGMENTS == congestion_base.INITIAL_WINDOW_SEGMENTS
+    assert timeseq._DEFAULT_MSS == tcpseg.DEFAULT_MSS
+    assert timeseq._MIN_SND_MSS == MIN_SND_MSS
+
+
+def test_a_time_range_without_packets_says_so(capture: Path, tmp_path: Path) -> None:
+    out = tmp_path / "never.png"
+    result = CliRunner().invoke(cli, ["plot", str(capture), "-o", str(out), "--time", "5:6"])
+    assert result.exit_code == 1
+    assert result.output == ("Error: no packets of 10.77.0.1:40000 <-> 10.77.0.2:80 between "
+                             "5 s and 6 s (its packets run from 0 s to 0.061 s)\n")
+    assert not out.exists()
