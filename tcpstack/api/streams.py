@@ -46,6 +46,11 @@ ClientHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable
 # An MTU's worth of IPv4 and TCP headers without options.
 _HEADERS = 40
 
+# Shutdown: how long the peers have to finish closing before they are reset, and how long
+# the stack then stays up to answer what the resets provoke (docs/DECISIONS.md).
+SHUTDOWN_GRACE = 1.0
+SHUTDOWN_DRAIN = 0.1
+
 
 class Server:
     """What `start_server` returns: like asyncio.Server, for one listening port."""
@@ -327,34 +332,48 @@ class Stack:
         writer = asyncio.StreamWriter(transport, protocol, reader, loop)
         return reader, writer
 
-    async def close(self, linger: float = 1.0) -> None:
-        """Stop listening, close every connection gracefully (waiting up to `linger` seconds
-        for the closes to complete), then remove the interface."""
+    async def close(self, linger: float = SHUTDOWN_GRACE) -> None:
+        """Stop listening and close every connection as a kernel does when a process exits,
+        then remove the interface: a FIN where everything sent can still be delivered, a RST
+        where received data was left unread or arrives after the close, and a RST for what
+        has not finished after `linger` seconds, since no peer may be left waiting on an
+        interface that is gone (see NetworkStack.close_all)."""
         driver = self.driver
         if driver is None:
             self._stop_observers()
             self.tun.close()
             return
+        network = self.network
+        live = [c for c in network.connections.values() if c.state is not State.TIME_WAIT]
         try:
             for server in list(self._servers.values()):
                 server.close()
             # Close through the transports, so the applications see their streams end
             # rather than a connection closed under them.
-            for conn in list(self.network.connections.values()):
+            for conn in list(network.connections.values()):
                 if isinstance(conn.owner, TcpTransport):
                     conn.owner.close()
-            self.network.close_all(driver.now())
+            network.close_all(driver.now())
             driver.kick()
             loop = driver.loop
             deadline = loop.time() + linger
             while loop.time() < deadline and any(
                     c.state not in (State.TIME_WAIT, State.CLOSED)
-                    for c in self.network.connections.values()):
+                    for c in network.connections.values()):
                 await asyncio.sleep(0.02)
-            for conn in list(self.network.connections.values()):
+                network.reset_unread_arrivals(driver.now())
+                driver.kick()
+            for conn in list(network.connections.values()):
                 if isinstance(conn.owner, TcpTransport):
                     conn.owner.lose(ConnectionAbortedError("the stack is shutting down"))
+            network.reset_all(driver.now())
+            driver.kick()
             await asyncio.sleep(0)  # let the handlers see it and finish
+            if any(c.error is not None for c in live):
+                # A RST whose sequence number the peer finds in its window but not exact
+                # draws a challenge ACK (RFC 5961 3.2); the answer to that, a RST from no
+                # connection, is exact. Stay up briefly to give it.
+                await asyncio.sleep(SHUTDOWN_DRAIN)
         finally:
             try:
                 self._stop_observers(list(self.network.connections.values()))
