@@ -113,6 +113,19 @@ class _PendingConnect:
             self.future.set_exception(ConnectionResetError(self.conn.error or "reset"))
 
 
+def _non_host_role(address: ipaddress.IPv4Address,
+                   network: ipaddress.IPv4Network) -> str | None:
+    """"network" or "broadcast" when `address` is that address of `network`, which no host
+    holds; a /31 has neither (RFC 3021) and a /32 is a single host."""
+    if network.prefixlen > 30:
+        return None
+    if address == network.network_address:
+        return "network"
+    if address == network.broadcast_address:
+        return "broadcast"
+    return None
+
+
 def _parse_address(address: str) -> ipaddress.IPv4Address:
     try:
         return ipaddress.IPv4Address(address)
@@ -143,9 +156,13 @@ class Stack:
                             "(expected e.g. 10.77.0.1/24)") from None
         if self.address == self.kernel_interface.ip:
             raise LinkError(f"the stack's address {address} must differ from the kernel's")
-        if self.address not in self.kernel_interface.network:
+        network = self.kernel_interface.network
+        if self.address not in network:
             raise LinkError(f"address {address} is outside the kernel side's network "
-                            f"{self.kernel_interface.network}")
+                            f"{network}")
+        if (role := _non_host_role(self.address, network)) is not None:
+            raise LinkError(f"address {address} is the {role} address of {network}, "
+                            "not a host's")
         self.mtu = mtu
         self.config = config or TcpConfig()
         self.config.mss = min(self.config.mss, mtu - _HEADERS)
@@ -301,12 +318,33 @@ class Stack:
         self._servers[port] = server
         return server
 
+    def check_destination(self, host: str) -> ipaddress.IPv4Address:
+        """The address `host` names, or ValueError (LinkError if it is no IPv4 address)
+        when no connection there could ever work, so that the caller learns at once rather
+        than after the SYN retransmissions. Any other address goes to the kernel, which
+        routes it on (an address outside the kernel side's network is fine)."""
+        remote = _parse_address(host)
+        network = self.kernel_interface.network
+        if remote == self.address:
+            reason = "it is the stack's own address"
+        elif remote in network and (role := _non_host_role(remote, network)) is not None:
+            reason = f"it is the {role} address of {network}"
+        elif remote.is_loopback:
+            reason = (f"a loopback address, which the kernel never routes to {self.iface} "
+                      f"(the kernel side is {self.kernel_interface.ip})")
+        elif remote.is_multicast or remote.is_unspecified or \
+                remote == ipaddress.IPv4Address("255.255.255.255"):
+            reason = "TCP needs a unicast address"
+        else:
+            return remote
+        raise ValueError(f"cannot connect to {remote}: {reason}")
+
     async def open_connection(self, host: str, port: int, *, limit: int = STREAM_LIMIT,
                               congestion: str | None = None, nodelay: bool | None = None
                               ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         if not 0 < port < 65536:
             raise ValueError(f"invalid port {port}: must be 1-65535")
-        remote = _parse_address(host)
+        remote = self.check_destination(host)
         config = self._config_for(congestion, nodelay)
         await self.start()
         driver = self.driver

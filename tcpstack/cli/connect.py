@@ -47,6 +47,7 @@ async def _connect(opts: dict[str, object], host: str, port: int,
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig)
     stack = make_stack(opts)
+    stack.check_destination(host)  # before any interface exists: refused in one line
     where = f"{host}:{port}"
 
     async def session() -> None:

@@ -307,3 +307,50 @@ def test_sigint_when_established_resets_a_peer_that_does_not_finish(
     assert _line(server) == "closed\n"
     waiting = netns.run(["ss", "-Htan", "state", "close-wait", "state", "last-ack"]).stdout
     assert waiting == ""
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("host", "reason"), [
+    ("10.77.0.2", "cannot connect to 10.77.0.2: it is the stack's own address"),
+    ("10.77.0.255", "cannot connect to 10.77.0.255: it is the broadcast address of "
+                    "10.77.0.0/24"),
+    ("10.77.0.0", "cannot connect to 10.77.0.0: it is the network address of 10.77.0.0/24"),
+    ("127.0.0.1", "cannot connect to 127.0.0.1: a loopback address, which the kernel never "
+                  "routes to tcps0 (the kernel side is 10.77.0.1)"),
+    ("224.0.0.1", "cannot connect to 224.0.0.1: TCP needs a unicast address"),
+])
+def test_connect_to_an_address_no_connection_can_reach_is_refused_at_once(
+        netns: NetNS, host: str, reason: str) -> None:
+    began = time.monotonic()
+    result = netns.run([TCPSTACK, "connect", host, "5013"], timeout=20)
+    assert time.monotonic() - began < 10
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.splitlines() == [f"tcpstack: error: {reason}"]
+    assert "tcps0" not in netns.run(["ip", "-o", "link"]).stdout
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("address", "reason"), [
+    ("10.77.0.255", "address 10.77.0.255 is the broadcast address of 10.77.0.0/24, not a "
+                    "host's"),
+    ("10.77.0.0", "address 10.77.0.0 is the network address of 10.77.0.0/24, not a host's"),
+])
+def test_stack_address_that_is_not_a_host_is_refused_at_once(netns: NetNS, address: str,
+                                                             reason: str) -> None:
+    result = netns.run([TCPSTACK, "--address", address, "connect", "10.77.0.1", "5014"],
+                       timeout=20)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.splitlines() == [f"tcpstack: error: {reason}"]
+    assert "tcps0" not in netns.run(["ip", "-o", "link"]).stdout
+
+
+@pytest.mark.timeout(60)
+def test_connect_outside_the_subnet_is_routed_through_the_kernel(netns: NetNS) -> None:
+    # An address of the kernel's own, outside 10.77.0.0/24: the kernel takes it from tcps0.
+    assert netns.run(["ip", "addr", "add", "10.99.0.1/32", "dev", "lo"]).returncode == 0
+    server = netns.popen([sys.executable, "-u", "-c", HOLDING_SERVER, "5015", "close"],
+                         stdout=subprocess.PIPE)
+    assert _line(server) == "ready\n"
+    result = netns.run([TCPSTACK, "connect", "10.99.0.1", "5015"], timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert _line(server) == "eof 0\n"
