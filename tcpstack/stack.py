@@ -57,6 +57,8 @@ class NetworkStack:
         self._pseudo: dict[bytes, int] = {}
         self._next_port = EPHEMERAL_PORTS.start
         self._link = offload.NONE if self.config.offload else b""
+        # Shutdown: what each connection had received when close_all ran.
+        self._received_at_close: dict[Connection, int] = {}
 
     # ------------------------------------------------------------------ input
 
@@ -261,9 +263,57 @@ class NetworkStack:
                 conn.flush(now)
             self._collect(conn)
 
+    # ------------------------------------------------------------------ shutdown
+    #
+    # Stopping is done the way a kernel closes the sockets of a process that exits, in three
+    # steps the I/O layer spaces out in time: `close_all`, then `reset_unread_arrivals` again
+    # and again during a short grace, then `reset_all` for whatever has not finished by then.
+    # RFC 9293 3.6.1 (and RFC 1122 4.2.2.13): closing with received data unread, or receiving
+    # data after the close, draws a RST, since that data can never reach an application.
+
     def close_all(self, now: float) -> None:
-        """Gracefully close every connection and stop listening (shutdown)."""
+        """Shutdown, step one: stop listening and close the connections no application owns
+        (an owner, such as an api transport, closes its own first, as it may still hold data
+        to send before its FIN). A passive open not yet established, or one holding data
+        nobody read, is reset; any other gets a FIN after its queued data."""
         self.listeners.clear()
+        self._received_at_close = {}
         for conn in list(self.connections.values()):
-            conn.close(now)
+            self._received_at_close[conn] = conn.bytes_received
+            if conn.owner is not None or conn.state is State.TIME_WAIT:
+                continue
+            if conn.receive_buffer or conn.state is State.SYN_RCVD:
+                conn.abort(now)
+            else:
+                conn.discard_input = True  # nobody will read: later data is reset, below
+                conn.close(now)
             self._dirty[conn] = None
+
+    def reset_unread_arrivals(self, now: float) -> None:
+        """Shutdown, during the grace: reset every connection that has received data since
+        `close_all` although its application reads no more (it set `discard_input`)."""
+        for conn, received in self._received_at_close.items():
+            if (conn.discard_input and conn.bytes_received != received
+                    and conn.state in (State.ESTABLISHED, State.FIN_WAIT_1, State.FIN_WAIT_2)):
+                conn.abort(now)
+                self._dirty[conn] = None
+
+    def reset_all(self, now: float) -> None:
+        """Shutdown, after the grace: reset every connection that has not finished, since
+        nothing will answer its peer once the interface is gone (SYN_SENT ends silently,
+        TIME_WAIT needs nothing). In CLOSING and LAST_ACK, where ABORT deletes silently
+        (RFC 9293 3.10.5), a RST goes out all the same: the peer may be waiting for our FIN
+        (half-closed, or the FIN was lost) and would wait for ever."""
+        for conn in list(self.connections.values()):
+            if conn.state in (State.TIME_WAIT, State.CLOSED):
+                continue
+            if conn.state in (State.CLOSING, State.LAST_ACK):
+                pseudo = ipv4.pseudo_header_sum(conn.remote_addr, self.address, PROTO_TCP)
+                data = tcpseg.build(conn.local_port, conn.remote_port, conn.snd_max, 0,
+                                    tcpseg.RST, 0, pseudo)
+                self.output.append(self._link + ipv4.build(self.address, conn.remote_addr,
+                                                           PROTO_TCP, data))
+                self.counters["rst_out"] += 1
+            conn.abort(now)
+            self._dirty[conn] = None
+        self._received_at_close = {}

@@ -46,6 +46,11 @@ ClientHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable
 # An MTU's worth of IPv4 and TCP headers without options.
 _HEADERS = 40
 
+# Shutdown: how long the peers have to finish closing before they are reset, and how long
+# the stack then stays up to answer what the resets provoke (docs/DECISIONS.md).
+SHUTDOWN_GRACE = 1.0
+SHUTDOWN_DRAIN = 0.1
+
 
 class Server:
     """What `start_server` returns: like asyncio.Server, for one listening port."""
@@ -108,6 +113,19 @@ class _PendingConnect:
             self.future.set_exception(ConnectionResetError(self.conn.error or "reset"))
 
 
+def _non_host_role(address: ipaddress.IPv4Address,
+                   network: ipaddress.IPv4Network) -> str | None:
+    """"network" or "broadcast" when `address` is that address of `network`, which no host
+    holds; a /31 has neither (RFC 3021) and a /32 is a single host."""
+    if network.prefixlen > 30:
+        return None
+    if address == network.network_address:
+        return "network"
+    if address == network.broadcast_address:
+        return "broadcast"
+    return None
+
+
 def _parse_address(address: str) -> ipaddress.IPv4Address:
     try:
         return ipaddress.IPv4Address(address)
@@ -138,9 +156,13 @@ class Stack:
                             "(expected e.g. 10.77.0.1/24)") from None
         if self.address == self.kernel_interface.ip:
             raise LinkError(f"the stack's address {address} must differ from the kernel's")
-        if self.address not in self.kernel_interface.network:
+        network = self.kernel_interface.network
+        if self.address not in network:
             raise LinkError(f"address {address} is outside the kernel side's network "
-                            f"{self.kernel_interface.network}")
+                            f"{network}")
+        if (role := _non_host_role(self.address, network)) is not None:
+            raise LinkError(f"address {address} is the {role} address of {network}, "
+                            "not a host's")
         self.mtu = mtu
         self.config = config or TcpConfig()
         self.config.mss = min(self.config.mss, mtu - _HEADERS)
@@ -296,12 +318,33 @@ class Stack:
         self._servers[port] = server
         return server
 
+    def check_destination(self, host: str) -> ipaddress.IPv4Address:
+        """The address `host` names, or ValueError (LinkError if it is no IPv4 address)
+        when no connection there could ever work, so that the caller learns at once rather
+        than after the SYN retransmissions. Any other address goes to the kernel, which
+        routes it on (an address outside the kernel side's network is fine)."""
+        remote = _parse_address(host)
+        network = self.kernel_interface.network
+        if remote == self.address:
+            reason = "it is the stack's own address"
+        elif remote in network and (role := _non_host_role(remote, network)) is not None:
+            reason = f"it is the {role} address of {network}"
+        elif remote.is_loopback:
+            reason = (f"a loopback address, which the kernel never routes to {self.iface} "
+                      f"(the kernel side is {self.kernel_interface.ip})")
+        elif remote.is_multicast or remote.is_unspecified or \
+                remote == ipaddress.IPv4Address("255.255.255.255"):
+            reason = "TCP needs a unicast address"
+        else:
+            return remote
+        raise ValueError(f"cannot connect to {remote}: {reason}")
+
     async def open_connection(self, host: str, port: int, *, limit: int = STREAM_LIMIT,
                               congestion: str | None = None, nodelay: bool | None = None
                               ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         if not 0 < port < 65536:
             raise ValueError(f"invalid port {port}: must be 1-65535")
-        remote = _parse_address(host)
+        remote = self.check_destination(host)
         config = self._config_for(congestion, nodelay)
         await self.start()
         driver = self.driver
@@ -327,34 +370,48 @@ class Stack:
         writer = asyncio.StreamWriter(transport, protocol, reader, loop)
         return reader, writer
 
-    async def close(self, linger: float = 1.0) -> None:
-        """Stop listening, close every connection gracefully (waiting up to `linger` seconds
-        for the closes to complete), then remove the interface."""
+    async def close(self, linger: float = SHUTDOWN_GRACE) -> None:
+        """Stop listening and close every connection as a kernel does when a process exits,
+        then remove the interface: a FIN where everything sent can still be delivered, a RST
+        where received data was left unread or arrives after the close, and a RST for what
+        has not finished after `linger` seconds, since no peer may be left waiting on an
+        interface that is gone (see NetworkStack.close_all)."""
         driver = self.driver
         if driver is None:
             self._stop_observers()
             self.tun.close()
             return
+        network = self.network
+        live = [c for c in network.connections.values() if c.state is not State.TIME_WAIT]
         try:
             for server in list(self._servers.values()):
                 server.close()
             # Close through the transports, so the applications see their streams end
             # rather than a connection closed under them.
-            for conn in list(self.network.connections.values()):
+            for conn in list(network.connections.values()):
                 if isinstance(conn.owner, TcpTransport):
                     conn.owner.close()
-            self.network.close_all(driver.now())
+            network.close_all(driver.now())
             driver.kick()
             loop = driver.loop
             deadline = loop.time() + linger
             while loop.time() < deadline and any(
                     c.state not in (State.TIME_WAIT, State.CLOSED)
-                    for c in self.network.connections.values()):
+                    for c in network.connections.values()):
                 await asyncio.sleep(0.02)
-            for conn in list(self.network.connections.values()):
+                network.reset_unread_arrivals(driver.now())
+                driver.kick()
+            for conn in list(network.connections.values()):
                 if isinstance(conn.owner, TcpTransport):
                     conn.owner.lose(ConnectionAbortedError("the stack is shutting down"))
+            network.reset_all(driver.now())
+            driver.kick()
             await asyncio.sleep(0)  # let the handlers see it and finish
+            if any(c.error is not None for c in live):
+                # A RST whose sequence number the peer finds in its window but not exact
+                # draws a challenge ACK (RFC 5961 3.2); the answer to that, a RST from no
+                # connection, is exact. Stay up briefly to give it.
+                await asyncio.sleep(SHUTDOWN_DRAIN)
         finally:
             try:
                 self._stop_observers(list(self.network.connections.values()))

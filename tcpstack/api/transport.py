@@ -58,9 +58,13 @@ class TcpTransport(asyncio.Transport):
     def close(self) -> None:
         if self._closing:
             return
+        if self._conn.receive_buffer:
+            # Received data the application never read: a RST rather than a FIN tells the
+            # peer it was lost (RFC 9293 3.6.1, RFC 1122 4.2.2.13), as Linux's close() does.
+            self.abort()
+            return
         self._closing = True
         self._conn.discard_input = True
-        self._conn.receive_buffer.clear()
         if not self._backlog:
             self._finish_close()
 

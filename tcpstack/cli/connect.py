@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import sys
 
 import click
@@ -16,7 +17,6 @@ from tcpstack.cli.app import (
     cli,
     make_stack,
     run,
-    stop_on_signals,
 )
 from tcpstack.services.relay import Progress, relay
 
@@ -44,11 +44,22 @@ def connect(ctx: click.Context, host: str, port: int, timeout: float | None,
 
 async def _connect(opts: dict[str, object], host: str, port: int,
                    timeout: float | None, progress: bool = False) -> None:
+    loop = asyncio.get_running_loop()
+    # SIGINT or SIGTERM ends the command at once, closing as a process's exit would, with
+    # the status a shell gives a command the signal killed: 128 + its number.
+    signalled: asyncio.Future[signal.Signals] = loop.create_future()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if not signalled.done():
+            signalled.set_result(sig)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
     stack = make_stack(opts)
-    await stack.start()
-    stop = stop_on_signals()
+    stack.check_destination(host)  # before any interface exists: refused in one line
     where = f"{host}:{port}"
-    try:
+
+    async def session() -> None:
         try:
             reader, writer = await asyncio.wait_for(stack.open_connection(host, port), timeout)
         except ConnectionRefusedError:
@@ -57,21 +68,29 @@ async def _connect(opts: dict[str, object], host: str, port: int,
             raise CommandFailed(f"connection to {where} timed out") from None
         except ConnectionError as exc:
             raise CommandFailed(f"connection to {where} failed: {exc}") from None
-        pump = asyncio.ensure_future(relay(reader, writer, sys.stdin.fileno(),
-                                           sys.stdout.buffer,
-                                           Progress(sys.stderr) if progress else None))
-        stopped = asyncio.ensure_future(stop.wait())
-        await asyncio.wait((pump, stopped), return_when=asyncio.FIRST_COMPLETED)
-        if not pump.done():
-            pump.cancel()
-            writer.transport.abort()
-            raise CommandFailed("interrupted")
-        stopped.cancel()
         try:
-            pump.result()
+            await relay(reader, writer, sys.stdin.fileno(), sys.stdout.buffer,
+                        Progress(sys.stderr) if progress else None)
         except TimeoutError:
             raise CommandFailed(f"connection to {where} timed out") from None
         except ConnectionError as exc:
             raise CommandFailed(f"connection to {where} lost: {exc}") from None
+
+    await stack.start()
+    try:
+        running = asyncio.ensure_future(session())
+        await asyncio.wait((running, signalled), return_when=asyncio.FIRST_COMPLETED)
+        if running.done():
+            running.result()
+            return
+        # Cancelled, the handshake is abandoned, or the relay closes the connection (a FIN,
+        # or a RST where received data is left unread); stack.close() then finishes it.
+        running.cancel()
+        await asyncio.wait((running,))
     finally:
         await stack.close()
+    sig = signalled.result()
+    # Last, like an error: the line that says why the command ended.
+    click.echo("tcpstack: interrupted" if sig is signal.SIGINT else "tcpstack: terminated",
+               err=True)
+    raise SystemExit(128 + sig)

@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import os
+import queue
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from typing import BinaryIO, TextIO
@@ -113,10 +115,10 @@ async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, inpu
     # and drawn again on the next tick, so it never mixes with the data.
     shares_terminal = progress is not None and _same_terminal(output, progress.stream)
 
+    source = _InputReader(input_fd, loop)
+
     async def upstream() -> None:
-        # A thread reads the descriptor: epoll refuses regular files, and a terminal or pipe
-        # works the same way, so one path serves every kind of standard input.
-        while data := await loop.run_in_executor(None, os.read, input_fd, CHUNK):
+        while data := await source.read():
             writer.write(data)
             await writer.drain()
             if progress is not None:
@@ -144,9 +146,62 @@ async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, inpu
     finally:
         for task in (up, down, *([ticker] if ticker is not None else [])):
             task.cancel()
+        source.close()
         if progress is not None:
             progress.finish()
         writer.close()
+
+
+class _InputReader:
+    """Reads a descriptor in a thread, one chunk per `read()`.
+
+    A thread, because epoll refuses regular files, and a terminal or pipe works the same way,
+    so one path serves every kind of standard input. A daemon thread of its own rather than
+    the loop's executor: a read blocked on a terminal cannot be called off, and asyncio.run
+    and the interpreter both wait for the executor's threads, so an interrupted `connect`
+    would otherwise live on until its input ended."""
+
+    def __init__(self, fd: int, loop: asyncio.AbstractEventLoop) -> None:
+        self._fd = fd
+        self._loop = loop
+        self._requests: queue.SimpleQueue[asyncio.Future[bytes] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    async def read(self) -> bytes:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="tcpstack-input",
+                                            daemon=True)
+            self._thread.start()
+        future: asyncio.Future[bytes] = self._loop.create_future()
+        self._requests.put(future)
+        return await future
+
+    def close(self) -> None:
+        """No more reads: the thread ends once the read it may be blocked in returns."""
+        self._requests.put(None)
+
+    def _run(self) -> None:
+        while (future := self._requests.get()) is not None:
+            data, error = b"", None
+            try:
+                data = os.read(self._fd, CHUNK)
+            except OSError as exc:
+                error = exc
+            try:
+                self._loop.call_soon_threadsafe(_settle, future, data, error)
+            except RuntimeError:  # the loop is closed: nobody waits for this any more
+                return
+            if not data:
+                return
+
+
+def _settle(future: asyncio.Future[bytes], data: bytes, error: OSError | None) -> None:
+    if future.done():  # the reader was cancelled meanwhile
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(data)
 
 
 def _same_terminal(output: BinaryIO, stream: TextIO) -> bool:

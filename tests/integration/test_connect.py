@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import select
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -137,3 +140,217 @@ def test_listen_side_half_closes_first_and_still_receives(netns: NetNS) -> None:
     out = server.stdout.read().decode() if server.stdout else ""
     assert status == 0, out
     assert "received 1000000" in out, out
+
+
+# A kernel server for the interrupt tests: accepts one connection on PORT, reads until the
+# peer's FIN or RST and prints what it got ("eof N" or "reset N" bytes); with "hold" it then
+# keeps its socket open, as a server that does not finish would, and reports the RST that
+# must end it ("closed").
+HOLDING_SERVER = """
+import socket, sys, time
+port, mode = int(sys.argv[1]), sys.argv[2]
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("0.0.0.0", port))
+srv.listen(1)
+srv.settimeout(30)
+print("ready", flush=True)
+conn, _ = srv.accept()
+conn.settimeout(30)
+got = 0
+try:
+    while chunk := conn.recv(65536):
+        got += len(chunk)
+    print(f"eof {got}", flush=True)
+except ConnectionResetError:
+    print(f"reset {got}", flush=True)
+    sys.exit(0)
+if mode == "close":
+    conn.close()
+    sys.exit(0)
+deadline = time.monotonic() + 20
+while time.monotonic() < deadline:
+    if conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] != 8:  # CLOSE_WAIT
+        print("closed", flush=True)
+        break
+    time.sleep(0.01)
+time.sleep(30)
+"""
+
+
+def _line(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> str:
+    """The next line `proc` prints, waiting at most `timeout` seconds for it."""
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()  # unbuffered, so select sees every byte still to come
+    deadline = time.monotonic() + timeout
+    line = b""
+    while not line.endswith(b"\n"):
+        ready, _, _ = select.select([fd], [], [], max(deadline - time.monotonic(), 0))
+        assert ready, f"no line within {timeout} s (so far {line!r})"
+        byte = os.read(fd, 1)
+        assert byte, f"the process exited mid-line ({line!r})"
+        line += byte
+    return line.decode()
+
+
+StartConnect = Callable[[NetNS, str, int, Path], subprocess.Popen[bytes]]
+
+
+@pytest.fixture
+def start_connect() -> Iterator[StartConnect]:
+    """`start_connect(ns, HOST, PORT, LOG)` runs `tcpstack --trace connect HOST PORT` with a
+    standard input that never ends and its stderr in LOG; killed at teardown if still up."""
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(ns: NetNS, host: str, port: int, log: Path) -> subprocess.Popen[bytes]:
+        with log.open("wb") as err:
+            proc = subprocess.Popen(ns.argv([TCPSTACK, "--trace", "connect", host, str(port)]),
+                                    stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                    stderr=err, env=clean_env())
+        procs.append(proc)
+        return proc
+
+    try:
+        yield start
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+            if proc.stdin is not None:
+                proc.stdin.close()
+
+
+def _wait_for(log: Path, text: str, proc: subprocess.Popen[bytes],
+              timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in log.read_text():
+        assert proc.poll() is None, f"tcpstack exited early:\n{log.read_text()}"
+        assert time.monotonic() < deadline, f"no {text!r} within {timeout} s:\n" \
+                                            f"{log.read_text()}"
+        time.sleep(0.02)
+
+
+def _interrupt(proc: subprocess.Popen[bytes], sig: signal.Signals,
+               timeout: float = 10.0) -> tuple[int, float]:
+    """Send `sig`; the exit status and how long the exit took."""
+    began = time.monotonic()
+    proc.send_signal(sig)
+    try:
+        status = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+        raise AssertionError(f"tcpstack still running {timeout} s after {sig.name}") from None
+    return status, time.monotonic() - began
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("sig", "status", "message"), [
+    (signal.SIGINT, 130, "tcpstack: interrupted"),
+    (signal.SIGTERM, 143, "tcpstack: terminated"),
+])
+def test_signal_during_the_handshake_stops_at_once(netns: NetNS, tmp_path: Path,
+                                                   start_connect: StartConnect,
+                                                   sig: signal.Signals, status: int,
+                                                   message: str) -> None:
+    log = tmp_path / "connect.log"
+    # Nobody owns 10.77.0.5: the handshake would retry for two minutes.
+    proc = start_connect(netns, "10.77.0.5", 5010, log)
+    _wait_for(log, "CLOSED -> SYN_SENT", proc)
+    got, took = _interrupt(proc, sig)
+    stderr = log.read_text()
+    assert got == status, stderr
+    assert stderr.splitlines()[-1] == message, stderr
+    assert "timed out" not in stderr, stderr
+    assert took < 3.0, f"exit took {took:.2f} s"
+    assert "tcps0" not in netns.run(["ip", "-o", "link"]).stdout
+
+
+@pytest.mark.timeout(60)
+def test_sigint_when_established_closes_with_fin_and_exits_at_once(
+        netns: NetNS, tmp_path: Path, start_connect: StartConnect) -> None:
+    server = netns.popen([sys.executable, "-u", "-c", HOLDING_SERVER, "5011", "close"],
+                         stdout=subprocess.PIPE)
+    assert _line(server) == "ready\n"
+    log = tmp_path / "connect.log"
+    proc = start_connect(netns, "10.77.0.1", 5011, log)
+    _wait_for(log, "SYN_SENT -> ESTABLISHED", proc)
+    assert proc.stdin is not None
+    proc.stdin.write(b"hello\n")
+    proc.stdin.flush()
+    time.sleep(0.2)  # delivered; standard input stays open, as a terminal's would
+    status, took = _interrupt(proc, signal.SIGINT)
+    stderr = log.read_text()
+    assert status == 130, stderr
+    assert stderr.splitlines()[-1] == "tcpstack: interrupted", stderr
+    # All sent data could be delivered: a FIN, and the peer, closing too, ends it at once.
+    assert _line(server) == "eof 6\n"
+    assert "10.77.0.1:5011 ESTABLISHED -> FIN_WAIT_1" in stderr, stderr
+    assert took < 1.0, f"exit took {took:.2f} s"
+
+
+@pytest.mark.timeout(60)
+def test_sigint_when_established_resets_a_peer_that_does_not_finish(
+        netns: NetNS, tmp_path: Path, start_connect: StartConnect) -> None:
+    server = netns.popen([sys.executable, "-u", "-c", HOLDING_SERVER, "5012", "hold"],
+                         stdout=subprocess.PIPE)
+    assert _line(server) == "ready\n"
+    log = tmp_path / "connect.log"
+    proc = start_connect(netns, "10.77.0.1", 5012, log)
+    _wait_for(log, "SYN_SENT -> ESTABLISHED", proc)
+    status, took = _interrupt(proc, signal.SIGINT)
+    assert status == 130, log.read_text()
+    assert took < 2.5, f"exit took {took:.2f} s"
+    # The FIN, then after the grace a RST: the kernel socket is not left in CLOSE-WAIT.
+    assert _line(server) == "eof 0\n"
+    assert _line(server) == "closed\n"
+    waiting = netns.run(["ss", "-Htan", "state", "close-wait", "state", "last-ack"]).stdout
+    assert waiting == ""
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("host", "reason"), [
+    ("10.77.0.2", "cannot connect to 10.77.0.2: it is the stack's own address"),
+    ("10.77.0.255", "cannot connect to 10.77.0.255: it is the broadcast address of "
+                    "10.77.0.0/24"),
+    ("10.77.0.0", "cannot connect to 10.77.0.0: it is the network address of 10.77.0.0/24"),
+    ("127.0.0.1", "cannot connect to 127.0.0.1: a loopback address, which the kernel never "
+                  "routes to tcps0 (the kernel side is 10.77.0.1)"),
+    ("224.0.0.1", "cannot connect to 224.0.0.1: TCP needs a unicast address"),
+])
+def test_connect_to_an_address_no_connection_can_reach_is_refused_at_once(
+        netns: NetNS, host: str, reason: str) -> None:
+    began = time.monotonic()
+    result = netns.run([TCPSTACK, "connect", host, "5013"], timeout=20)
+    assert time.monotonic() - began < 10
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.splitlines() == [f"tcpstack: error: {reason}"]
+    assert "tcps0" not in netns.run(["ip", "-o", "link"]).stdout
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("address", "reason"), [
+    ("10.77.0.255", "address 10.77.0.255 is the broadcast address of 10.77.0.0/24, not a "
+                    "host's"),
+    ("10.77.0.0", "address 10.77.0.0 is the network address of 10.77.0.0/24, not a host's"),
+])
+def test_stack_address_that_is_not_a_host_is_refused_at_once(netns: NetNS, address: str,
+                                                             reason: str) -> None:
+    result = netns.run([TCPSTACK, "--address", address, "connect", "10.77.0.1", "5014"],
+                       timeout=20)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.splitlines() == [f"tcpstack: error: {reason}"]
+    assert "tcps0" not in netns.run(["ip", "-o", "link"]).stdout
+
+
+@pytest.mark.timeout(60)
+def test_connect_outside_the_subnet_is_routed_through_the_kernel(netns: NetNS) -> None:
+    # An address of the kernel's own, outside 10.77.0.0/24: the kernel takes it from tcps0.
+    assert netns.run(["ip", "addr", "add", "10.99.0.1/32", "dev", "lo"]).returncode == 0
+    server = netns.popen([sys.executable, "-u", "-c", HOLDING_SERVER, "5015", "close"],
+                         stdout=subprocess.PIPE)
+    assert _line(server) == "ready\n"
+    result = netns.run([TCPSTACK, "connect", "10.99.0.1", "5015"], timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert _line(server) == "eof 0\n"
