@@ -60,6 +60,7 @@ class SegmentOutput(TransmissionControlBlock):
     def _emit(self, flags: int, seq: int, payload: Bytes = b"", options: bytes = b"") -> None:
         if flags & RST:
             window = 0
+            self.counters["rst_out"] += 1  # the stack counts the RSTs it answers strays with
         elif flags & SYN:  # the window in a SYN is never scaled (RFC 7323 2.2)
             window = min(self._rcv_capacity - len(self.receive_buffer), MAX_WINDOW_FIELD)
             self.rcv_adv = (self.rcv_nxt + window) & MASK

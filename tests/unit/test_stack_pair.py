@@ -124,6 +124,18 @@ def test_syn_to_closed_port_gets_rst_ack() -> None:
     assert pair.a.counters["attempt_fails"] == 1
 
 
+def test_an_aborted_connection_counts_its_rst_in_rst_out() -> None:
+    pair = LinkPair()
+    client, server = pair.established_pair()
+    assert pair.a.counters["rst_out"] == 0
+    client.abort(pair.now)
+    pair.a.touch(client)
+    pair.settle()
+    assert [f.segment.flags & RST for f in pair.tcp_frames("a")][-1] == RST
+    assert pair.a.counters["rst_out"] == 1
+    assert server.state is State.CLOSED
+
+
 def test_syn_at_isn_before_wrap_to_closed_port_gets_ack_zero() -> None:
     pair = LinkPair(isn_a=FixedIsn(0xFFFFFFFF))
     pair.a.connect(B_ADDR, 81, pair.now)
