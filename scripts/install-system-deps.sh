@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the system tools tcpstack's demo, tests and benchmark drive, only those missing.
 set -euo pipefail
-declare -A pkg_for=( [ip]=iproute2 [curl]=curl [nc]=netcat-openbsd [ping]=iputils-ping [dot]=graphviz )
+# The README's tour uses jq, pv and tcpdump as well (tests/integration/test_readme.py runs it).
+declare -A pkg_for=( [ip]=iproute2 [curl]=curl [nc]=netcat-openbsd [ping]=iputils-ping [dot]=graphviz
+                     [jq]=jq [pv]=pv [tcpdump]=tcpdump )
 missing=()
 for tool in "${!pkg_for[@]}"; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("${pkg_for[$tool]}")
