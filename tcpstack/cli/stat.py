@@ -115,16 +115,28 @@ def render_counters(counters: dict[str, int], *, zeros: bool,
     return "\n".join(lines)
 
 
-def _fetch(iface: str) -> Snapshot:
+# How often `--wait` looks for the stack's control socket.
+_WAIT_POLL = 0.05
+
+
+def _fetch(iface: str, wait: float = 0.0) -> Snapshot:
+    """The snapshot of the stack on `iface`; with `wait`, keep trying that many seconds for a
+    stack that is still coming up."""
     path = control_path(iface)
-    try:
-        return query_snapshot(path)
-    except NoStackRunning as exc:
-        left = ", left by a stack that was killed" if exc.stale else ""
-        raise click.ClickException(f"no tcpstack running on {iface} in this network "
-                                   f"namespace ({exc}{left})") from None
-    except ControlError as exc:
-        raise click.ClickException(str(exc)) from None
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return query_snapshot(path)
+        except NoStackRunning as exc:
+            if time.monotonic() < deadline:
+                time.sleep(_WAIT_POLL)
+                continue
+            left = ", left by a stack that was killed" if exc.stale else ""
+            after = f" after waiting {wait:g} s" if wait else ""
+            raise click.ClickException(f"no tcpstack running on {iface} in this network "
+                                       f"namespace{after} ({exc}{left})") from None
+        except ControlError as exc:
+            raise click.ClickException(str(exc)) from None
 
 
 @also_after_command("iface", *LOGGING_OPTION_NAMES)
@@ -137,17 +149,22 @@ def _fetch(iface: str) -> Snapshot:
               default=None, metavar="[SECONDS]",
               help="Refresh every SECONDS (default 1) until Ctrl-C; with --json, one JSON "
                    "line per refresh.")
+@click.option("--wait", type=click.FloatRange(0), default=0.0, metavar="SECONDS",
+              help="Wait up to SECONDS for a stack that is still coming up (for a script "
+                   "that started one in the background).")
 @click.pass_context
 def stat(ctx: click.Context, as_json: bool, counters: bool, zeros: bool,
-         watch: float | None) -> None:
+         watch: float | None, wait: float) -> None:
     """Show the connections and counters of the stack running on --iface here."""
     iface = str(ctx.obj["iface"])
+    first_wait = wait
     console = Console(width=None if sys.stdout.isatty() else _PIPE_WIDTH)
     previous: dict[str, int] | None = None
 
     def render() -> RenderableType | str:
-        nonlocal previous
-        snapshot = _fetch(iface)
+        nonlocal previous, first_wait
+        snapshot = _fetch(iface, first_wait)
+        first_wait = 0.0
         if as_json:
             value: object = snapshot["counters"] if counters else snapshot
             return json.dumps(value, indent=None if watch is not None else 2)

@@ -263,3 +263,34 @@ def test_stacks_on_two_interfaces_of_one_namespace_do_not_share_addresses(
         assert [listener["port"] for listener in snapshot(netns)["listeners"]] == [80]
     finally:
         assert stop_process(other) == 0
+
+
+@pytest.mark.timeout(60)
+def test_stat_wait_returns_once_a_stack_started_in_the_background_is_up(
+        netns: NetNS, tmp_path: Path) -> None:
+    waiting = netns.popen([TCPSTACK, "stat", "--wait", "20", "--json"], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE)
+    time.sleep(0.3)  # stat is already polling when the stack starts
+    log = (tmp_path / "stack.log").open("wb")
+    stack = netns.popen([TCPSTACK, "listen", "80", "--echo"], stdout=log, stderr=log)
+    try:
+        out, err = waiting.communicate(timeout=30)
+        assert waiting.returncode == 0, err
+        listeners = json.loads(out)["listeners"]
+        assert [(lst["local"], lst["state"]) for lst in listeners] == [("10.77.0.2:80",
+                                                                         "LISTEN")]
+    finally:
+        stop_process(stack)
+        log.close()
+
+
+@pytest.mark.timeout(60)
+def test_stat_wait_without_a_stack_gives_up_after_the_time_in_one_line(netns: NetNS) -> None:
+    began = time.monotonic()
+    result = stat(netns, "--wait", "0.5")
+    assert time.monotonic() - began >= 0.5
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("tcpstack: error: no tcpstack running on tcps0 in this network "
+                               "namespace after waiting 0.5 s")
