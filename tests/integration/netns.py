@@ -15,6 +15,7 @@ import itertools
 import os
 import re
 import secrets
+import select
 import shutil
 import signal
 import subprocess
@@ -239,3 +240,18 @@ def sha256_file(path: Path) -> str:
         while chunk := f.read(CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def read_line(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> str:
+    """The next line `proc` prints, waiting at most `timeout` seconds for it."""
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()  # read unbuffered, so select sees every byte still to come
+    deadline = time.monotonic() + timeout
+    line = b""
+    while not line.endswith(b"\n"):
+        ready, _, _ = select.select([fd], [], [], max(deadline - time.monotonic(), 0))
+        assert ready, f"no line within {timeout} s (so far {line!r})"
+        byte = os.read(fd, 1)
+        assert byte, f"the process exited mid-line ({line!r})"
+        line += byte
+    return line.decode()

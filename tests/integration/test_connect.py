@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .netns import PEERS, TCPSTACK, NetNS, clean_env, stop_process
+from .netns import PEERS, TCPSTACK, NetNS, clean_env, read_line, stop_process
 
 pytestmark = pytest.mark.integration
 
@@ -178,20 +177,6 @@ time.sleep(30)
 """
 
 
-def _line(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> str:
-    """The next line `proc` prints, waiting at most `timeout` seconds for it."""
-    assert proc.stdout is not None
-    fd = proc.stdout.fileno()  # unbuffered, so select sees every byte still to come
-    deadline = time.monotonic() + timeout
-    line = b""
-    while not line.endswith(b"\n"):
-        ready, _, _ = select.select([fd], [], [], max(deadline - time.monotonic(), 0))
-        assert ready, f"no line within {timeout} s (so far {line!r})"
-        byte = os.read(fd, 1)
-        assert byte, f"the process exited mid-line ({line!r})"
-        line += byte
-    return line.decode()
-
 
 StartConnect = Callable[[NetNS, str, int, Path], subprocess.Popen[bytes]]
 
@@ -272,7 +257,7 @@ def test_sigint_when_established_closes_with_fin_and_exits_at_once(
         netns: NetNS, tmp_path: Path, start_connect: StartConnect) -> None:
     server = netns.popen([sys.executable, "-u", "-c", HOLDING_SERVER, "5011", "close"],
                          stdout=subprocess.PIPE)
-    assert _line(server) == "ready\n"
+    assert read_line(server) == "ready\n"
     log = tmp_path / "connect.log"
     proc = start_connect(netns, "10.77.0.1", 5011, log)
     _wait_for(log, "SYN_SENT -> ESTABLISHED", proc)
@@ -285,7 +270,7 @@ def test_sigint_when_established_closes_with_fin_and_exits_at_once(
     assert status == 130, stderr
     assert stderr.splitlines()[-1] == "tcpstack: interrupted", stderr
     # All sent data could be delivered: a FIN, and the peer, closing too, ends it at once.
-    assert _line(server) == "eof 6\n"
+    assert read_line(server) == "eof 6\n"
     assert "10.77.0.1:5011 ESTABLISHED -> FIN_WAIT_1" in stderr, stderr
     assert took < 1.0, f"exit took {took:.2f} s"
 
@@ -295,7 +280,7 @@ def test_sigint_when_established_resets_a_peer_that_does_not_finish(
         netns: NetNS, tmp_path: Path, start_connect: StartConnect) -> None:
     server = netns.popen([sys.executable, "-u", "-c", HOLDING_SERVER, "5012", "hold"],
                          stdout=subprocess.PIPE)
-    assert _line(server) == "ready\n"
+    assert read_line(server) == "ready\n"
     log = tmp_path / "connect.log"
     proc = start_connect(netns, "10.77.0.1", 5012, log)
     _wait_for(log, "SYN_SENT -> ESTABLISHED", proc)
@@ -303,8 +288,8 @@ def test_sigint_when_established_resets_a_peer_that_does_not_finish(
     assert status == 130, log.read_text()
     assert took < 2.5, f"exit took {took:.2f} s"
     # The FIN, then after the grace a RST: the kernel socket is not left in CLOSE-WAIT.
-    assert _line(server) == "eof 0\n"
-    assert _line(server) == "closed\n"
+    assert read_line(server) == "eof 0\n"
+    assert read_line(server) == "closed\n"
     waiting = netns.run(["ss", "-Htan", "state", "close-wait", "state", "last-ack"]).stdout
     assert waiting == ""
 
@@ -350,7 +335,7 @@ def test_connect_outside_the_subnet_is_routed_through_the_kernel(netns: NetNS) -
     assert netns.run(["ip", "addr", "add", "10.99.0.1/32", "dev", "lo"]).returncode == 0
     server = netns.popen([sys.executable, "-u", "-c", HOLDING_SERVER, "5015", "close"],
                          stdout=subprocess.PIPE)
-    assert _line(server) == "ready\n"
+    assert read_line(server) == "ready\n"
     result = netns.run([TCPSTACK, "connect", "10.99.0.1", "5015"], timeout=30)
     assert result.returncode == 0, result.stderr
-    assert _line(server) == "eof 0\n"
+    assert read_line(server) == "eof 0\n"

@@ -6,8 +6,6 @@ finished within the grace, so that `ss` shows no socket left in CLOSE-WAIT or LA
 
 from __future__ import annotations
 
-import os
-import select
 import subprocess
 import sys
 import time
@@ -15,7 +13,7 @@ import time
 import pytest
 
 from .conftest import StartStack
-from .netns import NetNS
+from .netns import NetNS, read_line
 
 pytestmark = pytest.mark.integration
 
@@ -116,24 +114,10 @@ while time.monotonic() < deadline:
 """
 
 
-def _line(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> str:
-    """The next line `proc` prints, waiting at most `timeout` seconds for it."""
-    assert proc.stdout is not None
-    fd = proc.stdout.fileno()  # read unbuffered, so select sees every byte still to come
-    deadline = time.monotonic() + timeout
-    line = b""
-    while not line.endswith(b"\n"):
-        ready, _, _ = select.select([fd], [], [], max(deadline - time.monotonic(), 0))
-        assert ready, f"no line from the client within {timeout} s (so far {line!r})"
-        byte = os.read(fd, 1)
-        assert byte, f"the client exited mid-line ({line!r})"
-        line += byte
-    return line.decode()
-
 
 def _ready_client(ns: NetNS, script: str) -> subprocess.Popen[bytes]:
     client = ns.popen([sys.executable, "-u", "-c", script], stdout=subprocess.PIPE)
-    assert _line(client) == "ready\n"
+    assert read_line(client) == "ready\n"
     return client
 
 
@@ -152,8 +136,8 @@ def test_sigterm_leaves_no_kernel_peer_in_close_wait(netns: NetNS,
     assert time.monotonic() - began < 4.0, "shutdown took longer than its grace"
     # The FIN first (everything sent was delivered), then, the peer not finishing within the
     # grace, a RST: the kernel socket does not stay in CLOSE-WAIT behind a removed interface.
-    assert _line(client) == "eof\n"
-    assert _line(client) == "closed\n"
+    assert read_line(client) == "eof\n"
+    assert read_line(client) == "closed\n"
     assert _waiting_kernel_sockets(netns) == ""
 
 
@@ -163,7 +147,7 @@ def test_sigterm_resets_at_once_where_received_data_was_left_unread(
     stack = start_stack(netns, "7", "--echo", global_args=("--trace",))
     client = _ready_client(netns, FLOODING_CLIENT)
     stack.stop()
-    assert _line(client) == "ECONNRESET\n"
+    assert read_line(client) == "ECONNRESET\n"
     log = stack.log()
     # RFC 9293 3.6.1: data left unread draws a RST instead of the FIN, not after a grace.
     assert "ESTABLISHED -> CLOSED" in log, log
@@ -178,7 +162,7 @@ def test_data_arriving_after_the_shutdown_fin_is_reset_before_the_grace_ends(
     client = _ready_client(netns, SENDING_CLIENT)
     signalled = time.monotonic()
     stack.stop()
-    words = _line(client).split()
+    words = read_line(client).split()
     assert words[0] == "failed", words
     assert words[2] in ("ConnectionResetError", "BrokenPipeError"), words
     # The grace is a second; data after our FIN has nobody to read it and is reset at once.

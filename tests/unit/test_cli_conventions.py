@@ -46,7 +46,7 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> Iterator[Recorded]:
     monkeypatch.setattr(connect, "_connect", runner("connect"))
     monkeypatch.setattr(connect, "run", lambda _: None)
 
-    def fetch(iface: str) -> Any:
+    def fetch(iface: str, wait: float = 0.0) -> Any:
         rec.calls.append(("stat", ({"iface": iface},)))
         raise click.ClickException(f"nothing on {iface}")
     monkeypatch.setattr(stat, "_fetch", fetch)
