@@ -8,6 +8,7 @@ import pytest
 from tcpstack.tcp import congestion
 from tcpstack.tcp import segment as tcpseg
 from tcpstack.tcp.config import TcpConfig
+from tcpstack.tcp.connection import Connection
 from tcpstack.tcp.events import ConnEvent
 from tcpstack.tcp.reassembly import ReassemblyQueue
 from tcpstack.tcp.sack import SackScoreboard
@@ -74,22 +75,42 @@ def test_reassembly_reports_most_recent_block_first() -> None:
     assert q.sack_blocks(4) == [(300, 310), (200, 210)]
 
 
-def test_connection_delivers_the_first_received_copy_of_overlapping_out_of_order_bytes() -> None:
-    """The same policy end to end: two out-of-order segments disagree about 110..113, the
-    hole before them fills, and the application reads the copy that arrived first."""
+def _receiving_peer() -> tuple[ScriptedPeer, Connection, int]:
+    """A connection the stack accepted, and the peer's sequence number that stands for 100,
+    so that 100 + n is the n-th byte of the stream (as in the queue tests above)."""
     peer = ScriptedPeer(TcpConfig(delayed_ack=0.0))
     peer.listen(80)
     peer_isn = 5_000_000
     synack = peer.inject(SYN, peer_isn, options=tcpseg.encode_options(mss=1460))
     peer.inject(ACK, peer_isn + 1, synack[0].seq + 1)
-    conn = peer.accepted()
-    base = peer_isn + 1 - 100  # so that sequence number 100 + n is the n-th byte of the stream
+    return peer, peer.accepted(), peer_isn + 1 - 100
+
+
+def test_connection_delivers_the_first_received_copy_of_overlapping_out_of_order_bytes() -> None:
+    """The same policy end to end: two out-of-order segments disagree about 110..113, the
+    hole before them fills, and the application reads the copy that arrived first."""
+    peer, conn, base = _receiving_peer()
     peer.inject(ACK, base + 110, conn.snd_nxt, payload=b"KLMNO")
     peer.inject(ACK, base + 105, conn.snd_nxt, payload=b"fghijklm")
     assert conn.receive_buffer == b""
     ack = peer.inject(ACK, base + 100, conn.snd_nxt, payload=b"abcde")
     assert [s.ack for s in ack] == [base + 115]
     assert peer.app_read(conn) == b"abcdefghijKLMNO"
+
+
+@pytest.mark.parametrize(("filler", "expected"), [
+    (b"abcdefghijklm", b"abcdefghijKLMNO"),          # ends inside the queued block
+    (b"abcdefghijklmnopq", b"abcdefghijKLMNOpq"),    # runs past it
+])
+def test_segment_filling_the_hole_keeps_the_queued_bytes_it_overlaps(filler: bytes,
+                                                                     expected: bytes) -> None:
+    """An in-order segment that fills the hole and overlaps data queued beyond it brings the
+    later copy of those bytes: the queued ones, received first, are what is delivered."""
+    peer, conn, base = _receiving_peer()
+    peer.inject(ACK, base + 110, conn.snd_nxt, payload=b"KLMNO")
+    ack = peer.inject(ACK, base + 100, conn.snd_nxt, payload=filler)
+    assert [s.ack for s in ack] == [base + 100 + len(expected)]
+    assert peer.app_read(conn) == expected
 
 
 def test_scoreboard_finds_holes_below_the_highest_sack() -> None:
