@@ -239,7 +239,13 @@ class Connection(SegmentOutput):
                 if len(payload) > fit:  # beyond the window: keep what fits, and no FIN
                     payload = payload[:fit]
                     flags &= ~FIN
-                self._deliver(payload)
+                if self._ooo:
+                    # Where this segment overlaps data queued beyond the hole, the queued
+                    # bytes arrived first and are the ones kept, as between two out-of-order
+                    # segments (docs/DECISIONS.md): the segment joins the queue under them.
+                    self._ooo.add(seq, bytes(payload), seq, fit)
+                else:
+                    self._deliver(payload)
                 if self._ooo:
                     # The segment filled (part of) a hole: ACK at once (RFC 5681 4.2).
                     self._deliver(self._ooo.pop_ready(self.rcv_nxt))

@@ -113,9 +113,11 @@ class SegmentOutput(TransmissionControlBlock):
         buffered = len(buf)
         cwnd = self.cc.cwnd
         dupacks = self.recovery.dupacks
+        limited_from = -1  # where limited transmit's bytes begin, as an offset from SND.UNA
         if dupacks and not self.recovery.active:
             # Limited transmit (RFC 3042): each of the first two duplicate ACKs lets one new
             # segment out, so a small window still collects the three that trigger recovery.
+            limited_from = min(self.snd_wnd, cwnd)
             cwnd += min(dupacks, 2) * self.snd_mss
         window = min(self.snd_wnd, cwnd)
         mss = self.snd_mss
@@ -139,6 +141,8 @@ class SegmentOutput(TransmissionControlBlock):
                 if not self.nodelay and self.snd_nxt != una:
                     break
             seq = self.snd_nxt
+            if 0 <= limited_from < sent + n and seq == self.snd_max:
+                self.recovery.limited += sent + n - max(sent, limited_from)
             flags = ACK | PSH if n == unsent else ACK
             self._emit(flags, seq, buf.peek(sent, n))
             end = (seq + n) & MASK

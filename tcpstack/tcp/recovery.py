@@ -22,7 +22,7 @@ class Action(enum.Enum):
 
 
 class FastRecovery:
-    __slots__ = ("active", "dupacks", "recover", "sack")
+    __slots__ = ("active", "dupacks", "limited", "recover", "sack")
 
     def __init__(self, iss: int) -> None:
         self.active = False
@@ -30,6 +30,9 @@ class FastRecovery:
         # inflation and partial ACKs: set when it starts, from what the peer's ACKs carry.
         self.sack = False
         self.dupacks = 0
+        # Bytes limited transmit (RFC 3042) sent beyond cwnd since the first of these
+        # duplicate ACKs: RFC 5681 3.2 step 2 leaves them out of the FlightSize of the cut.
+        self.limited = 0
         self.recover = iss
 
     def on_duplicate_ack(self, cc: CongestionControl, snd_una: int, snd_max: int,
@@ -51,7 +54,7 @@ class FastRecovery:
             self.active = True
             self.sack = sack
             self.recover = snd_max
-            cc.on_congestion((snd_max - snd_una) & MASK, now)
+            cc.on_congestion(max(((snd_max - snd_una) & MASK) - self.limited, 0), now)
             if not sack:
                 cc.cwnd = cc.ssthresh + DUPACK_THRESHOLD * cc.mss
             return Action.RETRANSMIT
@@ -60,6 +63,7 @@ class FastRecovery:
     def on_new_ack(self, cc: CongestionControl, ack: int, acked: int, snd_max: int,
                    now: float, srtt: float | None) -> Action:
         self.dupacks = 0
+        self.limited = 0
         if not self.active:
             cc.on_ack(acked, now, srtt)
             return Action.NONE
@@ -77,4 +81,5 @@ class FastRecovery:
         """RFC 6582 4.1: after a timeout, recovery starts over from the highest seq sent."""
         self.active = False
         self.dupacks = 0
+        self.limited = 0
         self.recover = snd_max

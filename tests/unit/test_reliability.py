@@ -6,13 +6,17 @@ from __future__ import annotations
 import pytest
 
 from tcpstack.tcp import congestion
+from tcpstack.tcp import segment as tcpseg
 from tcpstack.tcp.config import TcpConfig
+from tcpstack.tcp.connection import Connection
 from tcpstack.tcp.events import ConnEvent
 from tcpstack.tcp.reassembly import ReassemblyQueue
 from tcpstack.tcp.sack import SackScoreboard
+from tcpstack.tcp.segment import ACK, SYN
 from tcpstack.tcp.state import State
 
 from .link_pair import Frame, LinkPair
+from .scripted_peer import ScriptedPeer
 from .test_stack_pair import data_frames, pattern, transfer
 
 MSS = 1460
@@ -30,6 +34,33 @@ def test_reassembly_delivers_when_the_hole_fills_and_trims_overlaps() -> None:
     assert not q
 
 
+@pytest.mark.parametrize(("later_seq", "later", "expected"), [
+    (105, b"fghijklm", b"fghijKLMNO"),     # overlaps the front of the queued block
+    (105, b"fghijklmnopq", b"fghijKLMNOpq"),  # covers the queued block and goes beyond
+    (112, b"mn", b"KLMNO"),                # lies inside the queued block
+])
+def test_reassembly_overlap_keeps_the_bytes_received_first(later_seq: int, later: bytes,
+                                                           expected: bytes) -> None:
+    """Where two out-of-order segments carry different bytes for the same sequence numbers,
+    the queue keeps what arrived first (docs/DECISIONS.md): a later copy only adds the
+    sequence space it is the first to bring."""
+    q = ReassemblyQueue()
+    q.add(110, b"KLMNO", rcv_nxt=100, window=1000)
+    q.add(later_seq, later, rcv_nxt=100, window=1000)
+    start = min(110, later_seq)
+    assert q.pop_ready(start) == expected
+    assert not q
+
+
+def test_reassembly_segment_bridging_two_blocks_keeps_both_blocks_bytes() -> None:
+    q = ReassemblyQueue()
+    q.add(105, b"FG", rcv_nxt=100, window=1000)
+    q.add(110, b"KL", rcv_nxt=100, window=1000)
+    q.add(105, b"fghijkl", rcv_nxt=100, window=1000)
+    assert q.sack_blocks(4) == [(105, 112)]
+    assert q.pop_ready(105) == b"FGhijKL"
+
+
 def test_reassembly_keeps_only_what_fits_in_the_window() -> None:
     q = ReassemblyQueue()
     q.add(2**32 - 5, b"0123456789", rcv_nxt=2**32 - 10, window=8)  # across the wrap
@@ -42,6 +73,44 @@ def test_reassembly_reports_most_recent_block_first() -> None:
     q.add(200, b"x" * 10, rcv_nxt=100, window=1000)
     q.add(300, b"y" * 10, rcv_nxt=100, window=1000)
     assert q.sack_blocks(4) == [(300, 310), (200, 210)]
+
+
+def _receiving_peer() -> tuple[ScriptedPeer, Connection, int]:
+    """A connection the stack accepted, and the peer's sequence number that stands for 100,
+    so that 100 + n is the n-th byte of the stream (as in the queue tests above)."""
+    peer = ScriptedPeer(TcpConfig(delayed_ack=0.0))
+    peer.listen(80)
+    peer_isn = 5_000_000
+    synack = peer.inject(SYN, peer_isn, options=tcpseg.encode_options(mss=1460))
+    peer.inject(ACK, peer_isn + 1, synack[0].seq + 1)
+    return peer, peer.accepted(), peer_isn + 1 - 100
+
+
+def test_connection_delivers_the_first_received_copy_of_overlapping_out_of_order_bytes() -> None:
+    """The same policy end to end: two out-of-order segments disagree about 110..113, the
+    hole before them fills, and the application reads the copy that arrived first."""
+    peer, conn, base = _receiving_peer()
+    peer.inject(ACK, base + 110, conn.snd_nxt, payload=b"KLMNO")
+    peer.inject(ACK, base + 105, conn.snd_nxt, payload=b"fghijklm")
+    assert conn.receive_buffer == b""
+    ack = peer.inject(ACK, base + 100, conn.snd_nxt, payload=b"abcde")
+    assert [s.ack for s in ack] == [base + 115]
+    assert peer.app_read(conn) == b"abcdefghijKLMNO"
+
+
+@pytest.mark.parametrize(("filler", "expected"), [
+    (b"abcdefghijklm", b"abcdefghijKLMNO"),          # ends inside the queued block
+    (b"abcdefghijklmnopq", b"abcdefghijKLMNOpq"),    # runs past it
+])
+def test_segment_filling_the_hole_keeps_the_queued_bytes_it_overlaps(filler: bytes,
+                                                                     expected: bytes) -> None:
+    """An in-order segment that fills the hole and overlaps data queued beyond it brings the
+    later copy of those bytes: the queued ones, received first, are what is delivered."""
+    peer, conn, base = _receiving_peer()
+    peer.inject(ACK, base + 110, conn.snd_nxt, payload=b"KLMNO")
+    ack = peer.inject(ACK, base + 100, conn.snd_nxt, payload=filler)
+    assert [s.ack for s in ack] == [base + 100 + len(expected)]
+    assert peer.app_read(conn) == expected
 
 
 def test_scoreboard_finds_holes_below_the_highest_sack() -> None:
