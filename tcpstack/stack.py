@@ -279,13 +279,13 @@ class NetworkStack:
         self.listeners.clear()
         self._received_at_close = {}
         for conn in list(self.connections.values()):
-            self._received_at_close[conn] = conn.bytes_received
+            self._received_at_close[conn] = conn.rcv.bytes_received
             if conn.owner is not None or conn.state is State.TIME_WAIT:
                 continue
-            if conn.receive_buffer or conn.state is State.SYN_RCVD:
+            if conn.rcv.buffer or conn.state is State.SYN_RCVD:
                 conn.abort(now)
             else:
-                conn.discard_input = True  # nobody will read: later data is reset, below
+                conn.rcv.discard = True  # nobody will read: later data is reset, below
                 conn.close(now)
             self._dirty[conn] = None
 
@@ -293,7 +293,7 @@ class NetworkStack:
         """Shutdown, during the grace: reset every connection that has received data since
         `close_all` although its application reads no more (it set `discard_input`)."""
         for conn, received in self._received_at_close.items():
-            if (conn.discard_input and conn.bytes_received != received
+            if (conn.rcv.discard and conn.rcv.bytes_received != received
                     and conn.state in (State.ESTABLISHED, State.FIN_WAIT_1, State.FIN_WAIT_2)):
                 conn.abort(now)
                 self._dirty[conn] = None

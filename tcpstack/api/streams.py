@@ -286,7 +286,7 @@ class Stack:
             server = conn.listener.owner
             if isinstance(server, Server) and server.is_serving() and self.driver:
                 server.accept(self.driver, conn)
-                if conn.receive_buffer:
+                if conn.rcv.buffer:
                     owner = conn.owner
                     assert isinstance(owner, TcpTransport)
                     owner.handle_event(ConnEvent.DATA)
@@ -365,7 +365,7 @@ class Stack:
         protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
         transport = TcpTransport(driver, conn, protocol)
         protocol.connection_made(transport)
-        if conn.receive_buffer:
+        if conn.rcv.buffer:
             transport.handle_event(ConnEvent.DATA)
         writer = asyncio.StreamWriter(transport, protocol, reader, loop)
         return reader, writer

@@ -58,13 +58,13 @@ class TcpTransport(asyncio.Transport):
     def close(self) -> None:
         if self._closing:
             return
-        if self._conn.receive_buffer:
+        if self._conn.rcv.buffer:
             # Received data the application never read: a RST rather than a FIN tells the
             # peer it was lost (RFC 9293 3.6.1, RFC 1122 4.2.2.13), as Linux's close() does.
             self.abort()
             return
         self._closing = True
-        self._conn.discard_input = True
+        self._conn.rcv.discard = True
         if not self._backlog:
             self._finish_close()
 
@@ -155,11 +155,11 @@ class TcpTransport(asyncio.Transport):
         if self._lost or self._closing:
             return
         conn = self._conn
-        while conn.receive_buffer and not self._reading_paused:
+        while conn.rcv.buffer and not self._reading_paused:
             data = conn.read(DEFAULT_HIGH_WATER)
             self._driver.kick(conn)  # the read may have opened the window
             self._protocol.data_received(data)
-        if self._eof_pending and not conn.receive_buffer and not self._reading_paused:
+        if self._eof_pending and not conn.rcv.buffer and not self._reading_paused:
             self._eof_pending = False
             keep_open = self._protocol.eof_received()
             if not keep_open:

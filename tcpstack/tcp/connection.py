@@ -28,7 +28,6 @@ from tcpstack.tcp.state import RECEIVING, State, Trigger, next_state
 from tcpstack.tcp.tcb import (
     CWND_TRACE_INTERVAL,
     MAX_IP_PAYLOAD,
-    MAX_WINDOW_FIELD,
     MIN_SND_MSS,
 )
 
@@ -69,16 +68,9 @@ class Connection(SegmentOutput):
 
     def read(self, max_bytes: int = -1) -> bytes:
         """Take received bytes; opening the window may make the next flush send an update."""
-        buf = self.receive_buffer
-        if max_bytes < 0 or max_bytes >= len(buf):
-            data = bytes(buf)
-            buf.clear()
-        else:
-            data = bytes(buf[:max_bytes])
-            del buf[:max_bytes]
-        self._data_event_pending = False
-        if data and self.state in RECEIVING and self._window_would_grow():
-            self._ack_pending = self._ack_now = True  # a window update (3.8.6.2.2)
+        data = self.rcv.read(max_bytes)
+        if data and self.state in RECEIVING and self.rcv.window_would_grow():
+            self.rcv.owe_ack_now()  # a window update (3.8.6.2.2)
         return data
 
     def close(self, now: float) -> None:
@@ -127,21 +119,21 @@ class Connection(SegmentOutput):
             return
         flags = seg.flags
         if (state is State.SYN_RCVD and flags & SYN and not flags & ACK
-                and seg.seq == self.irs):
+                and seg.seq == self.rcv.irs):
             # Our SYN-ACK was lost and the peer repeats its SYN: answer it again.
             self._emit(SYN | ACK, self.iss, options=self._syn_options())
             return
 
-        if state is State.SYN_RCVD and flags & SYN and flags & ACK and seg.seq == self.irs:
+        if state is State.SYN_RCVD and flags & SYN and flags & ACK and seg.seq == self.rcv.irs:
             # Simultaneous open (RFC 9293 figure 8, line 6): the peer's SYN-ACK repeats its
             # SYN and acknowledges ours; the SYN is old, the ACK completes the handshake.
             flags &= ~SYN
             seg = Segment(seg.sport, seg.dport, (seg.seq + 1) & MASK, seg.ack, flags,
                           seg.window, seg.options, seg.payload)
-            self._ack_pending = self._ack_now = True  # figure 8, line 7: ACK it
+            self.rcv.owe_ack_now()  # figure 8, line 7: ACK it
 
         if (state is State.TIME_WAIT and flags & SYN and not flags & (ACK | RST)
-                and 0 < ((seg.seq - self.rcv_nxt) & MASK) < HALF):
+                and 0 < ((seg.seq - self.rcv.nxt) & MASK) < HALF):
             # RFC 1122 4.2.2.13 / RFC 6191: a SYN beyond everything the old incarnation
             # used may reopen the connection, if a listener takes it: the stack decides and
             # calls reopen() or decline_reopen().
@@ -152,23 +144,14 @@ class Connection(SegmentOutput):
         seq = seg.seq
         payload = seg.payload
         seg_len = len(payload) + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
-        wnd = (self.rcv_adv - self.rcv_nxt) & MASK
-        if wnd >= HALF:
-            wnd = 0
-        offset = (seq - self.rcv_nxt) & MASK
-        if seg_len == 0:
-            acceptable = offset == 0 if wnd == 0 else offset < wnd
-        elif wnd == 0:
-            acceptable = False
-        else:
-            acceptable = offset < wnd or ((seq + seg_len - 1 - self.rcv_nxt) & MASK) < wnd
-        if not acceptable:
-            if wnd == 0 and offset == 0 and flags & ACK and not flags & (RST | SYN):
+        offset = (seq - self.rcv.nxt) & MASK
+        if not self.rcv.acceptable(seq, seg_len):
+            if self.rcv.window == 0 and offset == 0 and flags & ACK and not flags & (RST | SYN):
                 # A zero window still takes valid ACKs (3.10.7.4): keep only the ACK, and
                 # answer with an ACK showing the window is still closed.
                 flags &= ~FIN
                 payload = payload[:0]
-                self._ack_pending = self._ack_now = True
+                self.rcv.owe_ack_now()
             else:
                 if not flags & RST:
                     if state is State.TIME_WAIT and flags & FIN:
@@ -177,16 +160,16 @@ class Connection(SegmentOutput):
                 return
         elif offset >= HALF:
             # Starts before RCV.NXT: trim what we already have (3.10.7.4, "trimmed").
-            skip = (self.rcv_nxt - seq) & MASK
+            skip = (self.rcv.nxt - seq) & MASK
             if flags & SYN:
                 skip -= 1
                 flags &= ~SYN
             payload = payload[skip:]
-            seq = self.rcv_nxt
+            seq = self.rcv.nxt
 
         # Second: RST (RFC 5961 3.2: only an exact match resets, others draw a challenge ACK).
         if flags & RST:
-            if seg.seq != self.rcv_nxt:
+            if seg.seq != self.rcv.nxt:
                 self._emit(ACK, self.snd_max)
                 return
             self._on_reset(now)
@@ -221,65 +204,52 @@ class Connection(SegmentOutput):
             return
 
         # Seventh: segment text.
-        if state in RECEIVING and (payload or flags & FIN) and seq != self.rcv_nxt:
+        if state in RECEIVING and (payload or flags & FIN) and seq != self.rcv.nxt:
             # Beyond a hole: keep it for later and send the immediate duplicate ACK of
             # RFC 5681 4.2, which also tells a SACK sender what arrived.
-            window = (self.rcv_adv - self.rcv_nxt) & MASK
-            self._ooo.add(seq, bytes(payload), self.rcv_nxt, window)
+            window = self.rcv.window
+            self.rcv.ooo.add(seq, bytes(payload), self.rcv.nxt, window)
             if flags & FIN:
                 fin_at = (seq + len(payload)) & MASK
-                if ((fin_at - self.rcv_nxt) & MASK) < window:
-                    self._ooo.fin_seq = fin_at
+                if ((fin_at - self.rcv.nxt) & MASK) < window:
+                    self.rcv.ooo.fin_seq = fin_at
             self._emit(ACK, self.snd_max)
             self._settle_fin_wait_1(now)
             return
         if payload:
             if state in RECEIVING:
-                fit = (self.rcv_adv - self.rcv_nxt) & MASK
+                fit = self.rcv.window
                 if len(payload) > fit:  # beyond the window: keep what fits, and no FIN
                     payload = payload[:fit]
                     flags &= ~FIN
-                if self._ooo:
+                if self.rcv.ooo:
                     # Where this segment overlaps data queued beyond the hole, the queued
                     # bytes arrived first and are the ones kept, as between two out-of-order
                     # segments (docs/DECISIONS.md): the segment joins the queue under them.
-                    self._ooo.add(seq, bytes(payload), seq, fit)
+                    self.rcv.ooo.add(seq, bytes(payload), seq, fit)
                 else:
                     self._deliver(payload)
-                if self._ooo:
+                if self.rcv.ooo:
                     # The segment filled (part of) a hole: ACK at once (RFC 5681 4.2).
-                    self._deliver(self._ooo.pop_ready(self.rcv_nxt))
+                    self._deliver(self.rcv.ooo.pop_ready(self.rcv.nxt))
                     self._emit(ACK, self.snd_max)
-                    if self._ooo.fin_seq == self.rcv_nxt:
+                    if self.rcv.ooo.fin_seq == self.rcv.nxt:
                         flags |= FIN  # a FIN that arrived early is now in order
-                        seq = self.rcv_nxt - len(payload)
+                        seq = self.rcv.nxt - len(payload)
             seq = (seq + len(payload)) & MASK
 
         # Eighth: FIN, once every byte before it has arrived.
-        if flags & FIN and seq == self.rcv_nxt:
-            self._ooo.fin_seq = None
-            self.rcv_nxt = (self.rcv_nxt + 1) & MASK
+        if flags & FIN and seq == self.rcv.nxt:
+            self.rcv.ooo.fin_seq = None
+            self.rcv.nxt = (self.rcv.nxt + 1) & MASK
             self._emit(ACK, self.snd_max)
             self._on_fin(now)
         self._settle_fin_wait_1(now)
 
     def _deliver(self, data: Bytes) -> None:
         """In-order bytes at RCV.NXT: to the application (unless it stopped reading)."""
-        n = len(data)
-        if not n:
-            return
-        if not self.discard_input:
-            self.receive_buffer += data
-            if not self._data_event_pending:
-                self._data_event_pending = True
-                self.events.append(ConnEvent.DATA)
-        self.rcv_nxt = (self.rcv_nxt + n) & MASK
-        self.bytes_received += n
-        self._ack_pending = True
-        # Delayed ACK (RFC 5681 4.2): at least every second full-sized segment.
-        self._unacked_bytes += n
-        if self._unacked_bytes >= 2 * self.config.mss:
-            self._ack_now = True
+        if self.rcv.deliver(data):
+            self.events.append(ConnEvent.DATA)
 
     def _settle_fin_wait_1(self, now: float) -> None:
         """FIN_WAIT_1 whose FIN is acked moves on to FIN_WAIT_2, unless the same segment's FIN
@@ -318,7 +288,7 @@ class Connection(SegmentOutput):
             self.retries = 0
             self._transition(Trigger.RCV_SYN_ACK, now)
             self.events.append(ConnEvent.ESTABLISHED)
-            self._ack_pending = self._ack_now = True
+            self.rcv.owe_ack_now()
         else:
             # Simultaneous open (3.10.7.3, figure 8): answer with our SYN again plus an ACK.
             self._transition(Trigger.RCV_SYN, now)
@@ -326,8 +296,7 @@ class Connection(SegmentOutput):
             self._send_syn(now)
 
     def _take_syn(self, seg: Segment) -> None:
-        self.irs = seg.seq
-        self.rcv_nxt = self.rcv_adv = (seg.seq + 1) & MASK
+        self.rcv.start(seg.seq)
         opts = seg.options
         # Linux's tcp_min_snd_mss floor of 48 keeps a hostile MSS of 1 from costing a
         # segment per byte (CVE-2019-11479).
@@ -342,8 +311,7 @@ class Connection(SegmentOutput):
             self.snd_wscale_offered = True
         else:  # scaling needs both sides' options (RFC 7323 2.2)
             self.snd_wscale = 0
-            self.rcv_wscale = 0
-            self._rcv_capacity = min(self._rcv_capacity, MAX_WINDOW_FIELD)
+            self.rcv.no_scaling()
 
     def _process_ack(self, seg: Segment, seq: int, flags: int, payload: memoryview,
                      now: float) -> bool:
@@ -595,7 +563,7 @@ class Connection(SegmentOutput):
             self.on_transition(self, old, new)
         if new is State.ESTABLISHED:
             self._heard_from_peer(now)
-        elif new is State.FIN_WAIT_2 and self.discard_input:
+        elif new is State.FIN_WAIT_2 and self.rcv.discard:
             # Nobody will read or close any more: do not wait forever for the peer's FIN.
             self._fin_wait_2_at = now + self.config.fin_wait_2_timeout
         elif new is State.TIME_WAIT:
@@ -605,6 +573,6 @@ class Connection(SegmentOutput):
             self._delack_at = self._keepalive_at = self._fin_wait_2_at = None
             self.tlp.cancel()
             self.deadline = None
-            self._ack_pending = False
+            self.rcv.ack_pending = False
             self.events.append(ConnEvent.CLOSED)
 

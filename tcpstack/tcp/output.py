@@ -12,7 +12,6 @@ from tcpstack.tcp.segment import ACK, FIN, PSH, RST, SYN
 from tcpstack.tcp.seq import HALF, MASK
 from tcpstack.tcp.state import SYNCHRONIZED, State
 from tcpstack.tcp.tcb import (
-    MAX_WINDOW_FIELD,
     TransmissionControlBlock,
 )
 
@@ -26,50 +25,25 @@ class SegmentOutput(TransmissionControlBlock):
             self._send_data(now)
             if self.tlp.restart:
                 self._schedule_probe(now)
-        if self._ack_pending and self.state is not State.CLOSED:
-            if self._ack_now or self.config.delayed_ack <= 0:
+        if self.rcv.ack_pending and self.state is not State.CLOSED:
+            if self.rcv.ack_now or self.config.delayed_ack <= 0:
                 self._emit(ACK, self.snd_max)
             elif self._delack_at is None:
                 self._delack_at = now + self.config.delayed_ack
         self._update_deadline()
 
-    def _advertise(self) -> int:
-        """The window field to send; moves the advertised right edge, never backwards, and
-        only by useful amounts (receiver-side SWS avoidance, RFC 9293 3.8.6.2.2)."""
-        if self._window_would_grow() or ((self.rcv_adv - self.rcv_nxt) & MASK) >= HALF:
-            free = self._rcv_capacity - len(self.receive_buffer)
-            self.rcv_adv = (self.rcv_nxt + free) & MASK
-        wnd = (self.rcv_adv - self.rcv_nxt) & MASK
-        if wnd >= HALF:  # rcv_adv fell behind rcv_nxt: nothing advertised is left
-            wnd = 0
-            self.rcv_adv = self.rcv_nxt
-        # Round up to the scale unit: rounding down would pull the right edge back, shrinking
-        # the window (RFC 9293 3.8.6.2.2 says not to); the buffer takes the few extra bytes.
-        scale = self.rcv_wscale
-        field = min((wnd + (1 << scale) - 1) >> scale, MAX_WINDOW_FIELD)
-        self.rcv_adv = (self.rcv_nxt + (field << scale)) & MASK
-        return field
-
-    def _window_would_grow(self) -> bool:
-        """The free buffer would move the advertised right edge forward far enough to be
-        worth announcing: min(buffer / 2, MSS) (receiver-side SWS avoidance)."""
-        free = self._rcv_capacity - len(self.receive_buffer)
-        grow = (self.rcv_nxt + free - self.rcv_adv) & MASK
-        return grow < HALF and grow >= min(self._rcv_capacity // 2, self.config.mss)
-
     def _emit(self, flags: int, seq: int, payload: Bytes = b"", options: bytes = b"") -> None:
         if flags & RST:
             window = 0
             self.counters["rst_out"] += 1  # the stack counts the RSTs it answers strays with
-        elif flags & SYN:  # the window in a SYN is never scaled (RFC 7323 2.2)
-            window = min(self._rcv_capacity - len(self.receive_buffer), MAX_WINDOW_FIELD)
-            self.rcv_adv = (self.rcv_nxt + window) & MASK
+        elif flags & SYN:
+            window = self.rcv.syn_window()
         else:
-            window = self._advertise()
-            if not payload and self.sack_ok and self._ooo and not options:
+            window = self.rcv.advertise()
+            if not payload and self.sack_ok and self.rcv.ooo and not options:
                 # Every ACK sent while data waits beyond a hole reports it (RFC 2018 4).
-                options = tcpseg.encode_sack(self._ooo.sack_blocks(4))
-        ack = self.rcv_nxt if flags & ACK else 0
+                options = tcpseg.encode_sack(self.rcv.ooo.sack_blocks(4))
+        ack = self.rcv.nxt if flags & ACK else 0
         if payload and self._offload:
             hdr = tcpseg.build_header_partial(self.local_port, self.remote_port, seq, ack,
                                               flags, window, self._pseudo, options,
@@ -83,8 +57,7 @@ class SegmentOutput(TransmissionControlBlock):
                                      payload)))
         self.segments_out += 1
         if flags & ACK:
-            self._ack_pending = self._ack_now = False
-            self._unacked_bytes = 0
+            self.rcv.acked()
             self._delack_at = None
 
     def _syn_options(self) -> bytes:
@@ -94,7 +67,7 @@ class SegmentOutput(TransmissionControlBlock):
         return tcpseg.encode_options(
             mss=config.mss,
             sack_permitted=config.sack and (not synack or self.sack_ok),
-            wscale=self.rcv_wscale if (config.window_scaling and
+            wscale=self.rcv.wscale if (config.window_scaling and
                                        (not synack or self.snd_wscale_offered)) else None)
 
     def _send_syn(self, now: float) -> None:

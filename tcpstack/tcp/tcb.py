@@ -19,7 +19,7 @@ from tcpstack.tcp import segment as tcpseg
 from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.congestion import CongestionControl
 from tcpstack.tcp.events import ConnEvent
-from tcpstack.tcp.reassembly import ReassemblyQueue
+from tcpstack.tcp.receiver import Receiver
 from tcpstack.tcp.recovery import FastRecovery
 from tcpstack.tcp.rtt import RttEstimator
 from tcpstack.tcp.sack import SackScoreboard
@@ -35,14 +35,6 @@ MAX_IP_PAYLOAD = 0xFFFF - 40
 MIN_SND_MSS = 48
 CWND_TRACE_LEN = 20_000      # samples kept per connection
 CWND_TRACE_INTERVAL = 0.001  # at most one sample a millisecond, except at losses
-
-
-def _wscale_for(buffer: int) -> int:
-    """The smallest shift that lets a 16-bit window field cover `buffer` (RFC 7323 2.3)."""
-    shift = 0
-    while (MAX_WINDOW_FIELD << shift) < buffer and shift < tcpseg.MAX_WSCALE:
-        shift += 1
-    return shift
 
 
 class TransmissionControlBlock:
@@ -89,20 +81,9 @@ class TransmissionControlBlock:
         self.sack_ok = False  # both SYNs carried SACK-permitted (RFC 2018 2)
         self.scoreboard = SackScoreboard()
 
-        # Receive sequence space. rcv_adv is the right edge of the window we advertised.
-        self.irs = 0
-        self.rcv_nxt = 0
-        self.rcv_adv = 0
-        self.rcv_wscale = _wscale_for(config.receive_buffer) if config.window_scaling else 0
-        self.receive_buffer = bytearray()
-        self._ooo = ReassemblyQueue()  # data beyond a hole, waiting for it to fill
-        self._rcv_capacity = config.receive_buffer
-        self._ack_pending = False  # an ACK is owed; it may wait for the delayed-ACK timer
-        self._ack_now = False      # ... or it may not: send it at the next flush
-        self._unacked_bytes = 0    # in-order bytes received since our last ACK
+        self.rcv = Receiver(config)  # RCV.*, the received bytes, the window we advertise
         self._delack_at: float | None = None
         self.nodelay = config.nodelay
-        self.discard_input = False  # the application will read no more; data is acked, dropped
 
         self.rtt = RttEstimator(config.initial_rto, config.min_rto, config.max_rto)
         self.cc: CongestionControl = congestion.create(config.congestion, config.mss)
@@ -126,14 +107,12 @@ class TransmissionControlBlock:
 
         self.output: list[bytes] = []
         self.events: list[ConnEvent] = []
-        self._data_event_pending = False
         self._want_writable = False
         self.error: str | None = None
         # Set when a new SYN ended TIME_WAIT: the ISN the new incarnation must use.
         self.reopen_iss: int | None = None
 
         self.bytes_sent = 0       # application bytes acknowledged by the peer
-        self.bytes_received = 0   # application bytes delivered in order
         self.retransmits = 0
         self.persist_probes = 0
         # Shared with the stack (nstat-style totals); a lone connection keeps its own.

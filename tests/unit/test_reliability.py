@@ -92,7 +92,7 @@ def test_connection_delivers_the_first_received_copy_of_overlapping_out_of_order
     peer, conn, base = _receiving_peer()
     peer.inject(ACK, base + 110, conn.snd_nxt, payload=b"KLMNO")
     peer.inject(ACK, base + 105, conn.snd_nxt, payload=b"fghijklm")
-    assert conn.receive_buffer == b""
+    assert conn.rcv.buffer == b""
     ack = peer.inject(ACK, base + 100, conn.snd_nxt, payload=b"abcde")
     assert [s.ack for s in ack] == [base + 115]
     assert peer.app_read(conn) == b"abcdefghijKLMNO"

@@ -152,7 +152,7 @@ def test_reset_all_in_last_ack_sends_a_rst_that_ends_the_peer_too() -> None:
     # a challenge ACK (RFC 5961 3.2), answered by an exact RST from the now closed port.
     sent = [f for f in pair.tcp_frames() if f.number >= mark]
     assert [(f.sender, f.segment.flags) for f in sent] == [("b", RST), ("a", ACK), ("b", RST)]
-    assert sent[2].segment.seq == client.rcv_nxt
+    assert sent[2].segment.seq == client.rcv.nxt
     assert server.state is State.CLOSED
     assert client.state is State.CLOSED
     assert pair.events_of(client)[-2:] == [ConnEvent.RESET, ConnEvent.CLOSED]
@@ -202,7 +202,7 @@ def test_transport_close_with_unread_data_resets() -> None:
     client, server = pair.established_pair(80)
     pair.send(client, b"left unread")
     pair.settle()
-    assert server.receive_buffer == b"left unread"
+    assert server.rcv.buffer == b"left unread"
     mark = _next_frame(pair)
 
     asyncio.run(_close_through_transport(pair, server))

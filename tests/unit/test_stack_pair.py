@@ -76,8 +76,8 @@ def test_handshake_makes_both_sides_established_with_one_event_each() -> None:
     assert (ack.segment.seq, ack.segment.ack) == (1001, 5001)
     assert len(pair.frames) == 3
 
-    assert (client.snd_una, client.snd_nxt, client.rcv_nxt) == (1001, 1001, 5001)
-    assert (server.snd_una, server.snd_nxt, server.rcv_nxt) == (5001, 5001, 1001)
+    assert (client.snd_una, client.snd_nxt, client.rcv.nxt) == (1001, 1001, 5001)
+    assert (server.snd_una, server.snd_nxt, server.rcv.nxt) == (5001, 5001, 1001)
     assert (server.remote_addr, server.remote_port) == (A_ADDR, client.local_port)
     assert client.snd_mss == server.snd_mss == 1460
     # A 1 MB receive buffer needs a shift of 5 to fit in 16 bits; both sides offered one.
@@ -172,7 +172,7 @@ def test_one_megabyte_client_to_server_arrives_intact() -> None:
     client, server = pair.established_pair()
     data = pattern(MB, seed=1)
     assert transfer(pair, client, server, data) == data
-    assert server.bytes_received == MB
+    assert server.rcv.bytes_received == MB
     assert client.retransmits == 0
     assert pair.events_of(server).count(ConnEvent.DATA) >= 1
 
@@ -183,7 +183,7 @@ def test_one_megabyte_server_to_client_arrives_intact() -> None:
     data = pattern(MB, seed=2)
     assert transfer(pair, server, client, data) == data
     pair.advance(0.1)  # the last delayed ACK falls due
-    assert client.bytes_received == MB
+    assert client.rcv.bytes_received == MB
     assert server.bytes_sent == MB  # everything acknowledged
     assert len(server.send_buffer) == 0
 
@@ -239,7 +239,7 @@ def test_transfer_across_sequence_wrap_arrives_intact(isn_a: int, isn_b: int) ->
     assert client.snd_una == (isn_a + 1 + MB) & MASK
     assert server.snd_una == (isn_b + 1 + MB) & MASK
     assert client.snd_una < isn_a and server.snd_una < isn_b
-    assert server.rcv_nxt == client.snd_una and client.rcv_nxt == server.snd_una
+    assert server.rcv.nxt == client.snd_una and client.rcv.nxt == server.snd_una
     assert client.retransmits == server.retransmits == 0
     seqs = [f.segment.seq for f in data_frames(pair, "a")]
     assert seqs[0] == (isn_a + 1) & MASK
@@ -318,7 +318,7 @@ def test_fin_is_sent_once_and_not_again_after_it_is_acked() -> None:
     assert [f.segment.seq for f in fins] == [(client.iss + 1) & MASK]
     assert client.state is State.FIN_WAIT_2
     assert server.state is State.CLOSE_WAIT
-    assert server.rcv_nxt == (client.iss + 2) & MASK
+    assert server.rcv.nxt == (client.iss + 2) & MASK
     assert pair.events_of(server).count(ConnEvent.EOF) == 1
     assert len(pair.frames) == 5  # SYN, SYN-ACK, ACK, FIN, ACK of FIN
 
@@ -466,8 +466,8 @@ def test_sender_never_exceeds_the_advertised_window() -> None:
 
     def sender_within_receiver_window() -> None:
         # After every step: nothing a has sent lies beyond the right edge b has advertised.
-        if not seq.le(client.snd_max, server.rcv_adv):
-            overruns.append(f"t={pair.now}: SND.MAX {client.snd_max} > edge {server.rcv_adv}")
+        if not seq.le(client.snd_max, server.rcv.adv):
+            overruns.append(f"t={pair.now}: SND.MAX {client.snd_max} > edge {server.rcv.adv}")
 
     # The receiver reads at most 8 KB each time something happens, so the window shrinks.
     assert transfer(pair, client, server, data, read_size=8 * 1024,
@@ -518,14 +518,14 @@ def test_slow_reader_closes_window_and_reopens_without_loss_or_deadlock() -> Non
 
     # The application on b does not read: the buffer fills and the window closes.
     pair.settle()
-    assert len(server.receive_buffer) == capacity
+    assert len(server.rcv.buffer) == capacity
     assert monitor.windows_sent["b"][-1] == 0
     assert client.snd_wnd == 0
 
     # Minutes pass without a read: zero-window probes keep the connection alive.
     pair.advance(300.0)
     assert client.state is server.state is State.ESTABLISHED
-    assert len(server.receive_buffer) == capacity
+    assert len(server.rcv.buffer) == capacity
     assert ConnEvent.TIMEOUT not in pair.events_of(client)
     probes = [f for f in pair.tcp_frames("a") if f.time > 1.0 and not f.payload_len]
     assert probes  # the persist timer fired
@@ -597,7 +597,7 @@ def test_lost_window_update_after_small_window_does_not_deadlock() -> None:
     data = pattern(100_000, seed=15)
     pair.send(client, data)
     pair.advance(0.1)  # the delayed ACK carrying the last window falls due
-    assert len(server.receive_buffer) == 11 * 1460
+    assert len(server.rcv.buffer) == 11 * 1460
     assert client.snd_wnd == capacity - 11 * 1460
 
     reading = True

@@ -117,7 +117,7 @@ def reach(state: State, cfg: TcpConfig | None = None) -> tuple[ScriptedPeer, Con
                 peer.app_close(conn)
     peer.take()
     assert conn.state is state
-    assert (conn.snd_nxt, conn.rcv_nxt) == SEQS[state]
+    assert (conn.snd_nxt, conn.rcv.nxt) == SEQS[state]
     return peer, conn
 
 
@@ -145,7 +145,7 @@ def test_syn_sent_syn_ack_goes_to_established_and_sends_the_final_ack() -> None:
     assert lines(reply) == [f". seq {ISS + 1} ack {PEER + 1} win {WIN}"]
     assert peer.states(conn) == [S.CLOSED, S.SYN_SENT, S.ESTABLISHED]
     assert peer.events(conn) == [E.ESTABLISHED]
-    assert (conn.snd_una, conn.snd_nxt, conn.rcv_nxt) == (ISS + 1, ISS + 1, PEER + 1)
+    assert (conn.snd_una, conn.snd_nxt, conn.rcv.nxt) == (ISS + 1, ISS + 1, PEER + 1)
     assert (conn.snd_mss, conn.snd_wscale) == (1400, 7)
     assert conn.deadline is None  # the SYN's retransmission timer is gone
 
@@ -160,7 +160,7 @@ def test_syn_sent_syn_ack_without_wscale_turns_scaling_off_both_ways() -> None:
     # RFC 7323 2.2: no shift unless both SYNs carried the option; the window is the 1 MB
     # buffer capped at what 16 bits can say.
     assert lines(reply) == [f". seq {ISS + 1} ack {PEER + 1} win 65535"]
-    assert (conn.snd_wscale, conn.rcv_wscale, conn.snd_wnd) == (0, 0, 5000)
+    assert (conn.snd_wscale, conn.rcv.wscale, conn.snd_wnd) == (0, 0, 5000)
 
 
 @pytest.mark.parametrize("ack", [ISS, ISS - 5, ISS + 2], ids=["iss", "before-iss", "beyond"])
@@ -207,7 +207,7 @@ def test_syn_rcvd_ack_of_syn_goes_to_established_and_tells_the_app() -> None:
     assert peer.states(conn) == [S.LISTEN, S.SYN_RCVD, S.ESTABLISHED]
     assert peer.events(conn) == [E.ESTABLISHED]
     assert listener.half_open == 0
-    assert (conn.snd_una, conn.snd_nxt, conn.rcv_nxt) == (ISS + 1, ISS + 1, PEER + 1)
+    assert (conn.snd_una, conn.snd_nxt, conn.rcv.nxt) == (ISS + 1, ISS + 1, PEER + 1)
     assert conn.deadline is None
 
 
@@ -235,7 +235,7 @@ def test_syn_rcvd_segment_without_ack_is_dropped() -> None:
     # 3.10.7.4 fifth step: "if the ACK bit is off, drop the segment and return".
     assert peer.inject(FIN, PEER + 1) == []
     assert conn.state is S.SYN_RCVD
-    assert conn.rcv_nxt == PEER + 1
+    assert conn.rcv.nxt == PEER + 1
 
 
 # ---------------------------------------------------------------------- simultaneous open
@@ -255,7 +255,7 @@ def test_syn_sent_crossing_syn_goes_to_syn_rcvd_and_sends_syn_ack_with_iss() -> 
     peer, conn = crossing_syns()
     # RFC 9293 3.10.7.3 and figure 8: <SEQ=ISS><ACK=RCV.NXT><CTL=SYN,ACK>, the same ISS.
     assert peer.states(conn) == [S.CLOSED, S.SYN_SENT, S.SYN_RCVD]
-    assert (conn.snd_una, conn.snd_nxt, conn.rcv_nxt) == (ISS, ISS + 1, PEER + 1)
+    assert (conn.snd_una, conn.snd_nxt, conn.rcv.nxt) == (ISS, ISS + 1, PEER + 1)
     assert peer.events(conn) == []
     assert conn.deadline == 1.0  # the SYN-ACK is retransmitted like a SYN
 
@@ -824,8 +824,8 @@ def test_zero_window_data_is_not_accepted_but_draws_ack_with_the_window() -> Non
     peer, conn = zero_window_open()
     # A zero-window probe carrying one new byte (BSD, Windows and RFC 9293 3.8.6.1 style).
     reply = peer.inject(ACK | PSH, PEER + 1001, ISS + 101, payload=b"!")
-    assert conn.rcv_nxt == PEER + 1001
-    assert len(conn.receive_buffer) == SMALL
+    assert conn.rcv.nxt == PEER + 1001
+    assert len(conn.rcv.buffer) == SMALL
     assert conn.snd_una == ISS + 101  # the special allowance for valid ACKs
     # 3.10.7.4: "If an incoming segment is not acceptable, an acknowledgment should be sent
     # in reply"; 3.8.6: a receiver with a zero window must still acknowledge, showing its
@@ -870,7 +870,7 @@ def test_open_window_data_beyond_the_window_draws_ack_and_is_dropped() -> None:
     peer, conn = small_window_open()
     reply = peer.inject(ACK | PSH, PEER + 1 + SMALL, ISS + 1, payload=b"c" * 10)
     assert lines(reply) == [f". seq {ISS + 101} ack {PEER + 1} win {SMALL}"]
-    assert conn.receive_buffer == b""
+    assert conn.rcv.buffer == b""
 
 
 def test_data_beyond_the_window_is_trimmed_to_what_fits() -> None:
@@ -962,7 +962,7 @@ def test_listen_goes_from_closed_to_listen() -> None:
         (S.FIN_WAIT_2, T.TIMEOUT_GIVE_UP))
 def test_orphaned_fin_wait_2_gives_up_when_the_peer_never_sends_fin() -> None:
     peer, conn = active_open(config(fin_wait_2_timeout=5.0))
-    conn.discard_input = True  # the application closed fully: nobody will read again
+    conn.rcv.discard = True  # the application closed fully: nobody will read again
     peer.app_close(conn)
     peer.take()
     peer.advance(0.125)
