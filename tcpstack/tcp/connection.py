@@ -109,7 +109,7 @@ class Connection(SegmentOutput):
     def receive(self, seg: Segment, now: float) -> None:
         """Process one arriving segment (RFC 9293 3.10.7)."""
         self.segments_in += 1
-        if self._keepalive_at is not None:
+        if self.timers.keepalive is not None:
             self._heard_from_peer(now)
         state = self.state
         if state is State.SYN_SENT:
@@ -191,7 +191,7 @@ class Connection(SegmentOutput):
             self.snd_una = (self.iss + 1) & MASK
             self._syn_acked = True
             self._ack_rtt(seg.ack, now)
-            self._rto_at = None
+            self.timers.rto = None
             self.retries = 0
             self._transition(Trigger.RCV_ACK_OF_SYN, now)
             self.events.append(ConnEvent.ESTABLISHED)
@@ -284,7 +284,7 @@ class Connection(SegmentOutput):
             self.snd_una = seg.ack
             self._syn_acked = True
             self._ack_rtt(seg.ack, now)
-            self._rto_at = None
+            self.timers.rto = None
             self.retries = 0
             self._transition(Trigger.RCV_SYN_ACK, now)
             self.events.append(ConnEvent.ESTABLISHED)
@@ -292,7 +292,7 @@ class Connection(SegmentOutput):
         else:
             # Simultaneous open (3.10.7.3, figure 8): answer with our SYN again plus an ACK.
             self._transition(Trigger.RCV_SYN, now)
-            self._rto_at = None
+            self.timers.rto = None
             self._send_syn(now)
 
     def _take_syn(self, seg: Segment) -> None:
@@ -356,7 +356,7 @@ class Connection(SegmentOutput):
                     self.max_snd_wnd = window
                 self.snd_wl1, self.snd_wl2 = seq, ack
                 if window:
-                    self._persist_at = None
+                    self.timers.persist = None
         if acked > 0:
             self._on_new_ack(ack, acked, now)
         if duplicate:
@@ -398,11 +398,10 @@ class Connection(SegmentOutput):
             self._trace_cwnd(now)
         self.retries = 0
         if ack == self.snd_max:
-            self._rto_at = None
-            tlp.at = None
+            self.timers.rto = self.timers.probe = None
         else:  # progress: the timer and the user timeout restart (RFC 6298 5.3)
             self._unacked_since = now
-            self._rto_at = self._rto_deadline(now)
+            self.timers.rto = self._rto_deadline(now)
             tlp.restart = True
         if self._want_writable and buf.space >= buf.capacity // 2:
             self._want_writable = False
@@ -426,6 +425,7 @@ class Connection(SegmentOutput):
             lost=by_sack and (tlp.sacked(sb, una) or sb.is_lost(una, una, self.snd_mss)))
         if action is Action.RETRANSMIT:  # fast retransmit (RFC 5681 3.2, RFC 6675 5 step 4)
             tlp.cancel()
+            self.timers.probe = None
             self.counters["sack_recoveries" if by_sack else "reno_recoveries"] += 1
             self.cwnd_trace.append(before)  # the window the loss cut, then the cut
             self._trace_cwnd(now)
@@ -465,28 +465,27 @@ class Connection(SegmentOutput):
         self._transition(Trigger.RCV_RST, now)
 
     def _start_time_wait(self, now: float) -> None:
-        self._time_wait_at = now + 2 * self.config.msl
-        self._rto_at = None
-        self._persist_at = None
+        self.timers.time_wait = now + 2 * self.config.msl
+        self.timers.rto = self.timers.persist = self.timers.probe = None
         self.tlp.cancel()
 
     # ------------------------------------------------------------------ timers
 
     def on_timer(self, now: float) -> None:
-        if self._time_wait_at is not None and now >= self._time_wait_at:
+        if self.timers.time_wait is not None and now >= self.timers.time_wait:
             self._transition(Trigger.TIMEOUT_2MSL, now)
-        if self._rto_at is not None and now >= self._rto_at:
+        if self.timers.rto is not None and now >= self.timers.rto:
             self._on_retransmit_timeout(now)
-        if self._persist_at is not None and now >= self._persist_at:
+        if self.timers.persist is not None and now >= self.timers.persist:
             self._persist_probe(now)
-        if self.tlp.at is not None and now >= self.tlp.at:
+        if self.timers.probe is not None and now >= self.timers.probe:
             self._send_probe(now)
-        if self._delack_at is not None and now >= self._delack_at:
+        if self.timers.delack is not None and now >= self.timers.delack:
             self._emit(ACK, self.snd_max)
-        if self._keepalive_at is not None and now >= self._keepalive_at:
+        if self.timers.keepalive is not None and now >= self.timers.keepalive:
             self._on_keepalive_timer(now)
-        if self._fin_wait_2_at is not None and now >= self._fin_wait_2_at:
-            self._fin_wait_2_at = None
+        if self.timers.fin_wait_2 is not None and now >= self.timers.fin_wait_2:
+            self.timers.fin_wait_2 = None
             if self.state is State.FIN_WAIT_2:
                 self._give_up("no FIN from the peer in FIN_WAIT_2", now)
         self._update_deadline()
@@ -496,19 +495,19 @@ class Connection(SegmentOutput):
         draws an ACK); give up after `keepalive_count` unanswered probes."""
         config = self.config
         if self.state not in (State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT_2):
-            self._keepalive_at = None
+            self.timers.keepalive = None
             return
         if self._keepalive_probes >= config.keepalive_count:
             self._give_up("connection timed out (no answer to keepalive probes)", now)
             return
         self._keepalive_probes += 1
         self._emit(ACK, (self.snd_una - 1) & MASK)
-        self._keepalive_at = now + config.keepalive_interval
+        self.timers.keepalive = now + config.keepalive_interval
 
     def _heard_from_peer(self, now: float) -> None:
         if self.config.keepalive:
             self._keepalive_probes = 0
-            self._keepalive_at = now + self.config.keepalive_idle
+            self.timers.keepalive = now + self.config.keepalive_idle
 
     def _give_up(self, error: str, now: float) -> None:
         self.error = error
@@ -519,6 +518,7 @@ class Connection(SegmentOutput):
         self.retries += 1
         self.counters["rto_timeouts"] += 1
         self.tlp.cancel()
+        self.timers.probe = None
         state = self.state
         limit = (self.config.syn_retries if state is State.SYN_SENT else
                  self.config.synack_retries if state is State.SYN_RCVD else
@@ -533,7 +533,7 @@ class Connection(SegmentOutput):
             return
         self.rtt.backoff()
         self._timed_seq = None
-        self._rto_at = self._rto_deadline(now)
+        self.timers.rto = self._rto_deadline(now)
         if state is State.SYN_SENT or state is State.SYN_RCVD:
             self._count_retransmit()
             self._send_syn(now)
@@ -565,12 +565,11 @@ class Connection(SegmentOutput):
             self._heard_from_peer(now)
         elif new is State.FIN_WAIT_2 and self.rcv.discard:
             # Nobody will read or close any more: do not wait forever for the peer's FIN.
-            self._fin_wait_2_at = now + self.config.fin_wait_2_timeout
+            self.timers.fin_wait_2 = now + self.config.fin_wait_2_timeout
         elif new is State.TIME_WAIT:
             self._start_time_wait(now)
         elif new is State.CLOSED:
-            self._rto_at = self._persist_at = self._time_wait_at = None
-            self._delack_at = self._keepalive_at = self._fin_wait_2_at = None
+            self.timers.stop_all()
             self.tlp.cancel()
             self.deadline = None
             self.rcv.ack_pending = False

@@ -28,8 +28,8 @@ class SegmentOutput(TransmissionControlBlock):
         if self.rcv.ack_pending and self.state is not State.CLOSED:
             if self.rcv.ack_now or self.config.delayed_ack <= 0:
                 self._emit(ACK, self.snd_max)
-            elif self._delack_at is None:
-                self._delack_at = now + self.config.delayed_ack
+            elif self.timers.delack is None:
+                self.timers.delack = now + self.config.delayed_ack
         self._update_deadline()
 
     def _emit(self, flags: int, seq: int, payload: Bytes = b"", options: bytes = b"") -> None:
@@ -58,7 +58,7 @@ class SegmentOutput(TransmissionControlBlock):
         self.segments_out += 1
         if flags & ACK:
             self.rcv.acked()
-            self._delack_at = None
+            self.timers.delack = None
 
     def _syn_options(self) -> bytes:
         """A SYN offers MSS, SACK and window scaling; a SYN-ACK answers only what was offered."""
@@ -145,11 +145,11 @@ class SegmentOutput(TransmissionControlBlock):
         # Persist timer: data waits, held back by a zero window or by SWS avoidance, and
         # nothing is in flight to draw the ACK that would reopen the window.
         if buffered > ((self.snd_nxt - una) & MASK) and self.snd_una == self.snd_max:
-            if self._persist_at is None:
+            if self.timers.persist is None:
                 self._persist_interval = self.rtt.rto
-                self._persist_at = now + self._persist_interval
+                self.timers.persist = now + self._persist_interval
         else:
-            self._persist_at = None
+            self.timers.persist = None
 
     def _sack_recover(self, now: float) -> None:
         """SACK-based loss recovery (RFC 6675 section 5): estimate the data in flight
@@ -204,16 +204,16 @@ class SegmentOutput(TransmissionControlBlock):
         if (not self.config.tail_loss_probe or self.recovery.active
                 or ((self.snd_una - self.recovery.recover) & MASK) >= HALF):
             tlp.restart = False
-            tlp.at = None
+            self.timers.probe = None
             return
-        tlp.schedule(now, self.rtt.srtt, (self.snd_max - self.snd_una) & MASK, self.snd_mss,
-                     self._rto_at)
+        self.timers.probe = tlp.schedule(now, self.rtt.srtt, (self.snd_max - self.snd_una) & MASK,
+                                         self.snd_mss, self.timers.rto)
 
     def _send_probe(self, now: float) -> None:
         """The PTO fired (RFC 8985 7.3): one segment of new data if the peer's window takes
         it, else the last segment again; then the RTO restarts behind it."""
         tlp = self.tlp
-        tlp.at = None
+        self.timers.probe = None
         una = self.snd_una
         flight = (self.snd_max - una) & MASK
         if not flight or self.recovery.active:
@@ -238,7 +238,7 @@ class SegmentOutput(TransmissionControlBlock):
             self._count_retransmit()
             tlp.sent(start, self.snd_max, retransmitted=True)
         self.counters["tlp_probes"] += 1
-        self._rto_at = self._rto_deadline(now)
+        self.timers.rto = self._rto_deadline(now)
 
     def _forget_lost_resends(self) -> None:
         lost = self.scoreboard.lost_resends(self.snd_una, self.snd_mss)
@@ -267,7 +267,7 @@ class SegmentOutput(TransmissionControlBlock):
 
     def _persist_probe(self, now: float) -> None:
         self._persist_interval = min(self._persist_interval * 2, self.config.persist_max)
-        self._persist_at = now + self._persist_interval
+        self.timers.persist = now + self._persist_interval
         window = self.snd_wnd
         if window > 0:
             # The window is open but too small to beat SWS avoidance: the override timeout of
@@ -280,7 +280,7 @@ class SegmentOutput(TransmissionControlBlock):
                 if 0 < ((self.snd_nxt - self.snd_max) & MASK) < HALF:
                     self.snd_max = self.snd_nxt
                 self._arm_rto(now)
-                self._persist_at = None
+                self.timers.persist = None
                 return
         # A zero-window probe: an old sequence number draws an ACK carrying the window.
         self._emit(ACK, (self.snd_una - 1) & MASK)
@@ -289,9 +289,9 @@ class SegmentOutput(TransmissionControlBlock):
 
     def _arm_rto(self, now: float) -> None:
         """Start the retransmission timer unless it runs (RFC 6298 5.1)."""
-        if self._rto_at is None:
+        if self.timers.rto is None:
             self._unacked_since = now
-            self._rto_at = self._rto_deadline(now)
+            self.timers.rto = self._rto_deadline(now)
 
     def _rto_deadline(self, now: float) -> float:
         """When the retransmission timer fires: after the RTO, or at the user timeout."""

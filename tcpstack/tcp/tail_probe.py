@@ -7,8 +7,8 @@ it has some and the peer's window takes it, else the last segment again, and the
 draws either shows all is well, reports the loss in SACK blocks, or repairs it. At most one
 probe is out per tail; the RTO stays armed behind it.
 
-This object holds the probe's timer and what the probe sent; the connection decides when
-the timer may run (not in recovery) and sends the segment.
+This object says when the probe is due and remembers what it sent; the connection keeps the
+time among its timers, decides when it may run (not in recovery) and sends the segment.
 """
 
 from __future__ import annotations
@@ -25,10 +25,9 @@ WORST_CASE_DELAYED_ACK = 0.2
 
 
 class TailLossProbe:
-    __slots__ = ("at", "dsack", "end", "restart", "retransmitted", "start")
+    __slots__ = ("dsack", "end", "restart", "retransmitted", "start")
 
     def __init__(self) -> None:
-        self.at: float | None = None  # when the PTO fires
         self.restart = False          # new data went out or was acked: re-arm at the flush
         self.start: int | None = None  # the probe's sequence range, while it is unanswered
         self.end: int | None = None
@@ -40,29 +39,25 @@ class TailLossProbe:
         return self.end is not None
 
     def schedule(self, now: float, srtt: float | None, flight: int, mss: int,
-                 rto_at: float | None) -> None:
-        """Arm the PTO for `flight` bytes in flight, unless a probe is already out, no RTT is
-        known yet, or the RTO would fire first (RFC 8985 7.2)."""
+                 rto_at: float | None) -> float | None:
+        """When the PTO fires for `flight` bytes in flight: None while a probe is out, no RTT
+        is known yet, or the RTO would fire first (RFC 8985 7.2)."""
         self.restart = False
-        self.at = None
         if self.end is not None or srtt is None or not flight:
-            return
+            return None
         pto = max(2 * srtt, PTO_FLOOR)
         if flight <= mss:
             pto += WORST_CASE_DELAYED_ACK
         at = now + pto
-        if rto_at is None or at < rto_at:
-            self.at = at
+        return at if rto_at is None or at < rto_at else None
 
     def sent(self, start: int, end: int, *, retransmitted: bool) -> None:
-        self.at = None
         self.start, self.end = start, end
         self.retransmitted = retransmitted
         self.dsack = False
 
     def cancel(self) -> None:
-        """Recovery or a timeout takes over: forget the timer and the probe."""
-        self.at = None
+        """Recovery or a timeout takes over: forget the probe."""
         self.start = self.end = None
 
     def covered_by(self, ack: int) -> bool:

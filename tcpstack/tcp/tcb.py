@@ -26,6 +26,7 @@ from tcpstack.tcp.sack import SackScoreboard
 from tcpstack.tcp.send_buffer import SendBuffer
 from tcpstack.tcp.state import State
 from tcpstack.tcp.tail_probe import TailLossProbe
+from tcpstack.tcp.timers import ConnectionTimers
 
 TransitionHook = Callable[[Any, State, State], None]  # (connection, old, new)
 
@@ -81,8 +82,8 @@ class TransmissionControlBlock:
         self.sack_ok = False  # both SYNs carried SACK-permitted (RFC 2018 2)
         self.scoreboard = SackScoreboard()
 
+        self.timers = ConnectionTimers()
         self.rcv = Receiver(config)  # RCV.*, the received bytes, the window we advertise
-        self._delack_at: float | None = None
         self.nodelay = config.nodelay
 
         self.rtt = RttEstimator(config.initial_rto, config.min_rto, config.max_rto)
@@ -95,12 +96,7 @@ class TransmissionControlBlock:
         # (time, cwnd, ssthresh) samples for `tcpstack stat` and `tcpstack plot`.
         self.cwnd_trace: deque[tuple[float, int, int]] = deque(maxlen=CWND_TRACE_LEN)
 
-        self._rto_at: float | None = None
-        self._persist_at: float | None = None
         self._persist_interval = 0.0
-        self._time_wait_at: float | None = None
-        self._keepalive_at: float | None = None
-        self._fin_wait_2_at: float | None = None
         self._keepalive_probes = 0
         self._unacked_since = 0.0  # when the oldest unacknowledged byte was first sent
         self.deadline: float | None = None
@@ -121,12 +117,7 @@ class TransmissionControlBlock:
         self.segments_out = 0
 
     def _update_deadline(self) -> None:
-        d = self._rto_at
-        for t in (self._persist_at, self._time_wait_at, self._delack_at, self._keepalive_at,
-                  self._fin_wait_2_at, self.tlp.at):
-            if t is not None and (d is None or t < d):
-                d = t
-        self.deadline = d
+        self.deadline = self.timers.next_deadline()
 
     def _trace_cwnd(self, now: float) -> None:
         self.cwnd_trace.append((now, self.cc.cwnd, self.cc.ssthresh))

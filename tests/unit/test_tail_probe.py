@@ -116,8 +116,8 @@ def test_one_segment_in_flight_waits_for_a_delayed_ack_so_the_rto_comes_first() 
     rx.peer.advance(0.005)
     for seg in flight[:9]:
         rx.deliver(seg)
-    assert rx.conn.tlp.at is None
-    assert rx.conn.deadline == rx.conn._rto_at
+    assert rx.conn.timers.probe is None
+    assert rx.conn.deadline == rx.conn.timers.rto
 
 
 def test_no_probe_when_the_option_is_off() -> None:
@@ -125,5 +125,5 @@ def test_no_probe_when_the_option_is_off() -> None:
     flight = _send(rx, 10)
     rx.peer.advance(0.005)
     rx.deliver(flight[0])
-    assert rx.conn.deadline == rx.conn._rto_at
+    assert rx.conn.deadline == rx.conn.timers.rto
     assert rx.peer.stack.counters["tlp_probes"] == 0

@@ -292,7 +292,7 @@ def test_established_close_sends_fin_and_goes_to_fin_wait_1() -> None:
     # The FIN is under the tail loss probe (10 ms floor + 200 ms for a delayed ACK, RFC 8985
     # 7.2), which fires before the 0.25 s retransmission timer.
     assert conn.deadline == 0.01 + 0.2
-    assert conn._rto_at == 0.25
+    assert conn.timers.rto == 0.25
 
 
 @drives((S.ESTABLISHED, T.APP_CLOSE), (S.FIN_WAIT_1, T.RCV_ACK_OF_FIN),
