@@ -309,7 +309,7 @@ class NetworkStack:
                 continue
             if conn.state in (State.CLOSING, State.LAST_ACK):
                 pseudo = ipv4.pseudo_header_sum(conn.remote_addr, self.address, PROTO_TCP)
-                data = tcpseg.build(conn.local_port, conn.remote_port, conn.snd_max, 0,
+                data = tcpseg.build(conn.local_port, conn.remote_port, conn.snd.max, 0,
                                     tcpseg.RST, 0, pseudo)
                 self.output.append(self._link + ipv4.build(self.address, conn.remote_addr,
                                                            PROTO_TCP, data))

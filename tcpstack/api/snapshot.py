@@ -94,7 +94,7 @@ def connection_info(conn: Connection) -> ConnectionInfo:
         "state": conn.state.name,
         "local": endpoint(conn.local_addr, conn.local_port),
         "peer": endpoint(conn.remote_addr, conn.remote_port),
-        "send_q": len(conn.send_buffer),
+        "send_q": len(conn.snd.buffer),
         "recv_q": len(conn.rcv.buffer),
         "rtt_ms": None if srtt is None else round(srtt * 1000, 3),
         "rto_ms": round(conn.rtt.rto * 1000, 3),
@@ -102,7 +102,7 @@ def connection_info(conn: Connection) -> ConnectionInfo:
         "ssthresh": None if ssthresh >= _SSTHRESH_UNSET else ssthresh,
         "retransmits": conn.retransmits,
         "bytes_in": conn.rcv.bytes_received,
-        "bytes_out": conn.bytes_sent,
+        "bytes_out": conn.snd.bytes_sent,
         "segs_in": conn.segments_in,
         "segs_out": conn.segments_out,
     }

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from tcpstack.net.checksum import Bytes
 from tcpstack.tcp import congestion
-from tcpstack.tcp import segment as tcpseg
 from tcpstack.tcp.events import ConnEvent
 from tcpstack.tcp.output import SegmentOutput
 from tcpstack.tcp.recovery import Action
@@ -27,8 +26,6 @@ from tcpstack.tcp.seq import HALF, MASK
 from tcpstack.tcp.state import RECEIVING, State, Trigger, next_state
 from tcpstack.tcp.tcb import (
     CWND_TRACE_INTERVAL,
-    MAX_IP_PAYLOAD,
-    MIN_SND_MSS,
 )
 
 
@@ -49,19 +46,19 @@ class Connection(SegmentOutput):
     def accept_syn(self, seg: Segment, now: float) -> None:
         """Passive open: a listener hands over the SYN that created this connection."""
         self._take_syn(seg)
-        self.snd_wnd = seg.window  # never scaled in a SYN (RFC 7323 2.2)
-        self.max_snd_wnd = self.snd_wnd
-        self.snd_wl1 = seg.seq
+        self.snd.wnd = seg.window  # never scaled in a SYN (RFC 7323 2.2)
+        self.snd.max_wnd = self.snd.wnd
+        self.snd.wl1 = seg.seq
         self._transition(Trigger.RCV_SYN, now)
         self._send_syn(now)
 
     def send(self, data: Bytes) -> int:
         """Queue application data; returns how many bytes fit in the send buffer."""
-        if self._fin_queued or self.state not in (State.SYN_SENT, State.SYN_RCVD,
+        if self.snd.fin_queued or self.state not in (State.SYN_SENT, State.SYN_RCVD,
                                                    State.ESTABLISHED, State.CLOSE_WAIT):
             raise ConnectionStateError(f"cannot send in {self.state}"
-                                   + (" after close" if self._fin_queued else ""))
-        n = self.send_buffer.append(data)
+                                   + (" after close" if self.snd.fin_queued else ""))
+        n = self.snd.buffer.append(data)
         if n < len(data):
             self._want_writable = True
         return n
@@ -78,7 +75,7 @@ class Connection(SegmentOutput):
         if self.state in (State.SYN_SENT, State.LISTEN):
             self._transition(Trigger.APP_CLOSE, now)
         elif self.state in (State.SYN_RCVD, State.ESTABLISHED, State.CLOSE_WAIT):
-            self._fin_queued = True
+            self.snd.fin_queued = True
             self._transition(Trigger.APP_CLOSE, now)
 
     def reopen(self, now: float) -> None:
@@ -89,7 +86,7 @@ class Connection(SegmentOutput):
     def decline_reopen(self) -> None:
         """Nobody listens: TIME_WAIT goes on, and the SYN draws an ACK (RFC 5961 4.2)."""
         self.reopen_iss = None
-        self._emit(ACK, self.snd_max)
+        self._emit(ACK, self.snd.max)
 
     def abort(self, now: float) -> None:
         """Reset the connection (RFC 9293 3.10.5 ABORT): a RST where the peer may still be
@@ -98,7 +95,7 @@ class Connection(SegmentOutput):
             return
         if self.state in (State.SYN_RCVD, State.ESTABLISHED, State.FIN_WAIT_1,
                           State.FIN_WAIT_2, State.CLOSE_WAIT):
-            self._emit(RST, self.snd_max)
+            self._emit(RST, self.snd.max)
         self.error = "connection aborted"
         self._transition(Trigger.APP_ABORT, now)
 
@@ -121,7 +118,7 @@ class Connection(SegmentOutput):
         if (state is State.SYN_RCVD and flags & SYN and not flags & ACK
                 and seg.seq == self.rcv.irs):
             # Our SYN-ACK was lost and the peer repeats its SYN: answer it again.
-            self._emit(SYN | ACK, self.iss, options=self._syn_options())
+            self._emit(SYN | ACK, self.snd.iss, options=self._syn_options())
             return
 
         if state is State.SYN_RCVD and flags & SYN and flags & ACK and seg.seq == self.rcv.irs:
@@ -137,7 +134,7 @@ class Connection(SegmentOutput):
             # RFC 1122 4.2.2.13 / RFC 6191: a SYN beyond everything the old incarnation
             # used may reopen the connection, if a listener takes it: the stack decides and
             # calls reopen() or decline_reopen().
-            self.reopen_iss = (self.snd_nxt + 0xFFFF + 2) & MASK
+            self.reopen_iss = (self.snd.nxt + 0xFFFF + 2) & MASK
             return
 
         # First: is the segment acceptable? (3.10.7.4, the four cases)
@@ -156,7 +153,7 @@ class Connection(SegmentOutput):
                 if not flags & RST:
                     if state is State.TIME_WAIT and flags & FIN:
                         self._start_time_wait(now)  # a retransmitted FIN: re-ACK, restart 2MSL
-                    self._emit(ACK, self.snd_max)
+                    self._emit(ACK, self.snd.max)
                 return
         elif offset >= HALF:
             # Starts before RCV.NXT: trim what we already have (3.10.7.4, "trimmed").
@@ -170,26 +167,26 @@ class Connection(SegmentOutput):
         # Second: RST (RFC 5961 3.2: only an exact match resets, others draw a challenge ACK).
         if flags & RST:
             if seg.seq != self.rcv.nxt:
-                self._emit(ACK, self.snd_max)
+                self._emit(ACK, self.snd.max)
                 return
             self._on_reset(now)
             return
 
         # Fourth: a SYN in a synchronized state draws a challenge ACK (RFC 5961 4.2).
         if flags & SYN:
-            self._emit(ACK, self.snd_max)
+            self._emit(ACK, self.snd.max)
             return
 
         # Fifth: the ACK field.
         if not flags & ACK:
             return
         if state is State.SYN_RCVD:
-            if not (0 < ((seg.ack - self.snd_una) & MASK) <= ((self.snd_max - self.snd_una)
+            if not (0 < ((seg.ack - self.snd.una) & MASK) <= ((self.snd.max - self.snd.una)
                                                               & MASK)):
                 self._emit(RST, seg.ack)
                 return
-            self.snd_una = (self.iss + 1) & MASK
-            self._syn_acked = True
+            self.snd.una = (self.snd.iss + 1) & MASK
+            self.snd.syn_acked = True
             self._ack_rtt(seg.ack, now)
             self.timers.rto = None
             self.retries = 0
@@ -213,7 +210,7 @@ class Connection(SegmentOutput):
                 fin_at = (seq + len(payload)) & MASK
                 if ((fin_at - self.rcv.nxt) & MASK) < window:
                     self.rcv.ooo.fin_seq = fin_at
-            self._emit(ACK, self.snd_max)
+            self._emit(ACK, self.snd.max)
             self._settle_fin_wait_1(now)
             return
         if payload:
@@ -232,7 +229,7 @@ class Connection(SegmentOutput):
                 if self.rcv.ooo:
                     # The segment filled (part of) a hole: ACK at once (RFC 5681 4.2).
                     self._deliver(self.rcv.ooo.pop_ready(self.rcv.nxt))
-                    self._emit(ACK, self.snd_max)
+                    self._emit(ACK, self.snd.max)
                     if self.rcv.ooo.fin_seq == self.rcv.nxt:
                         flags |= FIN  # a FIN that arrived early is now in order
                         seq = self.rcv.nxt - len(payload)
@@ -242,7 +239,7 @@ class Connection(SegmentOutput):
         if flags & FIN and seq == self.rcv.nxt:
             self.rcv.ooo.fin_seq = None
             self.rcv.nxt = (self.rcv.nxt + 1) & MASK
-            self._emit(ACK, self.snd_max)
+            self._emit(ACK, self.snd.max)
             self._on_fin(now)
         self._settle_fin_wait_1(now)
 
@@ -262,7 +259,7 @@ class Connection(SegmentOutput):
         flags = seg.flags
         ack_ok = False
         if flags & ACK:
-            if ((seg.ack - self.iss - 1) & MASK) >= ((self.snd_max - self.iss) & MASK):
+            if ((seg.ack - self.snd.iss - 1) & MASK) >= ((self.snd.max - self.snd.iss) & MASK):
                 # SEG.ACK =< ISS or SEG.ACK > SND.NXT: not for this connection attempt.
                 if not flags & RST:
                     self._emit(RST, seg.ack)
@@ -277,12 +274,12 @@ class Connection(SegmentOutput):
         if not flags & SYN:
             return
         self._take_syn(seg)
-        self.snd_wnd = seg.window
-        self.max_snd_wnd = self.snd_wnd
-        self.snd_wl1, self.snd_wl2 = seg.seq, seg.ack
+        self.snd.wnd = seg.window
+        self.snd.max_wnd = self.snd.wnd
+        self.snd.wl1, self.snd.wl2 = seg.seq, seg.ack
         if ack_ok:
-            self.snd_una = seg.ack
-            self._syn_acked = True
+            self.snd.una = seg.ack
+            self.snd.syn_acked = True
             self._ack_rtt(seg.ack, now)
             self.timers.rto = None
             self.retries = 0
@@ -298,35 +295,30 @@ class Connection(SegmentOutput):
     def _take_syn(self, seg: Segment) -> None:
         self.rcv.start(seg.seq)
         opts = seg.options
-        # Linux's tcp_min_snd_mss floor of 48 keeps a hostile MSS of 1 from costing a
-        # segment per byte (CVE-2019-11479).
-        self.snd_mss = max(min(opts.mss if opts.mss else tcpseg.DEFAULT_MSS, self.config.mss),
-                           MIN_SND_MSS)
-        self._seg_max = (MAX_IP_PAYLOAD // self.snd_mss * self.snd_mss if self._offload
-                         else self.snd_mss)
-        self.cc = congestion.create(self.config.congestion, self.snd_mss)
+        self.snd.take_mss(opts.mss, self.config.mss, self._offload)
+        self.cc = congestion.create(self.config.congestion, self.snd.mss)
         self.sack_ok = opts.sack_permitted and self.config.sack
         if opts.wscale is not None and self.config.window_scaling:
-            self.snd_wscale = opts.wscale
-            self.snd_wscale_offered = True
+            self.snd.wscale = opts.wscale
+            self.snd.wscale_offered = True
         else:  # scaling needs both sides' options (RFC 7323 2.2)
-            self.snd_wscale = 0
+            self.snd.wscale = 0
             self.rcv.no_scaling()
 
     def _process_ack(self, seg: Segment, seq: int, flags: int, payload: memoryview,
                      now: float) -> bool:
         """Fifth step for the synchronized states; False when the segment is to be dropped."""
-        una = self.snd_una
+        una = self.snd.una
         ack = seg.ack
         acked = (ack - una) & MASK
-        in_flight = (self.snd_max - una) & MASK
+        in_flight = (self.snd.max - una) & MASK
         if acked >= HALF:
-            if (una - ack) & MASK > max(self.max_snd_wnd, 1):
-                self._emit(ACK, self.snd_max)  # RFC 5961 5.2: too old, challenge
+            if (una - ack) & MASK > max(self.snd.max_wnd, 1):
+                self._emit(ACK, self.snd.max)  # RFC 5961 5.2: too old, challenge
                 return False
             acked = -1  # an old duplicate: ignore its ACK field
         elif acked > in_flight:
-            self._emit(ACK, self.snd_max)  # acknowledges something never sent (3.10.7.4)
+            self._emit(ACK, self.snd.max)  # acknowledges something never sent (3.10.7.4)
             return False
         sack = self.sack_ok and seg.options.sack
         # RFC 6675 2: with SACK, an ACK that SACKs octets not SACKed before is a duplicate,
@@ -338,23 +330,23 @@ class Connection(SegmentOutput):
             if acked > 0:  # blocks at or below the new cumulative ACK are not news (D-SACK)
                 base = ack
                 self.scoreboard.advance(ack)
-            duplicate = self.scoreboard.add(sack, base, self.snd_max) > 0 and acked >= 0
+            duplicate = self.scoreboard.add(sack, base, self.snd.max) > 0 and acked >= 0
             if self.tlp.outstanding and is_dsack(sack, ack):
                 self.tlp.dsack = True
         if acked >= 0:
             # Window update rule (3.10.7.4): only from a segment newer than the last one used.
-            wl1 = (seq - self.snd_wl1) & MASK
-            if (0 < wl1 < HALF) or (wl1 == 0 and ((ack - self.snd_wl2) & MASK) < HALF):
-                window = seg.window << self.snd_wscale
-                if (acked == 0 and window == self.snd_wnd and not payload and in_flight
+            wl1 = (seq - self.snd.wl1) & MASK
+            if (0 < wl1 < HALF) or (wl1 == 0 and ((ack - self.snd.wl2) & MASK) < HALF):
+                window = seg.window << self.snd.wscale
+                if (acked == 0 and window == self.snd.wnd and not payload and in_flight
                         and not flags & FIN and not sack):
                     # RFC 5681 2's duplicate ACK: without SACK (or from a SACK peer that
                     # sends no blocks) only an unchanged window tells a dupack from an update.
                     duplicate = True
-                self.snd_wnd = window
-                if window > self.max_snd_wnd:
-                    self.max_snd_wnd = window
-                self.snd_wl1, self.snd_wl2 = seq, ack
+                self.snd.wnd = window
+                if window > self.snd.max_wnd:
+                    self.snd.max_wnd = window
+                self.snd.wl1, self.snd.wl2 = seq, ack
                 if window:
                     self.timers.persist = None
         if acked > 0:
@@ -370,17 +362,17 @@ class Connection(SegmentOutput):
         return True
 
     def _on_new_ack(self, ack: int, acked: int, now: float) -> None:
-        buf = self.send_buffer
-        if self._syn_acked:
+        buf = self.snd.buffer
+        if self.snd.syn_acked:
             data_acked = min(acked, len(buf))
         else:  # our SYN, acked only after a close in SYN_RCVD took us to FIN_WAIT_1
-            self._syn_acked = True
+            self.snd.syn_acked = True
             data_acked = min(acked - 1, len(buf))
         buf.consume(data_acked)
-        self.bytes_sent += data_acked
-        self.snd_una = ack
-        if ((self.snd_nxt - ack) & MASK) >= HALF:
-            self.snd_nxt = ack
+        self.snd.bytes_sent += data_acked
+        self.snd.una = ack
+        if ((self.snd.nxt - ack) & MASK) >= HALF:
+            self.snd.nxt = ack
         if self.scoreboard:
             self.scoreboard.advance(ack)
         self._ack_rtt(ack, now)
@@ -391,13 +383,13 @@ class Connection(SegmentOutput):
                 self.cc.on_congestion(self.cc.cwnd, now)  # before this ACK grows it
                 self._trace_cwnd(now)
             tlp.cancel()
-        action = self.recovery.on_new_ack(self.cc, ack, acked, self.snd_max, now, self.rtt.srtt)
+        action = self.recovery.on_new_ack(self.cc, ack, acked, self.snd.max, now, self.rtt.srtt)
         if action is Action.RETRANSMIT:
             self._retransmit_first(now)  # a partial ACK: the next hole of the same window
         if not self.cwnd_trace or now - self.cwnd_trace[-1][0] >= CWND_TRACE_INTERVAL:
             self._trace_cwnd(now)
         self.retries = 0
-        if ack == self.snd_max:
+        if ack == self.snd.max:
             self.timers.rto = self.timers.probe = None
         else:  # progress: the timer and the user timeout restart (RFC 6298 5.3)
             self._unacked_since = now
@@ -415,14 +407,14 @@ class Connection(SegmentOutput):
 
     def _on_duplicate_ack(self, now: float) -> None:
         before = (now, self.cc.cwnd, self.cc.ssthresh)
-        una = self.snd_una
+        una = self.snd.una
         sb = self.scoreboard
         # A peer that agreed to SACK but sends no blocks gets NewReno's recovery.
         by_sack = self.sack_ok and bool(sb)
         tlp = self.tlp
         action = self.recovery.on_duplicate_ack(
-            self.cc, una, self.snd_max, now, sack=by_sack,
-            lost=by_sack and (tlp.sacked(sb, una) or sb.is_lost(una, una, self.snd_mss)))
+            self.cc, una, self.snd.max, now, sack=by_sack,
+            lost=by_sack and (tlp.sacked(sb, una) or sb.is_lost(una, una, self.snd.mss)))
         if action is Action.RETRANSMIT:  # fast retransmit (RFC 5681 3.2, RFC 6675 5 step 4)
             tlp.cancel()
             self.timers.probe = None
@@ -436,13 +428,13 @@ class Connection(SegmentOutput):
             # the last recovery resent it and that resend may still arrive.
             self._forget_lost_resends()
             if not sb.resent_within(una, (una + 1) & MASK, una):
-                sb.note_resent(una, self._retransmit_first(now), self.snd_max)
+                sb.note_resent(una, self._retransmit_first(now), self.snd.max)
             self._sack_recover(now)
         elif self.recovery.active and self.recovery.sack:
             self._sack_recover(now)
 
     def _fin_acked(self) -> bool:
-        return self._fin_seq is not None and self.snd_una == (self._fin_seq + 1) & MASK
+        return self.snd.fin_seq is not None and self.snd.una == (self.snd.fin_seq + 1) & MASK
 
     def _on_fin(self, now: float) -> None:
         self.events.append(ConnEvent.EOF)
@@ -481,7 +473,7 @@ class Connection(SegmentOutput):
         if self.timers.probe is not None and now >= self.timers.probe:
             self._send_probe(now)
         if self.timers.delack is not None and now >= self.timers.delack:
-            self._emit(ACK, self.snd_max)
+            self._emit(ACK, self.snd.max)
         if self.timers.keepalive is not None and now >= self.timers.keepalive:
             self._on_keepalive_timer(now)
         if self.timers.fin_wait_2 is not None and now >= self.timers.fin_wait_2:
@@ -501,7 +493,7 @@ class Connection(SegmentOutput):
             self._give_up("connection timed out (no answer to keepalive probes)", now)
             return
         self._keepalive_probes += 1
-        self._emit(ACK, (self.snd_una - 1) & MASK)
+        self._emit(ACK, (self.snd.una - 1) & MASK)
         self.timers.keepalive = now + config.keepalive_interval
 
     def _heard_from_peer(self, now: float) -> None:
@@ -539,19 +531,19 @@ class Connection(SegmentOutput):
             self._send_syn(now)
             return
         self._trace_cwnd(now)
-        self.cc.on_timeout((self.snd_max - self.snd_una) & MASK, now)
-        self.recovery.on_timeout(self.snd_max)
+        self.cc.on_timeout((self.snd.max - self.snd.una) & MASK, now)
+        self.recovery.on_timeout(self.snd.max)
         self.scoreboard.clear()  # RFC 2018 8: after a timeout, SACK information is suspect
         self._trace_cwnd(now)
-        self.snd_nxt = self.snd_una  # go back N: resend from the oldest unacknowledged byte
+        self.snd.nxt = self.snd.una  # go back N: resend from the oldest unacknowledged byte
         self._send_data(now)
-        if self.snd_nxt == self.snd_una and self.snd_max != self.snd_una:
+        if self.snd.nxt == self.snd.una and self.snd.max != self.snd.una:
             # The window is closed (or too small to send into): resend the oldest segment
             # anyway. The peer drops what does not fit, but its ACK tells the current window;
             # without this a lost window update would leave nothing to probe it.
             self._retransmit_first(now, fast=False)
-            resent = min(self.snd_mss, len(self.send_buffer))
-            self.snd_nxt = (self.snd_una + (resent or 1)) & MASK
+            resent = min(self.snd.mss, len(self.snd.buffer))
+            self.snd.nxt = (self.snd.una + (resent or 1)) & MASK
 
     # ------------------------------------------------------------------ states
 

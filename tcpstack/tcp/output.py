@@ -27,7 +27,7 @@ class SegmentOutput(TransmissionControlBlock):
                 self._schedule_probe(now)
         if self.rcv.ack_pending and self.state is not State.CLOSED:
             if self.rcv.ack_now or self.config.delayed_ack <= 0:
-                self._emit(ACK, self.snd_max)
+                self._emit(ACK, self.snd.max)
             elif self.timers.delack is None:
                 self.timers.delack = now + self.config.delayed_ack
         self._update_deadline()
@@ -48,7 +48,7 @@ class SegmentOutput(TransmissionControlBlock):
             hdr = tcpseg.build_header_partial(self.local_port, self.remote_port, seq, ack,
                                               flags, window, self._pseudo, options,
                                               len(payload))
-            link = offload.tcp_partial(20, len(hdr), len(payload), self.snd_mss)
+            link = offload.tcp_partial(20, len(hdr), len(payload), self.snd.mss)
         else:
             hdr = tcpseg.build_header(self.local_port, self.remote_port, seq, ack, flags,
                                       window, self._pseudo, options, payload)
@@ -68,21 +68,21 @@ class SegmentOutput(TransmissionControlBlock):
             mss=config.mss,
             sack_permitted=config.sack and (not synack or self.sack_ok),
             wscale=self.rcv.wscale if (config.window_scaling and
-                                       (not synack or self.snd_wscale_offered)) else None)
+                                       (not synack or self.snd.wscale_offered)) else None)
 
     def _send_syn(self, now: float) -> None:
         synack = self.state is State.SYN_RCVD
-        self._emit(SYN | ACK if synack else SYN, self.iss, options=self._syn_options())
-        self.snd_nxt = self.snd_max = (self.iss + 1) & MASK
+        self._emit(SYN | ACK if synack else SYN, self.snd.iss, options=self._syn_options())
+        self.snd.nxt = self.snd.max = (self.snd.iss + 1) & MASK
         self._arm_rto(now)
         if self._timed_seq is None and self.retries == 0:
-            self._timed_seq, self._timed_at = self.snd_nxt, now
+            self._timed_seq, self._timed_at = self.snd.nxt, now
 
     def _send_data(self, now: float) -> None:
-        if not self._syn_acked:
+        if not self.snd.syn_acked:
             return  # data and FIN sequence numbers start after our SYN is acknowledged
-        buf = self.send_buffer
-        una = self.snd_una
+        buf = self.snd.buffer
+        una = self.snd.una
         buffered = len(buf)
         cwnd = self.cc.cwnd
         dupacks = self.recovery.dupacks
@@ -90,13 +90,13 @@ class SegmentOutput(TransmissionControlBlock):
         if dupacks and not self.recovery.active:
             # Limited transmit (RFC 3042): each of the first two duplicate ACKs lets one new
             # segment out, so a small window still collects the three that trigger recovery.
-            limited_from = min(self.snd_wnd, cwnd)
-            cwnd += min(dupacks, 2) * self.snd_mss
-        window = min(self.snd_wnd, cwnd)
-        mss = self.snd_mss
-        seg_max = self._seg_max
+            limited_from = min(self.snd.wnd, cwnd)
+            cwnd += min(dupacks, 2) * self.snd.mss
+        window = min(self.snd.wnd, cwnd)
+        mss = self.snd.mss
+        seg_max = self.snd.seg_max
         while True:
-            sent = (self.snd_nxt - una) & MASK
+            sent = (self.snd.nxt - una) & MASK
             unsent = buffered - sent
             if unsent <= 0:
                 break
@@ -104,47 +104,47 @@ class SegmentOutput(TransmissionControlBlock):
             if room <= 0:
                 break
             n = min(seg_max, unsent, room)
-            if n < mss and self.snd_nxt == self.snd_max:
+            if n < mss and self.snd.nxt == self.snd.max:
                 # Sender-side SWS avoidance (RFC 9293 3.8.6.2.1): a short segment of new data
                 # goes only if it empties the queue or is at least half the largest window
                 # offered; and Nagle (3.7.4): not while earlier data is unacknowledged.
                 # Retransmissions are exempt: that data was already judged worth sending.
-                if n < unsent and n < self.max_snd_wnd // 2:
+                if n < unsent and n < self.snd.max_wnd // 2:
                     break
-                if not self.nodelay and self.snd_nxt != una:
+                if not self.nodelay and self.snd.nxt != una:
                     break
-            seq = self.snd_nxt
-            if 0 <= limited_from < sent + n and seq == self.snd_max:
+            seq = self.snd.nxt
+            if 0 <= limited_from < sent + n and seq == self.snd.max:
                 self.recovery.limited += sent + n - max(sent, limited_from)
             flags = ACK | PSH if n == unsent else ACK
             self._emit(flags, seq, buf.peek(sent, n))
             end = (seq + n) & MASK
-            if seq == self.snd_max and self._timed_seq is None:
+            if seq == self.snd.max and self._timed_seq is None:
                 self._timed_seq, self._timed_at = end, now
-            if seq != self.snd_max:
+            if seq != self.snd.max:
                 self._count_retransmit()
-            if 0 < ((end - self.snd_max) & MASK) < HALF:
+            if 0 < ((end - self.snd.max) & MASK) < HALF:
                 # New data, even when a resend cut the segments differently and this one
                 # straddles SND.MAX.
-                self.snd_max = end
+                self.snd.max = end
                 self.tlp.restart = True
-            self.snd_nxt = end
+            self.snd.nxt = end
             self._arm_rto(now)
-        if self._fin_queued:
+        if self.snd.fin_queued:
             end = (una + buffered) & MASK
-            if self.snd_nxt == end and (self._fin_seq is None or self._fin_seq == end):
-                if self._fin_seq is None:
-                    self._fin_seq = end
+            if self.snd.nxt == end and (self.snd.fin_seq is None or self.snd.fin_seq == end):
+                if self.snd.fin_seq is None:
+                    self.snd.fin_seq = end
                     self.tlp.restart = True  # a FIN lost at the tail is worth a probe too
                 else:
                     self._count_retransmit()
-                self.snd_max = (end + 1) & MASK  # the FIN is the last thing we ever send
+                self.snd.max = (end + 1) & MASK  # the FIN is the last thing we ever send
                 self._emit(FIN | ACK, end)
-                self.snd_nxt = (end + 1) & MASK
+                self.snd.nxt = (end + 1) & MASK
                 self._arm_rto(now)
         # Persist timer: data waits, held back by a zero window or by SWS avoidance, and
         # nothing is in flight to draw the ACK that would reopen the window.
-        if buffered > ((self.snd_nxt - una) & MASK) and self.snd_una == self.snd_max:
+        if buffered > ((self.snd.nxt - una) & MASK) and self.snd.una == self.snd.max:
             if self.timers.persist is None:
                 self._persist_interval = self.rtt.rto
                 self.timers.persist = now + self._persist_interval
@@ -157,13 +157,13 @@ class SegmentOutput(TransmissionControlBlock):
         unless its resend is seen lost in turn, then send new data (NextSeg rules 1 and 2;
         no rescue retransmission)."""
         sb = self.scoreboard
-        una = self.snd_una
-        mss = self.snd_mss
-        buf = self.send_buffer
+        una = self.snd.una
+        mss = self.snd.mss
+        buf = self.snd.buffer
         self._forget_lost_resends()
         pipe = 0
         resend: list[tuple[int, int]] = []
-        for start, end, _ in sb.holes(una, self.snd_max):
+        for start, end, _ in sb.holes(una, self.snd.max):
             # Every octet of a hole has the same SACKed data above it: one IsLost per hole.
             lost = sb.is_lost(start, una, mss)
             if not lost:
@@ -181,18 +181,18 @@ class SegmentOutput(TransmissionControlBlock):
                 n = min(mss, (end - seq) & MASK, len(buf) - offset)
                 self._emit(ACK, seq, buf.peek(offset, n))
                 self._count_retransmit(fast=True)
-                sb.note_resent(seq, (seq + n) & MASK, self.snd_max)
+                sb.note_resent(seq, (seq + n) & MASK, self.snd.max)
                 seq = (seq + n) & MASK
                 pipe += n
                 sent_any = True
         # Rule 2: new data, as far as the peer's window allows.
-        while cwnd - pipe >= mss and self.snd_nxt == self.snd_max:
-            sent = (self.snd_nxt - una) & MASK
-            n = min(mss, len(buf) - sent, self.snd_wnd - sent)
+        while cwnd - pipe >= mss and self.snd.nxt == self.snd.max:
+            sent = (self.snd.nxt - una) & MASK
+            n = min(mss, len(buf) - sent, self.snd.wnd - sent)
             if n <= 0 or (n < mss and n < len(buf) - sent):
                 break
-            self._emit(ACK, self.snd_nxt, buf.peek(sent, n))
-            self.snd_nxt = self.snd_max = (self.snd_nxt + n) & MASK
+            self._emit(ACK, self.snd.nxt, buf.peek(sent, n))
+            self.snd.nxt = self.snd.max = (self.snd.nxt + n) & MASK
             pipe += n
         if sent_any:
             self._timed_seq = None  # Karn
@@ -202,62 +202,62 @@ class SegmentOutput(TransmissionControlBlock):
         7.2; after a timeout `recover` is SND.MAX of then, and SND.UNA has yet to reach it)."""
         tlp = self.tlp
         if (not self.config.tail_loss_probe or self.recovery.active
-                or ((self.snd_una - self.recovery.recover) & MASK) >= HALF):
+                or ((self.snd.una - self.recovery.recover) & MASK) >= HALF):
             tlp.restart = False
             self.timers.probe = None
             return
-        self.timers.probe = tlp.schedule(now, self.rtt.srtt, (self.snd_max - self.snd_una) & MASK,
-                                         self.snd_mss, self.timers.rto)
+        self.timers.probe = tlp.schedule(now, self.rtt.srtt, (self.snd.max - self.snd.una) & MASK,
+                                         self.snd.mss, self.timers.rto)
 
     def _send_probe(self, now: float) -> None:
         """The PTO fired (RFC 8985 7.3): one segment of new data if the peer's window takes
         it, else the last segment again; then the RTO restarts behind it."""
         tlp = self.tlp
         self.timers.probe = None
-        una = self.snd_una
-        flight = (self.snd_max - una) & MASK
+        una = self.snd.una
+        flight = (self.snd.max - una) & MASK
         if not flight or self.recovery.active:
             return
-        buf = self.send_buffer
-        sent = (self.snd_nxt - una) & MASK
+        buf = self.snd.buffer
+        sent = (self.snd.nxt - una) & MASK
         unsent = len(buf) - sent
-        n = min(self.snd_mss, unsent)
-        if self.snd_nxt == self.snd_max and n > 0 and self.snd_wnd - sent >= n:
-            seq = self.snd_nxt
+        n = min(self.snd.mss, unsent)
+        if self.snd.nxt == self.snd.max and n > 0 and self.snd.wnd - sent >= n:
+            seq = self.snd.nxt
             self._emit(ACK | PSH if n == unsent else ACK, seq, buf.peek(sent, n))
-            self.snd_nxt = self.snd_max = (seq + n) & MASK
-            tlp.sent(seq, self.snd_nxt, retransmitted=False)
+            self.snd.nxt = self.snd.max = (seq + n) & MASK
+            tlp.sent(seq, self.snd.nxt, retransmitted=False)
         else:
             data = min(len(buf), flight)
-            offset = max(data - self.snd_mss, 0)
+            offset = max(data - self.snd.mss, 0)
             flags = ACK | PSH if data == len(buf) and data else ACK
-            if self._fin_seq is not None and self.snd_max == (self._fin_seq + 1) & MASK:
+            if self.snd.fin_seq is not None and self.snd.max == (self.snd.fin_seq + 1) & MASK:
                 flags |= FIN
             start = (una + offset) & MASK
             self._emit(flags, start, buf.peek(offset, data - offset))
             self._count_retransmit()
-            tlp.sent(start, self.snd_max, retransmitted=True)
+            tlp.sent(start, self.snd.max, retransmitted=True)
         self.counters["tlp_probes"] += 1
         self.timers.rto = self._rto_deadline(now)
 
     def _forget_lost_resends(self) -> None:
-        lost = self.scoreboard.lost_resends(self.snd_una, self.snd_mss)
+        lost = self.scoreboard.lost_resends(self.snd.una, self.snd.mss)
         if lost:
             self.counters["lost_retransmits"] += lost
 
     def _retransmit_first(self, now: float, *, fast: bool = True) -> int:
         """Resend the segment at SND.UNA (or the FIN, if only that is left); returns the
         sequence number after it. `fast`: by loss recovery rather than by the timer."""
-        buf = self.send_buffer
-        n = min(self.snd_mss, len(buf))
+        buf = self.snd.buffer
+        n = min(self.snd.mss, len(buf))
         if n:
-            self._emit(ACK, self.snd_una, buf.peek(0, n))
-        elif self._fin_queued:
-            self._emit(FIN | ACK, self.snd_una)
+            self._emit(ACK, self.snd.una, buf.peek(0, n))
+        elif self.snd.fin_queued:
+            self._emit(FIN | ACK, self.snd.una)
             n = 1
         self._count_retransmit(fast=fast)
         self._timed_seq = None  # Karn: no RTT sample from a retransmitted segment
-        return (self.snd_una + n) & MASK
+        return (self.snd.una + n) & MASK
 
     def _count_retransmit(self, *, fast: bool = False) -> None:
         self.retransmits += 1
@@ -268,22 +268,22 @@ class SegmentOutput(TransmissionControlBlock):
     def _persist_probe(self, now: float) -> None:
         self._persist_interval = min(self._persist_interval * 2, self.config.persist_max)
         self.timers.persist = now + self._persist_interval
-        window = self.snd_wnd
+        window = self.snd.wnd
         if window > 0:
             # The window is open but too small to beat SWS avoidance: the override timeout of
             # RFC 9293 3.8.6.2.1 sends what fits.
-            n = min(window, len(self.send_buffer) - ((self.snd_nxt - self.snd_una) & MASK))
+            n = min(window, len(self.snd.buffer) - ((self.snd.nxt - self.snd.una) & MASK))
             if n > 0:
-                seq = self.snd_nxt
-                self._emit(ACK | PSH, seq, self.send_buffer.peek((seq - self.snd_una) & MASK, n))
-                self.snd_nxt = (seq + n) & MASK
-                if 0 < ((self.snd_nxt - self.snd_max) & MASK) < HALF:
-                    self.snd_max = self.snd_nxt
+                seq = self.snd.nxt
+                self._emit(ACK | PSH, seq, self.snd.buffer.peek((seq - self.snd.una) & MASK, n))
+                self.snd.nxt = (seq + n) & MASK
+                if 0 < ((self.snd.nxt - self.snd.max) & MASK) < HALF:
+                    self.snd.max = self.snd.nxt
                 self._arm_rto(now)
                 self.timers.persist = None
                 return
         # A zero-window probe: an old sequence number draws an ACK carrying the window.
-        self._emit(ACK, (self.snd_una - 1) & MASK)
+        self._emit(ACK, (self.snd.una - 1) & MASK)
         self.persist_probes += 1
         self.counters["persist_probes"] += 1
 

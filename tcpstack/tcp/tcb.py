@@ -15,7 +15,6 @@ from typing import Any
 from tcpstack.net import offload
 from tcpstack.net.ipv4 import PROTO_TCP, HeaderTemplate, pseudo_header_sum
 from tcpstack.tcp import congestion
-from tcpstack.tcp import segment as tcpseg
 from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.congestion import CongestionControl
 from tcpstack.tcp.events import ConnEvent
@@ -23,7 +22,7 @@ from tcpstack.tcp.receiver import Receiver
 from tcpstack.tcp.recovery import FastRecovery
 from tcpstack.tcp.rtt import RttEstimator
 from tcpstack.tcp.sack import SackScoreboard
-from tcpstack.tcp.send_buffer import SendBuffer
+from tcpstack.tcp.sender import Sender
 from tcpstack.tcp.state import State
 from tcpstack.tcp.tail_probe import TailLossProbe
 from tcpstack.tcp.timers import ConnectionTimers
@@ -31,9 +30,6 @@ from tcpstack.tcp.timers import ConnectionTimers
 TransitionHook = Callable[[Any, State, State], None]  # (connection, old, new)
 
 MAX_WINDOW_FIELD = 0xFFFF
-# The largest TCP payload one IPv4 packet can carry (65535 less 20 + 20 header bytes).
-MAX_IP_PAYLOAD = 0xFFFF - 40
-MIN_SND_MSS = 48
 CWND_TRACE_LEN = 20_000      # samples kept per connection
 CWND_TRACE_INTERVAL = 0.001  # at most one sample a millisecond, except at losses
 
@@ -60,25 +56,7 @@ class TransmissionControlBlock:
         self._link = offload.NONE if config.offload else b""
         self._pseudo = pseudo_header_sum(local_addr, remote_addr, PROTO_TCP)
 
-        # Send sequence space (RFC 9293 3.3.1). snd_max is the highest SND.NXT ever reached;
-        # a retransmission timeout pulls snd_nxt back to snd_una and resends from there.
-        self.iss = iss
-        self.snd_una = iss
-        self.snd_nxt = iss
-        self.snd_max = iss
-        self.snd_wnd = 0
-        self.max_snd_wnd = 0
-        self.snd_wl1 = 0
-        self.snd_wl2 = 0
-        self.snd_wscale = 0
-        self.snd_mss = tcpseg.DEFAULT_MSS
-        self._seg_max = tcpseg.DEFAULT_MSS  # largest segment we build: the MSS, or with
-        #                                     segmentation offload a multiple of it
-        self.send_buffer = SendBuffer(config.send_buffer)
-        self._fin_queued = False  # the application closed its sending side
-        self._fin_seq: int | None = None  # where our FIN sits, once it has been sent
-        self._syn_acked = False
-        self.snd_wscale_offered = False  # the peer's SYN carried a window scale option
+        self.snd = Sender(config, iss)  # SND.*, the queued bytes, where our FIN sits
         self.sack_ok = False  # both SYNs carried SACK-permitted (RFC 2018 2)
         self.scoreboard = SackScoreboard()
 
@@ -108,7 +86,6 @@ class TransmissionControlBlock:
         # Set when a new SYN ended TIME_WAIT: the ISN the new incarnation must use.
         self.reopen_iss: int | None = None
 
-        self.bytes_sent = 0       # application bytes acknowledged by the peer
         self.retransmits = 0
         self.persist_probes = 0
         # Shared with the stack (nstat-style totals); a lone connection keeps its own.

@@ -92,7 +92,7 @@ class LinuxLikeReceiver:
         number of rounds."""
         copies: dict[int, int] = {}
         rounds = 0
-        while self.conn.snd_una != self.conn.snd_max:
+        while self.conn.snd.una != self.conn.snd.max:
             rounds += 1
             assert rounds <= max_rounds, "the transfer does not finish"
             answers = self.peer.advance(self.rtt)  # what timers sent during the round trip

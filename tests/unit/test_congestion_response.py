@@ -59,15 +59,15 @@ def _fast_retransmit(algorithm: str, *, sack: bool) -> Loss:
         before += _data(rx.deliver(seg))  # each ACK: cwnd + 1 segment, 2 segments out
     conn = rx.conn
     assert conn.cc.cwnd == CWND_AT_LOSS
-    assert (conn.snd_max - conn.snd_una) & MASK == FLIGHT_AT_LOSS
+    assert (conn.snd.max - conn.snd.una) & MASK == FLIGHT_AT_LOSS
     lost = before[2]
     for seg in before[3:5]:
         limited = _data(rx.deliver(seg))
-        assert [s.seq for s in limited] == [conn.snd_max - MSS]  # one new segment each
+        assert [s.seq for s in limited] == [conn.snd.max - MSS]  # one new segment each
         before += limited
     assert conn.cc.ssthresh == 1 << 30  # no cut yet
     answer = rx.deliver(before[5])
-    assert (conn.snd_max - conn.snd_una) & MASK == FLIGHT_AT_LOSS + 2 * MSS
+    assert (conn.snd.max - conn.snd.una) & MASK == FLIGHT_AT_LOSS + 2 * MSS
     return Loss(rx, before, lost, answer)
 
 
@@ -173,12 +173,12 @@ def _full_ack(loss: Loss, during: list[Sent], retransmission: list[Sent],
     for seg in during[:-2]:
         rx.deliver(seg, ack_lost=True)
     assert [s.seq for s in retransmission] == [loss.lost.seq]
-    snd_max = conn.snd_max
+    snd_max = conn.snd.max
     rx.deliver(retransmission[0])
-    assert conn.snd_una == during[-2].seq
-    assert ((conn.snd_una - recover) & MASK) < 1 << 31  # covers the recovery point
+    assert conn.snd.una == during[-2].seq
+    assert ((conn.snd.una - recover) & MASK) < 1 << 31  # covers the recovery point
     assert not conn.recovery.active
-    flight = (snd_max - conn.snd_una) & MASK  # what the full ACK leaves outstanding
+    flight = (snd_max - conn.snd.una) & MASK  # what the full ACK leaves outstanding
     assert flight == 2 * MSS
     assert conn.cc.ssthresh == ssthresh
     assert conn.cc.cwnd == min(ssthresh, max(flight, MSS) + MSS) == 3 * MSS

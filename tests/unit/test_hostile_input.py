@@ -79,7 +79,7 @@ def test_a_tiny_peer_mss_is_raised_to_the_linux_floor() -> None:
     stack = _stack()
     stack.receive(_syn(tcpseg.encode_options(mss=1)), 0.0)
     (conn,) = stack.connections.values()
-    assert conn.snd_mss == 48  # not one segment per byte (CVE-2019-11479)
+    assert conn.snd.mss == 48  # not one segment per byte (CVE-2019-11479)
 
 
 def test_syn_fin_to_a_listener_opens_nothing() -> None:

@@ -63,21 +63,21 @@ def test_two_stacks_with_their_own_random_keys_pick_different_isns() -> None:
     could agree by chance once in 2**32 runs.)"""
     first = NetworkStack(STACK_ADDR).connect(PEER_ADDR, 80, 5.0, local_port=50000)
     second = NetworkStack(STACK_ADDR).connect(PEER_ADDR, 80, 5.0, local_port=50000)
-    assert first.iss != second.iss
+    assert first.snd.iss != second.snd.iss
 
 
 def test_active_opens_take_the_isn_of_their_four_tuple_and_time() -> None:
     stack = NetworkStack(STACK_ADDR, isn=IsnGenerator(KEY))
     first = stack.connect(PEER_ADDR, 80, 2.0, local_port=50000)
     other_port = stack.connect(PEER_ADDR, 81, 2.0, local_port=50000)
-    assert first.iss != other_port.iss
+    assert first.snd.iss != other_port.snd.iss
     # The same 4-tuple a second later, on a stack with the same key: 250,000 ticks on.
     later = NetworkStack(STACK_ADDR, isn=IsnGenerator(KEY)).connect(PEER_ADDR, 80, 3.0,
                                                                     local_port=50000)
-    assert (later.iss - first.iss) & MASK == TICKS_PER_SECOND
+    assert (later.snd.iss - first.snd.iss) & MASK == TICKS_PER_SECOND
     stack.flush(2.0)
     syns = [decode(packet, 2.0) for packet in stack.output]
-    assert [(s.flags, s.seq) for s in syns] == [(SYN, first.iss), (SYN, other_port.iss)]
+    assert [(s.flags, s.seq) for s in syns] == [(SYN, first.snd.iss), (SYN, other_port.snd.iss)]
 
 
 def _syn_ack_seq(stack: NetworkStack, sport: int, now: float) -> int:

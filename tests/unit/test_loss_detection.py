@@ -37,7 +37,7 @@ def _resends(answer: list[Sent], of: Sent) -> list[Sent]:
 
 def _finish(rx: LinuxLikeReceiver) -> None:
     """Deliver whatever the stack still has outstanding, then let every timer run out."""
-    while rx.conn.snd_una != rx.conn.snd_max:
+    while rx.conn.snd.una != rx.conn.snd.max:
         pending = [s for s in rx.peer.sent if s.payload
                    and ((s.seq + len(s.payload) - rx.rcv_nxt) & MASK) < 1 << 31
                    and s.seq + len(s.payload) != rx.rcv_nxt]
@@ -101,7 +101,7 @@ def test_a_cumulative_ack_that_sacks_new_data_counts_as_a_duplicate() -> None:
     # that finally covers flight[0] also SACKs flight[2], news for the hole at flight[1].
     rx._blocks = [(flight[2].seq, (flight[2].seq + MSS) & MASK)]
     rx.deliver(flight[0])
-    assert rx.conn.snd_una == flight[1].seq
+    assert rx.conn.snd.una == flight[1].seq
     assert rx.conn.recovery.dupacks == 1
     answer = rx.deliver(flight[3])
     assert rx.conn.recovery.dupacks == 2

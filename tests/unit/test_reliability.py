@@ -90,10 +90,10 @@ def test_connection_delivers_the_first_received_copy_of_overlapping_out_of_order
     """The same policy end to end: two out-of-order segments disagree about 110..113, the
     hole before them fills, and the application reads the copy that arrived first."""
     peer, conn, base = _receiving_peer()
-    peer.inject(ACK, base + 110, conn.snd_nxt, payload=b"KLMNO")
-    peer.inject(ACK, base + 105, conn.snd_nxt, payload=b"fghijklm")
+    peer.inject(ACK, base + 110, conn.snd.nxt, payload=b"KLMNO")
+    peer.inject(ACK, base + 105, conn.snd.nxt, payload=b"fghijklm")
     assert conn.rcv.buffer == b""
-    ack = peer.inject(ACK, base + 100, conn.snd_nxt, payload=b"abcde")
+    ack = peer.inject(ACK, base + 100, conn.snd.nxt, payload=b"abcde")
     assert [s.ack for s in ack] == [base + 115]
     assert peer.app_read(conn) == b"abcdefghijKLMNO"
 
@@ -107,8 +107,8 @@ def test_segment_filling_the_hole_keeps_the_queued_bytes_it_overlaps(filler: byt
     """An in-order segment that fills the hole and overlaps data queued beyond it brings the
     later copy of those bytes: the queued ones, received first, are what is delivered."""
     peer, conn, base = _receiving_peer()
-    peer.inject(ACK, base + 110, conn.snd_nxt, payload=b"KLMNO")
-    ack = peer.inject(ACK, base + 100, conn.snd_nxt, payload=filler)
+    peer.inject(ACK, base + 110, conn.snd.nxt, payload=b"KLMNO")
+    ack = peer.inject(ACK, base + 100, conn.snd.nxt, payload=filler)
     assert [s.ack for s in ack] == [base + 100 + len(expected)]
     assert peer.app_read(conn) == expected
 
@@ -229,9 +229,9 @@ def test_one_small_segment_is_acked_after_the_delayed_ack_timeout() -> None:
     client, _server = pair.established_pair()
     pair.send(client, b"ping")
     pair.settle()
-    assert client.snd_una != client.snd_max, "the ACK must wait"
+    assert client.snd.una != client.snd.max, "the ACK must wait"
     pair.advance(0.05)
-    assert client.snd_una == client.snd_max
+    assert client.snd.una == client.snd.max
     ack = pair.tcp_frames("b")[-1]
     assert ack.time - data_frames(pair, "a")[-1].delivered_at == pytest.approx(0.04)  # type: ignore[operator]
 
@@ -241,7 +241,7 @@ def test_every_second_full_segment_is_acked_at_once() -> None:
     client, _server = pair.established_pair()
     pair.send(client, bytes(2 * MSS))
     pair.settle()
-    assert client.snd_una == client.snd_max
+    assert client.snd.una == client.snd.max
 
 
 def test_nagle_holds_a_small_segment_while_data_is_unacked_and_nodelay_does_not() -> None:
@@ -266,7 +266,7 @@ def test_keepalive_probes_an_idle_peer_and_gives_up_when_it_is_gone() -> None:
     client, _server = pair.established_pair()
     pair.advance(10.5)
     probes = [f for f in pair.tcp_frames("a") if f.time > 9]
-    assert len(probes) == 1 and probes[0].segment.seq == (client.snd_una - 1) & 0xFFFFFFFF
+    assert len(probes) == 1 and probes[0].segment.seq == (client.snd.una - 1) & 0xFFFFFFFF
     assert client.state is State.ESTABLISHED  # the peer answered: idle again
     gone = True
     pair.advance(30)

@@ -104,7 +104,7 @@ def test_counters_list_every_known_name_and_retransmissions_of_live_connections(
     pair = LinkPair(drop=drop_first_data)
     client, _ = pair.established_pair(80)
     pair.send(client, b"z" * 1000)
-    pair.run_until(lambda: client.retransmits > 0 and not client.send_buffer)
+    pair.run_until(lambda: client.retransmits > 0 and not client.snd.buffer)
     counters = snap(pair.a)["counters"]
     assert set(KNOWN_COUNTERS) <= set(counters)
     assert counters["active_opens"] == 1 and counters["passive_opens"] == 0

@@ -76,12 +76,12 @@ def test_handshake_makes_both_sides_established_with_one_event_each() -> None:
     assert (ack.segment.seq, ack.segment.ack) == (1001, 5001)
     assert len(pair.frames) == 3
 
-    assert (client.snd_una, client.snd_nxt, client.rcv.nxt) == (1001, 1001, 5001)
-    assert (server.snd_una, server.snd_nxt, server.rcv.nxt) == (5001, 5001, 1001)
+    assert (client.snd.una, client.snd.nxt, client.rcv.nxt) == (1001, 1001, 5001)
+    assert (server.snd.una, server.snd.nxt, server.rcv.nxt) == (5001, 5001, 1001)
     assert (server.remote_addr, server.remote_port) == (A_ADDR, client.local_port)
-    assert client.snd_mss == server.snd_mss == 1460
+    assert client.snd.mss == server.snd.mss == 1460
     # A 1 MB receive buffer needs a shift of 5 to fit in 16 bits; both sides offered one.
-    assert client.snd_wscale == server.snd_wscale == 5
+    assert client.snd.wscale == server.snd.wscale == 5
 
 
 def test_handshake_transitions_follow_rfc_9293_figure_5() -> None:
@@ -184,8 +184,8 @@ def test_one_megabyte_server_to_client_arrives_intact() -> None:
     assert transfer(pair, server, client, data) == data
     pair.advance(0.1)  # the last delayed ACK falls due
     assert client.rcv.bytes_received == MB
-    assert server.bytes_sent == MB  # everything acknowledged
-    assert len(server.send_buffer) == 0
+    assert server.snd.bytes_sent == MB  # everything acknowledged
+    assert len(server.snd.buffer) == 0
 
 
 def test_one_megabyte_both_directions_at_once_arrives_intact() -> None:
@@ -230,16 +230,16 @@ def test_segments_are_full_sized_during_bulk_transfer() -> None:
 def test_transfer_across_sequence_wrap_arrives_intact(isn_a: int, isn_b: int) -> None:
     pair = LinkPair(isn_a=FixedIsn(isn_a), isn_b=FixedIsn(isn_b))
     client, server = pair.established_pair()
-    assert (client.iss, server.iss) == (isn_a, isn_b)
+    assert (client.snd.iss, server.snd.iss) == (isn_a, isn_b)
     up, down = pattern(MB, seed=6), pattern(MB, seed=7)
     assert transfer(pair, client, server, up) == up
     assert transfer(pair, server, client, down) == down
     pair.advance(0.1)  # the last delayed ACK falls due
     # Both send spaces went past 2**32 and came round to small numbers.
-    assert client.snd_una == (isn_a + 1 + MB) & MASK
-    assert server.snd_una == (isn_b + 1 + MB) & MASK
-    assert client.snd_una < isn_a and server.snd_una < isn_b
-    assert server.rcv.nxt == client.snd_una and client.rcv.nxt == server.snd_una
+    assert client.snd.una == (isn_a + 1 + MB) & MASK
+    assert server.snd.una == (isn_b + 1 + MB) & MASK
+    assert client.snd.una < isn_a and server.snd.una < isn_b
+    assert server.rcv.nxt == client.snd.una and client.rcv.nxt == server.snd.una
     assert client.retransmits == server.retransmits == 0
     seqs = [f.segment.seq for f in data_frames(pair, "a")]
     assert seqs[0] == (isn_a + 1) & MASK
@@ -259,7 +259,7 @@ def test_close_after_data_across_sequence_wrap_reaches_closed() -> None:
     pair.settle()
     assert server.state is State.CLOSED
     assert client.state is State.TIME_WAIT
-    assert client.snd_una == 0x1A  # 0xFFFFFFF0 + SYN + 40 bytes + FIN, modulo 2**32
+    assert client.snd.una == 0x1A  # 0xFFFFFFF0 + SYN + 40 bytes + FIN, modulo 2**32
     pair.advance(2 * client.config.msl)
     assert client.state is State.CLOSED
 
@@ -315,10 +315,10 @@ def test_fin_is_sent_once_and_not_again_after_it_is_acked() -> None:
     pair.close(client)
     pair.advance(1.0)  # far longer than one round trip (10 ms)
     fins = [f for f in pair.tcp_frames("a") if f.segment.flags & FIN]
-    assert [f.segment.seq for f in fins] == [(client.iss + 1) & MASK]
+    assert [f.segment.seq for f in fins] == [(client.snd.iss + 1) & MASK]
     assert client.state is State.FIN_WAIT_2
     assert server.state is State.CLOSE_WAIT
-    assert server.rcv.nxt == (client.iss + 2) & MASK
+    assert server.rcv.nxt == (client.snd.iss + 2) & MASK
     assert pair.events_of(server).count(ConnEvent.EOF) == 1
     assert len(pair.frames) == 5  # SYN, SYN-ACK, ACK, FIN, ACK of FIN
 
@@ -335,7 +335,7 @@ def test_close_with_unsent_data_sends_all_data_before_fin() -> None:
     got.extend(pair.read(server))
     assert bytes(got) == data
     fin = next(f for f in pair.tcp_frames("a") if f.segment.flags & FIN)
-    assert fin.segment.seq == (client.iss + 1 + len(data)) & MASK
+    assert fin.segment.seq == (client.snd.iss + 1 + len(data)) & MASK
 
 
 def test_simultaneous_close_goes_through_closing_to_time_wait_on_both_sides() -> None:
@@ -412,7 +412,7 @@ def test_lost_segment_mid_transfer_is_recovered_and_data_intact() -> None:
 
     def drop(frame: Frame) -> bool:
         if frame.sender == "a" and frame.is_tcp and frame.payload_len and not target \
-                and (frame.segment.seq - client.iss) & MASK > 100_000:
+                and (frame.segment.seq - client.snd.iss) & MASK > 100_000:
             target.append(frame.segment.seq)
             return True
         return False
@@ -466,8 +466,8 @@ def test_sender_never_exceeds_the_advertised_window() -> None:
 
     def sender_within_receiver_window() -> None:
         # After every step: nothing a has sent lies beyond the right edge b has advertised.
-        if not seq.le(client.snd_max, server.rcv.adv):
-            overruns.append(f"t={pair.now}: SND.MAX {client.snd_max} > edge {server.rcv.adv}")
+        if not seq.le(client.snd.max, server.rcv.adv):
+            overruns.append(f"t={pair.now}: SND.MAX {client.snd.max} > edge {server.rcv.adv}")
 
     # The receiver reads at most 8 KB each time something happens, so the window shrinks.
     assert transfer(pair, client, server, data, read_size=8 * 1024,
@@ -520,7 +520,7 @@ def test_slow_reader_closes_window_and_reopens_without_loss_or_deadlock() -> Non
     pair.settle()
     assert len(server.rcv.buffer) == capacity
     assert monitor.windows_sent["b"][-1] == 0
-    assert client.snd_wnd == 0
+    assert client.snd.wnd == 0
 
     # Minutes pass without a read: zero-window probes keep the connection alive.
     pair.advance(300.0)
@@ -530,7 +530,7 @@ def test_slow_reader_closes_window_and_reopens_without_loss_or_deadlock() -> Non
     probes = [f for f in pair.tcp_frames("a") if f.time > 1.0 and not f.payload_len]
     assert probes  # the persist timer fired
     # A probe carries an old sequence number, SND.UNA - 1, so it draws an ACK (3.8.6.1).
-    assert {f.segment.seq for f in probes} == {(client.iss + capacity) & MASK}
+    assert {f.segment.seq for f in probes} == {(client.snd.iss + capacity) & MASK}
     assert max(f.time for f in probes) > 200.0
 
     # Now the application reads 3000 bytes whenever told, and everything arrives.
@@ -564,7 +564,7 @@ def test_lost_window_update_after_zero_window_is_recovered_by_persist_probe() ->
     data = pattern(100_000, seed=14)
     pair.send(client, data)
     pair.settle()
-    assert client.snd_wnd == 0
+    assert client.snd.wnd == 0
 
     server_reading = True
     got = bytearray(pair.read(server))
@@ -573,7 +573,7 @@ def test_lost_window_update_after_zero_window_is_recovered_by_persist_probe() ->
     assert lost
     assert bytes(got) == data
     probes = [f for f in pair.tcp_frames("a") if f.number > lost[0] and not f.payload_len]
-    assert probes and probes[0].segment.seq == (client.iss + capacity) & MASK
+    assert probes and probes[0].segment.seq == (client.snd.iss + capacity) & MASK
 
 
 def test_lost_window_update_after_small_window_does_not_deadlock() -> None:
@@ -598,7 +598,7 @@ def test_lost_window_update_after_small_window_does_not_deadlock() -> None:
     pair.send(client, data)
     pair.advance(0.1)  # the delayed ACK carrying the last window falls due
     assert len(server.rcv.buffer) == 11 * 1460
-    assert client.snd_wnd == capacity - 11 * 1460
+    assert client.snd.wnd == capacity - 11 * 1460
 
     reading = True
     got = bytearray(pair.read(server))
@@ -642,7 +642,7 @@ def test_abort_sends_rst_and_peer_reports_reset() -> None:
     pair.settle()
     rst = pair.tcp_frames("a")[-1]
     assert rst.segment.flags == RST
-    assert rst.segment.seq == client.snd_nxt
+    assert rst.segment.seq == client.snd.nxt
     assert server.state is State.CLOSED
     assert pair.events_of(server)[-2:] == [ConnEvent.RESET, ConnEvent.CLOSED]
     assert server.error == "connection reset by peer"

@@ -27,14 +27,14 @@ def test_syn_ack_window_is_taken_unscaled_and_bounds_the_first_flight() -> None:
     conn = peer.connect(80)
     peer.inject(SYN | ACK, PEER, ISS + 1, window=SYN_WINDOW, options=OPTIONS)
     assert conn.state is State.ESTABLISHED
-    assert conn.snd_wscale == WSCALE  # remembered for what follows
-    assert (conn.snd_wnd, conn.max_snd_wnd) == (SYN_WINDOW, SYN_WINDOW)
+    assert conn.snd.wscale == WSCALE  # remembered for what follows
+    assert (conn.snd.wnd, conn.snd.max_wnd) == (SYN_WINDOW, SYN_WINDOW)
     # Ten segments' worth of data and an initial cwnd of ten: the peer's window is the limit.
     peer.app_send(conn, bytes(14_000))
     assert _data_lengths(peer) == [SYN_WINDOW]
     # The ACK's window field is scaled: 8 << 7 = 1024 bytes, and that much goes next.
     answer = peer.inject(ACK, PEER + 1, ISS + 1 + SYN_WINDOW, window=8)
-    assert conn.snd_wnd == 8 << WSCALE
+    assert conn.snd.wnd == 8 << WSCALE
     assert [len(s.payload) for s in answer if s.payload] == [8 << WSCALE]
 
 
@@ -44,8 +44,8 @@ def test_syn_window_is_taken_unscaled_by_a_passive_open() -> None:
     peer.inject(SYN, PEER, window=SYN_WINDOW, options=OPTIONS)
     conn = peer.accepted()
     assert conn.state is State.SYN_RCVD
-    assert conn.snd_wscale == WSCALE
-    assert (conn.snd_wnd, conn.max_snd_wnd) == (SYN_WINDOW, SYN_WINDOW)
+    assert conn.snd.wscale == WSCALE
+    assert (conn.snd.wnd, conn.snd.max_wnd) == (SYN_WINDOW, SYN_WINDOW)
     peer.app_send(conn, bytes(3000))  # queued: nothing goes before the handshake completes
     assert _data_lengths(peer) == []
     # The handshake's ACK offers 7 << 7 = 896 bytes. That is more than half the largest
@@ -54,5 +54,5 @@ def test_syn_window_is_taken_unscaled_by_a_passive_open() -> None:
     # 128,000 and the 896 bytes would wait.
     answer = peer.inject(ACK, PEER + 1, ISS + 1, window=7)
     assert conn.state is State.ESTABLISHED
-    assert (conn.snd_wnd, conn.max_snd_wnd) == (7 << WSCALE, SYN_WINDOW)
+    assert (conn.snd.wnd, conn.snd.max_wnd) == (7 << WSCALE, SYN_WINDOW)
     assert [len(s.payload) for s in answer if s.payload] == [7 << WSCALE]

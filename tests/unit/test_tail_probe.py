@@ -43,7 +43,7 @@ def test_a_lost_tail_is_probed_after_two_round_trips_and_repaired_without_an_rto
     repair = rx.deliver(probe[0])
     assert [(s.seq, len(s.payload)) for s in repair if s.payload] == [(flight[8].seq, MSS)]
     rx.deliver(repair[0])
-    assert rx.conn.snd_una == rx.conn.snd_max
+    assert rx.conn.snd.una == rx.conn.snd.max
     rx.peer.advance(5.0)
     counters = rx.peer.stack.counters
     assert counters["tlp_probes"] == 1
@@ -65,7 +65,7 @@ def test_lost_acks_at_the_end_of_a_flight_are_probed_with_new_data() -> None:
         (due, (flight[9].seq + MSS) & 0xFFFFFFFF, MSS)]
     cwnd = rx.conn.cc.cwnd
     more = rx.deliver(probe[0])  # its ACK covers the whole flight: on with the transfer
-    assert rx.conn.snd_una == probe[0].seq + MSS
+    assert rx.conn.snd.una == probe[0].seq + MSS
     assert [s for s in more if s.payload]
     assert rx.conn.cc.cwnd > cwnd
     counters = rx.peer.stack.counters
@@ -86,7 +86,7 @@ def test_a_probe_the_peer_did_not_need_is_dsacked_and_leaves_cwnd_alone() -> Non
     probe = rx.peer.advance(_pto(rx))
     assert [(s.seq, len(s.payload)) for s in probe] == [(flight[9].seq, MSS)]
     rx.deliver(probe[0])  # a duplicate: the ACK carries a D-SACK block for it
-    assert rx.conn.snd_una == rx.conn.snd_max
+    assert rx.conn.snd.una == rx.conn.snd.max
     assert rx.conn.cc.cwnd == cwnd + 2 * MSS  # slow start goes on: no cut
     assert rx.peer.stack.counters["tlp_recoveries"] == 0
 
@@ -103,7 +103,7 @@ def test_a_probe_that_repairs_the_last_segment_tells_congestion_control() -> Non
     probe = rx.peer.advance(_pto(rx))
     assert [(s.seq, len(s.payload)) for s in probe] == [(flight[9].seq, MSS)]
     rx.deliver(probe[0])
-    assert rx.conn.snd_una == rx.conn.snd_max
+    assert rx.conn.snd.una == rx.conn.snd.max
     assert rx.conn.cc.ssthresh == rx.conn.cc.cwnd == cwnd // 2  # NewReno halves
     assert rx.peer.stack.counters["tlp_recoveries"] == 1
 

@@ -27,7 +27,7 @@ from tcpstack.net import ipv4
 from tcpstack.tcp import segment as tcpseg
 from tcpstack.tcp.congestion import base as congestion_base
 from tcpstack.tcp.segment import ACK, FIN, PSH, SYN
-from tcpstack.tcp.tcb import MIN_SND_MSS
+from tcpstack.tcp.sender import MIN_SND_MSS
 
 KERNEL = bytes([10, 77, 0, 1])
 STACK = bytes([10, 77, 0, 2])

@@ -117,7 +117,7 @@ def reach(state: State, cfg: TcpConfig | None = None) -> tuple[ScriptedPeer, Con
                 peer.app_close(conn)
     peer.take()
     assert conn.state is state
-    assert (conn.snd_nxt, conn.rcv.nxt) == SEQS[state]
+    assert (conn.snd.nxt, conn.rcv.nxt) == SEQS[state]
     return peer, conn
 
 
@@ -145,8 +145,8 @@ def test_syn_sent_syn_ack_goes_to_established_and_sends_the_final_ack() -> None:
     assert lines(reply) == [f". seq {ISS + 1} ack {PEER + 1} win {WIN}"]
     assert peer.states(conn) == [S.CLOSED, S.SYN_SENT, S.ESTABLISHED]
     assert peer.events(conn) == [E.ESTABLISHED]
-    assert (conn.snd_una, conn.snd_nxt, conn.rcv.nxt) == (ISS + 1, ISS + 1, PEER + 1)
-    assert (conn.snd_mss, conn.snd_wscale) == (1400, 7)
+    assert (conn.snd.una, conn.snd.nxt, conn.rcv.nxt) == (ISS + 1, ISS + 1, PEER + 1)
+    assert (conn.snd.mss, conn.snd.wscale) == (1400, 7)
     assert conn.deadline is None  # the SYN's retransmission timer is gone
 
 
@@ -160,7 +160,7 @@ def test_syn_sent_syn_ack_without_wscale_turns_scaling_off_both_ways() -> None:
     # RFC 7323 2.2: no shift unless both SYNs carried the option; the window is the 1 MB
     # buffer capped at what 16 bits can say.
     assert lines(reply) == [f". seq {ISS + 1} ack {PEER + 1} win 65535"]
-    assert (conn.snd_wscale, conn.rcv.wscale, conn.snd_wnd) == (0, 0, 5000)
+    assert (conn.snd.wscale, conn.rcv.wscale, conn.snd.wnd) == (0, 0, 5000)
 
 
 @pytest.mark.parametrize("ack", [ISS, ISS - 5, ISS + 2], ids=["iss", "before-iss", "beyond"])
@@ -207,7 +207,7 @@ def test_syn_rcvd_ack_of_syn_goes_to_established_and_tells_the_app() -> None:
     assert peer.states(conn) == [S.LISTEN, S.SYN_RCVD, S.ESTABLISHED]
     assert peer.events(conn) == [E.ESTABLISHED]
     assert listener.half_open == 0
-    assert (conn.snd_una, conn.snd_nxt, conn.rcv.nxt) == (ISS + 1, ISS + 1, PEER + 1)
+    assert (conn.snd.una, conn.snd.nxt, conn.rcv.nxt) == (ISS + 1, ISS + 1, PEER + 1)
     assert conn.deadline is None
 
 
@@ -255,7 +255,7 @@ def test_syn_sent_crossing_syn_goes_to_syn_rcvd_and_sends_syn_ack_with_iss() -> 
     peer, conn = crossing_syns()
     # RFC 9293 3.10.7.3 and figure 8: <SEQ=ISS><ACK=RCV.NXT><CTL=SYN,ACK>, the same ISS.
     assert peer.states(conn) == [S.CLOSED, S.SYN_SENT, S.SYN_RCVD]
-    assert (conn.snd_una, conn.snd_nxt, conn.rcv.nxt) == (ISS, ISS + 1, PEER + 1)
+    assert (conn.snd.una, conn.snd.nxt, conn.rcv.nxt) == (ISS, ISS + 1, PEER + 1)
     assert peer.events(conn) == []
     assert conn.deadline == 1.0  # the SYN-ACK is retransmitted like a SYN
 
@@ -390,7 +390,7 @@ def test_close_wait_application_still_sends_and_peer_gets_it_all_before_the_fin(
     assert b"".join(s.payload for s in [*sent, *reply]) == data
     assert peer.inject(ACK, PEER + 2, ISS + 3002) == []
     assert peer.states(conn)[-3:] == [S.CLOSE_WAIT, S.LAST_ACK, S.CLOSED]
-    assert conn.bytes_sent == 3000
+    assert conn.snd.bytes_sent == 3000
 
 
 def test_fin_wait_2_still_receives_data_and_acks_it() -> None:
@@ -810,14 +810,14 @@ def zero_window_open() -> tuple[ScriptedPeer, Connection]:
 def test_zero_window_empty_segment_at_rcv_nxt_is_acceptable() -> None:
     peer, conn = zero_window_open()
     assert peer.inject(ACK, PEER + 1001, ISS + 101) == []
-    assert conn.snd_una == ISS + 101  # its ACK was processed
+    assert conn.snd.una == ISS + 101  # its ACK was processed
 
 
 def test_zero_window_empty_segment_not_at_rcv_nxt_draws_ack() -> None:
     peer, conn = zero_window_open()
     reply = peer.inject(ACK, PEER + 1002, ISS + 101)
     assert lines(reply) == [f". seq {ISS + 101} ack {PEER + 1001} win 0"]
-    assert conn.snd_una == ISS + 1  # dropped, ACK field and all
+    assert conn.snd.una == ISS + 1  # dropped, ACK field and all
 
 
 def test_zero_window_data_is_not_accepted_but_draws_ack_with_the_window() -> None:
@@ -826,7 +826,7 @@ def test_zero_window_data_is_not_accepted_but_draws_ack_with_the_window() -> Non
     reply = peer.inject(ACK | PSH, PEER + 1001, ISS + 101, payload=b"!")
     assert conn.rcv.nxt == PEER + 1001
     assert len(conn.rcv.buffer) == SMALL
-    assert conn.snd_una == ISS + 101  # the special allowance for valid ACKs
+    assert conn.snd.una == ISS + 101  # the special allowance for valid ACKs
     # 3.10.7.4: "If an incoming segment is not acceptable, an acknowledgment should be sent
     # in reply"; 3.8.6: a receiver with a zero window must still acknowledge, showing its
     # next expected sequence number and the zero window. Without it a lost window update
@@ -837,7 +837,7 @@ def test_zero_window_data_is_not_accepted_but_draws_ack_with_the_window() -> Non
 def test_open_window_empty_segment_inside_the_window_is_acceptable() -> None:
     peer, conn = small_window_open()
     assert peer.inject(ACK, PEER + 1 + 999, ISS + 101) == []
-    assert conn.snd_una == ISS + 101
+    assert conn.snd.una == ISS + 101
 
 
 @pytest.mark.parametrize("seq", [PEER, PEER + 1 + SMALL], ids=["before", "at-right-edge"])
@@ -845,7 +845,7 @@ def test_open_window_empty_segment_outside_the_window_draws_ack(seq: int) -> Non
     peer, conn = small_window_open()
     reply = peer.inject(ACK, seq, ISS + 101)
     assert lines(reply) == [f". seq {ISS + 101} ack {PEER + 1} win {SMALL}"]
-    assert conn.snd_una == ISS + 1
+    assert conn.snd.una == ISS + 1
 
 
 def test_open_window_data_overlapping_rcv_nxt_is_trimmed_to_the_new_part() -> None:
@@ -936,7 +936,7 @@ def test_sequence_numbers_wrap_past_2_to_the_32_mid_transfer_and_through_close()
     assert str(seg) == f"P. seq {iss + 1} ack 151 win 32762 len 300"
     assert seg.payload == outbound
     assert peer.inject(ACK, 151, w(iss + 301)) == []
-    assert (conn.snd_una, conn.bytes_sent) == (201, 300)
+    assert (conn.snd.una, conn.snd.bytes_sent) == (201, 300)
 
     peer.app_close(conn)
     assert peer.take_lines() == ["F. seq 201 ack 151 win 32762"]

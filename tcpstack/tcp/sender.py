@@ -1,0 +1,58 @@
+"""The send side's state: RFC 9293's send sequence variables (3.3.1: SND.UNA, SND.NXT,
+SND.WND, SND.WL1, SND.WL2 and the ISS), the bytes the application queued, and where our FIN
+sits. The connection reads it as `conn.snd`, as the RFC writes SND.*. Building and sending the
+segments is output.py's work.
+
+`max` is the highest SND.NXT ever reached: a retransmission timeout pulls `nxt` back to `una`
+and resends from there, while `max` still says what has been sent at least once.
+"""
+
+from __future__ import annotations
+
+from tcpstack.tcp import segment as tcpseg
+from tcpstack.tcp.config import TcpConfig
+from tcpstack.tcp.send_buffer import SendBuffer
+from tcpstack.tcp.seq import MASK
+
+# The largest TCP payload one IPv4 packet can carry (65535 less 20 + 20 header bytes).
+MAX_IP_PAYLOAD = 0xFFFF - 40
+# Linux's tcp_min_snd_mss: a hostile MSS of 1 must not cost a segment per byte
+# (CVE-2019-11479).
+MIN_SND_MSS = 48
+
+
+class Sender:
+    __slots__ = ("buffer", "bytes_sent", "fin_queued", "fin_seq", "iss", "max", "max_wnd",
+                 "mss", "nxt", "seg_max", "syn_acked", "una", "wl1", "wl2", "wnd", "wscale",
+                 "wscale_offered")
+
+    def __init__(self, config: TcpConfig, iss: int) -> None:
+        self.iss = iss
+        self.una = iss       # SND.UNA
+        self.nxt = iss       # SND.NXT
+        self.max = iss       # the highest SND.NXT so far
+        self.wnd = 0         # SND.WND, scaled
+        self.max_wnd = 0     # the largest window the peer ever offered
+        self.wl1 = 0         # SND.WL1: the segment sequence number of the last window update
+        self.wl2 = 0         # SND.WL2: its acknowledgment number
+        self.wscale = 0      # the peer's window scale (RFC 7323)
+        self.wscale_offered = False  # the peer's SYN carried a window scale option
+        self.mss = tcpseg.DEFAULT_MSS
+        self.seg_max = tcpseg.DEFAULT_MSS  # largest segment we build: the MSS, or with
+        #                                    segmentation offload a multiple of it
+        self.buffer = SendBuffer(config.send_buffer)  # queued and not yet acknowledged
+        self.fin_queued = False          # the application closed its sending side
+        self.fin_seq: int | None = None  # where our FIN sits, once it has been sent
+        self.syn_acked = False
+        self.bytes_sent = 0  # application bytes acknowledged by the peer
+
+    def take_mss(self, offered: int | None, ours: int, offload: bool) -> None:
+        """The MSS to send with: the peer's (536 without the option, RFC 9293 3.7.1), at most
+        ours, at least MIN_SND_MSS; with segmentation offload a segment may carry several."""
+        self.mss = max(min(offered if offered else tcpseg.DEFAULT_MSS, ours), MIN_SND_MSS)
+        self.seg_max = MAX_IP_PAYLOAD // self.mss * self.mss if offload else self.mss
+
+    @property
+    def in_flight(self) -> int:
+        """Bytes sent and not yet acknowledged (SND.MAX - SND.UNA)."""
+        return (self.max - self.una) & MASK
