@@ -15,6 +15,8 @@ holds their definitions.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from tcpstack.net.checksum import Bytes
 from tcpstack.tcp import congestion
 from tcpstack.tcp.events import ConnEvent
@@ -27,6 +29,16 @@ from tcpstack.tcp.state import RECEIVING, State, Trigger, next_state
 from tcpstack.tcp.tcb import (
     CWND_TRACE_INTERVAL,
 )
+
+
+@dataclass(slots=True)
+class Arrival:
+    """What step one of RFC 9293 3.10.7.4 leaves of a segment for the later steps: its text
+    trimmed to start at RCV.NXT at the earliest, and its flags."""
+
+    seq: int
+    flags: int
+    payload: memoryview
 
 
 class ConnectionStateError(Exception):
@@ -104,7 +116,7 @@ class Connection(SegmentOutput):
     # ------------------------------------------------------------------ input
 
     def receive(self, seg: Segment, now: float) -> None:
-        """Process one arriving segment (RFC 9293 3.10.7)."""
+        """Process one arriving segment: RFC 9293 3.10.7, its steps one method each."""
         self.segments_in += 1
         if self.timers.keepalive is not None:
             self._heard_from_peer(now)
@@ -114,30 +126,52 @@ class Connection(SegmentOutput):
             return
         if state is State.CLOSED or state is State.LISTEN:
             return
-        flags = seg.flags
-        if (state is State.SYN_RCVD and flags & SYN and not flags & ACK
-                and seg.seq == self.rcv.irs):
-            # Our SYN-ACK was lost and the peer repeats its SYN: answer it again.
-            self._emit(SYN | ACK, self.snd.iss, options=self._syn_options())
+        handshake = self._handshake_repeated(seg)
+        if handshake is None:
             return
+        arrival = self._check_sequence(handshake, now)  # first
+        if arrival is None:
+            return
+        if arrival.flags & RST:  # second
+            self._check_reset(handshake, now)
+            return
+        if arrival.flags & SYN:  # fourth: a SYN in a synchronized state (RFC 5961 4.2)
+            self._emit(ACK, self.snd.max)
+            return
+        if not arrival.flags & ACK or not self._check_ack(handshake, arrival, now):  # fifth
+            return
+        if self.state is State.CLOSED:
+            return
+        self._receive_text(arrival, now)  # seventh and eighth
+        self._settle_fin_wait_1(now)
 
-        if state is State.SYN_RCVD and flags & SYN and flags & ACK and seg.seq == self.rcv.irs:
+    def _handshake_repeated(self, seg: Segment) -> Segment | None:
+        """SYNs that repeat a handshake: answered here (None), or the segment to go on with."""
+        state = self.state
+        flags = seg.flags
+        if state is State.SYN_RCVD and flags & SYN and seg.seq == self.rcv.irs:
+            if not flags & ACK:
+                # Our SYN-ACK was lost and the peer repeats its SYN: answer it again.
+                self._emit(SYN | ACK, self.snd.iss, options=self._syn_options())
+                return None
             # Simultaneous open (RFC 9293 figure 8, line 6): the peer's SYN-ACK repeats its
             # SYN and acknowledges ours; the SYN is old, the ACK completes the handshake.
-            flags &= ~SYN
-            seg = Segment(seg.sport, seg.dport, (seg.seq + 1) & MASK, seg.ack, flags,
-                          seg.window, seg.options, seg.payload)
             self.rcv.owe_ack_now()  # figure 8, line 7: ACK it
-
+            return Segment(seg.sport, seg.dport, (seg.seq + 1) & MASK, seg.ack, flags & ~SYN,
+                           seg.window, seg.options, seg.payload)
         if (state is State.TIME_WAIT and flags & SYN and not flags & (ACK | RST)
                 and 0 < ((seg.seq - self.rcv.nxt) & MASK) < HALF):
             # RFC 1122 4.2.2.13 / RFC 6191: a SYN beyond everything the old incarnation
             # used may reopen the connection, if a listener takes it: the stack decides and
             # calls reopen() or decline_reopen().
             self.reopen_iss = (self.snd.nxt + 0xFFFF + 2) & MASK
-            return
+            return None
+        return seg
 
-        # First: is the segment acceptable? (3.10.7.4, the four cases)
+    def _check_sequence(self, seg: Segment, now: float) -> Arrival | None:
+        """First: is the segment acceptable (3.10.7.4, the four cases)? What of it is new,
+        trimmed to start at RCV.NXT; None when it is dropped (with an ACK unless a RST)."""
+        flags = seg.flags
         seq = seg.seq
         payload = seg.payload
         seg_len = len(payload) + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
@@ -146,45 +180,37 @@ class Connection(SegmentOutput):
             if self.rcv.window == 0 and offset == 0 and flags & ACK and not flags & (RST | SYN):
                 # A zero window still takes valid ACKs (3.10.7.4): keep only the ACK, and
                 # answer with an ACK showing the window is still closed.
-                flags &= ~FIN
-                payload = payload[:0]
                 self.rcv.owe_ack_now()
-            else:
-                if not flags & RST:
-                    if state is State.TIME_WAIT and flags & FIN:
-                        self._start_time_wait(now)  # a retransmitted FIN: re-ACK, restart 2MSL
-                    self._emit(ACK, self.snd.max)
-                return
-        elif offset >= HALF:
+                return Arrival(seq, flags & ~FIN, payload[:0])
+            if not flags & RST:
+                if self.state is State.TIME_WAIT and flags & FIN:
+                    self._start_time_wait(now)  # a retransmitted FIN: re-ACK, restart 2MSL
+                self._emit(ACK, self.snd.max)
+            return None
+        if offset >= HALF:
             # Starts before RCV.NXT: trim what we already have (3.10.7.4, "trimmed").
             skip = (self.rcv.nxt - seq) & MASK
             if flags & SYN:
                 skip -= 1
                 flags &= ~SYN
-            payload = payload[skip:]
-            seq = self.rcv.nxt
+            return Arrival(self.rcv.nxt, flags, payload[skip:])
+        return Arrival(seq, flags, payload)
 
-        # Second: RST (RFC 5961 3.2: only an exact match resets, others draw a challenge ACK).
-        if flags & RST:
-            if seg.seq != self.rcv.nxt:
-                self._emit(ACK, self.snd.max)
-                return
-            self._on_reset(now)
-            return
-
-        # Fourth: a SYN in a synchronized state draws a challenge ACK (RFC 5961 4.2).
-        if flags & SYN:
+    def _check_reset(self, seg: Segment, now: float) -> None:
+        """Second: RST (RFC 5961 3.2: only an exact match resets, others draw a challenge
+        ACK)."""
+        if seg.seq != self.rcv.nxt:
             self._emit(ACK, self.snd.max)
             return
+        self._on_reset(now)
 
-        # Fifth: the ACK field.
-        if not flags & ACK:
-            return
-        if state is State.SYN_RCVD:
+    def _check_ack(self, seg: Segment, arrival: Arrival, now: float) -> bool:
+        """Fifth: the ACK field; False when the segment is to be dropped."""
+        if self.state is State.SYN_RCVD:
             if not (0 < ((seg.ack - self.snd.una) & MASK) <= ((self.snd.max - self.snd.una)
                                                               & MASK)):
                 self._emit(RST, seg.ack)
-                return
+                return False
             self.snd.una = (self.snd.iss + 1) & MASK
             self.snd.syn_acked = True
             self._ack_rtt(seg.ack, now)
@@ -194,14 +220,12 @@ class Connection(SegmentOutput):
             self.events.append(ConnEvent.ESTABLISHED)
         # The same ACK may also cover data or a FIN sent from SYN_RCVD; it also sets the send
         # window (SND.WL1 is still the IRS, so the update rule takes it).
-        if not self._process_ack(seg, seq, flags, payload, now):
-            return
-        state = self.state
-        if state is State.CLOSED:
-            return
+        return self._process_ack(seg, arrival.seq, arrival.flags, arrival.payload, now)
 
-        # Seventh: segment text.
-        if state in RECEIVING and (payload or flags & FIN) and seq != self.rcv.nxt:
+    def _receive_text(self, arrival: Arrival, now: float) -> None:
+        """Seventh, the segment text, and eighth, the FIN once every byte before it is in."""
+        seq, flags, payload = arrival.seq, arrival.flags, arrival.payload
+        if self.state in RECEIVING and (payload or flags & FIN) and seq != self.rcv.nxt:
             # Beyond a hole: keep it for later and send the immediate duplicate ACK of
             # RFC 5681 4.2, which also tells a SACK sender what arrived.
             window = self.rcv.window
@@ -211,10 +235,9 @@ class Connection(SegmentOutput):
                 if ((fin_at - self.rcv.nxt) & MASK) < window:
                     self.rcv.ooo.fin_seq = fin_at
             self._emit(ACK, self.snd.max)
-            self._settle_fin_wait_1(now)
             return
         if payload:
-            if state in RECEIVING:
+            if self.state in RECEIVING:
                 fit = self.rcv.window
                 if len(payload) > fit:  # beyond the window: keep what fits, and no FIN
                     payload = payload[:fit]
@@ -234,14 +257,11 @@ class Connection(SegmentOutput):
                         flags |= FIN  # a FIN that arrived early is now in order
                         seq = self.rcv.nxt - len(payload)
             seq = (seq + len(payload)) & MASK
-
-        # Eighth: FIN, once every byte before it has arrived.
         if flags & FIN and seq == self.rcv.nxt:
             self.rcv.ooo.fin_seq = None
             self.rcv.nxt = (self.rcv.nxt + 1) & MASK
             self._emit(ACK, self.snd.max)
             self._on_fin(now)
-        self._settle_fin_wait_1(now)
 
     def _deliver(self, data: Bytes) -> None:
         """In-order bytes at RCV.NXT: to the application (unless it stopped reading)."""
