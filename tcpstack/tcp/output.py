@@ -113,23 +113,9 @@ class SegmentOutput(TransmissionControlBlock):
                     break
                 if not self.nodelay and self.snd.nxt != una:
                     break
-            seq = self.snd.nxt
-            if 0 <= limited_from < sent + n and seq == self.snd.max:
+            if 0 <= limited_from < sent + n and self.snd.nxt == self.snd.max:
                 self.recovery.limited += sent + n - max(sent, limited_from)
-            flags = ACK | PSH if n == unsent else ACK
-            self._emit(flags, seq, buf.peek(sent, n))
-            end = (seq + n) & MASK
-            if seq == self.snd.max and self._timed_seq is None:
-                self._timed_seq, self._timed_at = end, now
-            if seq != self.snd.max:
-                self._count_retransmit()
-            if 0 < ((end - self.snd.max) & MASK) < HALF:
-                # New data, even when a resend cut the segments differently and this one
-                # straddles SND.MAX.
-                self.snd.max = end
-                self.tlp.restart = True
-            self.snd.nxt = end
-            self._arm_rto(now)
+            self._send_at_nxt(now, n, ACK | PSH if n == unsent else ACK)
         if self.snd.fin_queued:
             end = (una + buffered) & MASK
             if self.snd.nxt == end and (self.snd.fin_seq is None or self.snd.fin_seq == end):
@@ -150,6 +136,27 @@ class SegmentOutput(TransmissionControlBlock):
                 self.timers.persist = now + self._persist_interval
         else:
             self.timers.persist = None
+
+    def _send_at_nxt(self, now: float, n: int, flags: int) -> None:
+        """Send `n` bytes from SND.NXT: new data, or data a timeout rewound to go again. New
+        data is timed for an RTT sample if nothing else is (RFC 6298 3, Karn's rule), a
+        resend counted, and the retransmission timer kept running (5.1)."""
+        snd = self.snd
+        seq = snd.nxt
+        self._emit(flags, seq, snd.buffer.peek((seq - snd.una) & MASK, n))
+        end = (seq + n) & MASK
+        if seq == snd.max:
+            if self._timed_seq is None:
+                self._timed_seq, self._timed_at = end, now
+        else:
+            self._count_retransmit()
+        if 0 < ((end - snd.max) & MASK) < HALF:
+            # New data, even when a resend cut the segments differently and this one
+            # straddles SND.MAX.
+            snd.max = end
+            self.tlp.restart = True
+        snd.nxt = end
+        self._arm_rto(now)
 
     def _sack_recover(self, now: float) -> None:
         """SACK-based loss recovery (RFC 6675 section 5): estimate the data in flight
@@ -185,17 +192,16 @@ class SegmentOutput(TransmissionControlBlock):
                 seq = (seq + n) & MASK
                 pipe += n
                 sent_any = True
+        if sent_any:
+            self._timed_seq = None  # Karn: the timed segment may be among those resent
         # Rule 2: new data, as far as the peer's window allows.
         while cwnd - pipe >= mss and self.snd.nxt == self.snd.max:
             sent = (self.snd.nxt - una) & MASK
             n = min(mss, len(buf) - sent, self.snd.wnd - sent)
             if n <= 0 or (n < mss and n < len(buf) - sent):
                 break
-            self._emit(ACK, self.snd.nxt, buf.peek(sent, n))
-            self.snd.nxt = self.snd.max = (self.snd.nxt + n) & MASK
+            self._send_at_nxt(now, n, ACK)
             pipe += n
-        if sent_any:
-            self._timed_seq = None  # Karn
 
     def _schedule_probe(self, now: float) -> None:
         """(Re)arm the tail loss probe, outside fast recovery and RTO recovery (RFC 8985
@@ -224,8 +230,7 @@ class SegmentOutput(TransmissionControlBlock):
         n = min(self.snd.mss, unsent)
         if self.snd.nxt == self.snd.max and n > 0 and self.snd.wnd - sent >= n:
             seq = self.snd.nxt
-            self._emit(ACK | PSH if n == unsent else ACK, seq, buf.peek(sent, n))
-            self.snd.nxt = self.snd.max = (seq + n) & MASK
+            self._send_at_nxt(now, n, ACK | PSH if n == unsent else ACK)
             tlp.sent(seq, self.snd.nxt, retransmitted=False)
         else:
             data = min(len(buf), flight)
@@ -274,12 +279,7 @@ class SegmentOutput(TransmissionControlBlock):
             # RFC 9293 3.8.6.2.1 sends what fits.
             n = min(window, len(self.snd.buffer) - ((self.snd.nxt - self.snd.una) & MASK))
             if n > 0:
-                seq = self.snd.nxt
-                self._emit(ACK | PSH, seq, self.snd.buffer.peek((seq - self.snd.una) & MASK, n))
-                self.snd.nxt = (seq + n) & MASK
-                if 0 < ((self.snd.nxt - self.snd.max) & MASK) < HALF:
-                    self.snd.max = self.snd.nxt
-                self._arm_rto(now)
+                self._send_at_nxt(now, n, ACK | PSH)
                 self.timers.persist = None
                 return
         # A zero-window probe: an old sequence number draws an ACK carrying the window.
