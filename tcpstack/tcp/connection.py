@@ -25,7 +25,19 @@ from tcpstack.tcp.recovery import Action
 from tcpstack.tcp.sack import is_dsack
 from tcpstack.tcp.segment import ACK, FIN, RST, SYN, Segment
 from tcpstack.tcp.seq import HALF, MASK
-from tcpstack.tcp.state import RECEIVING, State, Trigger, next_state
+from tcpstack.tcp.state import (
+    KEEPALIVE,
+    ON_ENTRY,
+    RECEIVING,
+    RESET_REPORTED,
+    SENDING,
+    Entry,
+    Sends,
+    State,
+    Trigger,
+    allows,
+    step,
+)
 from tcpstack.tcp.tcb import (
     CWND_TRACE_INTERVAL,
 )
@@ -53,7 +65,6 @@ class Connection(SegmentOutput):
     def connect(self, now: float) -> None:
         """Active open: send a SYN."""
         self._transition(Trigger.APP_CONNECT, now)
-        self._send_syn(now)
 
     def accept_syn(self, seg: Segment, now: float) -> None:
         """Passive open: a listener hands over the SYN that created this connection."""
@@ -62,12 +73,10 @@ class Connection(SegmentOutput):
         self.snd.max_wnd = self.snd.wnd
         self.snd.wl1 = seg.seq
         self._transition(Trigger.RCV_SYN, now)
-        self._send_syn(now)
 
     def send(self, data: Bytes) -> int:
         """Queue application data; returns how many bytes fit in the send buffer."""
-        if self.snd.fin_queued or self.state not in (State.SYN_SENT, State.SYN_RCVD,
-                                                   State.ESTABLISHED, State.CLOSE_WAIT):
+        if self.snd.fin_queued or self.state not in SENDING:
             raise ConnectionStateError(f"cannot send in {self.state}"
                                    + (" after close" if self.snd.fin_queued else ""))
         n = self.snd.buffer.append(data)
@@ -83,11 +92,9 @@ class Connection(SegmentOutput):
         return data
 
     def close(self, now: float) -> None:
-        """Graceful close of our sending side (shutdown(SHUT_WR) and close() on the wire)."""
-        if self.state in (State.SYN_SENT, State.LISTEN):
-            self._transition(Trigger.APP_CLOSE, now)
-        elif self.state in (State.SYN_RCVD, State.ESTABLISHED, State.CLOSE_WAIT):
-            self.snd.fin_queued = True
+        """Graceful close of our sending side (shutdown(SHUT_WR) and close() on the wire):
+        where the table allows it, its action queues our FIN (or there is nothing to close)."""
+        if allows(self.state, Trigger.APP_CLOSE):
             self._transition(Trigger.APP_CLOSE, now)
 
     def reopen(self, now: float) -> None:
@@ -101,13 +108,10 @@ class Connection(SegmentOutput):
         self._emit(ACK, self.snd.max)
 
     def abort(self, now: float) -> None:
-        """Reset the connection (RFC 9293 3.10.5 ABORT): a RST where the peer may still be
-        sending, silent deletion in CLOSING and LAST_ACK."""
-        if self.state in (State.CLOSED, State.TIME_WAIT):
-            return
-        if self.state in (State.SYN_RCVD, State.ESTABLISHED, State.FIN_WAIT_1,
-                          State.FIN_WAIT_2, State.CLOSE_WAIT):
-            self._emit(RST, self.snd.max)
+        """Reset the connection (RFC 9293 3.10.5 ABORT): the table says where a RST goes (where
+        the peer may still be sending) and where the connection is deleted silently."""
+        if not allows(self.state, Trigger.APP_ABORT):
+            return  # CLOSED, TIME_WAIT: nothing to abort
         self.error = "connection aborted"
         self._transition(Trigger.APP_ABORT, now)
 
@@ -260,7 +264,6 @@ class Connection(SegmentOutput):
         if flags & FIN and seq == self.rcv.nxt:
             self.rcv.ooo.fin_seq = None
             self.rcv.nxt = (self.rcv.nxt + 1) & MASK
-            self._emit(ACK, self.snd.max)
             self._on_fin(now)
 
     def _deliver(self, data: Bytes) -> None:
@@ -305,12 +308,10 @@ class Connection(SegmentOutput):
             self.retries = 0
             self._transition(Trigger.RCV_SYN_ACK, now)
             self.events.append(ConnEvent.ESTABLISHED)
-            self.rcv.owe_ack_now()
         else:
             # Simultaneous open (3.10.7.3, figure 8): answer with our SYN again plus an ACK.
-            self._transition(Trigger.RCV_SYN, now)
             self.timers.rto = None
-            self._send_syn(now)
+            self._transition(Trigger.RCV_SYN, now)
 
     def _take_syn(self, seg: Segment) -> None:
         self.rcv.start(seg.seq)
@@ -457,11 +458,11 @@ class Connection(SegmentOutput):
         return self.snd.fin_seq is not None and self.snd.una == (self.snd.fin_seq + 1) & MASK
 
     def _on_fin(self, now: float) -> None:
+        """The peer's FIN, in order: the transition's action acknowledges it."""
         self.events.append(ConnEvent.EOF)
-        state = self.state
-        if state is State.FIN_WAIT_1 and self._fin_acked():
+        if self.state is State.FIN_WAIT_1 and self._fin_acked():
             self._transition(Trigger.RCV_FIN_ACK_OF_FIN, now)
-        elif state in (State.SYN_RCVD, State.ESTABLISHED, State.FIN_WAIT_1, State.FIN_WAIT_2):
+        else:
             self._transition(Trigger.RCV_FIN, now)
 
     def _on_reset(self, now: float) -> None:
@@ -470,8 +471,7 @@ class Connection(SegmentOutput):
                 self.error = "connection refused"
                 self.events.append(ConnEvent.REFUSED)
             # (a passive open's listener simply forgets the half-open connection)
-        elif self.state in (State.ESTABLISHED, State.FIN_WAIT_1, State.FIN_WAIT_2,
-                            State.CLOSE_WAIT):
+        elif self.state in RESET_REPORTED:
             self.error = "connection reset by peer"
             self.events.append(ConnEvent.RESET)
         self._transition(Trigger.RCV_RST, now)
@@ -506,7 +506,7 @@ class Connection(SegmentOutput):
         """RFC 1122 4.2.3.6: after an idle period, probe with an old sequence number (which
         draws an ACK); give up after `keepalive_count` unanswered probes."""
         config = self.config
-        if self.state not in (State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT_2):
+        if self.state not in KEEPALIVE:
             self.timers.keepalive = None
             return
         if self._keepalive_probes >= config.keepalive_count:
@@ -568,19 +568,35 @@ class Connection(SegmentOutput):
     # ------------------------------------------------------------------ states
 
     def _transition(self, trigger: Trigger, now: float) -> None:
+        """Change state as the table says, then do what it says the transition sends and
+        what entering the new state starts."""
         old = self.state
-        new = next_state(old, trigger)
+        new, sends = step(old, trigger)
         self.state = new
         if self.on_transition is not None:
             self.on_transition(self, old, new)
-        if new is State.ESTABLISHED:
+        if sends is Sends.SYN or sends is Sends.SYN_ACK:
+            self._send_syn(now)  # which of the two follows from the new state
+        elif sends is Sends.ACK:
+            self.rcv.owe_ack_now()
+        elif sends is Sends.FIN:
+            self.snd.fin_queued = True  # it goes after the queued data, at the flush
+        elif sends is Sends.RST:
+            self._emit(RST, self.snd.max)
+        entry = ON_ENTRY.get(new)
+        if entry is not None:
+            self._enter(entry, now)
+
+    def _enter(self, entry: Entry, now: float) -> None:
+        if entry is Entry.KEEPALIVE:
             self._heard_from_peer(now)
-        elif new is State.FIN_WAIT_2 and self.rcv.discard:
-            # Nobody will read or close any more: do not wait forever for the peer's FIN.
-            self.timers.fin_wait_2 = now + self.config.fin_wait_2_timeout
-        elif new is State.TIME_WAIT:
+        elif entry is Entry.ORPHAN_TIMER:
+            if self.rcv.discard:
+                # Nobody will read or close any more: do not wait forever for the peer's FIN.
+                self.timers.fin_wait_2 = now + self.config.fin_wait_2_timeout
+        elif entry is Entry.TWO_MSL:
             self._start_time_wait(now)
-        elif new is State.CLOSED:
+        elif entry is Entry.RELEASE:
             self.timers.stop_all()
             self.tlp.cancel()
             self.deadline = None

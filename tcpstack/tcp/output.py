@@ -10,7 +10,7 @@ from tcpstack.net.checksum import Bytes
 from tcpstack.tcp import segment as tcpseg
 from tcpstack.tcp.segment import ACK, FIN, PSH, RST, SYN
 from tcpstack.tcp.seq import HALF, MASK
-from tcpstack.tcp.state import SYNCHRONIZED, State
+from tcpstack.tcp.state import TRANSMITTING, State
 from tcpstack.tcp.tcb import (
     TransmissionControlBlock,
 )
@@ -21,7 +21,7 @@ class SegmentOutput(TransmissionControlBlock):
 
     def flush(self, now: float) -> None:
         """Send what the windows allow, then any ACK that cannot wait."""
-        if self.state in SYNCHRONIZED and self.state is not State.TIME_WAIT:
+        if self.state in TRANSMITTING:
             self._send_data(now)
             if self.tlp.restart:
                 self._schedule_probe(now)

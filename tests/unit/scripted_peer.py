@@ -38,7 +38,7 @@ from tcpstack.tcp.connection import Connection
 from tcpstack.tcp.events import ConnEvent
 from tcpstack.tcp.listener import Listener
 from tcpstack.tcp.segment import ACK, Options
-from tcpstack.tcp.state import State, Trigger
+from tcpstack.tcp.state import TRANSITIONS, Sends, State, Trigger
 from tests.unit.link_pair import A_ADDR, B_ADDR, FixedIsn
 
 STACK_ADDR = A_ADDR
@@ -252,20 +252,54 @@ class ScriptedPeer:
 def recording_triggers() -> Iterator[list[Entry]]:
     """Every (state, trigger) the connection and listener code look up in TRANSITIONS."""
     seen: list[Entry] = []
-    original = connection_module.next_state
+    original_step = connection_module.step
+    original_next = listener_module.next_state
 
-    def recording(state: State, trigger: Trigger) -> State:
-        new = original(state, trigger)
+    def recording_step(state: State, trigger: Trigger) -> tuple[State, Sends]:
+        result = original_step(state, trigger)
+        seen.append((state, trigger))
+        return result
+
+    def recording_next(state: State, trigger: Trigger) -> State:
+        new = original_next(state, trigger)
         seen.append((state, trigger))
         return new
 
-    connection_module.next_state = recording
-    listener_module.next_state = recording
+    connection_module.step = recording_step  # type: ignore[assignment]
+    listener_module.next_state = recording_next
+    original_transition = Connection._transition
+    wrong: list[str] = []
+
+    def checked_transition(conn: Connection, trigger: Trigger, now: float) -> None:
+        """Each transition sends what its table entry says, and nothing else."""
+        state, before = conn.state, len(conn.output)
+        original_transition(conn, trigger, now)
+        problem = _sends_mismatch(TRANSITIONS[(state, trigger)][1], conn, conn.output[before:])
+        if problem:
+            wrong.append(f"({state}, '{trigger}'): {problem}")
+
+    Connection._transition = checked_transition  # type: ignore[method-assign]
     try:
         yield seen
     finally:
-        connection_module.next_state = original
-        listener_module.next_state = original
+        connection_module.step = original_step  # type: ignore[assignment]
+        listener_module.next_state = original_next
+        Connection._transition = original_transition  # type: ignore[method-assign]
+    assert not wrong, "transitions that did not send what the table says: " + "; ".join(wrong)
+
+
+def _sends_mismatch(sends: Sends, conn: Connection, packets: list[bytes]) -> str | None:
+    flags = [tcpseg.flags_str(decode(p, 0.0).flags) for p in packets]
+    if sends in (Sends.SYN, Sends.SYN_ACK, Sends.RST):
+        expected = {Sends.SYN: ["S"], Sends.SYN_ACK: ["S."], Sends.RST: ["R"]}[sends]
+        return None if flags == expected else f"table says {sends}, sent {flags}"
+    if flags:
+        return f"table says {sends or 'nothing'}, sent {flags}"
+    if sends is Sends.ACK and not conn.rcv.ack_now:
+        return "table says ACK, but no ACK is owed"
+    if sends is Sends.FIN and not conn.snd.fin_queued:
+        return "table says FIN, but none is queued"
+    return None
 
 
 TestFn = Callable[..., None]
