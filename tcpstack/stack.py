@@ -24,7 +24,7 @@ from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.connection import Connection
 from tcpstack.tcp.events import ConnEvent
 from tcpstack.tcp.isn import IsnGenerator
-from tcpstack.tcp.listener import Listener
+from tcpstack.tcp.listener import Listener, Verdict
 from tcpstack.tcp.reset import reset_reply
 from tcpstack.tcp.state import State
 
@@ -120,12 +120,11 @@ class NetworkStack:
             self._reply_reset(src, pseudo, seg)
             return
         verdict = listener.classify(seg)
-        if verdict == "syn":
+        self.counters[verdict.value] += 1
+        if verdict is Verdict.OPEN:
             self._open_passive(listener, src, seg, now, iss)
-        elif verdict == "reset":
+        elif verdict is Verdict.RESET:
             self._reply_reset(src, pseudo, seg)
-        elif verdict == "overflow":
-            self.counters["listen_overflows"] += 1
 
     def _reply_reset(self, src: bytes, pseudo: int, seg: tcpseg.Segment) -> None:
         reply = reset_reply(seg)
@@ -146,7 +145,6 @@ class NetworkStack:
         conn.on_transition = self._transition_hook
         listener.half_open += 1
         self.connections[(src, seg.sport, seg.dport)] = conn
-        self.counters["passive_opens"] += 1
         conn.accept_syn(seg, now)
         self._dirty[conn] = None
 

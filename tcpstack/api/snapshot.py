@@ -37,7 +37,8 @@ KNOWN_COUNTERS = (
     "ip_fragment", "ip_not_for_us", "ip_unknown_protocol", "ipv6_dropped",
     "tcp_bad_checksum", "tcp_bad_option", "tcp_bad_offset", "tcp_truncated",
     "icmp_truncated", "icmp_bad_checksum", "icmp_in", "icmp_out",
-    "listen_overflows", "tun_write_drops", "tun_write_errors", "retrans_segs",
+    "listen_overflows", "listen_resets", "listen_rst_ignored", "listen_drops",
+    "tun_write_drops", "tun_write_errors", "retrans_segs",
     "persist_probes", "internal_errors", "rto_timeouts", "fast_retransmits",
     "sack_recoveries", "reno_recoveries", "lost_retransmits", "tlp_probes", "tlp_recoveries",
 )
