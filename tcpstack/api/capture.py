@@ -70,7 +70,7 @@ class Capture:
 
     def connection_closed(self, conn: Connection) -> None:
         """Keep the trace of a connection that is going away."""
-        n = len(conn.cwnd_trace)
+        n = len(conn.cwnd_trace or ())
         if self._kept_samples + n > MAX_KEPT_SAMPLES:
             self._dropped_traces += 1
             return
@@ -85,7 +85,7 @@ class Capture:
             "closed": closed,
             "samples": [[round(t + offset, 6), cwnd,
                          None if ssthresh >= _SSTHRESH_UNSET else ssthresh]
-                        for t, cwnd, ssthresh in conn.cwnd_trace],
+                        for t, cwnd, ssthresh in conn.cwnd_trace or ()],
         }
 
     def close(self, live: Iterable[Connection]) -> None:

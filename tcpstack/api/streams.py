@@ -166,6 +166,7 @@ class Stack:
         self.mtu = mtu
         self.config = config or TcpConfig()
         self.config.mss = min(self.config.mss, mtu - _HEADERS)
+        self.config.cwnd_trace = self.config.cwnd_trace or pcap is not None  # for the sidecar
         # A software lossy link needs real checksums to corrupt (see io/impairment.py).
         offload = offload and impairment is None
         self.config.offload = offload

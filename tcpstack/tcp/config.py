@@ -32,3 +32,4 @@ class TcpConfig:
     user_timeout: float | None = None  # RFC 5482: abort when data stays unacked this long
     fin_wait_2_timeout: float = 60.0  # an orphaned FIN_WAIT_2 gives up (Linux tcp_fin_timeout)
     tail_loss_probe: bool = True    # RFC 8985 7 TLP (Linux tcp_early_retrans >= 3)
+    cwnd_trace: bool = False        # keep (time, cwnd, ssthresh) samples (for --pcap's plot)

@@ -217,7 +217,7 @@ class Connection(SegmentOutput):
                 return False
             self.snd.una = (self.snd.iss + 1) & MASK
             self.snd.syn_acked = True
-            self._ack_rtt(seg.ack, now)
+            self.rtt.on_ack(seg.ack, now)
             self.timers.rto = None
             self.retries = 0
             self._transition(Trigger.RCV_ACK_OF_SYN, now)
@@ -303,7 +303,7 @@ class Connection(SegmentOutput):
         if ack_ok:
             self.snd.una = seg.ack
             self.snd.syn_acked = True
-            self._ack_rtt(seg.ack, now)
+            self.rtt.on_ack(seg.ack, now)
             self.timers.rto = None
             self.retries = 0
             self._transition(Trigger.RCV_SYN_ACK, now)
@@ -396,7 +396,7 @@ class Connection(SegmentOutput):
             self.snd.nxt = ack
         if self.scoreboard:
             self.scoreboard.advance(ack)
-        self._ack_rtt(ack, now)
+        self.rtt.on_ack(ack, now)
         tlp = self.tlp
         if tlp.covered_by(ack):
             if tlp.repaired_a_loss():  # RFC 8985 7.4: a loss, repaired by the probe
@@ -407,7 +407,8 @@ class Connection(SegmentOutput):
         action = self.recovery.on_new_ack(self.cc, ack, acked, self.snd.max, now, self.rtt.srtt)
         if action is Action.RETRANSMIT:
             self._retransmit_first(now)  # a partial ACK: the next hole of the same window
-        if not self.cwnd_trace or now - self.cwnd_trace[-1][0] >= CWND_TRACE_INTERVAL:
+        trace = self.cwnd_trace
+        if trace is not None and (not trace or now - trace[-1][0] >= CWND_TRACE_INTERVAL):
             self._trace_cwnd(now)
         self.retries = 0
         if ack == self.snd.max:
@@ -419,12 +420,6 @@ class Connection(SegmentOutput):
         if self._want_writable and buf.space >= buf.capacity // 2:
             self._want_writable = False
             self.events.append(ConnEvent.WRITABLE)
-
-    def _ack_rtt(self, ack: int, now: float) -> None:
-        timed = self._timed_seq
-        if timed is not None and ((ack - timed) & MASK) < HALF:
-            self.rtt.sample(now - self._timed_at)
-            self._timed_seq = None
 
     def _on_duplicate_ack(self, now: float) -> None:
         before = (now, self.cc.cwnd, self.cc.ssthresh)
@@ -440,7 +435,8 @@ class Connection(SegmentOutput):
             tlp.cancel()
             self.timers.probe = None
             self.counters["sack_recoveries" if by_sack else "reno_recoveries"] += 1
-            self.cwnd_trace.append(before)  # the window the loss cut, then the cut
+            if self.cwnd_trace is not None:
+                self.cwnd_trace.append(before)  # the window the loss cut, then the cut
             self._trace_cwnd(now)
             if not by_sack:
                 self._retransmit_first(now)
@@ -544,7 +540,7 @@ class Connection(SegmentOutput):
                           now)
             return
         self.rtt.backoff()
-        self._timed_seq = None
+        self.rtt.forget()
         self.timers.rto = self._rto_deadline(now)
         if state is State.SYN_SENT or state is State.SYN_RCVD:
             self._count_retransmit()

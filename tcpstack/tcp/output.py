@@ -75,8 +75,8 @@ class SegmentOutput(TransmissionControlBlock):
         self._emit(SYN | ACK if synack else SYN, self.snd.iss, options=self._syn_options())
         self.snd.nxt = self.snd.max = (self.snd.iss + 1) & MASK
         self._arm_rto(now)
-        if self._timed_seq is None and self.retries == 0:
-            self._timed_seq, self._timed_at = self.snd.nxt, now
+        if self.retries == 0:
+            self.rtt.time(self.snd.nxt, now)
 
     def _send_data(self, now: float) -> None:
         if not self.snd.syn_acked:
@@ -146,8 +146,7 @@ class SegmentOutput(TransmissionControlBlock):
         self._emit(flags, seq, snd.buffer.peek((seq - snd.una) & MASK, n))
         end = (seq + n) & MASK
         if seq == snd.max:
-            if self._timed_seq is None:
-                self._timed_seq, self._timed_at = end, now
+            self.rtt.time(end, now)
         else:
             self._count_retransmit()
         if 0 < ((end - snd.max) & MASK) < HALF:
@@ -193,7 +192,7 @@ class SegmentOutput(TransmissionControlBlock):
                 pipe += n
                 sent_any = True
         if sent_any:
-            self._timed_seq = None  # Karn: the timed segment may be among those resent
+            self.rtt.forget()  # Karn: the timed segment may be among those resent
         # Rule 2: new data, as far as the peer's window allows.
         while cwnd - pipe >= mss and self.snd.nxt == self.snd.max:
             sent = (self.snd.nxt - una) & MASK
@@ -261,7 +260,7 @@ class SegmentOutput(TransmissionControlBlock):
             self._emit(FIN | ACK, self.snd.una)
             n = 1
         self._count_retransmit(fast=fast)
-        self._timed_seq = None  # Karn: no RTT sample from a retransmitted segment
+        self.rtt.forget()  # Karn: no RTT sample from a retransmitted segment
         return (self.snd.una + n) & MASK
 
     def _count_retransmit(self, *, fast: bool = False) -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from tcpstack.tcp.seq import HALF, MASK
+
 
 class RttEstimator:
-    __slots__ = ("_base_rto", "backoff_shift", "max_rto", "min_rto", "rttvar", "srtt")
+    __slots__ = ("_base_rto", "_timed_at", "backoff_shift", "max_rto", "min_rto", "rttvar",
+                 "srtt", "timed_seq")
 
     def __init__(self, initial_rto: float, min_rto: float, max_rto: float) -> None:
         self.srtt: float | None = None
@@ -13,6 +16,26 @@ class RttEstimator:
         self.max_rto = max_rto
         self._base_rto = initial_rto
         self.backoff_shift = 0
+        # One segment at a time is timed (RFC 6298 3): the sequence number whose ACK ends the
+        # measurement, and when it was sent.
+        self.timed_seq: int | None = None
+        self._timed_at = 0.0
+
+    def time(self, end: int, now: float) -> None:
+        """Time the segment ending at `end`, sent now, unless another is being timed."""
+        if self.timed_seq is None:
+            self.timed_seq, self._timed_at = end, now
+
+    def forget(self) -> None:
+        """Karn's rule: a retransmission makes the timed segment's ACK ambiguous."""
+        self.timed_seq = None
+
+    def on_ack(self, ack: int, now: float) -> None:
+        """An ACK up to `ack`: a sample if it covers the timed segment."""
+        timed = self.timed_seq
+        if timed is not None and ((ack - timed) & MASK) < HALF:
+            self.sample(now - self._timed_at)
+            self.timed_seq = None
 
     @property
     def rto(self) -> float:

@@ -68,11 +68,11 @@ class TransmissionControlBlock:
         self.cc: CongestionControl = congestion.create(config.congestion, config.mss)
         self.recovery = FastRecovery(iss)
         self.tlp = TailLossProbe()
-        self._timed_seq: int | None = None  # the segment being timed for an RTT sample
-        self._timed_at = 0.0
         self.retries = 0
-        # (time, cwnd, ssthresh) samples for `tcpstack stat` and `tcpstack plot`.
-        self.cwnd_trace: deque[tuple[float, int, int]] = deque(maxlen=CWND_TRACE_LEN)
+        # (time, cwnd, ssthresh) samples for `tcpstack plot`, when asked for: a probe that
+        # costs nothing while off.
+        self.cwnd_trace: deque[tuple[float, int, int]] | None = (
+            deque(maxlen=CWND_TRACE_LEN) if config.cwnd_trace else None)
 
         self._persist_interval = 0.0
         self._keepalive_probes = 0
@@ -97,4 +97,5 @@ class TransmissionControlBlock:
         self.deadline = self.timers.next_deadline()
 
     def _trace_cwnd(self, now: float) -> None:
-        self.cwnd_trace.append((now, self.cc.cwnd, self.cc.ssthresh))
+        if self.cwnd_trace is not None:
+            self.cwnd_trace.append((now, self.cc.cwnd, self.cc.ssthresh))

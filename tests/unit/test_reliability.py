@@ -317,10 +317,11 @@ def test_cwnd_trace_shows_the_cut_at_a_loss(algorithm: str, low: float, high: fl
     backs off to 0.7 of cwnd; NewReno halves what is in flight (RFC 5681 equation 4), which is
     at most cwnd, so ssthresh is at most half the window."""
     _, drop = _drop_data({60})
-    pair = LinkPair(config_a=TcpConfig(congestion=algorithm), drop=drop)
+    pair = LinkPair(config_a=TcpConfig(congestion=algorithm, cwnd_trace=True), drop=drop)
     client, server = pair.established_pair()
     data = pattern(400_000, seed=8)
     assert transfer(pair, client, server, data) == data
+    assert client.cwnd_trace is not None and server.cwnd_trace is None  # only where asked
     trace = list(client.cwnd_trace)
     cut = next(i for i, (_, _, ssthresh) in enumerate(trace) if ssthresh < 1 << 30)
     (_, cwnd_before, _), (_, _, ssthresh_after) = trace[cut - 1], trace[cut]
