@@ -74,7 +74,7 @@ def test_the_package_offers_the_api_names() -> None:
 
 def test_an_unknown_name_is_an_attribute_error_naming_it() -> None:
     with pytest.raises(AttributeError) as info:
-        tcpstack.no_such_thing  # type: ignore[attr-defined]  # noqa: B018
+        tcpstack.no_such_thing  # noqa: B018
     assert str(info.value) == "module 'tcpstack' has no attribute 'no_such_thing'"
 
 
