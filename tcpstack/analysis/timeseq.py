@@ -26,17 +26,15 @@ import contextlib
 import ipaddress
 import json
 import logging
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tcpstack.io.pcap import read_pcap
+from tcpstack.net import ipv4
 from tcpstack.net.errors import MalformedPacket
 from tcpstack.tcp import segment as tcpseg
 
-_IP = struct.Struct("!BBHHHBBH4s4s")
-_PROTO_TCP = 6
 _SYN, _ACK, _FIN, _RST = tcpseg.SYN, tcpseg.ACK, tcpseg.FIN, tcpseg.RST
 _MASK = 0xFFFFFFFF
 _HALF = 1 << 31
@@ -127,14 +125,12 @@ def parse_tcp(time: float, packet: bytes) -> TcpRecord | None:
     """The TCP segment in an IPv4 packet, or None for anything else. Options are read as the
     stack reads them (tcp.segment.decode_options); a segment whose options the stack would
     reject as malformed is kept, since it was on the wire, but without its options."""
-    if len(packet) < _IP.size or packet[0] >> 4 != 4:
+    try:
+        ip = ipv4.parse(packet, strict=False)
+    except MalformedPacket:
         return None
-    vihl, _tos, total, _id, _frag, _ttl, proto, _sum, src, dst = _IP.unpack_from(packet)
-    ihl = (vihl & 0x0F) * 4
-    if proto != _PROTO_TCP or ihl < 20 or len(packet) < ihl + 20:
-        return None
-    seg = packet[ihl:total] if ihl <= total <= len(packet) else packet[ihl:]
-    if len(seg) < tcpseg.HEADER_LEN:
+    seg = ip.payload
+    if ip.proto != ipv4.PROTO_TCP or len(seg) < tcpseg.HEADER_LEN:
         return None
     sport, dport, seq, ack, off_flags, window, _csum, _urgent = tcpseg.HEADER.unpack_from(seg)
     offset = (off_flags >> 12) * 4
@@ -145,8 +141,8 @@ def parse_tcp(time: float, packet: bytes) -> TcpRecord | None:
         # Malformed options: the stack drops the segment (tcp_bad_option), taking none.
         with contextlib.suppress(MalformedPacket):
             options = tcpseg.decode_options(seg[tcpseg.HEADER_LEN:offset])
-    return TcpRecord(time, f"{ipaddress.IPv4Address(src)}:{sport}",
-                     f"{ipaddress.IPv4Address(dst)}:{dport}", seq, ack, off_flags & 0xFF,
+    return TcpRecord(time, f"{ipaddress.IPv4Address(ip.src)}:{sport}",
+                     f"{ipaddress.IPv4Address(ip.dst)}:{dport}", seq, ack, off_flags & 0xFF,
                      window, len(seg) - offset, options.wscale, list(options.sack),
                      options.mss)
 

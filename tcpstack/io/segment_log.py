@@ -21,11 +21,11 @@ Two things tcpdump prints are left out: what it decodes of the payload (`: HTTP`
 length of a segment to or from port 80), and the contents of the options it knows and we do
 not decode (TFO, MPTCP, user timeout: shown as `unknown-KIND 0xHEX`).
 
-The formatter reads options with the stack's own decoder, `tcp.segment.decode_options`, so
-a line shows a segment's options as the stack takes them, and `bad opt KIND` exactly where
-the stack finds them malformed (`tcp_bad_option`); it reads the IPv4 header itself, so that
-it describes damaged ones too. It is installed as the driver's tap only when asked for, so
-it costs nothing otherwise.
+The formatter reads packets with the stack's own codecs: `net.ipv4.parse(strict=False)`,
+which describes a damaged header instead of dropping it, and `tcp.segment.decode_options`,
+so a line shows a segment's options as the stack takes them, and `bad opt KIND` exactly
+where the stack finds them malformed (`tcp_bad_option`). It is installed as the driver's
+tap only when asked for, so it costs nothing otherwise.
 """
 
 from __future__ import annotations
@@ -35,8 +35,9 @@ import logging
 import struct
 import time
 
+from tcpstack.net import ipv4
 from tcpstack.net.checksum import Bytes
-from tcpstack.net.ipv4 import PROTO_ICMP, PROTO_TCP
+from tcpstack.net.errors import MalformedPacket
 from tcpstack.tcp.segment import (
     ACK,
     FIN,
@@ -61,7 +62,6 @@ from tcpstack.tcp.segment import (
 SEGMENT_LOGGER = "tcpstack.segments"
 log = logging.getLogger(SEGMENT_LOGGER)
 
-_IP = struct.Struct("!BBHHHBBH4s4s")
 _ECHO = struct.Struct("!HH")
 _TIMESTAMP = struct.Struct("!II")  # RFC 7323 3: TSval, TSecr
 _MASK = 0xFFFFFFFF
@@ -135,25 +135,24 @@ class SegmentFormatter:
         version = packet[0] >> 4
         if version == 6:
             return f"IP6, length {n}"
-        if version != 4 or n < _IP.size:
-            return f"IP bad version {version} or truncated, length {n}"
-        vihl, _tos, total, _ident, _frag, _ttl, proto, _csum, src, dst = _IP.unpack_from(packet)
-        ihl = (vihl & 0x0F) * 4
-        if ihl < _IP.size or ihl > n:
-            return f"IP bad header length {ihl}, length {n}"
-        end = min(total, n) if total >= ihl else n
-        payload = packet[ihl:end]
-        src_text = str(ipaddress.IPv4Address(src))
-        dst_text = str(ipaddress.IPv4Address(dst))
-        if proto == PROTO_TCP:
-            return "IP " + self._format_tcp(src, dst, src_text, dst_text, payload)
-        if proto == PROTO_ICMP and len(payload) >= 4:
+        try:
+            ip = ipv4.parse(packet, strict=False)
+        except MalformedPacket as exc:
+            if exc.reason == "ip_bad_version" or n < ipv4.HEADER_LEN:
+                return f"IP bad version {version} or truncated, length {n}"
+            return f"IP bad header length {(packet[0] & 0x0F) * 4}, length {n}"
+        payload = ip.payload
+        src_text = str(ipaddress.IPv4Address(ip.src))
+        dst_text = str(ipaddress.IPv4Address(ip.dst))
+        if ip.proto == ipv4.PROTO_TCP:
+            return "IP " + self._format_tcp(ip.src, ip.dst, src_text, dst_text, payload)
+        if ip.proto == ipv4.PROTO_ICMP and len(payload) >= 4:
             kind = _ICMP_TYPES.get(payload[0], f"type {payload[0]} code {payload[1]}")
             if payload[0] in _ICMP_ECHO and len(payload) >= 8:
                 ident, number = _ECHO.unpack_from(payload, 4)
                 kind += f", id {ident}, seq {number}"
             return f"IP {src_text} > {dst_text}: ICMP {kind}, length {len(payload)}"
-        return f"IP {src_text} > {dst_text}: ip-proto-{proto}, length {len(payload)}"
+        return f"IP {src_text} > {dst_text}: ip-proto-{ip.proto}, length {len(payload)}"
 
     def _format_tcp(self, src: bytes, dst: bytes, src_text: str, dst_text: str,
                     seg: Bytes) -> str:

@@ -1,8 +1,9 @@
-"""One TCP option decoder for the stack, the `-v` segment log and the capture analysis:
-whatever the option bytes, the log line and the time-sequence record show what
-`tcp.segment.parse` takes from them (the log lists every option, the shift count as sent,
-as tcpdump does), and `bad opt` / no options exactly where the stack finds
-`tcp_bad_option`."""
+"""One TCP option decoder and one IPv4 header codec for the stack, the `-v` segment log and
+the capture analysis: whatever the option bytes, the log line and the time-sequence record
+show what `tcp.segment.parse` takes from them (the log lists every option, the shift count
+as sent, as tcpdump does), and `bad opt` / no options exactly where the stack finds
+`tcp_bad_option`. The IPv4 reading the tools use (`parse(strict=False)`) agrees with the
+stack's wherever the stack accepts a packet, and describes what it drops."""
 
 from __future__ import annotations
 
@@ -216,3 +217,74 @@ def test_decode_options_reads_as_parse_does() -> None:
     seg = tcpseg.parse(memoryview(tcpseg.build(1, 2, 3, 4, SYN, 5, PSEUDO, raw)), PSEUDO)
     assert decode_options(raw) == seg.options == Options(mss=256, sack=((5, 6), (7, 8)))
     assert decode_options(memoryview(raw)) == seg.options
+
+
+# ---------------------------------------------------------------------- IPv4
+
+def craft_ip(*, vihl: int = 0x45, total: int | None = None, frag: int = ipv4.FLAG_DF,
+             csum: int | None = None, body: bytes = bytes(24)) -> bytes:
+    header = struct.pack("!BBHHHBBH4s4s", vihl, 0, 20 + len(body) if total is None else total,
+                         7, frag, 64, ipv4.PROTO_TCP, 0, KERNEL, STACK)
+    if csum is None:
+        csum = ~(int.from_bytes(header, "big") % 0xFFFF) & 0xFFFF
+    return header[:10] + csum.to_bytes(2, "big") + header[12:] + body
+
+
+@given(st.binary(min_size=4, max_size=4), st.binary(min_size=4, max_size=4),
+       st.integers(0, 255), st.integers(0, 255), st.integers(0, 0xFFFF),
+       st.binary(max_size=1480))
+def test_what_the_stack_accepts_the_tools_read_the_same(src: bytes, dst: bytes, proto: int,
+                                                        ttl: int, ident: int,
+                                                        payload: bytes) -> None:
+    raw = ipv4.build(src, dst, proto, payload, ttl=ttl, ident=ident)
+    strict, loose = ipv4.parse(raw), ipv4.parse(raw, strict=False)
+    assert (loose.src, loose.dst, loose.proto, loose.ttl, loose.ident, loose.header_len,
+            bytes(loose.payload)) == (strict.src, strict.dst, strict.proto, strict.ttl,
+                                      strict.ident, strict.header_len, bytes(strict.payload))
+
+
+@pytest.mark.parametrize(("raw", "reason", "payload_len"), [
+    (craft_ip(csum=0x1234), "ip_bad_checksum", 24),
+    (craft_ip(frag=ipv4.FLAG_MF), "ip_fragment", 24),
+    (craft_ip(total=30), None, 10),             # trimmed to the total length, both ways
+    (craft_ip(total=100), "ip_truncated", 24),  # beyond what was read: to the end
+    (craft_ip(total=12), "ip_bad_length", 24),  # below the header: to the end
+], ids=["bad-checksum", "fragment", "trimmed", "total-beyond", "total-below-header"])
+def test_the_tools_read_what_the_stack_drops(raw: bytes, reason: str | None,
+                                             payload_len: int) -> None:
+    if reason is None:
+        assert len(ipv4.parse(raw).payload) == payload_len
+    else:
+        with pytest.raises(MalformedPacket) as info:
+            ipv4.parse(raw)
+        assert info.value.reason == reason
+    loose = ipv4.parse(raw, strict=False)
+    assert (loose.src, loose.dst, loose.ident, len(loose.payload)) == (
+        KERNEL, STACK, 7, payload_len)
+
+
+@pytest.mark.parametrize(("raw", "reason"), [
+    (craft_ip()[:19], "ip_truncated"),
+    (craft_ip(vihl=0x65), "ip_bad_version"),
+    (craft_ip(vihl=0x44), "ip_bad_ihl"),
+    (craft_ip(vihl=0x4F), "ip_truncated"),  # 60 header bytes in a 44-byte packet
+], ids=["short", "version-6", "ihl-4", "ihl-beyond"])
+def test_without_a_header_to_read_both_readings_raise_the_same_reason(raw: bytes,
+                                                                      reason: str) -> None:
+    for strict in (True, False):
+        with pytest.raises(MalformedPacket) as info:
+            ipv4.parse(raw, strict=strict)
+        assert info.value.reason == reason
+
+
+def test_the_log_and_the_analysis_describe_a_packet_the_stack_drops() -> None:
+    syn = tcpseg.build(40000, 80, 1000, 0, SYN, 65535, PSEUDO, b"")
+    raw = craft_ip(csum=0x1234, body=syn)
+    with pytest.raises(MalformedPacket):
+        ipv4.parse(raw)
+    assert SegmentFormatter().format(raw) == (
+        "IP 10.77.0.1.40000 > 10.77.0.2.80: Flags [S], seq 1000, win 65535, length 0")
+    record = parse_tcp(1.5, raw)
+    assert record is not None
+    assert (record.src, record.dst, record.seq, record.flags) == (
+        "10.77.0.1:40000", "10.77.0.2:80", 1000, SYN)
