@@ -22,26 +22,26 @@ and draws with its Agg backend (no display).
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import logging
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tcpstack.io.pcap import read_pcap
+from tcpstack.net import ipv4
+from tcpstack.net.errors import MalformedPacket
+from tcpstack.tcp import segment as tcpseg
 
-_IP = struct.Struct("!BBHHHBBH4s4s")
-_TCP = struct.Struct("!HHIIHH")
-_PROTO_TCP = 6
-_SYN, _ACK, _FIN, _RST = 0x02, 0x10, 0x01, 0x04
+_SYN, _ACK, _FIN, _RST = tcpseg.SYN, tcpseg.ACK, tcpseg.FIN, tcpseg.RST
 _MASK = 0xFFFFFFFF
 _HALF = 1 << 31
 # tcpstack's initial congestion window in segments (tcp/congestion/base.py, RFC 6928), and
 # how it picks the MSS from the SYNs (tcp/connection.py): a unit test keeps these in step.
 INITIAL_WINDOW_SEGMENTS = 10
-_DEFAULT_MSS = 536  # RFC 9293 3.7.1: the peer sent no MSS option
+_DEFAULT_MSS = tcpseg.DEFAULT_MSS  # RFC 9293 3.7.1: the peer sent no MSS option
 _MIN_SND_MSS = 48
 
 
@@ -118,52 +118,33 @@ class TimeSequence:
                             inside(self.sacks), inside(self.flags), self.end)
 
 
-def _options(raw: bytes) -> tuple[int | None, list[tuple[int, int]], int | None]:
-    """(window scale, SACK blocks, MSS) from raw TCP options; malformed options end the
-    scan."""
-    wscale: int | None = None
-    mss: int | None = None
-    sack: list[tuple[int, int]] = []
-    i = 0
-    while i < len(raw):
-        kind = raw[i]
-        if kind == 0:
-            break
-        if kind == 1:
-            i += 1
-            continue
-        if i + 1 >= len(raw) or raw[i + 1] < 2 or i + raw[i + 1] > len(raw):
-            break
-        length = raw[i + 1]
-        if kind == 2 and length == 4:
-            mss = int.from_bytes(raw[i + 2:i + 4], "big")
-        elif kind == 3 and length == 3:
-            wscale = min(raw[i + 2], 14)
-        elif kind == 5 and (length - 2) % 8 == 0:
-            sack.extend(struct.unpack_from("!II", raw, j) for j in range(i + 2, i + length, 8))
-        i += length
-    return wscale, sack, mss
+_NO_OPTIONS = tcpseg.Options()
 
 
 def parse_tcp(time: float, packet: bytes) -> TcpRecord | None:
-    """The TCP segment in an IPv4 packet, or None for anything else."""
-    if len(packet) < _IP.size or packet[0] >> 4 != 4:
+    """The TCP segment in an IPv4 packet, or None for anything else. Options are read as the
+    stack reads them (tcp.segment.decode_options); a segment whose options the stack would
+    reject as malformed is kept, since it was on the wire, but without its options."""
+    try:
+        ip = ipv4.parse(packet, strict=False)
+    except MalformedPacket:
         return None
-    vihl, _tos, total, _id, _frag, _ttl, proto, _sum, src, dst = _IP.unpack_from(packet)
-    ihl = (vihl & 0x0F) * 4
-    if proto != _PROTO_TCP or ihl < 20 or len(packet) < ihl + 20:
+    seg = ip.payload
+    if ip.proto != ipv4.PROTO_TCP or len(seg) < tcpseg.HEADER_LEN:
         return None
-    seg = packet[ihl:total] if ihl <= total <= len(packet) else packet[ihl:]
-    if len(seg) < 20:
-        return None
-    sport, dport, seq, ack, off_flags, window = _TCP.unpack_from(seg)
+    sport, dport, seq, ack, off_flags, window, _csum, _urgent = tcpseg.HEADER.unpack_from(seg)
     offset = (off_flags >> 12) * 4
-    if offset < 20 or offset > len(seg):
+    if offset < tcpseg.HEADER_LEN or offset > len(seg):
         return None
-    wscale, sack, mss = _options(seg[20:offset]) if offset > 20 else (None, [], None)
-    return TcpRecord(time, f"{ipaddress.IPv4Address(src)}:{sport}",
-                     f"{ipaddress.IPv4Address(dst)}:{dport}", seq, ack, off_flags & 0xFF,
-                     window, len(seg) - offset, wscale, sack, mss)
+    options = _NO_OPTIONS
+    if offset > tcpseg.HEADER_LEN:
+        # Malformed options: the stack drops the segment (tcp_bad_option), taking none.
+        with contextlib.suppress(MalformedPacket):
+            options = tcpseg.decode_options(seg[tcpseg.HEADER_LEN:offset])
+    return TcpRecord(time, f"{ipaddress.IPv4Address(ip.src)}:{sport}",
+                     f"{ipaddress.IPv4Address(ip.dst)}:{dport}", seq, ack, off_flags & 0xFF,
+                     window, len(seg) - offset, options.wscale, list(options.sack),
+                     options.mss)
 
 
 def load_flows(path: str | Path) -> list[Flow]:

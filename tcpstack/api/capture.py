@@ -26,13 +26,13 @@ from typing import Any
 
 from tcpstack.api.snapshot import endpoint
 from tcpstack.io.pcap import PcapWriter
+from tcpstack.tcp.congestion.base import SSTHRESH_UNSET
 from tcpstack.tcp.connection import Connection
 
 log = logging.getLogger("tcpstack")
 
 FLUSH_INTERVAL = 0.2          # seconds between writes of the pending pcap records
 MAX_KEPT_SAMPLES = 1_000_000  # cwnd samples kept from closed connections, in all
-_SSTHRESH_UNSET = 1 << 30
 
 
 def sidecar_path(pcap: str | os.PathLike[str]) -> Path:
@@ -84,7 +84,7 @@ class Capture:
             "peer": endpoint(conn.remote_addr, conn.remote_port),
             "closed": closed,
             "samples": [[round(t + offset, 6), cwnd,
-                         None if ssthresh >= _SSTHRESH_UNSET else ssthresh]
+                         None if ssthresh >= SSTHRESH_UNSET else ssthresh]
                         for t, cwnd, ssthresh in conn.cwnd_trace or ()],
         }
 

@@ -24,6 +24,7 @@ import os
 from typing import TypedDict
 
 from tcpstack.stack import NetworkStack
+from tcpstack.tcp.congestion.base import SSTHRESH_UNSET
 from tcpstack.tcp.connection import Connection
 
 SNAPSHOT_VERSION = 1
@@ -42,8 +43,6 @@ KNOWN_COUNTERS = (
     "persist_probes", "internal_errors", "rto_timeouts", "fast_retransmits",
     "sack_recoveries", "reno_recoveries", "lost_retransmits", "tlp_probes", "tlp_recoveries",
 )
-# ssthresh starts "infinite" (a huge number) until a loss sets it.
-_SSTHRESH_UNSET = 1 << 30
 
 
 class ListenerInfo(TypedDict):
@@ -100,7 +99,7 @@ def connection_info(conn: Connection) -> ConnectionInfo:
         "rtt_ms": None if srtt is None else round(srtt * 1000, 3),
         "rto_ms": round(conn.rtt.rto * 1000, 3),
         "cwnd": conn.cc.cwnd,
-        "ssthresh": None if ssthresh >= _SSTHRESH_UNSET else ssthresh,
+        "ssthresh": None if ssthresh >= SSTHRESH_UNSET else ssthresh,
         "retransmits": conn.retransmits,
         "bytes_in": conn.rcv.bytes_received,
         "bytes_out": conn.snd.bytes_sent,

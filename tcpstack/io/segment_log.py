@@ -21,9 +21,11 @@ Two things tcpdump prints are left out: what it decodes of the payload (`: HTTP`
 length of a segment to or from port 80), and the contents of the options it knows and we do
 not decode (TFO, MPTCP, user timeout: shown as `unknown-KIND 0xHEX`).
 
-The formatter reads the wire bytes itself rather than through the stack's strict parsers so
-that it describes malformed packets too; it is installed as the driver's tap only when asked
-for, so it costs nothing otherwise.
+The formatter reads packets with the stack's own codecs: `net.ipv4.parse(strict=False)`,
+which describes a damaged header instead of dropping it, and `tcp.segment.decode_options`,
+so a line shows a segment's options as the stack takes them, and `bad opt KIND` exactly
+where the stack finds them malformed (`tcp_bad_option`). It is installed as the driver's
+tap only when asked for, so it costs nothing otherwise.
 """
 
 from __future__ import annotations
@@ -33,29 +35,35 @@ import logging
 import struct
 import time
 
-from tcpstack.net.ipv4 import PROTO_ICMP, PROTO_TCP
+from tcpstack.net import ipv4
+from tcpstack.net.checksum import Bytes
+from tcpstack.net.errors import MalformedPacket
 from tcpstack.tcp.segment import (
     ACK,
     FIN,
+    HEADER,
+    HEADER_LEN,
     OPT_EOL,
     OPT_MSS,
     OPT_NOP,
+    OPT_SACK,
     OPT_SACK_PERMITTED,
     OPT_TIMESTAMP,
     OPT_WSCALE,
     RST,
     SYN,
     URG,
+    BadOption,
+    OptionField,
+    decode_options,
     flags_str,
 )
 
 SEGMENT_LOGGER = "tcpstack.segments"
 log = logging.getLogger(SEGMENT_LOGGER)
 
-_IP = struct.Struct("!BBHHHBBH4s4s")
-_TCP = struct.Struct("!HHIIHHHH")
 _ECHO = struct.Struct("!HH")
-_OPT_SACK = 5
+_TIMESTAMP = struct.Struct("!II")  # RFC 7323 3: TSval, TSecr
 _MASK = 0xFFFFFFFF
 _MAX_FLOWS = 4096  # connections whose bases are remembered; forgotten all at once beyond
 _ICMP_TYPES = {0: "echo reply", 3: "unreachable", 8: "echo request", 11: "time exceeded"}
@@ -73,44 +81,40 @@ def tcpdump_time(when: float) -> str:
     return f"{time.strftime('%H:%M:%S', time.localtime(seconds))}.{fraction:06d}"
 
 
-def format_options(raw: bytes, sack_base: int = 0) -> str:
+def format_options(raw: Bytes, sack_base: int = 0) -> str:
     """TCP options the way tcpdump lists them: `mss 1460,sackOK,nop,wscale 7`. SACK block
     edges are shown less `sack_base` (the peer's base, for relative numbers)."""
-    parts: list[str] = []
-    i = 0
-    end = len(raw)
-    while i < end:
-        kind = raw[i]
-        if kind == OPT_EOL:
-            parts.append("eol")
-            break
-        if kind == OPT_NOP:
-            parts.append("nop")
-            i += 1
-            continue
-        if i + 1 >= end or raw[i + 1] < 2 or i + raw[i + 1] > end:
-            parts.append(f"bad opt {kind}")
-            break
-        length = raw[i + 1]
-        body = raw[i + 2:i + length]
-        if kind == OPT_MSS and length == 4:
-            parts.append(f"mss {int.from_bytes(body, 'big')}")
-        elif kind == OPT_WSCALE and length == 3:
-            parts.append(f"wscale {body[0]}")
-        elif kind == OPT_SACK_PERMITTED and length == 2:
-            parts.append("sackOK")
-        elif kind == _OPT_SACK and (length - 2) % 8 == 0:
-            blocks = [struct.unpack_from("!II", body, j) for j in range(0, len(body), 8)]
+    fields: list[OptionField] = []
+    try:
+        decode_options(raw, fields)
+    except BadOption as exc:
+        # As tcpdump does: the options before the bad one, then nothing after it.
+        return ",".join([*(_describe(f, sack_base) for f in fields), f"bad opt {exc.kind}"])
+    return ",".join(_describe(f, sack_base) for f in fields)
+
+
+def _describe(field: OptionField, sack_base: int) -> str:
+    kind, body, value = field
+    if kind == OPT_EOL:
+        return "eol"
+    if kind == OPT_NOP:
+        return "nop"
+    if value is not None:  # an option the stack reads, as it read it
+        if kind == OPT_MSS:
+            return f"mss {value}"
+        if kind == OPT_WSCALE:
+            return f"wscale {value}"
+        if kind == OPT_SACK_PERMITTED:
+            return "sackOK"
+        if kind == OPT_SACK and isinstance(value, tuple):
             text = "".join(f"{{{(left - sack_base) & _MASK}:{(right - sack_base) & _MASK}}}"
-                           for left, right in blocks)
-            parts.append(f"sack {len(blocks)} {text}")
-        elif kind == OPT_TIMESTAMP and length == 10:
-            val, ecr = struct.unpack("!II", body)
-            parts.append(f"TS val {val} ecr {ecr}")
-        else:
-            parts.append(f"unknown-{kind} 0x{body.hex()}" if body else f"unknown-{kind}")
-        i += length
-    return ",".join(parts)
+                           for left, right in value)
+            return f"sack {len(value)} {text}"
+    # The stack sends and uses no timestamps; they are decoded here for the reader only.
+    if kind == OPT_TIMESTAMP and len(body) == _TIMESTAMP.size:
+        val, ecr = _TIMESTAMP.unpack(body)
+        return f"TS val {val} ecr {ecr}"
+    return f"unknown-{kind} 0x{body.hex()}" if body else f"unknown-{kind}"
 
 
 class SegmentFormatter:
@@ -131,35 +135,34 @@ class SegmentFormatter:
         version = packet[0] >> 4
         if version == 6:
             return f"IP6, length {n}"
-        if version != 4 or n < _IP.size:
-            return f"IP bad version {version} or truncated, length {n}"
-        vihl, _tos, total, _ident, _frag, _ttl, proto, _csum, src, dst = _IP.unpack_from(packet)
-        ihl = (vihl & 0x0F) * 4
-        if ihl < _IP.size or ihl > n:
-            return f"IP bad header length {ihl}, length {n}"
-        end = min(total, n) if total >= ihl else n
-        payload = packet[ihl:end]
-        src_text = str(ipaddress.IPv4Address(src))
-        dst_text = str(ipaddress.IPv4Address(dst))
-        if proto == PROTO_TCP:
-            return "IP " + self._format_tcp(src, dst, src_text, dst_text, payload)
-        if proto == PROTO_ICMP and len(payload) >= 4:
+        try:
+            ip = ipv4.parse(packet, strict=False)
+        except MalformedPacket as exc:
+            if exc.reason == "ip_bad_version" or n < ipv4.HEADER_LEN:
+                return f"IP bad version {version} or truncated, length {n}"
+            return f"IP bad header length {(packet[0] & 0x0F) * 4}, length {n}"
+        payload = ip.payload
+        src_text = str(ipaddress.IPv4Address(ip.src))
+        dst_text = str(ipaddress.IPv4Address(ip.dst))
+        if ip.proto == ipv4.PROTO_TCP:
+            return "IP " + self._format_tcp(ip.src, ip.dst, src_text, dst_text, payload)
+        if ip.proto == ipv4.PROTO_ICMP and len(payload) >= 4:
             kind = _ICMP_TYPES.get(payload[0], f"type {payload[0]} code {payload[1]}")
             if payload[0] in _ICMP_ECHO and len(payload) >= 8:
                 ident, number = _ECHO.unpack_from(payload, 4)
                 kind += f", id {ident}, seq {number}"
             return f"IP {src_text} > {dst_text}: ICMP {kind}, length {len(payload)}"
-        return f"IP {src_text} > {dst_text}: ip-proto-{proto}, length {len(payload)}"
+        return f"IP {src_text} > {dst_text}: ip-proto-{ip.proto}, length {len(payload)}"
 
     def _format_tcp(self, src: bytes, dst: bytes, src_text: str, dst_text: str,
-                    seg: bytes) -> str:
-        if len(seg) < 20:
+                    seg: Bytes) -> str:
+        if len(seg) < HEADER_LEN:
             return f"{src_text} > {dst_text}: TCP truncated, length {len(seg)}"
-        sport, dport, seq, ack, off_flags, window, _csum, urgent = _TCP.unpack_from(seg)
+        sport, dport, seq, ack, off_flags, window, _csum, urgent = HEADER.unpack_from(seg)
         offset = (off_flags >> 12) * 4
         flags = off_flags & 0xFF
         head = f"{src_text}.{sport} > {dst_text}.{dport}: Flags [{flags_str(flags)}]"
-        if offset < 20 or offset > len(seg):
+        if offset < HEADER_LEN or offset > len(seg):
             return f"{head}, bad data offset {offset}, length {len(seg)}"
         length = len(seg) - offset
         # tcpdump's rule: only a segment with an ACK starts (a SYN-ACK: restarts) the
@@ -191,8 +194,8 @@ class SegmentFormatter:
         parts.append(f"win {window}")
         if flags & URG:
             parts.append(f"urg {urgent}")
-        if offset > 20:
-            parts.append(f"options [{format_options(seg[20:offset], peer_base)}]")
+        if offset > HEADER_LEN:
+            parts.append(f"options [{format_options(seg[HEADER_LEN:offset], peer_base)}]")
         parts.append(f"length {length}")
         return ", ".join(parts)
 

@@ -1,4 +1,8 @@
-"""IPv4 header codec (RFC 791): strict parsing for input, a precomputed template for output."""
+"""IPv4 header codec (RFC 791): strict parsing for input, a precomputed template for output.
+
+The stack, the `-v` segment log and the capture analysis all read IPv4 headers with `parse`
+(the tools with `strict=False`, which describes damaged packets instead of dropping them).
+"""
 
 from __future__ import annotations
 
@@ -32,8 +36,14 @@ class IPv4Packet:
     payload: memoryview
 
 
-def parse(packet: Bytes) -> IPv4Packet:
-    """Validate and decode an IPv4 packet; raise MalformedPacket naming the drop reason."""
+def parse(packet: Bytes, strict: bool = True) -> IPv4Packet:
+    """Validate and decode an IPv4 packet; raise MalformedPacket naming the drop reason.
+
+    `strict=False` reads the header as it stands, for tools that show what crossed the link
+    (the `-v` segment log, the capture analysis): the checksum is not verified, a fragment
+    is decoded as it is, and a total length the packet does not hold (beyond the bytes read
+    or captured, or below the header) runs the payload to the end of the bytes. It still
+    raises where there is no header to read: ip_truncated, ip_bad_version, ip_bad_ihl."""
     n = len(packet)
     if n < HEADER_LEN:
         raise MalformedPacket("ip_truncated", f"{n} bytes, shorter than an IPv4 header")
@@ -45,16 +55,21 @@ def parse(packet: Bytes) -> IPv4Packet:
         raise MalformedPacket("ip_bad_ihl", f"IHL {ihl // 4} words")
     if ihl > n:
         raise MalformedPacket("ip_truncated", f"IHL {ihl} bytes beyond a {n}-byte packet")
-    if total < ihl:
-        raise MalformedPacket("ip_bad_length", f"total length {total} below header {ihl}")
-    if total > n:
-        raise MalformedPacket("ip_truncated", f"total length {total} beyond {n} bytes read")
     view = memoryview(packet)
-    if ones_complement_sum(view[:ihl]) != 0:
-        raise MalformedPacket("ip_bad_checksum")
-    if frag & (FLAG_MF | OFFSET_MASK):
-        # Fragments are not reassembled yet; see docs/DECISIONS.md.
-        raise MalformedPacket("ip_fragment")
+    if strict:
+        if total < ihl:
+            raise MalformedPacket("ip_bad_length", f"total length {total} below header {ihl}")
+        if total > n:
+            raise MalformedPacket("ip_truncated", f"total length {total} beyond {n} bytes read")
+        # ones_complement_sum inlined (the header is whole 16-bit words): this runs for
+        # every packet read.
+        if int.from_bytes(view[:ihl], "big") % 0xFFFF != 0:
+            raise MalformedPacket("ip_bad_checksum")
+        if frag & (FLAG_MF | OFFSET_MASK):
+            # Fragments are not reassembled yet; see docs/DECISIONS.md.
+            raise MalformedPacket("ip_fragment")
+    elif not ihl <= total <= n:
+        total = n
     return IPv4Packet(src, dst, proto, ttl, ident, ihl, view[ihl:total])
 
 

@@ -1,14 +1,20 @@
-"""TCP segment codec (RFC 9293 section 3.1) with options (MSS, window scale, SACK-permitted).
+"""TCP segment codec (RFC 9293 section 3.1) with options (MSS, window scale, SACK-permitted,
+SACK blocks).
 
 Parsing verifies the checksum against the pseudo-header and raises MalformedPacket for
 anything it cannot trust. Unknown options are skipped by their length; an option whose
 length is impossible makes the segment malformed (RFC 9293 3.1 asks us to be prepared for it).
+
+`decode_options` is the one reading of options: the stack's `parse`, the `-v` segment log
+(io/segment_log.py) and the capture analysis (analysis/timeseq.py) all go through it, so
+what a log line or a plot shows of a segment's options is what the stack took from them.
 """
 
 from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import NamedTuple, TypeAlias
 
 from tcpstack.net.checksum import Bytes, ones_complement_sum
 from tcpstack.net.errors import MalformedPacket
@@ -22,8 +28,9 @@ URG = 0x20
 ECE = 0x40
 CWR = 0x80
 
-HEADER = struct.Struct("!HHIIHHHH")
+HEADER = struct.Struct("!HHIIHHHH")  # ports, seq, ack, offset+flags, window, checksum, urgent
 _SACK_BLOCK = struct.Struct("!II")
+_sack_blocks = _SACK_BLOCK.iter_unpack
 HEADER_LEN = 20
 
 OPT_EOL = 0
@@ -95,34 +102,80 @@ def parse(data: memoryview, pseudo_sum: int, verify: bool = True) -> Segment:
     offset = (off_flags >> 12) * 4
     if offset < HEADER_LEN or offset > n:
         raise MalformedPacket("tcp_bad_offset", f"data offset {offset} in {n} bytes")
-    options = _parse_options(data[HEADER_LEN:offset]) if offset > HEADER_LEN else _NO_OPTIONS
+    # The options are read in place (no slice of their own: this is the per-segment path).
+    options = (_decode_options(data, HEADER_LEN, offset, None) if offset > HEADER_LEN
+               else _NO_OPTIONS)
     return Segment(sport, dport, seq, ack, off_flags & 0xFF, window, options, data[offset:])
 
 
-def _parse_options(raw: memoryview) -> Options:
+SackBlocks: TypeAlias = tuple[tuple[int, int], ...]
+
+
+class OptionField(NamedTuple):
+    """One option as it stands in the header, for tools that show every option (the `-v`
+    segment log). `body` is what follows kind and length (empty for EOL and NOP); `value` is
+    what the stack takes from it: the MSS, the window scale's shift count as sent (the stack
+    uses at most MAX_WSCALE), True for SACK-permitted, the SACK blocks; None for EOL, NOP
+    and any option the stack does not use (an unknown kind, or a known one of the wrong
+    length)."""
+
+    kind: int
+    body: bytes
+    value: int | bool | SackBlocks | None
+
+
+class BadOption(MalformedPacket):
+    """An option whose length is impossible (`tcp_bad_option`): none, below 2, or beyond
+    the header. `kind` is its kind."""
+
+    def __init__(self, kind: int, detail: str) -> None:
+        super().__init__("tcp_bad_option", detail)
+        self.kind = kind
+
+
+def decode_options(raw: Bytes, fields: list[OptionField] | None = None) -> Options:
+    """The options in `raw` (the header bytes after the fixed 20) as the stack takes them;
+    raise BadOption at the first option whose length is impossible. With `fields`, also
+    append every option read to it in wire order (up to the bad one, when one is)."""
+    return _decode_options(raw, 0, len(raw), fields)
+
+
+def _decode_options(raw: Bytes, i: int, end: int, fields: list[OptionField] | None) -> Options:
     opts = Options()
-    i = 0
-    end = len(raw)
     while i < end:
         kind = raw[i]
-        if kind == OPT_EOL:
-            break
         if kind == OPT_NOP:
+            if fields is not None:
+                fields.append(OptionField(kind, b"", None))
             i += 1
             continue
+        if kind == OPT_EOL:
+            if fields is not None:
+                fields.append(OptionField(kind, b"", None))
+            break
         if i + 1 >= end:
-            raise MalformedPacket("tcp_bad_option", f"option {kind} has no length")
+            raise BadOption(kind, f"option {kind} has no length")
         length = raw[i + 1]
         if length < 2 or i + length > end:
-            raise MalformedPacket("tcp_bad_option", f"option {kind} length {length}")
-        if kind == OPT_MSS and length == 4:
-            opts.mss = (raw[i + 2] << 8) | raw[i + 3]
-        elif kind == OPT_WSCALE and length == 3:
-            opts.wscale = min(raw[i + 2], MAX_WSCALE)
+            raise BadOption(kind, f"option {kind} length {length}")
+        # SACK is tested first: after the handshake it is the only option peers send us
+        # (no timestamps without ours, RFC 7323 3.2).
+        value: int | bool | SackBlocks | None = None
+        if kind == OPT_SACK:
+            if (length - 2) & 7 == 0:  # 8 bytes a block; no blocks reads as none
+                value = opts.sack = tuple(_sack_blocks(raw[i + 2:i + length]))
+        elif kind == OPT_MSS:
+            if length == 4:
+                value = opts.mss = (raw[i + 2] << 8) | raw[i + 3]
+        elif kind == OPT_WSCALE:
+            if length == 3:
+                value = raw[i + 2]
+                # RFC 7323 2.3: a shift count above 14 is taken as 14.
+                opts.wscale = value if value <= MAX_WSCALE else MAX_WSCALE
         elif kind == OPT_SACK_PERMITTED and length == 2:
-            opts.sack_permitted = True
-        elif kind == OPT_SACK and length >= 10 and (length - 2) % 8 == 0:
-            opts.sack = tuple(_SACK_BLOCK.iter_unpack(raw[i + 2:i + length]))
+            value = opts.sack_permitted = True
+        if fields is not None:
+            fields.append(OptionField(kind, bytes(raw[i + 2:i + length]), value))
         i += length
     return opts
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import pytest
 
 from tcpstack.tcp.config import TcpConfig
+from tcpstack.tcp.congestion.base import SSTHRESH_UNSET
 from tcpstack.tcp.seq import MASK
 from tests.unit.linux_receiver import LinuxLikeReceiver
 from tests.unit.scripted_peer import Sent
@@ -65,7 +66,7 @@ def _fast_retransmit(algorithm: str, *, sack: bool) -> Loss:
         limited = _data(rx.deliver(seg))
         assert [s.seq for s in limited] == [conn.snd.max - MSS]  # one new segment each
         before += limited
-    assert conn.cc.ssthresh == 1 << 30  # no cut yet
+    assert conn.cc.ssthresh == SSTHRESH_UNSET  # no cut yet
     answer = rx.deliver(before[5])
     assert (conn.snd.max - conn.snd.una) & MASK == FLIGHT_AT_LOSS + 2 * MSS
     return Loss(rx, before, lost, answer)

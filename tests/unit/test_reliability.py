@@ -8,6 +8,7 @@ import pytest
 from tcpstack.tcp import congestion
 from tcpstack.tcp import segment as tcpseg
 from tcpstack.tcp.config import TcpConfig
+from tcpstack.tcp.congestion.base import SSTHRESH_UNSET
 from tcpstack.tcp.connection import Connection
 from tcpstack.tcp.events import ConnEvent
 from tcpstack.tcp.reassembly import ReassemblyQueue
@@ -157,7 +158,7 @@ def test_single_loss_is_repaired_by_fast_retransmit_before_any_timeout(algorithm
     again = next(f for f in frames[21:] if f.segment.seq == lost.segment.seq)
     assert again.time - lost.time < 0.1  # three RTTs of dupacks, not a 200 ms RTO
     # The loss halved (NewReno) or cut to 0.7 (CUBIC) the window: ssthresh was set.
-    assert client.cc.ssthresh < 1 << 30
+    assert client.cc.ssthresh < SSTHRESH_UNSET
 
 
 def test_receiver_reports_out_of_order_data_in_sack_blocks() -> None:
@@ -323,7 +324,7 @@ def test_cwnd_trace_shows_the_cut_at_a_loss(algorithm: str, low: float, high: fl
     assert transfer(pair, client, server, data) == data
     assert client.cwnd_trace is not None and server.cwnd_trace is None  # only where asked
     trace = list(client.cwnd_trace)
-    cut = next(i for i, (_, _, ssthresh) in enumerate(trace) if ssthresh < 1 << 30)
+    cut = next(i for i, (_, _, ssthresh) in enumerate(trace) if ssthresh < SSTHRESH_UNSET)
     (_, cwnd_before, _), (_, _, ssthresh_after) = trace[cut - 1], trace[cut]
     assert low <= ssthresh_after / cwnd_before <= high
     assert ssthresh_after >= 2 * MSS

@@ -5,6 +5,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 
 INITIAL_WINDOW_SEGMENTS = 10  # RFC 6928
+# ssthresh before any loss sets it: RFC 5681 3.1 starts it "arbitrarily high". Any value above
+# the largest window (65535 << 14, RFC 7323 2.3) keeps slow start going; what shows ssthresh
+# (`tcpstack stat`, the cwnd sidecar) prints this one as unset.
+SSTHRESH_UNSET = 1 << 30
 
 
 class CongestionControl(ABC):
@@ -18,7 +22,7 @@ class CongestionControl(ABC):
     def __init__(self, mss: int) -> None:
         self.mss = mss
         self.cwnd = INITIAL_WINDOW_SEGMENTS * mss
-        self.ssthresh = 1 << 30
+        self.ssthresh = SSTHRESH_UNSET
 
     def in_slow_start(self) -> bool:
         return self.cwnd < self.ssthresh
