@@ -44,7 +44,7 @@ class FastRecovery:
         self.dupacks += 1
         if self.active:
             if not self.sack:
-                cc.cwnd += cc.mss  # RFC 6582 3.2 step 4: each further dupack lets one leave
+                cc.inflate()  # RFC 6582 3.2 step 4: each further dupack lets one leave
             return Action.NONE
         # Step 2: enter only if the ACK covers `recover` (the highest byte sent when the last
         # recovery or timeout began: RFC 6582 keeps that byte, we keep SND.MAX, one past it),
@@ -56,7 +56,7 @@ class FastRecovery:
             self.recover = snd_max
             cc.on_congestion(max(((snd_max - snd_una) & MASK) - self.limited, 0), now)
             if not sack:
-                cc.cwnd = cc.ssthresh + DUPACK_THRESHOLD * cc.mss
+                cc.inflate(DUPACK_THRESHOLD)  # the three that left (RFC 6582 3.2 step 2)
             return Action.RETRANSMIT
         return Action.NONE
 
@@ -73,8 +73,7 @@ class FastRecovery:
             return Action.NONE
         if self.sack:
             return Action.NONE  # the SACK scoreboard decides what to resend
-        # Partial ACK (step 5): resend the next hole, deflate by what was acked.
-        cc.cwnd = max(cc.cwnd - acked + (cc.mss if acked >= cc.mss else 0), cc.mss)
+        cc.deflate(acked)  # a partial ACK (step 5): resend the next hole
         return Action.RETRANSMIT
 
     def on_timeout(self, snd_max: int) -> None:

@@ -40,6 +40,16 @@ class CongestionControl(ABC):
     def on_congestion(self, flight: int, now: float) -> None:
         """A loss was detected by duplicate ACKs: set ssthresh and cwnd for fast recovery."""
 
+    def inflate(self, segments: int = 1) -> None:
+        """NewReno's fast recovery (RFC 6582 3.2 steps 2 and 4): each duplicate ACK stands
+        for a segment that left the network, so one more may enter."""
+        self.cwnd += segments * self.mss
+
+    def deflate(self, acked: int) -> None:
+        """A partial ACK in NewReno's fast recovery (RFC 6582 3.2 step 5): take back what it
+        acknowledged, less one segment when it covered a full one."""
+        self.cwnd = max(self.cwnd - acked + (self.mss if acked >= self.mss else 0), self.mss)
+
     def on_recovery_end(self, flight: int, now: float) -> None:
         """Fast recovery ended with a full ACK (RFC 6582 3.2 step 3, option 1)."""
         self.cwnd = min(self.ssthresh, max(flight, self.mss) + self.mss)
