@@ -22,7 +22,6 @@ from tcpstack.tcp import congestion
 from tcpstack.tcp.events import ConnEvent
 from tcpstack.tcp.output import SegmentOutput
 from tcpstack.tcp.recovery import Action
-from tcpstack.tcp.sack import is_dsack
 from tcpstack.tcp.segment import ACK, FIN, RST, SYN, Segment
 from tcpstack.tcp.seq import HALF, MASK
 from tcpstack.tcp.state import (
@@ -318,7 +317,7 @@ class Connection(SegmentOutput):
         opts = seg.options
         self.snd.take_mss(opts.mss, self.config.mss, self._offload)
         self.cc = congestion.create(self.config.congestion, self.snd.mss)
-        self.sack_ok = opts.sack_permitted and self.config.sack
+        self.loss.sack = opts.sack_permitted and self.config.sack
         if opts.wscale is not None and self.config.window_scaling:
             self.snd.wscale = opts.wscale
             self.snd.wscale_offered = True
@@ -341,19 +340,11 @@ class Connection(SegmentOutput):
         elif acked > in_flight:
             self._emit(ACK, self.snd.max)  # acknowledges something never sent (3.10.7.4)
             return False
-        sack = self.sack_ok and seg.options.sack
+        sack = seg.options.sack if self.loss.sack else ()
         # RFC 6675 2: with SACK, an ACK that SACKs octets not SACKed before is a duplicate,
         # whatever its window, data or cumulative ACK; a peer that grows its window on every
         # ACK (Linux does) would otherwise never send one.
-        duplicate = False
-        if sack:
-            base = una
-            if acked > 0:  # blocks at or below the new cumulative ACK are not news (D-SACK)
-                base = ack
-                self.scoreboard.advance(ack)
-            duplicate = self.scoreboard.add(sack, base, self.snd.max) > 0 and acked >= 0
-            if self.tlp.outstanding and is_dsack(sack, ack):
-                self.tlp.dsack = True
+        duplicate = bool(sack) and self.loss.read_blocks(sack, una, ack, acked, self.snd.max)
         if acked >= 0:
             # Window update rule (3.10.7.4): only from a segment newer than the last one used.
             wl1 = (seq - self.snd.wl1) & MASK
@@ -374,7 +365,7 @@ class Connection(SegmentOutput):
             self._on_new_ack(ack, acked, now)
         if duplicate:
             self._on_duplicate_ack(now)
-        elif acked > 0 and self.recovery.active and self.recovery.sack:
+        elif acked > 0 and self.loss.episode.active and self.loss.episode.sack:
             self._sack_recover(now)
         state = self.state
         # FIN_WAIT_1 waits for the FIN step (see _settle_fin_wait_1).
@@ -394,17 +385,17 @@ class Connection(SegmentOutput):
         self.snd.una = ack
         if ((self.snd.nxt - ack) & MASK) >= HALF:
             self.snd.nxt = ack
-        if self.scoreboard:
-            self.scoreboard.advance(ack)
+        if self.loss.scoreboard:
+            self.loss.scoreboard.advance(ack)
         self.rtt.on_ack(ack, now)
-        tlp = self.tlp
+        tlp = self.loss.probe
         if tlp.covered_by(ack):
             if tlp.repaired_a_loss():  # RFC 8985 7.4: a loss, repaired by the probe
                 self.counters["tlp_recoveries"] += 1
                 self.cc.on_congestion(self.cc.cwnd, now)  # before this ACK grows it
                 self._trace_cwnd(now)
             tlp.cancel()
-        action = self.recovery.on_new_ack(self.cc, ack, acked, self.snd.max, now, self.rtt.srtt)
+        action = self.loss.episode.on_new_ack(self.cc, ack, acked, self.snd.max, now, self.rtt.srtt)
         if action is Action.RETRANSMIT:
             self._retransmit_first(now)  # a partial ACK: the next hole of the same window
         trace = self.cwnd_trace
@@ -424,15 +415,14 @@ class Connection(SegmentOutput):
     def _on_duplicate_ack(self, now: float) -> None:
         before = (now, self.cc.cwnd, self.cc.ssthresh)
         una = self.snd.una
-        sb = self.scoreboard
-        # A peer that agreed to SACK but sends no blocks gets NewReno's recovery.
-        by_sack = self.sack_ok and bool(sb)
-        tlp = self.tlp
-        action = self.recovery.on_duplicate_ack(
+        loss = self.loss
+        sb = loss.scoreboard
+        by_sack = loss.by_sack()
+        action = loss.episode.on_duplicate_ack(
             self.cc, una, self.snd.max, now, sack=by_sack,
-            lost=by_sack and (tlp.sacked(sb, una) or sb.is_lost(una, una, self.snd.mss)))
+            lost=by_sack and loss.first_is_lost(una, self.snd.mss))
         if action is Action.RETRANSMIT:  # fast retransmit (RFC 5681 3.2, RFC 6675 5 step 4)
-            tlp.cancel()
+            loss.probe.cancel()
             self.timers.probe = None
             self.counters["sack_recoveries" if by_sack else "reno_recoveries"] += 1
             if self.cwnd_trace is not None:
@@ -447,7 +437,7 @@ class Connection(SegmentOutput):
             if not sb.resent_within(una, (una + 1) & MASK, una):
                 sb.note_resent(una, self._retransmit_first(now), self.snd.max)
             self._sack_recover(now)
-        elif self.recovery.active and self.recovery.sack:
+        elif self.loss.episode.active and self.loss.episode.sack:
             self._sack_recover(now)
 
     def _fin_acked(self) -> bool:
@@ -475,7 +465,7 @@ class Connection(SegmentOutput):
     def _start_time_wait(self, now: float) -> None:
         self.timers.time_wait = now + 2 * self.config.msl
         self.timers.rto = self.timers.persist = self.timers.probe = None
-        self.tlp.cancel()
+        self.loss.probe.cancel()
 
     # ------------------------------------------------------------------ timers
 
@@ -525,7 +515,7 @@ class Connection(SegmentOutput):
     def _on_retransmit_timeout(self, now: float) -> None:
         self.retries += 1
         self.counters["rto_timeouts"] += 1
-        self.tlp.cancel()
+        self.loss.probe.cancel()
         self.timers.probe = None
         state = self.state
         limit = (self.config.syn_retries if state is State.SYN_SENT else
@@ -548,8 +538,7 @@ class Connection(SegmentOutput):
             return
         self._trace_cwnd(now)
         self.cc.on_timeout((self.snd.max - self.snd.una) & MASK, now)
-        self.recovery.on_timeout(self.snd.max)
-        self.scoreboard.clear()  # RFC 2018 8: after a timeout, SACK information is suspect
+        self.loss.on_timeout(self.snd.max)
         self._trace_cwnd(now)
         self.snd.nxt = self.snd.una  # go back N: resend from the oldest unacknowledged byte
         self._send_data(now)
@@ -594,7 +583,7 @@ class Connection(SegmentOutput):
             self._start_time_wait(now)
         elif entry is Entry.RELEASE:
             self.timers.stop_all()
-            self.tlp.cancel()
+            self.loss.probe.cancel()
             self.deadline = None
             self.rcv.ack_pending = False
             self.events.append(ConnEvent.CLOSED)

@@ -23,7 +23,7 @@ class SegmentOutput(TransmissionControlBlock):
         """Send what the windows allow, then any ACK that cannot wait."""
         if self.state in TRANSMITTING:
             self._send_data(now)
-            if self.tlp.restart:
+            if self.loss.probe.restart:
                 self._schedule_probe(now)
         if self.rcv.ack_pending and self.state is not State.CLOSED:
             if self.rcv.ack_now or self.config.delayed_ack <= 0:
@@ -40,7 +40,7 @@ class SegmentOutput(TransmissionControlBlock):
             window = self.rcv.syn_window()
         else:
             window = self.rcv.advertise()
-            if not payload and self.sack_ok and self.rcv.ooo and not options:
+            if not payload and self.loss.sack and self.rcv.ooo and not options:
                 # Every ACK sent while data waits beyond a hole reports it (RFC 2018 4).
                 options = tcpseg.encode_sack(self.rcv.ooo.sack_blocks(4))
         ack = self.rcv.nxt if flags & ACK else 0
@@ -66,7 +66,7 @@ class SegmentOutput(TransmissionControlBlock):
         config = self.config
         return tcpseg.encode_options(
             mss=config.mss,
-            sack_permitted=config.sack and (not synack or self.sack_ok),
+            sack_permitted=config.sack and (not synack or self.loss.sack),
             wscale=self.rcv.wscale if (config.window_scaling and
                                        (not synack or self.snd.wscale_offered)) else None)
 
@@ -85,9 +85,9 @@ class SegmentOutput(TransmissionControlBlock):
         una = self.snd.una
         buffered = len(buf)
         cwnd = self.cc.cwnd
-        dupacks = self.recovery.dupacks
+        dupacks = self.loss.episode.dupacks
         limited_from = -1  # where limited transmit's bytes begin, as an offset from SND.UNA
-        if dupacks and not self.recovery.active:
+        if dupacks and not self.loss.episode.active:
             # Limited transmit (RFC 3042): each of the first two duplicate ACKs lets one new
             # segment out, so a small window still collects the three that trigger recovery.
             limited_from = min(self.snd.wnd, cwnd)
@@ -114,14 +114,14 @@ class SegmentOutput(TransmissionControlBlock):
                 if not self.nodelay and self.snd.nxt != una:
                     break
             if 0 <= limited_from < sent + n and self.snd.nxt == self.snd.max:
-                self.recovery.limited += sent + n - max(sent, limited_from)
+                self.loss.episode.limited += sent + n - max(sent, limited_from)
             self._send_at_nxt(now, n, ACK | PSH if n == unsent else ACK)
         if self.snd.fin_queued:
             end = (una + buffered) & MASK
             if self.snd.nxt == end and (self.snd.fin_seq is None or self.snd.fin_seq == end):
                 if self.snd.fin_seq is None:
                     self.snd.fin_seq = end
-                    self.tlp.restart = True  # a FIN lost at the tail is worth a probe too
+                    self.loss.probe.restart = True  # a FIN lost at the tail is worth a probe too
                 else:
                     self._count_retransmit()
                 self.snd.max = (end + 1) & MASK  # the FIN is the last thing we ever send
@@ -153,61 +153,38 @@ class SegmentOutput(TransmissionControlBlock):
             # New data, even when a resend cut the segments differently and this one
             # straddles SND.MAX.
             snd.max = end
-            self.tlp.restart = True
+            self.loss.probe.restart = True
         snd.nxt = end
         self._arm_rto(now)
 
     def _sack_recover(self, now: float) -> None:
-        """SACK-based loss recovery (RFC 6675 section 5): estimate the data in flight
-        (SetPipe), then while cwnd has room resend holes deemed lost (IsLost), each once
-        unless its resend is seen lost in turn, then send new data (NextSeg rules 1 and 2;
-        no rescue retransmission)."""
-        sb = self.scoreboard
-        una = self.snd.una
-        mss = self.snd.mss
-        buf = self.snd.buffer
+        """SACK-based loss recovery (RFC 6675 section 5): resend what LossRecovery.plan deems
+        lost (NextSeg rule 1), then new data as far as cwnd and the peer's window allow
+        (rule 2; no rescue retransmission)."""
         self._forget_lost_resends()
-        pipe = 0
-        resend: list[tuple[int, int]] = []
-        for start, end, _ in sb.holes(una, self.snd.max):
-            # Every octet of a hole has the same SACKed data above it: one IsLost per hole.
-            lost = sb.is_lost(start, una, mss)
-            if not lost:
-                pipe += (end - start) & MASK
-            pipe += sb.resent_within(start, end, una)
-            if lost:
-                resend.extend(sb.unsent_parts(start, end, una))
-        cwnd = self.cc.cwnd
-        sent_any = False
-        for seq, end in resend:  # NextSeg rule 1: lost holes, lowest first
-            while cwnd - pipe >= mss and seq != end:
-                offset = (seq - una) & MASK
-                if offset >= len(buf):
-                    break  # only the FIN is left there
-                n = min(mss, (end - seq) & MASK, len(buf) - offset)
-                self._emit(ACK, seq, buf.peek(offset, n))
-                self._count_retransmit(fast=True)
-                sb.note_resent(seq, (seq + n) & MASK, self.snd.max)
-                seq = (seq + n) & MASK
-                pipe += n
-                sent_any = True
-        if sent_any:
+        snd = self.snd
+        buf = snd.buffer
+        mss = snd.mss
+        resend, room = self.loss.plan(snd.una, snd.max, mss, self.cc.cwnd, len(buf))
+        for seq, n in resend:
+            self._emit(ACK, seq, buf.peek((seq - snd.una) & MASK, n))
+            self._count_retransmit(fast=True)
+        if resend:
             self.rtt.forget()  # Karn: the timed segment may be among those resent
-        # Rule 2: new data, as far as the peer's window allows.
-        while cwnd - pipe >= mss and self.snd.nxt == self.snd.max:
-            sent = (self.snd.nxt - una) & MASK
-            n = min(mss, len(buf) - sent, self.snd.wnd - sent)
+        while room >= mss and snd.nxt == snd.max:
+            sent = (snd.nxt - snd.una) & MASK
+            n = min(mss, len(buf) - sent, snd.wnd - sent)
             if n <= 0 or (n < mss and n < len(buf) - sent):
                 break
             self._send_at_nxt(now, n, ACK)
-            pipe += n
+            room -= n
 
     def _schedule_probe(self, now: float) -> None:
         """(Re)arm the tail loss probe, outside fast recovery and RTO recovery (RFC 8985
         7.2; after a timeout `recover` is SND.MAX of then, and SND.UNA has yet to reach it)."""
-        tlp = self.tlp
-        if (not self.config.tail_loss_probe or self.recovery.active
-                or ((self.snd.una - self.recovery.recover) & MASK) >= HALF):
+        tlp = self.loss.probe
+        if (not self.config.tail_loss_probe or self.loss.episode.active
+                or ((self.snd.una - self.loss.episode.recover) & MASK) >= HALF):
             tlp.restart = False
             self.timers.probe = None
             return
@@ -217,11 +194,11 @@ class SegmentOutput(TransmissionControlBlock):
     def _send_probe(self, now: float) -> None:
         """The PTO fired (RFC 8985 7.3): one segment of new data if the peer's window takes
         it, else the last segment again; then the RTO restarts behind it."""
-        tlp = self.tlp
+        tlp = self.loss.probe
         self.timers.probe = None
         una = self.snd.una
         flight = (self.snd.max - una) & MASK
-        if not flight or self.recovery.active:
+        if not flight or self.loss.episode.active:
             return
         buf = self.snd.buffer
         sent = (self.snd.nxt - una) & MASK
@@ -245,7 +222,7 @@ class SegmentOutput(TransmissionControlBlock):
         self.timers.rto = self._rto_deadline(now)
 
     def _forget_lost_resends(self) -> None:
-        lost = self.scoreboard.lost_resends(self.snd.una, self.snd.mss)
+        lost = self.loss.scoreboard.lost_resends(self.snd.una, self.snd.mss)
         if lost:
             self.counters["lost_retransmits"] += lost
 

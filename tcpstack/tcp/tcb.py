@@ -18,13 +18,11 @@ from tcpstack.tcp import congestion
 from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.congestion import CongestionControl
 from tcpstack.tcp.events import ConnEvent
+from tcpstack.tcp.loss_recovery import LossRecovery
 from tcpstack.tcp.receiver import Receiver
-from tcpstack.tcp.recovery import FastRecovery
 from tcpstack.tcp.rtt import RttEstimator
-from tcpstack.tcp.sack import SackScoreboard
 from tcpstack.tcp.sender import Sender
 from tcpstack.tcp.state import State
-from tcpstack.tcp.tail_probe import TailLossProbe
 from tcpstack.tcp.timers import ConnectionTimers
 
 TransitionHook = Callable[[Any, State, State], None]  # (connection, old, new)
@@ -57,8 +55,7 @@ class TransmissionControlBlock:
         self._pseudo = pseudo_header_sum(local_addr, remote_addr, PROTO_TCP)
 
         self.snd = Sender(config, iss)  # SND.*, the queued bytes, where our FIN sits
-        self.sack_ok = False  # both SYNs carried SACK-permitted (RFC 2018 2)
-        self.scoreboard = SackScoreboard()
+        self.loss = LossRecovery(iss)  # the recovery episode, SACK scoreboard, tail probe
 
         self.timers = ConnectionTimers()
         self.rcv = Receiver(config)  # RCV.*, the received bytes, the window we advertise
@@ -66,8 +63,6 @@ class TransmissionControlBlock:
 
         self.rtt = RttEstimator(config.initial_rto, config.min_rto, config.max_rto)
         self.cc: CongestionControl = congestion.create(config.congestion, config.mss)
-        self.recovery = FastRecovery(iss)
-        self.tlp = TailLossProbe()
         self.retries = 0
         # (time, cwnd, ssthresh) samples for `tcpstack plot`, when asked for: a probe that
         # costs nothing while off.

@@ -93,7 +93,7 @@ def test_fast_retransmit_in_sack_recovery_sets_cwnd_and_ssthresh_from_the_flight
     loss = _fast_retransmit(algorithm, sack=True)
     cc = loss.rx.conn.cc
     assert [s.seq for s in _data(loss.answer)] == [loss.lost.seq]
-    assert loss.rx.conn.recovery.active and loss.rx.conn.recovery.sack
+    assert loss.rx.conn.loss.episode.active and loss.rx.conn.loss.episode.sack
     assert (cc.ssthresh, cc.cwnd) == (_ssthresh(algorithm), _ssthresh(algorithm))
 
 
@@ -104,9 +104,9 @@ def test_fast_retransmit_without_sack_inflates_cwnd_by_three_segments(algorithm:
     left the network."""
     loss = _fast_retransmit(algorithm, sack=False)
     cc = loss.rx.conn.cc
-    assert not loss.rx.conn.sack_ok
+    assert not loss.rx.conn.loss.sack
     assert [s.seq for s in _data(loss.answer)] == [loss.lost.seq]
-    assert loss.rx.conn.recovery.active and not loss.rx.conn.recovery.sack
+    assert loss.rx.conn.loss.episode.active and not loss.rx.conn.loss.episode.sack
     assert (cc.ssthresh, cc.cwnd) == (_ssthresh(algorithm), _ssthresh(algorithm) + 3 * MSS)
 
 
@@ -169,7 +169,7 @@ def _full_ack(loss: Loss, during: list[Sent], retransmission: list[Sent],
     min(ssthresh, max(FlightSize, SMSS) + SMSS), here 3 SMSS."""
     rx = loss.rx
     conn = rx.conn
-    recover = conn.recovery.recover
+    recover = conn.loss.episode.recover
     assert len(during) >= 3
     for seg in during[:-2]:
         rx.deliver(seg, ack_lost=True)
@@ -178,7 +178,7 @@ def _full_ack(loss: Loss, during: list[Sent], retransmission: list[Sent],
     rx.deliver(retransmission[0])
     assert conn.snd.una == during[-2].seq
     assert ((conn.snd.una - recover) & MASK) < 1 << 31  # covers the recovery point
-    assert not conn.recovery.active
+    assert not conn.loss.episode.active
     flight = (snd_max - conn.snd.una) & MASK  # what the full ACK leaves outstanding
     assert flight == 2 * MSS
     assert conn.cc.ssthresh == ssthresh

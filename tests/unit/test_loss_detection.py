@@ -88,7 +88,7 @@ def test_one_ack_sacking_three_segments_starts_recovery_by_is_lost() -> None:
     answer = rx.deliver(flight[4])
     assert rx._blocks == [(flight[2].seq, (flight[4].seq + MSS) & MASK)]
     assert len(_resends(answer, flight[1])) == 1
-    assert rx.conn.recovery.dupacks == 1
+    assert rx.conn.loss.episode.dupacks == 1
     assert rx.peer.stack.counters["sack_recoveries"] == 1
 
 
@@ -102,9 +102,9 @@ def test_a_cumulative_ack_that_sacks_new_data_counts_as_a_duplicate() -> None:
     rx._blocks = [(flight[2].seq, (flight[2].seq + MSS) & MASK)]
     rx.deliver(flight[0])
     assert rx.conn.snd.una == flight[1].seq
-    assert rx.conn.recovery.dupacks == 1
+    assert rx.conn.loss.episode.dupacks == 1
     answer = rx.deliver(flight[3])
-    assert rx.conn.recovery.dupacks == 2
+    assert rx.conn.loss.episode.dupacks == 2
     assert _resends(answer, flight[1]) == [], "not yet: two duplicates, 2 SMSS SACKed"
     answer = rx.deliver(flight[4])
     assert len(_resends(answer, flight[1])) == 1
@@ -114,13 +114,13 @@ def test_without_sack_a_duplicate_ack_needs_an_unchanged_window() -> None:
     """RFC 5681 2 (e): without SACK, an ACK whose window changed is a window update, not a
     duplicate; three with the same window trigger fast retransmit (at the third)."""
     rx = LinuxLikeReceiver(_config(), sack=False)
-    assert not rx.conn.sack_ok
+    assert not rx.conn.loss.sack
     flight = _flight(rx)
     rx.peer.advance(0.005)
     rx.deliver(flight[0])
     # flight[1] is lost; three ACKs that each grow the window are not duplicates.
     growing = [rx.deliver(seg) for seg in flight[2:5]]
-    assert rx.conn.recovery.dupacks == 0
+    assert rx.conn.loss.episode.dupacks == 0
     assert [s for a in growing for s in _resends(a, flight[1])] == []
     rx.grow_window = False
     same = [rx.deliver(seg) for seg in flight[5:8]]
@@ -135,7 +135,7 @@ def test_a_sack_peer_that_sends_no_blocks_still_gets_newreno_recovery() -> None:
     """SACK was agreed but the duplicate ACKs carry no blocks: RFC 5681's rule applies."""
     rx = LinuxLikeReceiver(_config())
     rx.sack = False  # agreed in the SYN, never used
-    assert rx.conn.sack_ok
+    assert rx.conn.loss.sack
     rx.grow_window = False
     flight = _flight(rx)
     rx.peer.advance(0.005)
@@ -143,7 +143,7 @@ def test_a_sack_peer_that_sends_no_blocks_still_gets_newreno_recovery() -> None:
     answers = [rx.deliver(seg) for seg in flight[2:5]]
     assert [len(_resends(a, flight[1])) for a in answers] == [0, 0, 1]
     assert rx.peer.stack.counters["reno_recoveries"] == 1
-    assert not rx.conn.recovery.sack
+    assert not rx.conn.loss.episode.sack
 
 
 def test_a_lost_fast_retransmission_is_sent_again_without_waiting_for_the_rto() -> None:

@@ -165,7 +165,7 @@ def test_receiver_reports_out_of_order_data_in_sack_blocks() -> None:
     _, drop = _drop_data({5})
     pair = LinkPair(drop=drop)
     client, server = pair.established_pair()
-    assert client.sack_ok and server.sack_ok
+    assert client.loss.sack and server.loss.sack
     data = pattern(40 * MSS, seed=4)
     assert transfer(pair, client, server, data) == data
     dupacks = [f for f in pair.tcp_frames("b") if f.segment.options.sack]
@@ -190,7 +190,7 @@ def test_without_sack_newreno_repairs_several_losses_with_partial_acks() -> None
     config = TcpConfig(sack=False, congestion="newreno")
     pair = LinkPair(config_a=config, config_b=TcpConfig(sack=False), drop=drop)
     client, server = pair.established_pair()
-    assert not client.sack_ok
+    assert not client.loss.sack
     data = pattern(200_000, seed=6)
     assert transfer(pair, client, server, data) == data
     assert client.rtt.backoff_shift == 0

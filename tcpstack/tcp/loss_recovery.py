@@ -1,0 +1,88 @@
+"""How one connection finds lost segments and what it resends, in one object (`conn.loss`):
+
+- the recovery episode: fast retransmit and fast recovery (RFC 5681 3.2, RFC 6582;
+  recovery.py), which asks the congestion controller for every change of cwnd;
+- with SACK, agreed at the handshake, the scoreboard (sack.py) and RFC 6675's loss recovery:
+  which holes are lost, how much is in flight (SetPipe) and what goes next (NextSeg);
+- the tail loss probe (RFC 8985 7; tail_probe.py).
+
+It decides; the connection sends (output.py), since only it builds segments.
+"""
+
+from __future__ import annotations
+
+from tcpstack.tcp.recovery import FastRecovery
+from tcpstack.tcp.sack import SackScoreboard, is_dsack
+from tcpstack.tcp.seq import MASK
+from tcpstack.tcp.tail_probe import TailLossProbe
+
+
+class LossRecovery:
+    __slots__ = ("episode", "probe", "sack", "scoreboard")
+
+    def __init__(self, iss: int) -> None:
+        self.sack = False  # both SYNs carried SACK-permitted (RFC 2018 2)
+        self.episode = FastRecovery(iss)
+        self.scoreboard = SackScoreboard()
+        self.probe = TailLossProbe()
+
+    def read_blocks(self, blocks: tuple[tuple[int, int], ...], una: int, ack: int,
+                    acked: int, snd_max: int) -> bool:
+        """An ACK's SACK blocks; True when they SACK octets not SACKed before, which makes
+        the ACK a duplicate (RFC 6675 2) unless it is an old one (`acked` < 0)."""
+        sb = self.scoreboard
+        base = una
+        if acked > 0:  # blocks at or below the new cumulative ACK are not news (D-SACK)
+            base = ack
+            sb.advance(ack)
+        news = sb.add(blocks, base, snd_max) > 0
+        if self.probe.outstanding and is_dsack(blocks, ack):
+            self.probe.dsack = True
+        return news and acked >= 0
+
+    def by_sack(self) -> bool:
+        """Whether a recovery starting now goes by the scoreboard: SACK was agreed and the
+        peer sends blocks (one that agreed and sends none gets NewReno's)."""
+        return self.sack and bool(self.scoreboard)
+
+    def first_is_lost(self, una: int, mss: int) -> bool:
+        """IsLost(SND.UNA) (RFC 6675 5 step 2), or the tail probe SACKed above it."""
+        sb = self.scoreboard
+        return self.probe.sacked(sb, una) or sb.is_lost(una, una, mss)
+
+    def plan(self, una: int, snd_max: int, mss: int, cwnd: int,
+             buffered: int) -> tuple[list[tuple[int, int]], int]:
+        """RFC 6675 5 (SetPipe, NextSeg rule 1): the lost bytes to resend now, lowest first,
+        as (seq, length) segments of at most `mss`, each noted as resent; and what cwnd then
+        leaves for new data (rule 2). A hole's bytes count in flight unless lost, and again
+        for what was resent of it; a lost resend is forgotten first, so it can go again."""
+        sb = self.scoreboard
+        pipe = 0
+        lost_ranges: list[tuple[int, int]] = []
+        for start, end, _ in sb.holes(una, snd_max):
+            # Every octet of a hole has the same SACKed data above it: one IsLost per hole.
+            lost = sb.is_lost(start, una, mss)
+            if not lost:
+                pipe += (end - start) & MASK
+            pipe += sb.resent_within(start, end, una)
+            if lost:
+                lost_ranges.extend(sb.unsent_parts(start, end, una))
+        resend: list[tuple[int, int]] = []
+        for seq, end in lost_ranges:
+            while cwnd - pipe >= mss and seq != end:
+                offset = (seq - una) & MASK
+                if offset >= buffered:
+                    break  # only the FIN is left there
+                n = min(mss, (end - seq) & MASK, buffered - offset)
+                resend.append((seq, n))
+                sb.note_resent(seq, (seq + n) & MASK, snd_max)
+                seq = (seq + n) & MASK
+                pipe += n
+        return resend, cwnd - pipe
+
+    def on_timeout(self, snd_max: int) -> None:
+        """The retransmission timer fired: the episode starts over (RFC 6582 4.1), SACK
+        information is suspect (RFC 2018 8), and no probe is out."""
+        self.episode.on_timeout(snd_max)
+        self.scoreboard.clear()
+        self.probe.cancel()
