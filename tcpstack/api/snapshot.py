@@ -100,11 +100,11 @@ def connection_info(conn: Connection) -> ConnectionInfo:
         "rto_ms": round(conn.rtt.rto * 1000, 3),
         "cwnd": conn.cc.cwnd,
         "ssthresh": None if ssthresh >= SSTHRESH_UNSET else ssthresh,
-        "retransmits": conn.retransmits,
+        "retransmits": conn.counts.retransmits,
         "bytes_in": conn.rcv.bytes_received,
         "bytes_out": conn.snd.bytes_sent,
-        "segs_in": conn.segments_in,
-        "segs_out": conn.segments_out,
+        "segs_in": conn.counts.segments_in,
+        "segs_out": conn.counts.segments_out,
     }
 
 

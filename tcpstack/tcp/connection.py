@@ -80,7 +80,7 @@ class Connection(SegmentOutput):
                                    + (" after close" if self.snd.fin_queued else ""))
         n = self.snd.buffer.append(data)
         if n < len(data):
-            self._want_writable = True
+            self.snd.want_writable = True
         return n
 
     def read(self, max_bytes: int = -1) -> bytes:
@@ -120,7 +120,7 @@ class Connection(SegmentOutput):
 
     def receive(self, seg: Segment, now: float) -> None:
         """Process one arriving segment: RFC 9293 3.10.7, its steps one method each."""
-        self.segments_in += 1
+        self.counts.segments_in += 1
         if self.timers.keepalive is not None:
             self._heard_from_peer(now)
         state = self.state
@@ -405,11 +405,11 @@ class Connection(SegmentOutput):
         if ack == self.snd.max:
             self.timers.rto = self.timers.probe = None
         else:  # progress: the timer and the user timeout restart (RFC 6298 5.3)
-            self._unacked_since = now
+            self.timers.unacked_since = now
             self.timers.rto = self._rto_deadline(now)
             tlp.restart = True
-        if self._want_writable and buf.space >= buf.capacity // 2:
-            self._want_writable = False
+        if self.snd.want_writable and buf.space >= buf.capacity // 2:
+            self.snd.want_writable = False
             self.events.append(ConnEvent.WRITABLE)
 
     def _on_duplicate_ack(self, now: float) -> None:
@@ -495,16 +495,16 @@ class Connection(SegmentOutput):
         if self.state not in KEEPALIVE:
             self.timers.keepalive = None
             return
-        if self._keepalive_probes >= config.keepalive_count:
+        if self.timers.keepalive_probes >= config.keepalive_count:
             self._give_up("connection timed out (no answer to keepalive probes)", now)
             return
-        self._keepalive_probes += 1
+        self.timers.keepalive_probes += 1
         self._emit(ACK, (self.snd.una - 1) & MASK)
         self.timers.keepalive = now + config.keepalive_interval
 
     def _heard_from_peer(self, now: float) -> None:
         if self.config.keepalive:
-            self._keepalive_probes = 0
+            self.timers.keepalive_probes = 0
             self.timers.keepalive = now + self.config.keepalive_idle
 
     def _give_up(self, error: str, now: float) -> None:
@@ -525,7 +525,7 @@ class Connection(SegmentOutput):
             self._give_up("connection timed out", now)
             return
         user_timeout = self.config.user_timeout
-        if user_timeout is not None and now - self._unacked_since >= user_timeout:
+        if user_timeout is not None and now - self.timers.unacked_since >= user_timeout:
             self._give_up(f"connection timed out (data unacknowledged for {user_timeout:g} s)",
                           now)
             return

@@ -55,7 +55,7 @@ class SegmentOutput(TransmissionControlBlock):
             link = self._link
         self.output.append(b"".join((link, self._ip.build(len(hdr) + len(payload)), hdr,
                                      payload)))
-        self.segments_out += 1
+        self.counts.segments_out += 1
         if flags & ACK:
             self.rcv.acked()
             self.timers.delack = None
@@ -111,7 +111,7 @@ class SegmentOutput(TransmissionControlBlock):
                 # Retransmissions are exempt: that data was already judged worth sending.
                 if n < unsent and n < self.snd.max_wnd // 2:
                     break
-                if not self.nodelay and self.snd.nxt != una:
+                if not self.snd.nodelay and self.snd.nxt != una:
                     break
             if 0 <= limited_from < sent + n and self.snd.nxt == self.snd.max:
                 self.loss.episode.limited += sent + n - max(sent, limited_from)
@@ -132,8 +132,8 @@ class SegmentOutput(TransmissionControlBlock):
         # nothing is in flight to draw the ACK that would reopen the window.
         if buffered > ((self.snd.nxt - una) & MASK) and self.snd.una == self.snd.max:
             if self.timers.persist is None:
-                self._persist_interval = self.rtt.rto
-                self.timers.persist = now + self._persist_interval
+                self.timers.persist_interval = self.rtt.rto
+                self.timers.persist = now + self.timers.persist_interval
         else:
             self.timers.persist = None
 
@@ -241,14 +241,15 @@ class SegmentOutput(TransmissionControlBlock):
         return (self.snd.una + n) & MASK
 
     def _count_retransmit(self, *, fast: bool = False) -> None:
-        self.retransmits += 1
+        self.counts.retransmits += 1
         self.counters["retrans_segs"] += 1
         if fast:
             self.counters["fast_retransmits"] += 1
 
     def _persist_probe(self, now: float) -> None:
-        self._persist_interval = min(self._persist_interval * 2, self.config.persist_max)
-        self.timers.persist = now + self._persist_interval
+        timers = self.timers
+        timers.persist_interval = min(timers.persist_interval * 2, self.config.persist_max)
+        timers.persist = now + timers.persist_interval
         window = self.snd.wnd
         if window > 0:
             # The window is open but too small to beat SWS avoidance: the override timeout of
@@ -260,18 +261,18 @@ class SegmentOutput(TransmissionControlBlock):
                 return
         # A zero-window probe: an old sequence number draws an ACK carrying the window.
         self._emit(ACK, (self.snd.una - 1) & MASK)
-        self.persist_probes += 1
+        self.counts.persist_probes += 1
         self.counters["persist_probes"] += 1
 
     def _arm_rto(self, now: float) -> None:
         """Start the retransmission timer unless it runs (RFC 6298 5.1)."""
         if self.timers.rto is None:
-            self._unacked_since = now
+            self.timers.unacked_since = now
             self.timers.rto = self._rto_deadline(now)
 
     def _rto_deadline(self, now: float) -> float:
         """When the retransmission timer fires: after the RTO, or at the user timeout."""
         deadline = now + self.rtt.rto
         if self.config.user_timeout is not None:
-            deadline = min(deadline, max(self._unacked_since + self.config.user_timeout, now))
+            deadline = min(deadline, max(self.timers.unacked_since + self.config.user_timeout, now))
         return deadline

@@ -23,8 +23,8 @@ MIN_SND_MSS = 48
 
 class Sender:
     __slots__ = ("buffer", "bytes_sent", "fin_queued", "fin_seq", "iss", "max", "max_wnd",
-                 "mss", "nxt", "seg_max", "syn_acked", "una", "wl1", "wl2", "wnd", "wscale",
-                 "wscale_offered")
+                 "mss", "nodelay", "nxt", "seg_max", "syn_acked", "una", "want_writable", "wl1",
+                 "wl2", "wnd", "wscale", "wscale_offered")
 
     def __init__(self, config: TcpConfig, iss: int) -> None:
         self.iss = iss
@@ -45,6 +45,8 @@ class Sender:
         self.fin_seq: int | None = None  # where our FIN sits, once it has been sent
         self.syn_acked = False
         self.bytes_sent = 0  # application bytes acknowledged by the peer
+        self.nodelay = config.nodelay  # TCP_NODELAY: no Nagle (RFC 9293 3.7.4)
+        self.want_writable = False  # a send() did not fit: tell the application when it will
 
     def take_mss(self, offered: int | None, ours: int, offload: bool) -> None:
         """The MSS to send with: the peer's (536 without the option, RFC 9293 3.7.1), at most

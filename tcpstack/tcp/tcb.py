@@ -23,7 +23,7 @@ from tcpstack.tcp.receiver import Receiver
 from tcpstack.tcp.rtt import RttEstimator
 from tcpstack.tcp.sender import Sender
 from tcpstack.tcp.state import State
-from tcpstack.tcp.timers import ConnectionTimers
+from tcpstack.tcp.timers import ConnectionCounts, ConnectionTimers
 
 TransitionHook = Callable[[Any, State, State], None]  # (connection, old, new)
 
@@ -59,7 +59,6 @@ class TransmissionControlBlock:
 
         self.timers = ConnectionTimers()
         self.rcv = Receiver(config)  # RCV.*, the received bytes, the window we advertise
-        self.nodelay = config.nodelay
 
         self.rtt = RttEstimator(config.initial_rto, config.min_rto, config.max_rto)
         self.cc: CongestionControl = congestion.create(config.congestion, config.mss)
@@ -69,24 +68,17 @@ class TransmissionControlBlock:
         self.cwnd_trace: deque[tuple[float, int, int]] | None = (
             deque(maxlen=CWND_TRACE_LEN) if config.cwnd_trace else None)
 
-        self._persist_interval = 0.0
-        self._keepalive_probes = 0
-        self._unacked_since = 0.0  # when the oldest unacknowledged byte was first sent
         self.deadline: float | None = None
 
         self.output: list[bytes] = []
         self.events: list[ConnEvent] = []
-        self._want_writable = False
         self.error: str | None = None
         # Set when a new SYN ended TIME_WAIT: the ISN the new incarnation must use.
         self.reopen_iss: int | None = None
 
-        self.retransmits = 0
-        self.persist_probes = 0
+        self.counts = ConnectionCounts()  # this connection's own, for stat (ss -i)
         # Shared with the stack (nstat-style totals); a lone connection keeps its own.
         self.counters: Counter[str] = counters if counters is not None else Counter()
-        self.segments_in = 0
-        self.segments_out = 0
 
     def _update_deadline(self) -> None:
         self.deadline = self.timers.next_deadline()

@@ -152,7 +152,7 @@ def test_single_loss_is_repaired_by_fast_retransmit_before_any_timeout(algorithm
     client, server = pair.established_pair()
     data = pattern(300_000, seed=3)
     assert transfer(pair, client, server, data) == data
-    assert client.retransmits == 1
+    assert client.counts.retransmits == 1
     frames = data_frames(pair, "a")
     lost = frames[20]
     again = next(f for f in frames[21:] if f.segment.seq == lost.segment.seq)
@@ -182,7 +182,7 @@ def test_several_losses_in_one_window_are_repaired_with_sack_without_timeout() -
     data = pattern(200_000, seed=5)
     assert transfer(pair, client, server, data) == data
     assert client.rtt.backoff_shift == 0
-    assert client.retransmits == 4  # each hole resent exactly once
+    assert client.counts.retransmits == 4  # each hole resent exactly once
 
 
 def test_without_sack_newreno_repairs_several_losses_with_partial_acks() -> None:
@@ -194,7 +194,7 @@ def test_without_sack_newreno_repairs_several_losses_with_partial_acks() -> None
     data = pattern(200_000, seed=6)
     assert transfer(pair, client, server, data) == data
     assert client.rtt.backoff_shift == 0
-    assert client.retransmits == 3
+    assert client.counts.retransmits == 3
 
 
 def test_newreno_halves_and_cubic_backs_off_by_beta() -> None:

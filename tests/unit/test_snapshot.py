@@ -49,7 +49,7 @@ def test_established_connection_with_queues_bytes_and_segments() -> None:
     assert server_view["peer"] == f"10.0.0.1:{client.local_port}"
     assert server_view["recv_q"] == 5000, "nothing read yet"
     assert server_view["bytes_in"] == 5000
-    assert server_view["segs_in"] == server.segments_in > 0
+    assert server_view["segs_in"] == server.counts.segments_in > 0
     client_view = only(snap(pair.a), "ESTABLISHED")
     assert client_view["bytes_out"] == 5000 and client_view["send_q"] == 0
     assert client_view["rtt_ms"] == pytest.approx(10.0, rel=0.5), "two 5 ms hops"
@@ -104,11 +104,11 @@ def test_counters_list_every_known_name_and_retransmissions_of_live_connections(
     pair = LinkPair(drop=drop_first_data)
     client, _ = pair.established_pair(80)
     pair.send(client, b"z" * 1000)
-    pair.run_until(lambda: client.retransmits > 0 and not client.snd.buffer)
+    pair.run_until(lambda: client.counts.retransmits > 0 and not client.snd.buffer)
     counters = snap(pair.a)["counters"]
     assert set(KNOWN_COUNTERS) <= set(counters)
     assert counters["active_opens"] == 1 and counters["passive_opens"] == 0
-    assert counters["retrans_segs"] == client.retransmits >= 1
+    assert counters["retrans_segs"] == client.counts.retransmits >= 1
     assert list(counters) == sorted(counters)
     assert snap(pair.b)["counters"]["passive_opens"] == 1
 

@@ -173,7 +173,7 @@ def test_one_megabyte_client_to_server_arrives_intact() -> None:
     data = pattern(MB, seed=1)
     assert transfer(pair, client, server, data) == data
     assert server.rcv.bytes_received == MB
-    assert client.retransmits == 0
+    assert client.counts.retransmits == 0
     assert pair.events_of(server).count(ConnEvent.DATA) >= 1
 
 
@@ -240,7 +240,7 @@ def test_transfer_across_sequence_wrap_arrives_intact(isn_a: int, isn_b: int) ->
     assert server.snd.una == (isn_b + 1 + MB) & MASK
     assert client.snd.una < isn_a and server.snd.una < isn_b
     assert server.rcv.nxt == client.snd.una and client.rcv.nxt == server.snd.una
-    assert client.retransmits == server.retransmits == 0
+    assert client.counts.retransmits == server.counts.retransmits == 0
     seqs = [f.segment.seq for f in data_frames(pair, "a")]
     assert seqs[0] == (isn_a + 1) & MASK
     # Unless the SYN itself took 2**32 - 1, a data segment crossed the wrap mid-stream.
@@ -398,7 +398,7 @@ def test_single_lost_data_segment_is_retransmitted_after_rto() -> None:
     assert second.segment.seq == first.segment.seq
     assert bytes(second.segment.payload) == message
     assert second.time - first.time == pytest.approx(rto)
-    assert client.retransmits == 1
+    assert client.counts.retransmits == 1
     # Karn's rule (RFC 6298 5.7 and 3): the ACK of a retransmission gives no RTT sample, so
     # the backed-off RTO stays until a segment sent once is acknowledged.
     assert client.rtt.rto == pytest.approx(2 * rto)
@@ -424,7 +424,7 @@ def test_lost_segment_mid_transfer_is_recovered_and_data_intact() -> None:
     assert target
     copies = [f for f in data_frames(pair, "a") if f.segment.seq == target[0]]
     assert len(copies) >= 2 and copies[0].dropped and not copies[-1].dropped
-    assert client.retransmits >= 1
+    assert client.counts.retransmits >= 1
 
 
 def test_repeated_loss_backs_off_the_rto_and_then_recovers() -> None:
