@@ -1,8 +1,10 @@
 """The network stack, sans-I/O: demultiplexes IP packets to connections and listeners.
 
 `receive(packet, now)` takes one raw IPv4 packet from the link; `flush(now)` lets every
-connection touched since the last flush send what it owes, then `output` holds the packets for
-the link and `events` the (connection, event) pairs for the application. Timers are a heap of
+connection that changed since the last flush send what it owes, then `output` holds the
+packets for the link and `events` the (connection, event) pairs for the application. A
+connection marks itself changed through the `on_change` hook the stack installs, and the
+stack then calls `request_service`, so no caller has to remember to. Timers are a heap of
 (deadline, connection) entries, fired by `on_timer(now)`; `next_deadline()` says when.
 Nothing here reads a clock or a file descriptor.
 """
@@ -50,6 +52,7 @@ class NetworkStack:
         self.output: list[bytes] = []
         self.events: list[tuple[Connection, ConnEvent]] = []
         self.on_transition: Callable[[Connection, State, State], None] | None = None
+        self.request_service: Callable[[], None] | None = None  # "flush soon" (the driver)
         self._dirty: dict[Connection, None] = {}
         self._timers: list[tuple[float, int, Connection]] = []
         self._scheduled: dict[Connection, float] = {}
@@ -144,6 +147,7 @@ class NetworkStack:
                           seg.sport, iss, passive=True, counters=self.counters)
         conn.listener = listener
         conn.on_transition = self._transition_hook
+        conn.on_change = self._changed
         listener.half_open += 1
         self.connections[(src, seg.sport, seg.dport)] = conn
         self.counters["passive_opens"] += 1
@@ -189,10 +193,10 @@ class NetworkStack:
         conn = Connection(config or self.config, self.address, local_port, remote,
                           remote_port, iss, passive=False, counters=self.counters)
         conn.on_transition = self._transition_hook
+        conn.on_change = self._changed
         self.connections[key] = conn
         self.counters["active_opens"] += 1
         conn.connect(now)
-        self._dirty[conn] = None
         return conn
 
     def _ephemeral_port(self, remote: bytes, remote_port: int) -> int:
@@ -205,14 +209,16 @@ class NetworkStack:
                 return port
         raise PortInUse("no free ephemeral port")
 
-    def touch(self, conn: Connection) -> None:
-        """The application called into `conn`; the next flush lets it send."""
+    def _changed(self, conn: Connection) -> None:
+        """A connection's on_change hook: the application called into it."""
         self._dirty[conn] = None
+        if self.request_service is not None:
+            self.request_service()
 
     # ------------------------------------------------------------------ output and timers
 
     def flush(self, now: float) -> None:
-        """Let every touched connection send what it owes; gather packets and events."""
+        """Let every changed connection send what it owes; gather packets and events."""
         while self._dirty:
             dirty = self._dirty
             self._dirty = {}
@@ -287,7 +293,6 @@ class NetworkStack:
             else:
                 conn.discard_input = True  # nobody will read: later data is reset, below
                 conn.close(now)
-            self._dirty[conn] = None
 
     def reset_unread_arrivals(self, now: float) -> None:
         """Shutdown, during the grace: reset every connection that has received data since
@@ -296,7 +301,6 @@ class NetworkStack:
             if (conn.discard_input and conn.bytes_received != received
                     and conn.state in (State.ESTABLISHED, State.FIN_WAIT_1, State.FIN_WAIT_2)):
                 conn.abort(now)
-                self._dirty[conn] = None
 
     def reset_all(self, now: float) -> None:
         """Shutdown, after the grace: reset every connection that has not finished, since
@@ -315,5 +319,4 @@ class NetworkStack:
                                                            PROTO_TCP, data))
                 self.counters["rst_out"] += 1
             conn.abort(now)
-            self._dirty[conn] = None
         self._received_at_close = {}

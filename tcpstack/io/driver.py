@@ -3,7 +3,8 @@
 Readiness of the TUN descriptor drains packets in a batch (until EAGAIN or a cap), then one
 `service` pass flushes the stack, writes its packets, hands its events to the application
 and re-arms the single loop timer for the stack's next deadline. Application calls ask for a
-service pass with `kick`, coalesced to one per loop iteration.
+service pass through the stack's `request_service`, which is `kick`, coalesced to one per loop
+iteration.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class StackDriver:
         self._timer_at: float | None = None
         self._service_scheduled = False
         self._running = False
+        stack.request_service = self.kick
         # A software lossy link between the TUN and the stack, for fault tests (--impair).
         self._inbound: ImpairedPath | None = None
         self._outbound: ImpairedPath | None = None
@@ -65,10 +67,8 @@ class StackDriver:
     def now(self) -> float:
         return self.loop.time()
 
-    def kick(self, conn: Connection | None = None) -> None:
-        """The application touched `conn`: run a service pass soon."""
-        if conn is not None:
-            self.stack.touch(conn)
+    def kick(self) -> None:
+        """A connection changed: run a service pass soon."""
         if not self._service_scheduled:
             self._service_scheduled = True
             self.loop.call_soon(self._service)

@@ -44,6 +44,7 @@ class Connection(SegmentOutput):
 
     def connect(self, now: float) -> None:
         """Active open: send a SYN."""
+        self.on_change(self)
         self._transition(Trigger.APP_CONNECT, now)
         self._send_syn(now)
 
@@ -58,6 +59,7 @@ class Connection(SegmentOutput):
 
     def send(self, data: Bytes) -> int:
         """Queue application data; returns how many bytes fit in the send buffer."""
+        self.on_change(self)
         if self._fin_queued or self.state not in (State.SYN_SENT, State.SYN_RCVD,
                                                    State.ESTABLISHED, State.CLOSE_WAIT):
             raise ConnectionStateError(f"cannot send in {self.state}"
@@ -69,6 +71,7 @@ class Connection(SegmentOutput):
 
     def read(self, max_bytes: int = -1) -> bytes:
         """Take received bytes; opening the window may make the next flush send an update."""
+        self.on_change(self)
         buf = self.receive_buffer
         if max_bytes < 0 or max_bytes >= len(buf):
             data = bytes(buf)
@@ -83,6 +86,7 @@ class Connection(SegmentOutput):
 
     def close(self, now: float) -> None:
         """Graceful close of our sending side (shutdown(SHUT_WR) and close() on the wire)."""
+        self.on_change(self)
         if self.state in (State.SYN_SENT, State.LISTEN):
             self._transition(Trigger.APP_CLOSE, now)
         elif self.state in (State.SYN_RCVD, State.ESTABLISHED, State.CLOSE_WAIT):
@@ -102,6 +106,7 @@ class Connection(SegmentOutput):
     def abort(self, now: float) -> None:
         """Reset the connection (RFC 9293 3.10.5 ABORT): a RST where the peer may still be
         sending, silent deletion in CLOSING and LAST_ACK."""
+        self.on_change(self)
         if self.state in (State.CLOSED, State.TIME_WAIT):
             return
         if self.state in (State.SYN_RCVD, State.ESTABLISHED, State.FIN_WAIT_1,

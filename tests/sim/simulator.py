@@ -798,7 +798,6 @@ class Simulation:
             self.trace.append((self.now, "write", ep.name, f"{taken} of {n} bytes"))
             if taken < n:
                 break  # the send buffer is full: wait for WRITABLE
-        ep.stack.touch(conn)
         self._maybe_close(ep)
 
     def _maybe_close(self, ep: Endpoint) -> None:
@@ -810,7 +809,6 @@ class Simulation:
             ep.close_called = True
             self.trace.append((self.now, "close", ep.name))
             ep.conn.close(self.now)
-            ep.stack.touch(ep.conn)
 
     def _readable(self, ep: Endpoint) -> None:
         if ep.spec.read_interval > 0:
@@ -837,7 +835,6 @@ class Simulation:
             full = size >= 0 and len(data) >= size
             if once or not full:
                 break
-        ep.stack.touch(conn)
         return full
 
     def _check_delivery(self, ep: Endpoint, data: bytes) -> None:

@@ -174,18 +174,13 @@ class LinkPair:
                 if ev is ConnEvent.ESTABLISHED and c.local_port == port]
 
     def send(self, conn: Connection, data: bytes) -> int:
-        n = conn.send(data)
-        self.stack_of(conn).touch(conn)
-        return n
+        return conn.send(data)
 
     def read(self, conn: Connection, max_bytes: int = -1) -> bytes:
-        data = conn.read(max_bytes)
-        self.stack_of(conn).touch(conn)
-        return data
+        return conn.read(max_bytes)
 
     def close(self, conn: Connection) -> None:
         conn.close(self.now)
-        self.stack_of(conn).touch(conn)
 
     # ------------------------------------------------------------------ the link and clock
 

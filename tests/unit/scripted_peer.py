@@ -185,24 +185,20 @@ class ScriptedPeer:
 
     def app_send(self, conn: Connection, data: bytes) -> int:
         n = conn.send(data)
-        self.stack.touch(conn)
         self._flush()
         return n
 
     def app_read(self, conn: Connection, max_bytes: int = -1) -> bytes:
         data = conn.read(max_bytes)
-        self.stack.touch(conn)
         self._flush()
         return data
 
     def app_close(self, conn: Connection) -> None:
         conn.close(self.now)
-        self.stack.touch(conn)
         self._flush()
 
     def app_abort(self, conn: Connection) -> None:
         conn.abort(self.now)
-        self.stack.touch(conn)
         self._flush()
 
     # ------------------------------------------------------------------ observation
