@@ -6,23 +6,138 @@ so what they count is what production does."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from typing import Any
 
 from tcpstack.api.streams import Stack
 from tcpstack.io.driver import StackDriver
 from tcpstack.stack import NetworkStack
 from tcpstack.tcp import segment as tcpseg
-from tcpstack.tcp.segment import ACK, SYN
-from tests.unit.fake_tun import MSS, PEER_ISS, STACK_ISS, FakeTun, TunPeer
+from tcpstack.tcp.config import TcpConfig
+from tcpstack.tcp.segment import ACK, PSH, SYN
+from tests.unit.fake_tun import MSS, PEER_ISS, STACK_ISS, FakeTun, TunPeer, driven_stack
 from tests.unit.link_pair import FixedIsn
-from tests.unit.scripted_peer import STACK_ADDR, lines
+from tests.unit.scripted_peer import (
+    STACK_ADDR,
+    Sent,
+    decode,
+    lines,
+)
 
+# The default 1 MiB receive buffer needs window scale 5 (RFC 7323 2.3): 1 MiB >> 5.
+FULL_WINDOW = (1 << 20) >> 5
 SCALED_SYN = tcpseg.encode_options(mss=MSS, wscale=7)
+
+
+class PassLog:
+    """Wraps a stack's two pass entries: each pass as (kind, now, what it put out)."""
+
+    def __init__(self, stack: NetworkStack) -> None:
+        self.passes: list[tuple[str, float, list[str]]] = []
+        self._wrap(stack, "service")
+        self._wrap(stack, "on_timer")
+
+    def _wrap(self, stack: NetworkStack, name: str) -> None:
+        real: Callable[..., None] = getattr(stack, name)
+
+        def logged(*args: Any) -> None:
+            real(*args)
+            now = args[1] if name == "service" else args[0]
+            self.passes.append((name, now, [str(decode(p, now)) for p in stack.output]))
+        setattr(stack, name, logged)
+
+    def since(self, mark: int) -> list[tuple[str, list[str]]]:
+        return [(kind, out) for kind, _, out in self.passes[mark:]]
+
+
+def _data(peer: TunPeer, syn_ack: Sent, offset: int, size: int) -> None:
+    peer.send(ACK | PSH, PEER_ISS + 1 + offset, syn_ack.seq + 1, payload=bytes(size),
+              window=65535)
+
+
+def test_a_batch_of_four_segments_draws_one_ack_with_the_window_the_read_opened() -> None:
+    """Four full segments read in one batch and read at once by the application: one ACK,
+    carrying the whole window again, not an ACK (win 32586) and then a window update."""
+    async def run() -> list[str]:
+        async with driven_stack() as d:
+            syn_ack = await d.peer.handshake(SCALED_SYN)
+            protocol = await d.app.accepted()
+            d.peer.take()
+            for i in range(4):  # all queued before the loop reads: one batch
+                _data(d.peer, syn_ack, i * MSS, MSS)
+            sent = await d.peer.quiet(0.2)  # past the delayed-ACK timeout too
+            assert len(protocol.data) == 4 * MSS
+            return lines(sent)
+
+    assert asyncio.run(asyncio.wait_for(run(), 10)) == [
+        f". seq {STACK_ISS + 1} ack {PEER_ISS + 1 + 4 * MSS} win {FULL_WINDOW}"]
+
+
+def test_one_batch_and_the_reads_it_causes_make_one_service_pass() -> None:
+    """The application's reads during event delivery mark the connection changed; that
+    must not schedule a second, empty pass after the one that is running."""
+    async def run() -> list[tuple[str, list[str]]]:
+        async with driven_stack() as d:
+            syn_ack = await d.peer.handshake(SCALED_SYN)
+            await d.app.accepted()
+            log = PassLog(d.stack)
+            for i in range(4):
+                _data(d.peer, syn_ack, i * MSS, MSS)
+            await d.peer.quiet(0.2)
+            return log.since(0)
+
+    ack = f". seq {STACK_ISS + 1} ack {PEER_ISS + 1 + 4 * MSS} win {FULL_WINDOW}"
+    assert asyncio.run(asyncio.wait_for(run(), 10)) == [("service", [ack])]
+
+
+def test_a_small_segment_waits_for_the_delayed_ack_and_draws_one() -> None:
+    """Less than two full segments: no ACK from the pass that read it, one from the delayed
+    ACK timer's pass 40 ms later (the read of 100 bytes opens no window worth announcing)."""
+    async def run() -> tuple[list[tuple[str, float, list[str]]], float]:
+        async with driven_stack() as d:
+            syn_ack = await d.peer.handshake(SCALED_SYN)
+            await d.app.accepted()
+            for i in range(2):  # two full segments: acked at once, with the full window
+                _data(d.peer, syn_ack, i * MSS, MSS)
+            await d.peer.expect(1)
+            log = PassLog(d.stack)
+            _data(d.peer, syn_ack, 2 * MSS, 100)
+            await d.peer.expect(1)
+            await d.peer.quiet(0.1)
+            return log.passes, d.stack.config.delayed_ack
+
+    passes, delayed_ack = asyncio.run(asyncio.wait_for(run(), 10))
+    # The right edge stays where it was (RFC 9293 3.8.6.2.2): 1 MiB - 100 bytes, rounded up.
+    ack = f". seq {STACK_ISS + 1} ack {PEER_ISS + 1 + 2 * MSS + 100} win 32765"
+    assert [(kind, out) for kind, _, out in passes] == [("service", []), ("on_timer", [ack])]
+    assert passes[1][1] - passes[0][1] >= delayed_ack
+
+
+def test_writes_outside_a_pass_need_no_kick_and_share_one_pass() -> None:
+    """Three writes in one turn of the loop: the connection's hook asks for a pass, once."""
+    async def run() -> list[tuple[str, list[str]]]:
+        async with driven_stack(TcpConfig(nodelay=True)) as d:
+            await d.peer.handshake()
+            protocol = await d.app.accepted()
+            await d.peer.quiet(0.05)
+            log = PassLog(d.stack)
+            transport = protocol.transport
+            assert transport is not None
+            for chunk in (b"one ", b"two ", b"three"):
+                transport.write(chunk)
+            await d.peer.expect(1)
+            await d.peer.quiet(0.05)
+            return log.since(0)
+
+    # No window scale from the peer: the 1 MiB window shows as the largest field, 65535.
+    data = f"P. seq {STACK_ISS + 1} ack {PEER_ISS + 1} win 65535 len 13"
+    assert asyncio.run(asyncio.wait_for(run(), 10)) == [("service", [data])]
 
 
 def test_an_abort_by_the_api_puts_its_rst_on_the_wire_in_the_same_pass() -> None:
     """A handshake that completes after its server closed: api.streams aborts it while the
     event is delivered. The RST must leave with that pass, not wait for some later one."""
-    async def run() -> list[str]:
+    async def run() -> tuple[list[tuple[str, list[str]]], list[str]]:
         api = Stack(control=False, offload=False)
         api.network = NetworkStack(STACK_ADDR, api.config, FixedIsn(STACK_ISS))
         tun = FakeTun()
@@ -36,10 +151,15 @@ def test_an_abort_by_the_api_puts_its_rst_on_the_wire_in_the_same_pass() -> None
             peer.send(SYN, PEER_ISS, options=SCALED_SYN)
             (syn_ack,) = await peer.expect(1)
             server.close()
+            log = PassLog(api.network)
             peer.send(ACK, PEER_ISS + 1, syn_ack.seq + 1)
-            return lines(await peer.expect(1, timeout=0.5))
+            sent = await peer.expect(1, timeout=0.5)
+            return log.since(0), lines(sent)
         finally:
             driver.stop()
             tun.close()
 
-    assert asyncio.run(asyncio.wait_for(run(), 10)) == [f"R seq {STACK_ISS + 1} win 0"]
+    passes, wire = asyncio.run(asyncio.wait_for(run(), 10))
+    rst = f"R seq {STACK_ISS + 1} win 0"
+    assert passes == [("service", [rst])]
+    assert wire == [rst]
