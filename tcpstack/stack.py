@@ -8,8 +8,8 @@ batch draws one burst: one ACK carrying the window the reads opened, not an ACK 
 window update. Afterwards `output` holds the packets for the link. A connection marks itself
 changed through the `on_change` hook the stack installs, and a change outside a pass calls
 `request_service`, so no caller has to remember to flush. With no handler, events stay in
-`events` for the caller to take. A packet whose processing raises costs that packet, never
-the stack: it is counted in `internal_errors`.
+`events` for the caller to take. An internal error costs one packet, or the connection whose
+timer failed, never the stack: it is counted in `internal_errors`.
 Timers are a heap of (deadline, connection) entries; `next_deadline()` says when to call
 `on_timer`. Nothing here reads a clock or a file descriptor.
 """
@@ -96,7 +96,8 @@ class NetworkStack:
             self._in_pass = False
 
     def on_timer(self, now: float) -> None:
-        """One pass for the timers due at `now`: fire them, deliver the events, flush."""
+        """One pass for the timers due at `now`: fire them, deliver the events, flush. A
+        timer handler that raises costs its connection (reset), never the others' timers."""
         self._in_pass = True
         try:
             timers = self._timers
@@ -108,7 +109,12 @@ class NetworkStack:
                 if conn.deadline is None or conn.deadline > now:
                     self._collect(conn)  # it moved its deadline on: only re-arm
                     continue
-                conn.on_timer(now)
+                try:
+                    conn.on_timer(now)
+                except Exception as exc:
+                    self._internal_error(exc, "handling a timer (connection reset)")
+                    self._fail(conn, now)
+                    continue
                 self._dirty[conn] = None
             self._finish_pass(now)
         finally:
@@ -124,7 +130,10 @@ class NetworkStack:
             events = self.events
             self.events = []
             for conn, event in events:
-                handler(conn, event)
+                try:
+                    handler(conn, event)
+                except Exception as exc:
+                    self._internal_error(exc, "delivering an event to the application")
         self.flush(now)
         if handler is not None and self.events and self.request_service is not None:
             self.request_service()  # more rounds than one pass allows: the next pass goes on
@@ -148,6 +157,29 @@ class NetworkStack:
         self.last_internal_error = exc
         if counters["internal_errors"] <= MAX_LOGGED_INTERNAL_ERRORS:
             log.error("internal error while %s", doing, exc_info=exc)
+
+    def _fail(self, conn: Connection, now: float) -> None:
+        """Nothing about `conn` can be trusted after a bug in its code: reset it (the peer
+        gets a RST where ABORT sends one) and tell the application it was reset."""
+        conn.events.append(ConnEvent.RESET)
+        try:
+            conn.abort(now)
+        except Exception as exc:
+            self._internal_error(exc, "resetting a failed connection")
+        conn.error = "internal error"
+        self._dirty.pop(conn, None)
+        if conn.state is State.CLOSED:
+            self._collect(conn)  # its RST and events; it leaves the tables
+            return
+        # ABORT raised as well, or leaves this state alone (TIME_WAIT): drop it unannounced.
+        conn.output.clear()
+        conn.events.append(ConnEvent.CLOSED)
+        self.events.extend((conn, ev) for ev in conn.events)
+        conn.events.clear()
+        key = (conn.remote_addr, conn.remote_port, conn.local_port)
+        if self.connections.get(key) is conn:
+            del self.connections[key]
+        self._scheduled.pop(conn, None)
 
     # ------------------------------------------------------------------ input
 
@@ -304,7 +336,12 @@ class NetworkStack:
             dirty = self._dirty
             self._dirty = {}
             for conn in dirty:
-                conn.flush(now)
+                try:
+                    conn.flush(now)
+                except Exception as exc:
+                    self._internal_error(exc, "sending (connection reset)")
+                    self._fail(conn, now)
+                    continue
                 self._collect(conn)
 
     def _collect(self, conn: Connection) -> None:
