@@ -1,10 +1,17 @@
 """The network stack, sans-I/O: demultiplexes IP packets to connections and listeners.
 
-`receive(packet, now)` takes one raw IPv4 packet from the link; `flush(now)` lets every
-connection touched since the last flush send what it owes, then `output` holds the packets for
-the link and `events` the (connection, event) pairs for the application. Timers are a heap of
-(deadline, connection) entries, fired by `on_timer(now)`; `next_deadline()` says when.
-Nothing here reads a clock or a file descriptor.
+Its unit of work is the service pass, always in this order (as aioquic's connection does):
+the packets of one batch in (`service`), or the timers that are due (`on_timer`); then the
+connections' events to the application's `on_event` handler, whose reactions (read, write,
+close) are part of the same pass; then one flush of every connection that changed, so one
+batch draws one burst: one ACK carrying the window the reads opened, not an ACK and then a
+window update. Afterwards `output` holds the packets for the link. A connection marks itself
+changed through the `on_change` hook the stack installs, and a change outside a pass calls
+`request_service`, so no caller has to remember to flush. With no handler, events stay in
+`events` for the caller to take. An internal error costs one packet, or the connection whose
+timer failed, never the stack: it is counted in `internal_errors`.
+Timers are a heap of (deadline, connection) entries; `next_deadline()` says when to call
+`on_timer`. Nothing here reads a clock or a file descriptor.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ import heapq
 import itertools
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 
 from tcpstack.net import icmp, ipv4, offload
 from tcpstack.net.checksum import Bytes
@@ -31,7 +38,11 @@ from tcpstack.tcp.state import State
 log = logging.getLogger("tcpstack")
 
 ConnKey = tuple[bytes, int, int]  # (remote address, remote port, local port)
+EventHandler = Callable[[Connection, ConnEvent], None]
 EPHEMERAL_PORTS = range(32768, 61000)  # Linux's ip_local_port_range
+# Rounds of events and reactions within one pass; what is left over goes to the next pass.
+MAX_EVENT_ROUNDS = 16
+MAX_LOGGED_INTERNAL_ERRORS = 10
 
 
 class PortInUse(Exception):
@@ -50,6 +61,10 @@ class NetworkStack:
         self.output: list[bytes] = []
         self.events: list[tuple[Connection, ConnEvent]] = []
         self.on_transition: Callable[[Connection, State, State], None] | None = None
+        self.on_event: EventHandler | None = None  # the application, fed within each pass
+        self.request_service: Callable[[], None] | None = None  # "run a pass soon" (the driver)
+        self.last_internal_error: Exception | None = None  # the newest, for logs and tests
+        self._in_pass = False
         self._dirty: dict[Connection, None] = {}
         self._timers: list[tuple[float, int, Connection]] = []
         self._scheduled: dict[Connection, float] = {}
@@ -59,6 +74,112 @@ class NetworkStack:
         self._link = offload.NONE if self.config.offload else b""
         # Shutdown: what each connection had received when close_all ran.
         self._received_at_close: dict[Connection, int] = {}
+
+    # ------------------------------------------------------------------ the service pass
+
+    def service(self, packets: Iterable[Bytes], now: float,
+                trusted: Sequence[bool] | None = None) -> None:
+        """One pass for a batch of IP packets from the link (none, to flush what the
+        application changed): receive them all, deliver the events, then flush. `trusted`,
+        one flag per packet: the link vouches for its transport checksum (offload)."""
+        self._in_pass = True
+        try:
+            receive = self.receive
+            flags: Iterable[bool] = itertools.repeat(False) if trusted is None else trusted
+            for packet, vouched in zip(packets, flags, strict=False):
+                try:
+                    receive(packet, now, vouched)
+                except Exception as exc:  # a bug must cost one packet, not the stack
+                    self._internal_error(exc, "processing a packet (dropped)")
+            self._finish_pass(now)
+        finally:
+            self._in_pass = False
+
+    def on_timer(self, now: float) -> None:
+        """One pass for the timers due at `now`: fire them, deliver the events, flush. A
+        timer handler that raises costs its connection (reset), never the others' timers."""
+        self._in_pass = True
+        try:
+            timers = self._timers
+            while timers and timers[0][0] <= now:
+                deadline, _, conn = heapq.heappop(timers)
+                if self._scheduled.get(conn) != deadline:
+                    continue
+                del self._scheduled[conn]
+                if conn.deadline is None or conn.deadline > now:
+                    self._collect(conn)  # it moved its deadline on: only re-arm
+                    continue
+                try:
+                    conn.on_timer(now)
+                except Exception as exc:
+                    self._internal_error(exc, "handling a timer (connection reset)")
+                    self._fail(conn, now)
+                    continue
+                self._dirty[conn] = None
+            self._finish_pass(now)
+        finally:
+            self._in_pass = False
+
+    def _finish_pass(self, now: float) -> None:
+        """The rest of a pass: events to the application, which may react, then one flush."""
+        handler = self.on_event
+        for _ in range(MAX_EVENT_ROUNDS):
+            self._take_events()
+            if handler is None or not self.events:
+                break
+            events = self.events
+            self.events = []
+            for conn, event in events:
+                try:
+                    handler(conn, event)
+                except Exception as exc:
+                    self._internal_error(exc, "delivering an event to the application")
+        self.flush(now)
+        if handler is not None and self.events and self.request_service is not None:
+            self.request_service()  # more rounds than one pass allows: the next pass goes on
+
+    def _take_events(self) -> None:
+        events = self.events
+        for conn in self._dirty:
+            if conn.events:
+                events.extend((conn, ev) for ev in conn.events)
+                conn.events.clear()
+
+    def _changed(self, conn: Connection) -> None:
+        """A connection's on_change hook: the application called into it."""
+        self._dirty[conn] = None
+        if not self._in_pass and self.request_service is not None:
+            self.request_service()
+
+    def _internal_error(self, exc: Exception, doing: str) -> None:
+        counters = self.counters
+        counters["internal_errors"] += 1
+        self.last_internal_error = exc
+        if counters["internal_errors"] <= MAX_LOGGED_INTERNAL_ERRORS:
+            log.error("internal error while %s", doing, exc_info=exc)
+
+    def _fail(self, conn: Connection, now: float) -> None:
+        """Nothing about `conn` can be trusted after a bug in its code: reset it (the peer
+        gets a RST where ABORT sends one) and tell the application it was reset."""
+        conn.events.append(ConnEvent.RESET)
+        try:
+            conn.abort(now)
+        except Exception as exc:
+            self._internal_error(exc, "resetting a failed connection")
+        conn.error = "internal error"
+        self._dirty.pop(conn, None)
+        if conn.state is State.CLOSED:
+            self._collect(conn)  # its RST and events; it leaves the tables
+            return
+        # ABORT raised as well, or leaves this state alone (TIME_WAIT): drop it unannounced.
+        conn.output.clear()
+        conn.events.append(ConnEvent.CLOSED)
+        self.events.extend((conn, ev) for ev in conn.events)
+        conn.events.clear()
+        key = (conn.remote_addr, conn.remote_port, conn.local_port)
+        if self.connections.get(key) is conn:
+            del self.connections[key]
+        self._scheduled.pop(conn, None)
 
     # ------------------------------------------------------------------ input
 
@@ -143,6 +264,7 @@ class NetworkStack:
                           seg.sport, iss, passive=True, counters=self.counters)
         conn.listener = listener
         conn.on_transition = self._transition_hook
+        conn.on_change = self._changed
         listener.half_open += 1
         self.connections[(src, seg.sport, seg.dport)] = conn
         conn.accept_syn(seg, now)
@@ -187,10 +309,10 @@ class NetworkStack:
         conn = Connection(config or self.config, self.address, local_port, remote,
                           remote_port, iss, passive=False, counters=self.counters)
         conn.on_transition = self._transition_hook
+        conn.on_change = self._changed
         self.connections[key] = conn
         self.counters["active_opens"] += 1
         conn.connect(now)
-        self._dirty[conn] = None
         return conn
 
     def _ephemeral_port(self, remote: bytes, remote_port: int) -> int:
@@ -203,19 +325,21 @@ class NetworkStack:
                 return port
         raise PortInUse("no free ephemeral port")
 
-    def touch(self, conn: Connection) -> None:
-        """The application called into `conn`; the next flush lets it send."""
-        self._dirty[conn] = None
-
     # ------------------------------------------------------------------ output and timers
 
     def flush(self, now: float) -> None:
-        """Let every touched connection send what it owes; gather packets and events."""
+        """The last step of a pass: let every changed connection send what it owes, and
+        gather its packets and events."""
         while self._dirty:
             dirty = self._dirty
             self._dirty = {}
             for conn in dirty:
-                conn.flush(now)
+                try:
+                    conn.flush(now)
+                except Exception as exc:
+                    self._internal_error(exc, "sending (connection reset)")
+                    self._fail(conn, now)
+                    continue
                 self._collect(conn)
 
     def _collect(self, conn: Connection) -> None:
@@ -249,18 +373,6 @@ class NetworkStack:
             heapq.heappop(timers)  # stale: the connection re-armed earlier or closed
         return None
 
-    def on_timer(self, now: float) -> None:
-        timers = self._timers
-        while timers and timers[0][0] <= now:
-            deadline, _, conn = heapq.heappop(timers)
-            if self._scheduled.get(conn) != deadline:
-                continue
-            del self._scheduled[conn]
-            if conn.deadline is not None and conn.deadline <= now:
-                conn.on_timer(now)
-                conn.flush(now)
-            self._collect(conn)
-
     # ------------------------------------------------------------------ shutdown
     #
     # Stopping is done the way a kernel closes the sockets of a process that exits, in three
@@ -285,7 +397,6 @@ class NetworkStack:
             else:
                 conn.rcv.discard = True  # nobody will read: later data is reset, below
                 conn.close(now)
-            self._dirty[conn] = None
 
     def reset_unread_arrivals(self, now: float) -> None:
         """Shutdown, during the grace: reset every connection that has received data since
@@ -294,7 +405,6 @@ class NetworkStack:
             if (conn.rcv.discard and conn.rcv.bytes_received != received
                     and conn.state in (State.ESTABLISHED, State.FIN_WAIT_1, State.FIN_WAIT_2)):
                 conn.abort(now)
-                self._dirty[conn] = None
 
     def reset_all(self, now: float) -> None:
         """Shutdown, after the grace: reset every connection that has not finished, since
@@ -313,5 +423,4 @@ class NetworkStack:
                                                            PROTO_TCP, data))
                 self.counters["rst_out"] += 1
             conn.abort(now)
-            self._dirty[conn] = None
         self._received_at_close = {}

@@ -354,13 +354,11 @@ class Stack:
         conn = self.network.connect(remote.packed, port, driver.now(), config=config)
         future: asyncio.Future[None] = loop.create_future()
         _PendingConnect(conn, future)
-        driver.kick()
         try:
             await future
         except BaseException:
             if conn.state is not State.CLOSED:
                 conn.abort(driver.now())
-                driver.kick(conn)
             raise
         reader = asyncio.StreamReader(limit=limit, loop=loop)
         protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
@@ -393,7 +391,6 @@ class Stack:
                 if isinstance(conn.owner, TcpTransport):
                     conn.owner.close()
             network.close_all(driver.now())
-            driver.kick()
             loop = driver.loop
             deadline = loop.time() + linger
             while loop.time() < deadline and any(
@@ -401,12 +398,10 @@ class Stack:
                     for c in network.connections.values()):
                 await asyncio.sleep(0.02)
                 network.reset_unread_arrivals(driver.now())
-                driver.kick()
             for conn in list(network.connections.values()):
                 if isinstance(conn.owner, TcpTransport):
                     conn.owner.lose(ConnectionAbortedError("the stack is shutting down"))
             network.reset_all(driver.now())
-            driver.kick()
             await asyncio.sleep(0)  # let the handlers see it and finish
             if any(c.error is not None for c in live):
                 # A RST whose sequence number the peer finds in its window but not exact

@@ -71,7 +71,6 @@ class TcpTransport(asyncio.Transport):
     def abort(self) -> None:
         self._closing = True
         self._conn.abort(self._driver.now())
-        self._driver.kick(self._conn)
         self.lose(None)
 
     def is_reading(self) -> bool:
@@ -106,7 +105,6 @@ class TcpTransport(asyncio.Transport):
                 return
             if n < len(data):
                 self._backlog += memoryview(data)[n:]
-        self._driver.kick(self._conn)
         if not self._writing_paused and len(self._backlog) > self._high_water:
             self._writing_paused = True
             self._protocol.pause_writing()
@@ -117,7 +115,6 @@ class TcpTransport(asyncio.Transport):
         self._eof_requested = True
         if not self._backlog:
             self._conn.close(self._driver.now())
-            self._driver.kick(self._conn)
 
     def can_write_eof(self) -> bool:
         return True
@@ -157,7 +154,6 @@ class TcpTransport(asyncio.Transport):
         conn = self._conn
         while conn.rcv.buffer and not self._reading_paused:
             data = conn.read(DEFAULT_HIGH_WATER)
-            self._driver.kick(conn)  # the read may have opened the window
             self._protocol.data_received(data)
         if self._eof_pending and not conn.rcv.buffer and not self._reading_paused:
             self._eof_pending = False
@@ -171,7 +167,6 @@ class TcpTransport(asyncio.Transport):
                                             State.SYN_RCVD, State.SYN_SENT):
             n = conn.send(self._backlog)
             del self._backlog[:n]
-            self._driver.kick(conn)
         if self._writing_paused and len(self._backlog) <= self._low_water:
             self._writing_paused = False
             self._protocol.resume_writing()
@@ -180,12 +175,10 @@ class TcpTransport(asyncio.Transport):
                 self._finish_close()
             elif self._eof_requested:
                 conn.close(self._driver.now())
-                self._driver.kick(conn)
 
     def _finish_close(self) -> None:
         """Everything written is in the connection: send FIN; the stack finishes the close."""
         self._conn.close(self._driver.now())
-        self._driver.kick(self._conn)
         self.lose(None)
 
     def lose(self, exc: Exception | None) -> None:

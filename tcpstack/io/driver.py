@@ -1,9 +1,12 @@
 """Runs a NetworkStack on an asyncio loop over a TunDevice.
 
-Readiness of the TUN descriptor drains packets in a batch (until EAGAIN or a cap), then one
-`service` pass flushes the stack, writes its packets, hands its events to the application
-and re-arms the single loop timer for the stack's next deadline. Application calls ask for a
-service pass with `kick`, coalesced to one per loop iteration.
+The driver only moves bytes and keeps one loop timer: readiness of the TUN descriptor drains
+packets in a batch (until EAGAIN or a cap) and hands the batch to the stack's service pass
+(`NetworkStack.service`: receive, events, flush); the stack's timer deadline arms one
+`call_at`, which runs `NetworkStack.on_timer`, the same pass for timers. After each pass the
+driver writes what the stack sent and re-arms the timer. An application call made outside a
+pass asks for one through the stack's `request_service`, which is `kick` here: coalesced,
+and dropped when a pass runs first, since that pass flushes whatever changed.
 """
 
 from __future__ import annotations
@@ -16,16 +19,13 @@ from collections.abc import Callable
 from tcpstack.io.impairment import ImpairedPath, Impairment
 from tcpstack.link.tun import TunDevice
 from tcpstack.net import offload
-from tcpstack.stack import NetworkStack
-from tcpstack.tcp.connection import Connection
-from tcpstack.tcp.events import ConnEvent
+from tcpstack.net.checksum import Bytes
+from tcpstack.stack import EventHandler, NetworkStack
 
 log = logging.getLogger("tcpstack")
 
-EventHandler = Callable[[Connection, ConnEvent], None]
 PacketTap = Callable[[bytes, bool], None]  # (packet, outgoing)
 
-MAX_LOGGED_INTERNAL_ERRORS = 10
 READ_BATCH = 512  # packets per readiness callback, so output and timers are not starved
 
 
@@ -36,12 +36,13 @@ class StackDriver:
         self.stack = stack
         self.tun = tun
         self.loop = loop or asyncio.get_running_loop()
-        self.on_event: EventHandler | None = None
         self.tap: PacketTap | None = None  # sees every packet in and out (for --pcap)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
-        self._service_scheduled = False
+        self._pass_soon: asyncio.Handle | None = None  # a pass asked for by kick
+        self._late: list[Bytes] = []  # packets the impaired link delivered since the last pass
         self._running = False
+        stack.request_service = self.kick
         # A software lossy link between the TUN and the stack, for fault tests (--impair).
         self._inbound: ImpairedPath | None = None
         self._outbound: ImpairedPath | None = None
@@ -61,25 +62,34 @@ class StackDriver:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._pass_soon is not None:
+            self._pass_soon.cancel()
+            self._pass_soon = None
 
     def now(self) -> float:
         return self.loop.time()
 
-    def kick(self, conn: Connection | None = None) -> None:
-        """The application touched `conn`: run a service pass soon."""
-        if conn is not None:
-            self.stack.touch(conn)
-        if not self._service_scheduled:
-            self._service_scheduled = True
-            self.loop.call_soon(self._service)
+    @property
+    def on_event(self) -> EventHandler | None:
+        """The application's handler, which the stack calls within each pass."""
+        return self.stack.on_event
+
+    @on_event.setter
+    def on_event(self, handler: EventHandler | None) -> None:
+        self.stack.on_event = handler
+
+    def kick(self) -> None:
+        """Run a service pass soon: once per loop iteration however often it is asked."""
+        if self._pass_soon is None:
+            self._pass_soon = self.loop.call_soon(self._service)
 
     def _on_readable(self) -> None:
         read = self.tun.read
-        receive = self.stack.receive
         tap = self.tap
         vnet = self.tun.offload
         inbound = self._inbound
-        now = self.loop.time()
+        batch: list[Bytes] = []
+        trusted: list[bool] | None = [] if vnet else None
         for _ in range(READ_BATCH):
             try:
                 packet = read()
@@ -88,39 +98,24 @@ class StackDriver:
             except OSError as exc:
                 log.warning("TUN read failed: %s", exc)
                 break
-            if vnet:
-                trusted = offload.checksum_trusted(packet)
+            if trusted is not None:
+                trusted.append(offload.checksum_trusted(packet))
                 ip_packet = memoryview(packet)[offload.HEADER_LEN:]
                 if tap is not None:
                     tap(bytes(ip_packet), False)
-                try:
-                    receive(ip_packet, now, trusted)
-                except Exception:
-                    self._internal_error()
+                batch.append(ip_packet)
                 continue
             if tap is not None:
                 tap(packet, False)
             if inbound is not None:
                 inbound.send(packet)
                 continue
-            try:
-                receive(packet, now)
-            except Exception:  # a bug must cost one packet, not the stack
-                self._internal_error()
-        self._service()
-
-    def _internal_error(self) -> None:
-        counters = self.stack.counters
-        counters["internal_errors"] += 1
-        if counters["internal_errors"] <= MAX_LOGGED_INTERNAL_ERRORS:
-            log.exception("internal error while processing a packet (dropped)")
+            batch.append(packet)
+        self._service(batch, trusted)
 
     def _receive_late(self, packet: bytes) -> None:
-        """A packet the impaired link delivers after its delay."""
-        try:
-            self.stack.receive(packet, self.loop.time())
-        except Exception:
-            self._internal_error()
+        """A packet the impaired link delivers after its delay: it joins the next pass."""
+        self._late.append(packet)
         self.kick()
 
     def _on_timer(self) -> None:
@@ -129,24 +124,28 @@ class StackDriver:
         self._timer = None
         self._timer_at = None
         self.stack.on_timer(now)
-        self._service()
+        self._after_pass()
 
-    def _service(self) -> None:
-        self._service_scheduled = False
+    def _service(self, batch: list[Bytes] | None = None,
+                 trusted: list[bool] | None = None) -> None:
+        """One pass for a batch read from the TUN, or for what a kick asked for."""
+        if self._pass_soon is not None:
+            self._pass_soon.cancel()  # this pass flushes whatever the kick was for
+            self._pass_soon = None
+        packets = batch or []
+        if self._late:
+            if trusted is not None:
+                trusted = [False] * len(self._late) + trusted
+            packets = self._late + packets
+            self._late = []
+        self.stack.service(packets, self.loop.time(), trusted)
+        self._after_pass()
+
+    def _after_pass(self) -> None:
         stack = self.stack
-        for _ in range(16):  # events may make the application send: flush again, bounded
-            stack.flush(self.loop.time())
-            if stack.output:
-                self._write(stack.output)
-                stack.output.clear()
-            if not stack.events:
-                break
-            events = stack.events
-            stack.events = []
-            handler = self.on_event
-            if handler is not None:
-                for conn, event in events:
-                    handler(conn, event)
+        if stack.output:
+            self._write(stack.output)
+            stack.output.clear()
         self._arm_timer()
 
     def _write(self, packets: list[bytes]) -> None:

@@ -63,6 +63,7 @@ class Connection(SegmentOutput):
 
     def connect(self, now: float) -> None:
         """Active open: send a SYN."""
+        self.on_change(self)
         self._transition(Trigger.APP_CONNECT, now)
 
     def accept_syn(self, seg: Segment, now: float) -> None:
@@ -75,6 +76,7 @@ class Connection(SegmentOutput):
 
     def send(self, data: Bytes) -> int:
         """Queue application data; returns how many bytes fit in the send buffer."""
+        self.on_change(self)
         if self.snd.fin_queued or self.state not in SENDING:
             raise ConnectionStateError(f"cannot send in {self.state}"
                                    + (" after close" if self.snd.fin_queued else ""))
@@ -85,6 +87,7 @@ class Connection(SegmentOutput):
 
     def read(self, max_bytes: int = -1) -> bytes:
         """Take received bytes; opening the window may make the next flush send an update."""
+        self.on_change(self)
         data = self.rcv.read(max_bytes)
         if data and self.state in RECEIVING and self.rcv.window_would_grow():
             self.rcv.owe_ack_now()  # a window update (3.8.6.2.2)
@@ -93,6 +96,7 @@ class Connection(SegmentOutput):
     def close(self, now: float) -> None:
         """Graceful close of our sending side (shutdown(SHUT_WR) and close() on the wire):
         where the table allows it, its action queues our FIN (or there is nothing to close)."""
+        self.on_change(self)
         if allows(self.state, Trigger.APP_CLOSE):
             self._transition(Trigger.APP_CLOSE, now)
 
@@ -109,6 +113,7 @@ class Connection(SegmentOutput):
     def abort(self, now: float) -> None:
         """Reset the connection (RFC 9293 3.10.5 ABORT): the table says where a RST goes (where
         the peer may still be sending) and where the connection is deleted silently."""
+        self.on_change(self)
         if not allows(self.state, Trigger.APP_ABORT):
             return  # CLOSED, TIME_WAIT: nothing to abort
         self.error = "connection aborted"

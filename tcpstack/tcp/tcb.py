@@ -48,6 +48,8 @@ class TransmissionControlBlock:
         self.on_transition: TransitionHook | None = None
         self.listener: object | None = None  # the Listener that spawned a passive open
         self.owner: object | None = None     # whatever the application layer attaches
+        # Told of every application call; the owning stack installs it to flush us after.
+        self.on_change: Callable[[Any], None] = lambda conn: None
 
         self._ip = HeaderTemplate(local_addr, remote_addr, PROTO_TCP)
         self._offload = config.offload

@@ -14,7 +14,7 @@ import pytest
 from tcpstack.api.control import control_path
 from tests.integration.netns import NetNS, TcpStack, mark_skipped, skip_reason
 
-from .peer import ANY, Flow, OneOf, Peer
+from .peer import ANY, Flow, OneOf, Peer  # noqa: F401 (ANY: the tests take it from here)
 
 PORT = 8080
 STACK_ARGS = ("--no-offload", "--msl", "1", "--trace")
@@ -137,10 +137,15 @@ def roundtrip(flow: Flow, seq: int, rseq: int, data: bytes, *, ack: int | None =
     by default `rseq` (everything the stack sent).
 
     The ACK of the data may come alone, or ride on the echo after a delayed-ACK wait: that is
-    the stack's choice (RFC 9293 3.8.6.3, RFC 5681 4.2), so it is allowed either way, and the
-    window of these segments is left to the tests about windows."""
+    the stack's choice (RFC 9293 3.8.6.3, RFC 5681 4.2), so it is allowed either way. The echo
+    carries WIN_EMPTY, the whole 1 MiB: echo has read the data before it writes it back, so
+    the buffer is empty; where that moves the right edge by an MSS or more (the first data,
+    after a SYN-ACK that offered 64 KiB) the window opens to all of it, and otherwise the
+    fewer than 32 bytes (one scale unit) taken since the last window round back up to it
+    (RFC 9293 3.8.6.2.2: the edge stays, and rounding down would pull it left)."""
+    assert len(data) < 32, "longer data would leave the echo's window below WIN_EMPTY"
     end = seq + len(data)
     flow.send("P.", seq, rseq if ack is None else ack, win=PEER_WIN, payload=data)
     flow.maybe_expect(".", rseq, end)
-    flow.expect("P.", rseq, end, win=ANY, payload=data)
+    flow.expect("P.", rseq, end, win=WIN_EMPTY, payload=data)
     flow.send(".", end, rseq + len(data), win=PEER_WIN)

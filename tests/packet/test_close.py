@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import ANY, PEER_WIN, WIN_EMPTY, Rig, establish
+from .conftest import PEER_WIN, WIN_EMPTY, Rig, establish
 
 pytestmark = pytest.mark.integration
 
@@ -31,10 +31,12 @@ def test_peer_fin_is_acked_then_echo_closes_through_last_ack(echo: Rig) -> None:
 def test_data_and_fin_in_one_segment_echo_data_after_fin_then_fin(echo: Rig) -> None:
     flow = establish(echo, 40202)
     flow.send("FP.", 1, 1, win=PEER_WIN, payload=b"hello")
-    flow.expect(".", 1, 7, win=ANY)  # a FIN is acked at once (RFC 9293 3.10.7.4, eighth)
+    # The window: the first after the SYN-ACK's 64 KiB, with "hello" read, opens to the
+    # whole 1 MiB (and the FIN takes no buffer space).
+    flow.expect(".", 1, 7, win=WIN_EMPTY)  # a FIN is acked at once (RFC 9293 3.10.7.4, eighth)
     # CLOSE_WAIT still sends: the data comes back after our FIN, then the stack's FIN.
-    flow.expect("P.", 1, 7, win=ANY, payload=b"hello")
-    flow.expect("F.", 6, 7, win=ANY)
+    flow.expect("P.", 1, 7, win=WIN_EMPTY, payload=b"hello")
+    flow.expect("F.", 6, 7, win=WIN_EMPTY)
     flow.send(".", 7, 7, win=PEER_WIN)
     flow.expect_nothing(0.3)
     assert "10.77.0.9:40202 LAST_ACK -> CLOSED" in echo.trace()

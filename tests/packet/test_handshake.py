@@ -8,7 +8,6 @@ import itertools
 import pytest
 
 from .conftest import (
-    ANY,
     PEER_OPTIONS_WS,
     PEER_WIN,
     PORT,
@@ -16,6 +15,7 @@ from .conftest import (
     SYNACK_OPTIONS_WS,
     SYNACK_OPTIONS_WS_MAYBE_SACK,
     SYNACK_WIN,
+    WIN_EMPTY,
     Rig,
     roundtrip,
 )
@@ -36,7 +36,8 @@ def test_syn_with_window_scale_gets_mss_and_window_scale_then_echo(echo: Rig) ->
 
     flow.send("P.", 1, 1, win=PEER_WIN, payload=b"hello")
     flow.maybe_expect(".", 1, 6)  # the ACK may come alone or ride on the echo
-    flow.expect("P.", 1, 6, win=ANY, payload=b"hello")
+    # The first window after the SYN-ACK's 64 KiB: "hello" is read, all 1 MiB is free.
+    flow.expect("P.", 1, 6, win=WIN_EMPTY, payload=b"hello")
     flow.send(".", 6, 6, win=PEER_WIN)
     flow.expect_nothing(0.3)
 
@@ -72,7 +73,7 @@ def test_data_on_the_third_ack_is_delivered(echo: Rig) -> None:
     flow.expect("S.", 0, 1, win=SYNACK_WIN, options=SYNACK_OPTIONS_WS)
     flow.send("P.", 1, 1, win=PEER_WIN, payload=b"early")
     flow.maybe_expect(".", 1, 6)
-    flow.expect("P.", 1, 6, win=ANY, payload=b"early")
+    flow.expect("P.", 1, 6, win=WIN_EMPTY, payload=b"early")  # read, as above
     assert "10.77.0.9:40004 SYN_RCVD -> ESTABLISHED" in echo.trace()
 
 
@@ -85,10 +86,12 @@ def test_peer_mss_bounds_the_segments_sent(echo: Rig) -> None:
     data = bytes(range(256)) * 4  # 1024 bytes: echoed as 536 + 488
     flow.send("P.", 1, 1, win=PEER_WIN, payload=data)
     flow.maybe_expect(".", 1, 1025)
-    flow.expect(".", 1, 1025, win=ANY, payload=data[:536])
+    # All 1024 bytes are read before the echo: the first window after the SYN-ACK opens to
+    # the whole buffer, and the tail's window is the same (nothing arrived in between).
+    flow.expect(".", 1, 1025, win=WIN_EMPTY, payload=data[:536])
     # The short tail may wait for this ACK (Nagle, RFC 9293 3.7.4), or may not.
     flow.send(".", 1025, 537, win=PEER_WIN)
-    flow.expect("P.", 537, 1025, win=ANY, payload=data[536:])
+    flow.expect("P.", 537, 1025, win=WIN_EMPTY, payload=data[536:])
 
 
 @pytest.mark.timeout(30)

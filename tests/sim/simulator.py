@@ -5,10 +5,12 @@ Theory of operation
 -------------------
 Everything happens in one thread on a virtual clock. `Simulation.step()` jumps the clock to
 the earliest of: the next packet due off the link, either stack's `next_deadline()`, or an
-application's wake-up; it processes that one thing (a batch of packets arriving at the same
-instant counts as one, as the driver drains the TUN before it flushes), lets both stacks
-flush, hands their events to the applications (which send, read and close, and flush again),
-puts what the stacks emitted on the link, and checks the invariants. Nothing sleeps: a
+application's wake-up; it processes that one thing through the production service pass
+(a batch of packets arriving at one stack at the same instant is one `NetworkStack.service`,
+as the driver hands over what one read of the TUN drained; a timer is `on_timer`; an
+application's wake-up is a pass with no packets after its calls), in which the stack hands
+its events to the application (which sends, reads and closes) before it flushes; then it
+puts what the stack emitted on the link and checks the invariants. Nothing sleeps: a
 60-second TIME_WAIT is one step.
 
 All randomness comes from the scenario's one seed: the scenario itself (sizes, faults,
@@ -62,7 +64,7 @@ import random
 import struct
 import traceback
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple, NoReturn
 
@@ -463,6 +465,7 @@ class Simulation:
         self._order = itertools.count()
         self._cause = "app"
         self._packet_in: bytes | None = None
+        self._failure: SimulationFailure | None = None  # raised in a handler the pass fences
         self._started = False
         self._ack_echoes = 0
 
@@ -483,6 +486,8 @@ class Simulation:
                                _rng(seed, "app b"))
         self.client.peer, self.server.peer = self.server, self.client
         self.endpoints = (self.client, self.server)
+        self.a.on_event = self._handler(self.client)
+        self.b.on_event = self._handler(self.server)
 
     def _isn(self, fixed: int | None, name: str) -> IsnGenerator:
         if fixed is not None:
@@ -501,7 +506,8 @@ class Simulation:
         conn = self.a.connect(B_ADDR, self.scenario.port, self.now)
         if self.client.conn is not conn:
             self.fail("connect() returned a connection other than the one that changed state")
-        self._settle()
+        self._service(self.client)
+        self._check()
 
     def run(self) -> None:
         """Run until nothing is left to happen, then check the end state (clean runs)."""
@@ -560,35 +566,43 @@ class Simulation:
         if what == "link":
             before = self._activity()
             only_pure_acks = self._arrive()
-            self._settle()
+            self._check()
             self._watch_ack_storm(only_pure_acks, before)
             return True
         if isinstance(what, NetworkStack):
             self._cause = "timer"
-            self.trace.append((self.now, "timer", "a" if what is self.a else "b"))
+            ep = self.client if what is self.a else self.server
+            self.trace.append((self.now, "timer", ep.name))
             what.on_timer(self.now)
+            self._after_pass(ep)
         else:
             assert isinstance(what, Endpoint)
             self._cause = "app"
             self._wake(what)
-        self._settle()
+            self._service(what)
+        self._check()
         return True
 
     # ------------------------------------------------------------------ the link
 
     def _arrive(self) -> bool:
-        """Deliver the next packet (a batch: all due at this instant); True when all of them
-        were bare ACKs."""
+        """Deliver the next packet (a batch: all due at this instant, one pass per receiving
+        stack); True when all of them were bare ACKs."""
         flight = self._flight
         due = flight[0][0]
         only_pure_acks = True
+        batches: dict[str, list[tuple[bytes, int]]] = {"a": [], "b": []}
         while True:
             _, _, receiver, packet, flipped = heapq.heappop(flight)
             if only_pure_acks and not _is_pure_ack(packet):
                 only_pure_acks = False
-            self._deliver(receiver, packet, flipped)
+            batches[receiver].append((packet, flipped))
             if not (self.scenario.batch and flight and flight[0][0] == due):
-                return only_pure_acks
+                break
+        for ep in self.endpoints:
+            if batches[ep.name]:
+                self._service(ep, self._deliver(ep.name, batches[ep.name]))
+        return only_pure_acks
 
     def _activity(self) -> tuple[int, int]:
         """(packets sent, data segments sent plus bytes read) over both directions."""
@@ -608,7 +622,13 @@ class Simulation:
                 self.fail(f"ACK storm: {ACK_STORM} bare ACKs in a row each answered by a bare "
                           "ACK, with no data moving")
 
-    def _deliver(self, receiver: str, packet: bytes, flipped: int) -> None:
+    def _deliver(self, receiver: str, arrivals: list[tuple[bytes, int]]) -> Iterator[bytes]:
+        """The packets of one batch, as the stack's pass takes them one by one: each is
+        checked once the stack has received it, before the next."""
+        for packet, flipped in arrivals:
+            yield from self._arrival(receiver, packet, flipped)
+
+    def _arrival(self, receiver: str, packet: bytes, flipped: int) -> Iterator[bytes]:
         now = self.now
         stack = self.a if receiver == "a" else self.b
         ep = self.client if receiver == "a" else self.server
@@ -624,7 +644,7 @@ class Simulation:
         ip_bad = counters["ip_bad_checksum"]
         self._cause = "packet"
         self._packet_in = packet
-        stack.receive(packet, now)
+        yield packet  # the stack receives it here
         self._packet_in = None
         counted = counters["in_errors"] + counters["ipv6_dropped"] - errors
         if flipped < 0:
@@ -713,28 +733,44 @@ class Simulation:
 
     # ------------------------------------------------------------------ the applications
 
-    def _settle(self) -> None:
-        """Flush both stacks and let the applications answer their events, until quiet."""
-        now = self.now
+    def _service(self, ep: Endpoint, packets: Iterable[bytes] = ()) -> None:
+        """One service pass of `ep`'s stack: `packets` in, events to the application,
+        flush; then what it sent goes on the link."""
+        ep.stack.service(packets, self.now)
+        self._after_pass(ep)
+
+    def _after_pass(self, ep: Endpoint) -> None:
+        stack = ep.stack
         for _ in range(10_000):
-            self.a.flush(now)
-            self._transmit("a", self.a)
-            self.b.flush(now)
-            self._transmit("b", self.b)
-            if not self.a.events and not self.b.events:
-                break
+            if self._failure is not None:
+                failure, self._failure = self._failure, None
+                raise failure
+            if stack.counters["internal_errors"]:
+                exc = stack.last_internal_error
+                assert exc is not None
+                where = traceback.extract_tb(exc.__traceback__)[-1]
+                self.fail(f"{type(exc).__name__}: {exc} (raised at {where.filename}:"
+                          f"{where.lineno}; the stack counted it in internal_errors)",
+                          cause=exc)
+            self._transmit(ep.name, stack)
+            if not stack.events:
+                return
+            stack.service((), self.now)  # the pass stopped after its rounds: go on
+        self.fail("stacks and applications kept answering each other at one instant")
+
+    def _handler(self, ep: Endpoint) -> Callable[[Connection, ConnEvent], None]:
+        def on_event(conn: Connection, event: ConnEvent) -> None:
+            if self._failure is not None:
+                return  # the run has failed; the pass is only finishing
             self._cause = "app"
-            for ep in self.endpoints:
-                events = ep.stack.events[:]
-                ep.stack.events.clear()
-                for conn, event in events:
-                    if conn is not ep.conn:
-                        self.fail(f"{event.name} for a connection on {ep.name} that is not "
-                                  f"the one the application holds")
-                    self._on_event(ep, event)
-        else:
-            self.fail("stacks and applications kept answering each other at one instant")
-        self._check()
+            try:
+                if conn is not ep.conn:
+                    self.fail(f"{event.name} for a connection on {ep.name} that is not the "
+                              "one the application holds")
+                self._on_event(ep, event)
+            except SimulationFailure as failure:
+                self._failure = failure  # the pass fences handlers; raised after it
+        return on_event
 
     def _on_event(self, ep: Endpoint, event: ConnEvent) -> None:
         self.trace.append((self.now, "event", ep.name, event.name))
@@ -798,7 +834,6 @@ class Simulation:
             self.trace.append((self.now, "write", ep.name, f"{taken} of {n} bytes"))
             if taken < n:
                 break  # the send buffer is full: wait for WRITABLE
-        ep.stack.touch(conn)
         self._maybe_close(ep)
 
     def _maybe_close(self, ep: Endpoint) -> None:
@@ -810,7 +845,6 @@ class Simulation:
             ep.close_called = True
             self.trace.append((self.now, "close", ep.name))
             ep.conn.close(self.now)
-            ep.stack.touch(ep.conn)
 
     def _readable(self, ep: Endpoint) -> None:
         if ep.spec.read_interval > 0:
@@ -837,7 +871,6 @@ class Simulation:
             full = size >= 0 and len(data) >= size
             if once or not full:
                 break
-        ep.stack.touch(conn)
         return full
 
     def _check_delivery(self, ep: Endpoint, data: bytes) -> None:

@@ -8,6 +8,10 @@ length and options in one exact comparison:
     reply = peer.inject(SYN, seq=5000, options=tcpseg.encode_options(mss=1460))
     assert lines(reply) == ["S. seq 1000 ack 5001 win 65535 <mss 1460>"]
 
+The stack runs the production service pass: an injected segment is a batch of one
+(`NetworkStack.service`), a timer is `on_timer`, and each application call is followed by a
+pass with no packets, which flushes what the call changed.
+
 Time is virtual: `advance(seconds)` fires the stack's timers at exactly their deadlines and
 nothing else moves the clock. Every state change the stack reports through its
 `on_transition` hook is recorded with the time it happened.
@@ -142,8 +146,8 @@ class ScriptedPeer:
         tcp = tcpseg.build(self.peer_port if sport is None else sport, dport, seq, ack, flags,
                            window, pseudo, options, payload)
         before = len(self.sent)
-        self.stack.receive(ipv4.build(PEER_ADDR, STACK_ADDR, PROTO_TCP, tcp), self.now)
-        self._flush()
+        self.stack.service([ipv4.build(PEER_ADDR, STACK_ADDR, PROTO_TCP, tcp)], self.now)
+        self._take_output()
         return self._consume(before)
 
     # ------------------------------------------------------------------ the clock
@@ -163,7 +167,7 @@ class ScriptedPeer:
                 break
             self.now = max(self.now, deadline)
             self.stack.on_timer(self.now)
-            self._flush()
+            self._take_output()
         self.now = when
         return self._consume(before)
 
@@ -185,30 +189,33 @@ class ScriptedPeer:
 
     def app_send(self, conn: Connection, data: bytes) -> int:
         n = conn.send(data)
-        self.stack.touch(conn)
         self._flush()
         return n
 
     def app_read(self, conn: Connection, max_bytes: int = -1) -> bytes:
         data = conn.read(max_bytes)
-        self.stack.touch(conn)
         self._flush()
         return data
 
     def app_close(self, conn: Connection) -> None:
         conn.close(self.now)
-        self.stack.touch(conn)
         self._flush()
 
     def app_abort(self, conn: Connection) -> None:
         conn.abort(self.now)
-        self.stack.touch(conn)
         self._flush()
 
     # ------------------------------------------------------------------ observation
 
     def _flush(self) -> None:
-        self.stack.flush(self.now)
+        """A pass with no packets: what the application's calls changed goes out."""
+        self.stack.service((), self.now)
+        self._take_output()
+
+    def _take_output(self) -> None:
+        if self.stack.counters["internal_errors"]:
+            raise AssertionError("internal error in the stack") \
+                from self.stack.last_internal_error
         for packet in self.stack.output:
             self.sent.append(decode(packet, self.now))
         self.stack.output.clear()

@@ -185,10 +185,6 @@ class _Driver:
     def now(self) -> float:
         return self.pair.now
 
-    def kick(self, conn: Connection | None = None) -> None:
-        if conn is not None:
-            self.pair.b.touch(conn)
-
 
 async def _close_through_transport(pair: LinkPair, server: Connection) -> None:
     driver = cast(StackDriver, _Driver(pair, asyncio.get_running_loop()))
