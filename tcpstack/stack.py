@@ -22,7 +22,8 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 
-from tcpstack.net import icmp, ipv4, offload
+from tcpstack.net import icmp, ipv4
+from tcpstack.net import offload as offload_header
 from tcpstack.net.checksum import Bytes
 from tcpstack.net.errors import MalformedPacket
 from tcpstack.net.ipv4 import PROTO_ICMP, PROTO_TCP
@@ -33,6 +34,7 @@ from tcpstack.tcp.events import ConnEvent
 from tcpstack.tcp.isn import IsnGenerator
 from tcpstack.tcp.listener import Listener, Verdict
 from tcpstack.tcp.reset import reset_reply
+from tcpstack.tcp.segment import OutSegment
 from tcpstack.tcp.state import State
 
 log = logging.getLogger("tcpstack")
@@ -51,7 +53,10 @@ class PortInUse(Exception):
 
 class NetworkStack:
     def __init__(self, address: bytes, config: TcpConfig | None = None,
-                 isn: IsnGenerator | None = None) -> None:
+                 isn: IsnGenerator | None = None, *, offload: bool = False) -> None:
+        """`offload`: the link takes partial checksums and segments of up to 64 KB, which it
+        cuts itself (a TUN with the virtio-net header); every packet then starts with that
+        header."""
         self.address = address
         self.config = config or TcpConfig()
         self._isn = isn or IsnGenerator()
@@ -71,7 +76,9 @@ class NetworkStack:
         self._tiebreak = itertools.count()
         self._pseudo: dict[bytes, int] = {}
         self._next_port = EPHEMERAL_PORTS.start
-        self._link = offload.NONE if self.config.offload else b""
+        self.offload = offload
+        self._link = offload_header.NONE if offload else b""
+        self._ip_headers: dict[bytes, ipv4.HeaderTemplate] = {}  # by peer address
         # Shutdown: what each connection had received when close_all ran.
         self._received_at_close: dict[Connection, int] = {}
 
@@ -261,7 +268,8 @@ class NetworkStack:
         if iss is None:
             iss = self._isn.isn(self.address, seg.dport, src, seg.sport, now)
         conn = Connection(listener.config or self.config, self.address, seg.dport, src,
-                          seg.sport, iss, passive=True, counters=self.counters)
+                          seg.sport, iss, passive=True, counters=self.counters,
+                          segmentation=self.offload)
         conn.listener = listener
         conn.on_transition = self._transition_hook
         conn.on_change = self._changed
@@ -307,7 +315,8 @@ class NetworkStack:
             raise PortInUse(f"local port {local_port} is in use to that peer")
         iss = self._isn.isn(self.address, local_port, remote, remote_port, now)
         conn = Connection(config or self.config, self.address, local_port, remote,
-                          remote_port, iss, passive=False, counters=self.counters)
+                          remote_port, iss, passive=False, counters=self.counters,
+                          segmentation=self.offload)
         conn.on_transition = self._transition_hook
         conn.on_change = self._changed
         self.connections[key] = conn
@@ -345,7 +354,9 @@ class NetworkStack:
     def _collect(self, conn: Connection) -> None:
         if conn.output:
             self.counters["segs_out"] += len(conn.output)
-            self.output.extend(conn.output)
+            frame = self._frame
+            remote = conn.remote_addr
+            self.output.extend([frame(remote, seg) for seg in conn.output])
             conn.output.clear()
         if conn.events:
             self.events.extend((conn, ev) for ev in conn.events)
@@ -363,6 +374,28 @@ class NetworkStack:
             if scheduled is None or deadline < scheduled:
                 self._scheduled[conn] = deadline
                 heapq.heappush(self._timers, (deadline, next(self._tiebreak), conn))
+
+    def _frame(self, remote: bytes, seg: OutSegment) -> bytes:
+        """A connection's segment as a packet for the link: the TCP header with its
+        checksum (only the pseudo-header's, for the link to finish, when it offloads), the
+        IPv4 header, and the link's own header first when it has one."""
+        pseudo = self._pseudo.get(remote)
+        if pseudo is None:  # the pseudo-header sum does not depend on the direction
+            pseudo = self._pseudo[remote] = ipv4.pseudo_header_sum(remote, self.address,
+                                                                   PROTO_TCP)
+        ip = self._ip_headers.get(remote)
+        if ip is None:
+            ip = self._ip_headers[remote] = ipv4.HeaderTemplate(self.address, remote, PROTO_TCP)
+        payload = seg.payload
+        if payload and self.offload:
+            hdr = tcpseg.build_header_partial(seg.sport, seg.dport, seg.seq, seg.ack, seg.flags,
+                                              seg.window, pseudo, seg.options, len(payload))
+            link = offload_header.tcp_partial(20, len(hdr), len(payload), seg.mss)
+        else:
+            hdr = tcpseg.build_header(seg.sport, seg.dport, seg.seq, seg.ack, seg.flags,
+                                      seg.window, pseudo, seg.options, payload)
+            link = self._link
+        return b"".join((link, ip.build(len(hdr) + len(payload)), hdr, payload))
 
     def next_deadline(self) -> float | None:
         timers = self._timers

@@ -169,7 +169,6 @@ class Stack:
         self.config.cwnd_trace = self.config.cwnd_trace or pcap is not None  # for the sidecar
         # A software lossy link needs real checksums to corrupt (see io/impairment.py).
         offload = offload and impairment is None
-        self.config.offload = offload
         self.impairment = impairment
         self.trace = trace
         self.tap = tap
@@ -180,7 +179,7 @@ class Stack:
         self._control: ControlServer | None = None
         self._started_at = 0.0
         self.tun = TunDevice(iface, mtu, offload=offload)
-        self.network = NetworkStack(self.address.packed, self.config)
+        self.network = NetworkStack(self.address.packed, self.config, offload=offload)
         self.driver: StackDriver | None = None
         self._servers: dict[int, Server] = {}
 

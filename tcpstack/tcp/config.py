@@ -21,7 +21,6 @@ class TcpConfig:
     max_retries: int = 15           # data retransmissions before the connection aborts
     persist_max: float = 60.0       # longest interval between zero-window probes
     backlog: int = 128              # default listener backlog (half-open connections)
-    offload: bool = False           # the link takes partial checksums and 64 KB segments
     congestion: str = "cubic"       # "cubic" (RFC 9438) or "newreno" (RFC 6582)
     delayed_ack: float = 0.04       # longest an ACK for in-order data waits (0: never waits)
     nodelay: bool = False           # TCP_NODELAY: no Nagle (RFC 9293 3.7.4)

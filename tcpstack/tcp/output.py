@@ -5,10 +5,9 @@ probes. The send side of a connection; tcb.py explains the split.
 
 
 
-from tcpstack.net import offload
 from tcpstack.net.checksum import Bytes
 from tcpstack.tcp import segment as tcpseg
-from tcpstack.tcp.segment import ACK, FIN, PSH, RST, SYN
+from tcpstack.tcp.segment import ACK, FIN, PSH, RST, SYN, OutSegment
 from tcpstack.tcp.seq import HALF, MASK
 from tcpstack.tcp.state import TRANSMITTING, State
 from tcpstack.tcp.tcb import (
@@ -43,18 +42,9 @@ class SegmentOutput(TransmissionControlBlock):
             if not payload and self.loss.sack and self.rcv.ooo and not options:
                 # Every ACK sent while data waits beyond a hole reports it (RFC 2018 4).
                 options = tcpseg.encode_sack(self.rcv.ooo.sack_blocks(4))
-        ack = self.rcv.nxt if flags & ACK else 0
-        if payload and self._offload:
-            hdr = tcpseg.build_header_partial(self.local_port, self.remote_port, seq, ack,
-                                              flags, window, self._pseudo, options,
-                                              len(payload))
-            link = offload.tcp_partial(20, len(hdr), len(payload), self.snd.mss)
-        else:
-            hdr = tcpseg.build_header(self.local_port, self.remote_port, seq, ack, flags,
-                                      window, self._pseudo, options, payload)
-            link = self._link
-        self.output.append(b"".join((link, self._ip.build(len(hdr) + len(payload)), hdr,
-                                     payload)))
+        self.output.append(OutSegment(self.local_port, self.remote_port, seq,
+                                      self.rcv.nxt if flags & ACK else 0, flags, window,
+                                      options, payload, self.snd.mss))
         self.counts.segments_out += 1
         if flags & ACK:
             self.rcv.acked()

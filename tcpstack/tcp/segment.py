@@ -49,6 +49,22 @@ _FLAG_NAMES = ((FIN, "F"), (SYN, "S"), (RST, "R"), (PSH, "P"), (ACK, "."), (URG,
                (ECE, "E"), (CWR, "W"))
 
 
+class OutSegment(NamedTuple):
+    """A segment a connection sends: its header fields and a view of its payload, for the
+    stack to frame (TCP checksum, IP header) and the link to carry. `mss` is the size a link
+    that segments large payloads (GSO) cuts this one to."""
+
+    sport: int
+    dport: int
+    seq: int
+    ack: int
+    flags: int
+    window: int
+    options: bytes
+    payload: Bytes
+    mss: int
+
+
 @dataclass(slots=True)
 class Options:
     """The options a segment carries; None where absent."""

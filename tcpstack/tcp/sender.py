@@ -48,11 +48,11 @@ class Sender:
         self.nodelay = config.nodelay  # TCP_NODELAY: no Nagle (RFC 9293 3.7.4)
         self.want_writable = False  # a send() did not fit: tell the application when it will
 
-    def take_mss(self, offered: int | None, ours: int, offload: bool) -> None:
+    def take_mss(self, offered: int | None, ours: int, segmentation: bool) -> None:
         """The MSS to send with: the peer's (536 without the option, RFC 9293 3.7.1), at most
-        ours, at least MIN_SND_MSS; with segmentation offload a segment may carry several."""
+        ours, at least MIN_SND_MSS; where the link segments (GSO) a segment may carry several."""
         self.mss = max(min(offered if offered else tcpseg.DEFAULT_MSS, ours), MIN_SND_MSS)
-        self.seg_max = MAX_IP_PAYLOAD // self.mss * self.mss if offload else self.mss
+        self.seg_max = MAX_IP_PAYLOAD // self.mss * self.mss if segmentation else self.mss
 
     @property
     def in_flight(self) -> int:

@@ -12,8 +12,6 @@ from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
 
-from tcpstack.net import offload
-from tcpstack.net.ipv4 import PROTO_TCP, HeaderTemplate, pseudo_header_sum
 from tcpstack.tcp import congestion
 from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.congestion import CongestionControl
@@ -21,6 +19,7 @@ from tcpstack.tcp.events import ConnEvent
 from tcpstack.tcp.loss_recovery import LossRecovery
 from tcpstack.tcp.receiver import Receiver
 from tcpstack.tcp.rtt import RttEstimator
+from tcpstack.tcp.segment import OutSegment
 from tcpstack.tcp.sender import Sender
 from tcpstack.tcp.state import State
 from tcpstack.tcp.timers import ConnectionCounts, ConnectionTimers
@@ -37,7 +36,7 @@ class TransmissionControlBlock:
 
     def __init__(self, config: TcpConfig, local_addr: bytes, local_port: int,
                  remote_addr: bytes, remote_port: int, iss: int, *, passive: bool,
-                 counters: Counter[str] | None = None) -> None:
+                 counters: Counter[str] | None = None, segmentation: bool = False) -> None:
         self.config = config
         self.local_addr = local_addr
         self.local_port = local_port
@@ -51,11 +50,10 @@ class TransmissionControlBlock:
         # Told of every application call; the owning stack installs it to flush us after.
         self.on_change: Callable[[Any], None] = lambda conn: None
 
-        self._ip = HeaderTemplate(local_addr, remote_addr, PROTO_TCP)
-        self._offload = config.offload
-        self._link = offload.NONE if config.offload else b""
-        self._pseudo = pseudo_header_sum(local_addr, remote_addr, PROTO_TCP)
 
+        # `segmentation`: the link cuts large segments itself (GSO), so ours may carry several
+        # MSS; a capability of the link, which the stack passes on.
+        self.segmentation = segmentation
         self.snd = Sender(config, iss)  # SND.*, the queued bytes, where our FIN sits
         self.loss = LossRecovery(iss)  # the recovery episode, SACK scoreboard, tail probe
 
@@ -72,7 +70,7 @@ class TransmissionControlBlock:
 
         self.deadline: float | None = None
 
-        self.output: list[bytes] = []
+        self.output: list[OutSegment] = []  # for the stack to frame and send
         self.events: list[ConnEvent] = []
         self.error: str | None = None
         # Set when a new SYN ended TIME_WAIT: the ISN the new incarnation must use.

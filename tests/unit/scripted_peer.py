@@ -41,7 +41,7 @@ from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.connection import Connection
 from tcpstack.tcp.events import ConnEvent
 from tcpstack.tcp.listener import Listener
-from tcpstack.tcp.segment import ACK, Options
+from tcpstack.tcp.segment import ACK, Options, OutSegment
 from tcpstack.tcp.state import TRANSITIONS, Sends, State, Trigger
 from tests.unit.link_pair import A_ADDR, B_ADDR, FixedIsn
 
@@ -295,8 +295,8 @@ def recording_triggers() -> Iterator[list[Entry]]:
     assert not wrong, "transitions that did not send what the table says: " + "; ".join(wrong)
 
 
-def _sends_mismatch(sends: Sends, conn: Connection, packets: list[bytes]) -> str | None:
-    flags = [tcpseg.flags_str(decode(p, 0.0).flags) for p in packets]
+def _sends_mismatch(sends: Sends, conn: Connection, segments: list[OutSegment]) -> str | None:
+    flags = [tcpseg.flags_str(seg.flags) for seg in segments]
     if sends in (Sends.SYN, Sends.SYN_ACK, Sends.RST):
         expected = {Sends.SYN: ["S"], Sends.SYN_ACK: ["S."], Sends.RST: ["R"]}[sends]
         return None if flags == expected else f"table says {sends}, sent {flags}"
