@@ -30,8 +30,10 @@ INITIAL_WINDOW = 10 * MSS  # RFC 6928, what the stack sends before the first ACK
 
 
 def _config() -> TcpConfig:
-    # No tail loss probes: every segment the peer sees is one the flow control let out.
-    return TcpConfig(send_buffer=SEND_BUFFER, nodelay=True, tail_loss_probe=False)
+    # No tail loss probes and a 2 s RTO floor: every segment the peer sees is one the flow
+    # control let out, not a resend, even on a machine too busy to answer within 200 ms.
+    return TcpConfig(send_buffer=SEND_BUFFER, nodelay=True, tail_loss_probe=False,
+                     min_rto=2.0)
 
 
 async def _established(d: Driven) -> Recorder:
