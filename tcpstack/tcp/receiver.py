@@ -140,6 +140,16 @@ class Receiver:
         grow = (self.nxt + free - self.adv) & MASK
         return grow < HALF and grow >= min(self.capacity // 2, self.mss)
 
+    def update_due(self) -> bool:
+        """After a read: is the window worth an ACK of its own now? Only where it had closed
+        to half the buffer or less and would at least double (Linux's tcp_cleanup_rbuf rule);
+        otherwise the update rides on the next ACK, so a prompt reader does not turn every
+        segment into an ACK and defeat delayed ACK."""
+        window = self.window
+        return (2 * window <= self.capacity
+                and self.capacity - len(self.buffer) >= 2 * window
+                and self.window_would_grow())
+
     def acked(self) -> None:
         """An ACK went out: nothing is owed any more."""
         self.ack_pending = self.ack_now = False

@@ -1,0 +1,44 @@
+"""When reading makes a window update worth an ACK of its own (tcp_cleanup_rbuf's rule in
+Linux): only where the window had closed to half the buffer or less and now at least
+doubles. A prompt reader of one-segment batches then gets an ACK every second segment, as
+delayed ACK intends (RFC 5681 4.2), not one per segment."""
+
+from __future__ import annotations
+
+from tcpstack.tcp import segment as tcpseg
+from tcpstack.tcp.config import TcpConfig
+from tcpstack.tcp.segment import ACK, SYN
+from tests.unit.scripted_peer import ScriptedPeer, lines
+
+MSS = 1460
+PEER = 5000
+ISS = 1_000_000
+
+
+def _established(buffer: int) -> ScriptedPeer:
+    peer = ScriptedPeer(TcpConfig(receive_buffer=buffer), stack_isn=ISS)
+    peer.listen(80)
+    peer.inject(SYN, PEER, options=tcpseg.encode_options(mss=MSS))
+    peer.inject(ACK, PEER + 1, ISS + 1)
+    return peer
+
+
+def test_a_prompt_reader_of_one_segment_batches_gets_an_ack_every_second_segment() -> None:
+    peer = _established(1 << 20)
+    conn = peer.accepted()
+    acks = []
+    for i in range(4):
+        acks += peer.inject(ACK, PEER + 1 + i * MSS, ISS + 1, payload=bytes(MSS))
+        assert peer.app_read(conn) == bytes(MSS)
+        acks += peer.take()
+    assert [s.ack for s in acks] == [PEER + 1 + 2 * MSS, PEER + 1 + 4 * MSS]
+    assert peer.now == 0.0  # no timer was needed for them
+
+
+def test_a_read_that_reopens_a_window_closed_past_half_is_announced_at_once() -> None:
+    peer = _established(4 * MSS)
+    conn = peer.accepted()
+    peer.inject(ACK, PEER + 1, ISS + 1, payload=bytes(3 * MSS))  # three quarters full
+    peer.take()
+    assert peer.app_read(conn) == bytes(3 * MSS)
+    assert lines(peer.take()) == [f". seq {ISS + 1} ack {PEER + 1 + 3 * MSS} win {4 * MSS}"]
