@@ -320,7 +320,7 @@ class Connection(SegmentOutput):
     def _take_syn(self, seg: Segment) -> None:
         self.rcv.start(seg.seq)
         opts = seg.options
-        self.snd.take_mss(opts.mss, self.config.mss, self.segmentation)
+        self.snd.take_mss(opts.mss, self.config.mss)
         self.cc = congestion.create(self.config.congestion, self.snd.mss)
         self.loss.sack = opts.sack_permitted and self.config.sack
         if opts.wscale is not None and self.config.window_scaling:

@@ -23,10 +23,10 @@ MIN_SND_MSS = 48
 
 class Sender:
     __slots__ = ("buffer", "bytes_sent", "fin_queued", "fin_seq", "iss", "max", "max_wnd",
-                 "mss", "nodelay", "nxt", "seg_max", "syn_acked", "una", "want_writable", "wl1",
-                 "wl2", "wnd", "wscale", "wscale_offered")
+                 "mss", "nodelay", "nxt", "seg_max", "segmentation", "syn_acked", "una",
+                 "want_writable", "wl1", "wl2", "wnd", "wscale", "wscale_offered")
 
-    def __init__(self, config: TcpConfig, iss: int) -> None:
+    def __init__(self, config: TcpConfig, iss: int, segmentation: bool = False) -> None:
         self.iss = iss
         self.una = iss       # SND.UNA
         self.nxt = iss       # SND.NXT
@@ -38,6 +38,7 @@ class Sender:
         self.wscale = 0      # the peer's window scale (RFC 7323)
         self.wscale_offered = False  # the peer's SYN carried a window scale option
         self.mss = tcpseg.DEFAULT_MSS
+        self.segmentation = segmentation   # the link cuts large segments itself (GSO)
         self.seg_max = tcpseg.DEFAULT_MSS  # largest segment we build: the MSS, or with
         #                                    segmentation offload a multiple of it
         self.buffer = SendBuffer(config.send_buffer)  # queued and not yet acknowledged
@@ -48,11 +49,11 @@ class Sender:
         self.nodelay = config.nodelay  # TCP_NODELAY: no Nagle (RFC 9293 3.7.4)
         self.want_writable = False  # a send() did not fit: tell the application when it will
 
-    def take_mss(self, offered: int | None, ours: int, segmentation: bool) -> None:
+    def take_mss(self, offered: int | None, ours: int) -> None:
         """The MSS to send with: the peer's (536 without the option, RFC 9293 3.7.1), at most
         ours, at least MIN_SND_MSS; where the link segments (GSO) a segment may carry several."""
         self.mss = max(min(offered if offered else tcpseg.DEFAULT_MSS, ours), MIN_SND_MSS)
-        self.seg_max = MAX_IP_PAYLOAD // self.mss * self.mss if segmentation else self.mss
+        self.seg_max = MAX_IP_PAYLOAD // self.mss * self.mss if self.segmentation else self.mss
 
     @property
     def in_flight(self) -> int:

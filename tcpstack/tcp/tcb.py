@@ -53,8 +53,7 @@ class TransmissionControlBlock:
 
         # `segmentation`: the link cuts large segments itself (GSO), so ours may carry several
         # MSS; a capability of the link, which the stack passes on.
-        self.segmentation = segmentation
-        self.snd = Sender(config, iss)  # SND.*, the queued bytes, where our FIN sits
+        self.snd = Sender(config, iss, segmentation)  # SND.*, the queued bytes, where our FIN sits
         self.loss = LossRecovery(iss)  # the recovery episode, SACK scoreboard, tail probe
 
         self.timers = ConnectionTimers()
