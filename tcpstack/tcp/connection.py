@@ -2,12 +2,13 @@
 
 A Connection never reads a clock or touches a file descriptor. It is fed arriving segments
 (`receive`), application calls (`send`, `read`, `close`, `abort`) and timer expiries
-(`on_timer`), each with the current time, and it answers by appending finished IPv4 packets
-to `output` and ConnEvents to `events`. Its owner calls `flush` after feeding it, which sends
+(`on_timer`), each with the current time, and it answers by appending segments (OutSegment:
+header fields and a payload view, which the stack frames) to `output` and ConnEvents to
+`events`. Its owner calls `flush` after feeding it, which sends
 whatever data the windows allow and any pending ACK, and reads `deadline` to know when to
 call `on_timer` next. All state changes go through the table in state.py.
 
-The variables live in tcb.py (TransmissionControlBlock) and the send side in output.py
+Its parts live in tcb.py (TransmissionControlBlock) and the send side in output.py
 (SegmentOutput); this file holds the application calls, segment arrival, timers and state
 changes. Sequence comparisons are written inline as `(a - b) & MASK` on the hot paths; seq.py
 holds their definitions.

@@ -1,10 +1,11 @@
-"""The Transmission Control Block (RFC 9293 3.3.1): every variable of one connection.
+"""The Transmission Control Block (RFC 9293 3.3.1): one connection's identity and its parts,
+each owning its own state: `snd` (sender.py, SND.*), `rcv` (receiver.py, RCV.*), `loss`
+(loss_recovery.py), `cc` (congestion/), `rtt` (rtt.py), `timers` and `counts` (timers.py).
 
-The connection is split by concern across three classes, each a subclass of the one before:
-`TransmissionControlBlock` (this file: the send and receive sequence variables, buffers,
-timers and counters), `SegmentOutput` (output.py: building and sending segments, the
-window we advertise, retransmission and loss recovery on the send side) and `Connection`
-(connection.py: application calls, segment arrival per RFC 9293 3.10, timers, states).
+The behaviour is still spread over a chain of classes (to be made parts in turn):
+`SegmentOutput` (output.py: the send loop, segments, retransmission, SACK recovery's sending,
+the probes) and `Connection` (connection.py: application calls, segment arrival per RFC 9293
+3.10, timers, states) build on this one.
 """
 
 
