@@ -14,7 +14,6 @@ import logging
 import os
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any
 
 from tcpstack.api.capture import Capture
 from tcpstack.api.control import ControlServer, ControlSocketInUse, control_path
@@ -279,7 +278,7 @@ class Stack:
     def _on_event(self, conn: Connection, event: ConnEvent) -> None:
         if event is ConnEvent.CLOSED and self.capture is not None:
             self.capture.connection_closed(conn)
-        owner: Any = conn.owner
+        owner = conn.owner
         if owner is not None:
             owner.handle_event(event)
         elif event is ConnEvent.ESTABLISHED and isinstance(conn.listener, Listener):

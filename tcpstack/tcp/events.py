@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from typing import Protocol
 
 
 class ConnEvent(enum.Enum):
@@ -14,3 +15,10 @@ class ConnEvent(enum.Enum):
     REFUSED = "refused"          # our SYN was answered with RST
     TIMEOUT = "timeout"          # retransmissions gave up
     CLOSED = "closed"            # the connection is gone; no more events follow
+
+
+class ConnectionOwner(Protocol):
+    """What the application layer attaches to a connection (`Connection.owner`): it is told
+    each of the connection's events, in order."""
+
+    def handle_event(self, event: ConnEvent) -> None: ...

@@ -16,7 +16,7 @@ from typing import Any
 from tcpstack.tcp import congestion
 from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.congestion import CongestionControl
-from tcpstack.tcp.events import ConnEvent
+from tcpstack.tcp.events import ConnectionOwner, ConnEvent
 from tcpstack.tcp.loss_recovery import LossRecovery
 from tcpstack.tcp.receiver import Receiver
 from tcpstack.tcp.rtt import RttEstimator
@@ -47,7 +47,7 @@ class TransmissionControlBlock:
         self.state = State.LISTEN if passive else State.CLOSED
         self.on_transition: TransitionHook | None = None
         self.listener: object | None = None  # the Listener that spawned a passive open
-        self.owner: object | None = None     # whatever the application layer attaches
+        self.owner: ConnectionOwner | None = None  # the application layer's, told each event
         # Told of every application call; the owning stack installs it to flush us after.
         self.on_change: Callable[[Any], None] = lambda conn: None
 
