@@ -30,7 +30,7 @@ from tcpstack.net.ipv4 import PROTO_ICMP, PROTO_TCP
 from tcpstack.tcp import segment as tcpseg
 from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.connection import Connection
-from tcpstack.tcp.events import ConnEvent
+from tcpstack.tcp.events import Closed, Event, Reset
 from tcpstack.tcp.isn import IsnGenerator
 from tcpstack.tcp.listener import Listener, Verdict
 from tcpstack.tcp.reset import reset_reply
@@ -40,7 +40,7 @@ from tcpstack.tcp.state import State
 log = logging.getLogger("tcpstack")
 
 ConnKey = tuple[bytes, int, int]  # (remote address, remote port, local port)
-EventHandler = Callable[[Connection, ConnEvent], None]
+EventHandler = Callable[[Connection, Event], None]
 EPHEMERAL_PORTS = range(32768, 61000)  # Linux's ip_local_port_range
 # Rounds of events and reactions within one pass; what is left over goes to the next pass.
 MAX_EVENT_ROUNDS = 16
@@ -64,7 +64,7 @@ class NetworkStack:
         self.listeners: dict[int, Listener] = {}
         self.counters: Counter[str] = Counter()
         self.output: list[bytes] = []
-        self.events: list[tuple[Connection, ConnEvent]] = []
+        self.events: list[tuple[Connection, Event]] = []
         self.on_transition: Callable[[Connection, State, State], None] | None = None
         self.on_event: EventHandler | None = None  # the application, fed within each pass
         self.request_service: Callable[[], None] | None = None  # "run a pass soon" (the driver)
@@ -168,7 +168,7 @@ class NetworkStack:
     def _fail(self, conn: Connection, now: float) -> None:
         """Nothing about `conn` can be trusted after a bug in its code: reset it (the peer
         gets a RST where ABORT sends one) and tell the application it was reset."""
-        conn.events.append(ConnEvent.RESET)
+        conn.events.append(Reset("internal error"))
         try:
             conn.abort(now)
         except Exception as exc:
@@ -180,7 +180,7 @@ class NetworkStack:
             return
         # ABORT raised as well, or leaves this state alone (TIME_WAIT): drop it unannounced.
         conn.output.clear()
-        conn.events.append(ConnEvent.CLOSED)
+        conn.events.append(Closed(conn.error))
         self.events.extend((conn, ev) for ev in conn.events)
         conn.events.clear()
         key = (conn.remote_addr, conn.remote_port, conn.local_port)

@@ -28,7 +28,15 @@ from tcpstack.stack import NetworkStack
 from tcpstack.tcp import congestion as tcp_congestion
 from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.connection import Connection
-from tcpstack.tcp.events import ConnEvent
+from tcpstack.tcp.events import (
+    DATA_READY,
+    Closed,
+    Established,
+    Event,
+    Refused,
+    Reset,
+    TimedOut,
+)
 from tcpstack.tcp.listener import Listener
 from tcpstack.tcp.state import State
 
@@ -99,17 +107,20 @@ class _PendingConnect:
         self.future = future
         conn.owner = self
 
-    def handle_event(self, event: ConnEvent) -> None:
+    def handle_event(self, event: Event) -> None:
         if self.future.done():
             return
-        if event is ConnEvent.ESTABLISHED:
-            self.future.set_result(None)
-        elif event is ConnEvent.REFUSED:
-            self.future.set_exception(ConnectionRefusedError(self.conn.error or "refused"))
-        elif event is ConnEvent.TIMEOUT:
-            self.future.set_exception(TimeoutError(self.conn.error or "timed out"))
-        elif event in (ConnEvent.RESET, ConnEvent.CLOSED):
-            self.future.set_exception(ConnectionResetError(self.conn.error or "reset"))
+        match event:
+            case Established():
+                self.future.set_result(None)
+            case Refused(error=error):
+                self.future.set_exception(ConnectionRefusedError(error))
+            case TimedOut(error=error):
+                self.future.set_exception(TimeoutError(error))
+            case Reset(error=error):
+                self.future.set_exception(ConnectionResetError(error))
+            case Closed(error=error):
+                self.future.set_exception(ConnectionResetError(error or "reset"))
 
 
 def _non_host_role(address: ipaddress.IPv4Address,
@@ -275,20 +286,20 @@ class Stack:
         return build_snapshot(self.network, iface=self.iface,
                               kernel_address=str(self.kernel_interface), uptime=uptime)
 
-    def _on_event(self, conn: Connection, event: ConnEvent) -> None:
-        if event is ConnEvent.CLOSED and self.capture is not None:
+    def _on_event(self, conn: Connection, event: Event) -> None:
+        if isinstance(event, Closed) and self.capture is not None:
             self.capture.connection_closed(conn)
         owner = conn.owner
         if owner is not None:
             owner.handle_event(event)
-        elif event is ConnEvent.ESTABLISHED and isinstance(conn.listener, Listener):
+        elif isinstance(event, Established) and isinstance(conn.listener, Listener):
             server = conn.listener.owner
             if isinstance(server, Server) and server.is_serving() and self.driver:
                 server.accept(self.driver, conn)
                 if conn.rcv.buffer:
                     owner = conn.owner
                     assert isinstance(owner, TcpTransport)
-                    owner.handle_event(ConnEvent.DATA)
+                    owner.handle_event(DATA_READY)
             else:
                 conn.abort(self.driver.now() if self.driver else 0.0)
 
@@ -363,7 +374,7 @@ class Stack:
         transport = TcpTransport(driver, conn, protocol)
         protocol.connection_made(transport)
         if conn.rcv.buffer:
-            transport.handle_event(ConnEvent.DATA)
+            transport.handle_event(DATA_READY)
         writer = asyncio.StreamWriter(transport, protocol, reader, loop)
         return reader, writer
 

@@ -14,7 +14,16 @@ from typing import Any
 
 from tcpstack.io.driver import StackDriver
 from tcpstack.tcp.connection import Connection, ConnectionStateError
-from tcpstack.tcp.events import ConnEvent
+from tcpstack.tcp.events import (
+    Closed,
+    DataReady,
+    EndOfData,
+    Event,
+    Refused,
+    Reset,
+    TimedOut,
+    Writable,
+)
 from tcpstack.tcp.state import State
 
 DEFAULT_HIGH_WATER = 256 * 1024
@@ -131,22 +140,23 @@ class TcpTransport(asyncio.Transport):
 
     # ----------------------------------------------------------- from the stack
 
-    def handle_event(self, event: ConnEvent) -> None:
-        if event is ConnEvent.DATA:
-            self._deliver()
-        elif event is ConnEvent.WRITABLE:
-            self._refill()
-        elif event is ConnEvent.EOF:
-            self._eof_pending = True
-            self._deliver()
-        elif event in (ConnEvent.RESET, ConnEvent.TIMEOUT, ConnEvent.REFUSED):
-            error = self._conn.error or str(event.value)
-            exc: Exception = (TimeoutError(error) if event is ConnEvent.TIMEOUT
-                              else ConnectionRefusedError(error) if event is ConnEvent.REFUSED
-                              else ConnectionResetError(error))
-            self.lose(exc)
-        elif event is ConnEvent.CLOSED:
-            self.lose(None)
+    def handle_event(self, event: Event) -> None:
+        match event:
+            case DataReady():
+                self._deliver()
+            case Writable():
+                self._refill()
+            case EndOfData():
+                self._eof_pending = True
+                self._deliver()
+            case Reset(error=error):
+                self.lose(ConnectionResetError(error))
+            case TimedOut(error=error):
+                self.lose(TimeoutError(error))
+            case Refused(error=error):
+                self.lose(ConnectionRefusedError(error))
+            case Closed():
+                self.lose(None)
 
     def _deliver(self) -> None:
         if self._lost or self._closing:

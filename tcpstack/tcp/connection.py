@@ -3,7 +3,7 @@
 A Connection never reads a clock or touches a file descriptor. It is fed arriving segments
 (`receive`), application calls (`send`, `read`, `close`, `abort`) and timer expiries
 (`on_timer`), each with the current time, and it answers by appending segments (OutSegment:
-header fields and a payload view, which the stack frames) to `output` and ConnEvents to
+header fields and a payload view, which the stack frames) to `output` and events (events.py) to
 `events`. Its owner calls `flush` after feeding it, which sends
 whatever data the windows allow and any pending ACK, and reads `deadline` to know when to
 call `on_timer` next. All state changes go through the table in state.py.
@@ -20,7 +20,16 @@ from dataclasses import dataclass
 
 from tcpstack.net.checksum import Bytes
 from tcpstack.tcp import congestion
-from tcpstack.tcp.events import ConnEvent
+from tcpstack.tcp.events import (
+    DATA_READY,
+    END_OF_DATA,
+    ESTABLISHED,
+    WRITABLE,
+    Closed,
+    Refused,
+    Reset,
+    TimedOut,
+)
 from tcpstack.tcp.output import SegmentOutput
 from tcpstack.tcp.recovery import Action
 from tcpstack.tcp.segment import ACK, FIN, RST, SYN, Segment
@@ -226,7 +235,7 @@ class Connection(SegmentOutput):
             self.timers.rto = None
             self.retries = 0
             self._transition(Trigger.RCV_ACK_OF_SYN, now)
-            self.events.append(ConnEvent.ESTABLISHED)
+            self.events.append(ESTABLISHED)
         # The same ACK may also cover data or a FIN sent from SYN_RCVD; it also sets the send
         # window (SND.WL1 is still the IRS, so the update rule takes it).
         return self._process_ack(seg, arrival.seq, arrival.flags, arrival.payload, now)
@@ -274,7 +283,7 @@ class Connection(SegmentOutput):
     def _deliver(self, data: Bytes) -> None:
         """In-order bytes at RCV.NXT: to the application (unless it stopped reading)."""
         if self.rcv.deliver(data):
-            self.events.append(ConnEvent.DATA)
+            self.events.append(DATA_READY)
 
     def _settle_fin_wait_1(self, now: float) -> None:
         """FIN_WAIT_1 whose FIN is acked moves on to FIN_WAIT_2, unless the same segment's FIN
@@ -296,7 +305,7 @@ class Connection(SegmentOutput):
         if flags & RST:
             if ack_ok:  # RFC 5961 3.2: a RST in SYN-SENT counts only if it ACKs our SYN
                 self.error = "connection refused"
-                self.events.append(ConnEvent.REFUSED)
+                self.events.append(Refused(self.error))
                 self._transition(Trigger.RCV_RST, now)
             return
         if not flags & SYN:
@@ -312,7 +321,7 @@ class Connection(SegmentOutput):
             self.timers.rto = None
             self.retries = 0
             self._transition(Trigger.RCV_SYN_ACK, now)
-            self.events.append(ConnEvent.ESTABLISHED)
+            self.events.append(ESTABLISHED)
         else:
             # Simultaneous open (3.10.7.3, figure 8): answer with our SYN again plus an ACK.
             self.timers.rto = None
@@ -416,7 +425,7 @@ class Connection(SegmentOutput):
             tlp.restart = True
         if self.snd.want_writable and buf.space >= buf.capacity // 2:
             self.snd.want_writable = False
-            self.events.append(ConnEvent.WRITABLE)
+            self.events.append(WRITABLE)
 
     def _on_duplicate_ack(self, now: float) -> None:
         before = (now, self.cc.cwnd, self.cc.ssthresh)
@@ -451,7 +460,7 @@ class Connection(SegmentOutput):
 
     def _on_fin(self, now: float) -> None:
         """The peer's FIN, in order: the transition's action acknowledges it."""
-        self.events.append(ConnEvent.EOF)
+        self.events.append(END_OF_DATA)
         if self.state is State.FIN_WAIT_1 and self._fin_acked():
             self._transition(Trigger.RCV_FIN_ACK_OF_FIN, now)
         else:
@@ -461,11 +470,11 @@ class Connection(SegmentOutput):
         if self.state is State.SYN_RCVD:
             if not self.passive:  # 3.10.7.4: an active open that crossed SYNs is refused
                 self.error = "connection refused"
-                self.events.append(ConnEvent.REFUSED)
+                self.events.append(Refused(self.error))
             # (a passive open's listener simply forgets the half-open connection)
         elif self.state in RESET_REPORTED:
             self.error = "connection reset by peer"
-            self.events.append(ConnEvent.RESET)
+            self.events.append(Reset(self.error))
         self._transition(Trigger.RCV_RST, now)
 
     def _start_time_wait(self, now: float) -> None:
@@ -515,7 +524,7 @@ class Connection(SegmentOutput):
 
     def _give_up(self, error: str, now: float) -> None:
         self.error = error
-        self.events.append(ConnEvent.TIMEOUT)
+        self.events.append(TimedOut(error))
         self._transition(Trigger.TIMEOUT_GIVE_UP, now)
 
     def _on_retransmit_timeout(self, now: float) -> None:
@@ -592,5 +601,5 @@ class Connection(SegmentOutput):
             self.loss.probe.cancel()
             self.deadline = None
             self.rcv.ack_pending = False
-            self.events.append(ConnEvent.CLOSED)
+            self.events.append(Closed(self.error))
 

@@ -1,9 +1,12 @@
-"""What a connection tells its application: small values the caller pulls (h11/aioquic style)."""
+"""What a connection tells its application: small typed values the caller pulls (h11/aioquic
+style), each carrying what goes with it (the error of an end that failed). `kind` names the
+sort of event as a ConnEvent, for code that only needs to tell them apart."""
 
 from __future__ import annotations
 
 import enum
-from typing import Protocol
+from dataclasses import dataclass
+from typing import ClassVar, Protocol
 
 
 class ConnEvent(enum.Enum):
@@ -17,8 +20,61 @@ class ConnEvent(enum.Enum):
     CLOSED = "closed"            # the connection is gone; no more events follow
 
 
+@dataclass(frozen=True, slots=True)
+class Established:
+    kind: ClassVar[ConnEvent] = ConnEvent.ESTABLISHED
+
+
+@dataclass(frozen=True, slots=True)
+class DataReady:
+    kind: ClassVar[ConnEvent] = ConnEvent.DATA
+
+
+@dataclass(frozen=True, slots=True)
+class EndOfData:
+    kind: ClassVar[ConnEvent] = ConnEvent.EOF
+
+
+@dataclass(frozen=True, slots=True)
+class Writable:
+    kind: ClassVar[ConnEvent] = ConnEvent.WRITABLE
+
+
+@dataclass(frozen=True, slots=True)
+class Reset:
+    error: str
+    kind: ClassVar[ConnEvent] = ConnEvent.RESET
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    error: str
+    kind: ClassVar[ConnEvent] = ConnEvent.REFUSED
+
+
+@dataclass(frozen=True, slots=True)
+class TimedOut:
+    error: str
+    kind: ClassVar[ConnEvent] = ConnEvent.TIMEOUT
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    error: str | None = None  # why, when it ended otherwise than by a clean close
+    kind: ClassVar[ConnEvent] = ConnEvent.CLOSED
+
+
+Event = Established | DataReady | EndOfData | Writable | Reset | Refused | TimedOut | Closed
+
+# The events without data are values: one of each serves every connection.
+ESTABLISHED = Established()
+DATA_READY = DataReady()
+END_OF_DATA = EndOfData()
+WRITABLE = Writable()
+
+
 class ConnectionOwner(Protocol):
     """What the application layer attaches to a connection (`Connection.owner`): it is told
     each of the connection's events, in order."""
 
-    def handle_event(self, event: ConnEvent) -> None: ...
+    def handle_event(self, event: Event) -> None: ...

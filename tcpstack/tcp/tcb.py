@@ -16,7 +16,7 @@ from typing import Any
 from tcpstack.tcp import congestion
 from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.congestion import CongestionControl
-from tcpstack.tcp.events import ConnectionOwner, ConnEvent
+from tcpstack.tcp.events import ConnectionOwner, Event
 from tcpstack.tcp.loss_recovery import LossRecovery
 from tcpstack.tcp.receiver import Receiver
 from tcpstack.tcp.rtt import RttEstimator
@@ -71,7 +71,7 @@ class TransmissionControlBlock:
         self.deadline: float | None = None
 
         self.output: list[OutSegment] = []  # for the stack to frame and send
-        self.events: list[ConnEvent] = []
+        self.events: list[Event] = []
         self.error: str | None = None
         # Set when a new SYN ended TIME_WAIT: the ISN the new incarnation must use.
         self.reopen_iss: int | None = None

@@ -73,7 +73,7 @@ from tcpstack.stack import NetworkStack
 from tcpstack.tcp import segment as tcpseg
 from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.connection import Connection
-from tcpstack.tcp.events import ConnEvent
+from tcpstack.tcp.events import ConnEvent, Event, Refused, Reset, TimedOut
 from tcpstack.tcp.isn import IsnGenerator
 from tcpstack.tcp.segment import ACK, FIN, RST, SYN, Segment
 from tcpstack.tcp.seq import HALF, MASK
@@ -468,6 +468,7 @@ class Simulation:
         self._failure: SimulationFailure | None = None  # raised in a handler the pass fences
         self._started = False
         self._ack_echoes = 0
+        self._typed: Event | None = None  # the event being handed over, as the stack made it
 
         seed = sc.seed
         self.a = NetworkStack(A_ADDR, sc.config_a, self._isn(sc.isn_a, "a"))
@@ -758,8 +759,10 @@ class Simulation:
             stack.service((), self.now)  # the pass stopped after its rounds: go on
         self.fail("stacks and applications kept answering each other at one instant")
 
-    def _handler(self, ep: Endpoint) -> Callable[[Connection, ConnEvent], None]:
-        def on_event(conn: Connection, event: ConnEvent) -> None:
+    def _handler(self, ep: Endpoint) -> Callable[[Connection, Event], None]:
+        def on_event(conn: Connection, typed: Event) -> None:
+            event = typed.kind
+            self._typed = typed
             if self._failure is not None:
                 return  # the run has failed; the pass is only finishing
             self._cause = "app"
@@ -788,8 +791,11 @@ class Simulation:
                 self._write(ep)
         elif event in (ConnEvent.RESET, ConnEvent.REFUSED, ConnEvent.TIMEOUT):
             ep.error_event = event
+            error = ep.conn.error if ep.conn is not None else None
+            if typed_error(self._typed) != error:
+                self.fail(f"{where}'s {event.name} carried {typed_error(self._typed)!r}, but "
+                          f"the connection's error is {error!r}")
             if self.scenario.clean:
-                error = ep.conn.error if ep.conn is not None else None
                 self.fail(f"{where} reported {event.name} ({error}) in a run that must "
                           "complete cleanly")
         elif event is ConnEvent.CLOSED:
@@ -1031,6 +1037,11 @@ class Simulation:
             f"(seed {sc.seed}; replay: {sc.replay})",
         ]
         raise SimulationFailure("\n".join(lines)) from cause
+
+
+def typed_error(event: Event | None) -> str | None:
+    """The error a failed end's event carries (RESET, REFUSED, TIMEOUT)."""
+    return event.error if isinstance(event, Reset | Refused | TimedOut) else None
 
 
 def _is_pure_ack(packet: bytes) -> bool:

@@ -144,8 +144,8 @@ class LinkPair:
         return self.stack(self.name_of(conn))
 
     def events_of(self, conn: Connection) -> list[ConnEvent]:
-        """Every event the stack has reported for `conn` so far, in order."""
-        return [ev for c, ev in self.stack_of(conn).events if c is conn]
+        """The kind of every event the stack has reported for `conn` so far, in order."""
+        return [ev.kind for c, ev in self.stack_of(conn).events if c is conn]
 
     def states_of(self, conn: Connection) -> list[State]:
         """The states `conn` went through, starting from its first recorded transition."""
@@ -174,7 +174,7 @@ class LinkPair:
     def accepted(self, port: int) -> list[Connection]:
         """Server-side connections on `b`:`port` that reported ESTABLISHED."""
         return [c for c, ev in self.b.events
-                if ev is ConnEvent.ESTABLISHED and c.local_port == port]
+                if ev.kind is ConnEvent.ESTABLISHED and c.local_port == port]
 
     def send(self, conn: Connection, data: bytes) -> int:
         return conn.send(data)

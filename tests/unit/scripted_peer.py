@@ -243,7 +243,8 @@ class ScriptedPeer:
         return [(t.old, t.new) for t in self.transitions if t.conn is conn]
 
     def events(self, conn: Connection) -> list[ConnEvent]:
-        return [ev for c, ev in self.stack.events if c is conn]
+        """The kind of every event the stack reported for `conn`, in order."""
+        return [ev.kind for c, ev in self.stack.events if c is conn]
 
     def accepted(self) -> Connection:
         """The one connection the stack has made from a SYN (on any listener)."""

@@ -17,7 +17,7 @@ from tcpstack.stack import NetworkStack
 from tcpstack.tcp import segment as tcpseg
 from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.connection import Connection
-from tcpstack.tcp.events import ConnEvent
+from tcpstack.tcp.events import Closed, ConnEvent, Event, Reset
 from tcpstack.tcp.segment import ACK, PSH, RST, SYN
 from tcpstack.tcp.state import State
 from tests.unit.fake_tun import MSS, PEER_ISS, STACK_ISS, FakeTun, TunPeer, driven_stack
@@ -183,7 +183,7 @@ def _broken_timer(now: float) -> None:
 def test_a_timer_handler_that_raises_costs_its_connection_and_no_other_timer() -> None:
     stack = NetworkStack(STACK_ADDR, TcpConfig(), FixedIsn(STACK_ISS))
     events: list[tuple[int, ConnEvent]] = []
-    stack.on_event = lambda conn, event: events.append((conn.local_port, event))
+    stack.on_event = lambda conn, event: events.append((conn.local_port, event.kind))
     broken = stack.connect(PEER_ADDR, 80, 0.0, local_port=50001)
     other = stack.connect(PEER_ADDR, 80, 0.5, local_port=50002)
     stack.flush(0.5)
@@ -198,6 +198,7 @@ def test_a_timer_handler_that_raises_costs_its_connection_and_no_other_timer() -
     assert broken.state is State.CLOSED
     assert broken.error == "internal error"
     assert events == [(50001, ConnEvent.RESET), (50001, ConnEvent.CLOSED)]
+    assert stack.events == []  # the handler took them
     assert list(stack.connections.values()) == [other]
     assert stack.output == []  # a SYN_SENT connection goes without a RST (RFC 9293 3.10.5)
     assert stack.next_deadline() == 1.5  # the other connection's SYN timer stands
@@ -226,7 +227,7 @@ def test_an_established_connection_whose_timer_raises_is_reset() -> None:
         f"R seq {syn_ack.seq + 1} win 0"]
     assert conn.state is State.CLOSED
     assert [ev for c, ev in peer.stack.events if c is conn][-2:] == \
-        [ConnEvent.RESET, ConnEvent.CLOSED]
+        [Reset("internal error"), Closed("connection aborted")]
     assert peer.stack.connections == {}
     assert peer.stack.next_deadline() is None
 
@@ -260,8 +261,8 @@ def test_an_application_handler_that_raises_costs_the_event_not_the_pass() -> No
     syn_ack = peer.inject(SYN, PEER_ISS, options=tcpseg.encode_options(mss=MSS))[0]
     delivered: list[ConnEvent] = []
 
-    def handler(conn: Connection, event: ConnEvent) -> None:
-        delivered.append(event)
+    def handler(conn: Connection, event: Event) -> None:
+        delivered.append(event.kind)
         raise RuntimeError("a bug in the application")
 
     peer.stack.on_event = handler

@@ -15,7 +15,7 @@ from tcpstack.tcp import segment as tcpseg
 from tcpstack.tcp import seq
 from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.connection import Connection
-from tcpstack.tcp.events import ConnEvent
+from tcpstack.tcp.events import ESTABLISHED, ConnEvent
 from tcpstack.tcp.segment import ACK, FIN, PSH, RST, SYN
 from tcpstack.tcp.seq import MASK
 from tcpstack.tcp.state import State
@@ -64,8 +64,8 @@ def test_handshake_makes_both_sides_established_with_one_event_each() -> None:
     server = servers[0]
     assert client.state is State.ESTABLISHED
     assert server.state is State.ESTABLISHED
-    assert pair.a.events == [(client, ConnEvent.ESTABLISHED)]
-    assert pair.b.events == [(server, ConnEvent.ESTABLISHED)]
+    assert pair.a.events == [(client, ESTABLISHED)]
+    assert pair.b.events == [(server, ESTABLISHED)]
 
     syn, synack, ack = pair.tcp_frames()
     assert (syn.sender, syn.flags, syn.segment.seq) == ("a", "S", 1000)
