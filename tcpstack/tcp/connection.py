@@ -346,7 +346,7 @@ class Connection(SegmentOutput):
         una = self.snd.una
         ack = seg.ack
         acked = (ack - una) & MASK
-        in_flight = (self.snd.max - una) & MASK
+        in_flight = self.snd.in_flight
         if acked >= HALF:
             if (una - ack) & MASK > max(self.snd.max_wnd, 1):
                 self._emit(ACK, self.snd.max)  # RFC 5961 5.2: too old, challenge
@@ -552,7 +552,7 @@ class Connection(SegmentOutput):
             self._send_syn(now)
             return
         self._trace_cwnd(now)
-        self.cc.on_timeout((self.snd.max - self.snd.una) & MASK, now)
+        self.cc.on_timeout(self.snd.in_flight, now)
         self.loss.on_timeout(self.snd.max)
         self._trace_cwnd(now)
         self.snd.nxt = self.snd.una  # go back N: resend from the oldest unacknowledged byte

@@ -178,8 +178,8 @@ class SegmentOutput(TransmissionControlBlock):
             tlp.restart = False
             self.timers.probe = None
             return
-        self.timers.probe = tlp.schedule(now, self.rtt.srtt, (self.snd.max - self.snd.una) & MASK,
-                                         self.snd.mss, self.timers.rto)
+        self.timers.probe = tlp.schedule(now, self.rtt.srtt, self.snd.in_flight, self.snd.mss,
+                                         self.timers.rto)
 
     def _send_probe(self, now: float) -> None:
         """The PTO fired (RFC 8985 7.3): one segment of new data if the peer's window takes
@@ -187,7 +187,7 @@ class SegmentOutput(TransmissionControlBlock):
         tlp = self.loss.probe
         self.timers.probe = None
         una = self.snd.una
-        flight = (self.snd.max - una) & MASK
+        flight = self.snd.in_flight
         if not flight or self.loss.episode.active:
             return
         buf = self.snd.buffer

@@ -100,8 +100,8 @@ class Receiver:
     # ------------------------------------------------------------------ the application
 
     def read(self, max_bytes: int = -1) -> bytes:
-        """Take received bytes (all with -1); a window the read opens enough is announced at
-        once (3.8.6.2.2)."""
+        """Take received bytes (all with -1); whether the window it opens is worth an ACK of
+        its own is update_due's to say."""
         buf = self.buffer
         if max_bytes < 0 or max_bytes >= len(buf):
             data = bytes(buf)

@@ -72,10 +72,6 @@ class SackScoreboard:
     def sacked_bytes(self) -> int:
         return sum((end - start) & MASK for start, end in self._ranges)
 
-    def highest(self, snd_una: int) -> int:
-        """The right edge of the highest SACKed block (SND.UNA when none)."""
-        return self._ranges[-1][1] if self._ranges else snd_una
-
     def is_lost(self, seq: int, snd_una: int, mss: int) -> bool:
         """IsLost(seq) (RFC 6675 4): DupThresh separate SACKed blocks above `seq`, or more
         than (DupThresh - 1) * SMSS SACKed bytes above it."""
@@ -102,12 +98,6 @@ class SackScoreboard:
             cursor = end
         if cursor != snd_max and ((snd_max - cursor) & MASK) < HALF:
             yield cursor, snd_max, 0
-
-    def hole_bytes_below_high(self, snd_una: int) -> int:
-        """Bytes between SND.UNA and the highest SACKed byte that were not SACKed."""
-        if not self._ranges:
-            return 0
-        return ((self.highest(snd_una) - snd_una) & MASK) - self.sacked_bytes()
 
     # ------------------------------------------------------------------ resends
 
