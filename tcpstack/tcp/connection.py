@@ -229,13 +229,7 @@ class Connection(SegmentOutput):
                                                               & MASK)):
                 self._emit(RST, seg.ack)
                 return False
-            self.snd.una = (self.snd.iss + 1) & MASK
-            self.snd.syn_acked = True
-            self.rtt.on_ack(seg.ack, now)
-            self.timers.rto = None
-            self.retries = 0
-            self._transition(Trigger.RCV_ACK_OF_SYN, now)
-            self.events.append(ESTABLISHED)
+            self._our_syn_acked((self.snd.iss + 1) & MASK, seg.ack, Trigger.RCV_ACK_OF_SYN, now)
         # The same ACK may also cover data or a FIN sent from SYN_RCVD; it also sets the send
         # window (SND.WL1 is still the IRS, so the update rule takes it).
         return self._process_ack(seg, arrival.seq, arrival.flags, arrival.payload, now)
@@ -315,17 +309,21 @@ class Connection(SegmentOutput):
         self.snd.max_wnd = self.snd.wnd
         self.snd.wl1, self.snd.wl2 = seg.seq, seg.ack
         if ack_ok:
-            self.snd.una = seg.ack
-            self.snd.syn_acked = True
-            self.rtt.on_ack(seg.ack, now)
-            self.timers.rto = None
-            self.retries = 0
-            self._transition(Trigger.RCV_SYN_ACK, now)
-            self.events.append(ESTABLISHED)
+            self._our_syn_acked(seg.ack, seg.ack, Trigger.RCV_SYN_ACK, now)
         else:
             # Simultaneous open (3.10.7.3, figure 8): answer with our SYN again plus an ACK.
             self.timers.rto = None
             self._transition(Trigger.RCV_SYN, now)
+
+    def _our_syn_acked(self, una: int, ack: int, trigger: Trigger, now: float) -> None:
+        """Our SYN is acknowledged (SND.UNA moves to `una`): the handshake is done."""
+        self.snd.una = una
+        self.snd.syn_acked = True
+        self.rtt.on_ack(ack, now)
+        self.timers.rto = None
+        self.retries = 0
+        self._transition(trigger, now)
+        self.events.append(ESTABLISHED)
 
     def _take_syn(self, seg: Segment) -> None:
         self.rcv.start(seg.seq)
