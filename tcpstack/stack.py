@@ -78,7 +78,8 @@ class NetworkStack:
         self._next_port = EPHEMERAL_PORTS.start
         self.offload = offload
         self._link = offload_header.NONE if offload else b""
-        self._ip_headers: dict[bytes, ipv4.HeaderTemplate] = {}  # by peer address
+        # By peer address: its IPv4 header template and pseudo-header sum, for _frame.
+        self._routes: dict[bytes, tuple[ipv4.HeaderTemplate, int]] = {}
         # Shutdown: what each connection had received when close_all ran.
         self._received_at_close: dict[Connection, int] = {}
 
@@ -245,22 +246,22 @@ class NetworkStack:
             del self.connections[(src, seg.sport, seg.dport)]
         listener = self.listeners.get(seg.dport)
         if listener is None:
-            self._reply_reset(src, pseudo, seg)
+            self._reply_reset(src, seg)
             return
         verdict = listener.classify(seg)
         self.counters[verdict.value] += 1
         if verdict is Verdict.OPEN:
             self._open_passive(listener, src, seg, now, iss)
         elif verdict is Verdict.RESET:
-            self._reply_reset(src, pseudo, seg)
+            self._reply_reset(src, seg)
 
-    def _reply_reset(self, src: bytes, pseudo: int, seg: tcpseg.Segment) -> None:
+    def _reply_reset(self, src: bytes, seg: tcpseg.Segment) -> None:
         reply = reset_reply(seg)
         if reply is None:
             return
         seq, ack, flags = reply
-        data = tcpseg.build(seg.dport, seg.sport, seq, ack, flags, 0, pseudo)
-        self.output.append(self._link + ipv4.build(self.address, src, PROTO_TCP, data))
+        self.output.append(self._frame(src, OutSegment(seg.dport, seg.sport, seq, ack, flags, 0,
+                                                       b"", b"", 0)))
         self.counters["rst_out"] += 1
 
     def _open_passive(self, listener: Listener, src: bytes, seg: tcpseg.Segment,
@@ -379,13 +380,12 @@ class NetworkStack:
         """A connection's segment as a packet for the link: the TCP header with its
         checksum (only the pseudo-header's, for the link to finish, when it offloads), the
         IPv4 header, and the link's own header first when it has one."""
-        pseudo = self._pseudo.get(remote)
-        if pseudo is None:  # the pseudo-header sum does not depend on the direction
-            pseudo = self._pseudo[remote] = ipv4.pseudo_header_sum(remote, self.address,
-                                                                   PROTO_TCP)
-        ip = self._ip_headers.get(remote)
-        if ip is None:
-            ip = self._ip_headers[remote] = ipv4.HeaderTemplate(self.address, remote, PROTO_TCP)
+        route = self._routes.get(remote)
+        if route is None:  # the pseudo-header sum does not depend on the direction
+            route = self._routes[remote] = (
+                ipv4.HeaderTemplate(self.address, remote, PROTO_TCP),
+                ipv4.pseudo_header_sum(remote, self.address, PROTO_TCP))
+        ip, pseudo = route
         payload = seg.payload
         if payload and self.offload:
             hdr = tcpseg.build_header_partial(seg.sport, seg.dport, seg.seq, seg.ack, seg.flags,
@@ -449,11 +449,9 @@ class NetworkStack:
             if conn.state in (State.TIME_WAIT, State.CLOSED):
                 continue
             if conn.state in (State.CLOSING, State.LAST_ACK):
-                pseudo = ipv4.pseudo_header_sum(conn.remote_addr, self.address, PROTO_TCP)
-                data = tcpseg.build(conn.local_port, conn.remote_port, conn.snd.max, 0,
-                                    tcpseg.RST, 0, pseudo)
-                self.output.append(self._link + ipv4.build(self.address, conn.remote_addr,
-                                                           PROTO_TCP, data))
+                self.output.append(self._frame(conn.remote_addr, OutSegment(
+                    conn.local_port, conn.remote_port, conn.snd.max, 0, tcpseg.RST, 0, b"", b"",
+                    0)))
                 self.counters["rst_out"] += 1
             conn.abort(now)
         self._received_at_close = {}
