@@ -14,20 +14,7 @@ source "$here/netns.sh"
 tcpstack_bin=$(command -v tcpstack || echo "$repo/.venv/bin/tcpstack")
 SEEDS=${SEEDS:-1 2 3 4 5 6 7 8 9}
 SIZE=${SIZE:-20000000}
-NS="tcpstack-lossbench-$$"
-tmp=$(mktemp -d)
-pid=""
-
-cleanup() {
-    [[ -n $pid ]] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
-    netns_delete "$NS" || true
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-
-mkdir "$tmp/www"
-head -c "$SIZE" /dev/urandom >"$tmp/www/big.bin"
-netns_create "$NS"
+http_scratch tcpstack-lossbench "$SIZE"
 for seed in $SEEDS; do
     ip netns exec "$NS" "$tcpstack_bin" --impair "loss=1%,seed=$seed" \
         listen 80 --http "$tmp/www" 2>"$tmp/tcpstack.log" &

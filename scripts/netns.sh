@@ -53,3 +53,23 @@ wait_for_log() {
     done
     return 1
 }
+
+# http_scratch PREFIX SIZE: for a script that serves a file from a throwaway namespace. Sets NS
+# (PREFIX-<pid>, created, loopback up), tmp (a temp folder holding www/big.bin, SIZE random
+# bytes) and pid (empty: store the server's pid there), and on exit stops $pid and removes
+# both.
+http_scratch() {
+    NS="$1-$$"
+    tmp=$(mktemp -d)
+    pid=""
+    trap _http_scratch_cleanup EXIT
+    mkdir "$tmp/www"
+    head -c "$2" /dev/urandom >"$tmp/www/big.bin"
+    netns_create "$NS"
+}
+
+_http_scratch_cleanup() {
+    [[ -n $pid ]] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
+    netns_delete "$NS" || true
+    rm -rf "$tmp"
+}

@@ -16,20 +16,7 @@ tcpstack_bin=$(command -v tcpstack || echo "$repo/.venv/bin/tcpstack")
 IMPAIR=${IMPAIR-loss=1%,seed=7}
 SIZE=${SIZE:-20000000}
 OUT=${OUT:-$repo/docs/timeseq-example.png}
-NS="tcpstack-timeseq-$$"
-tmp=$(mktemp -d)
-pid=""
-
-cleanup() {
-    [[ -n $pid ]] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
-    netns_delete "$NS" || true
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-
-mkdir "$tmp/www"
-head -c "$SIZE" /dev/urandom >"$tmp/www/big.bin"
-netns_create "$NS"
+http_scratch tcpstack-timeseq "$SIZE"
 impair=()
 [[ -n $IMPAIR ]] && impair=(--impair "$IMPAIR")
 ip netns exec "$NS" "$tcpstack_bin" "${impair[@]}" --pcap "$tmp/run.pcap" \
