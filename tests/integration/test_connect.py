@@ -22,8 +22,7 @@ pytestmark = pytest.mark.integration
 def _start_peer(ns: NetNS, *args: str | os.PathLike[str]) -> subprocess.Popen[bytes]:
     proc = ns.popen([sys.executable, "-u", PEERS / "kernel_server.py", *map(str, args)],
                     stdout=subprocess.PIPE)
-    assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == b"ready"
+    assert read_line(proc) == "ready\n"  # unbuffered: the lines after it stay in the pipe
     return proc
 
 
@@ -141,43 +140,6 @@ def test_listen_side_half_closes_first_and_still_receives(netns: NetNS) -> None:
     assert "received 1000000" in out, out
 
 
-# A kernel server for the interrupt tests: accepts one connection on PORT, reads until the
-# peer's FIN or RST and prints what it got ("eof N" or "reset N" bytes); with "hold" it then
-# keeps its socket open, as a server that does not finish would, and reports the RST that
-# must end it ("closed").
-HOLDING_SERVER = """
-import socket, sys, time
-port, mode = int(sys.argv[1]), sys.argv[2]
-srv = socket.socket()
-srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-srv.bind(("0.0.0.0", port))
-srv.listen(1)
-srv.settimeout(30)
-print("ready", flush=True)
-conn, _ = srv.accept()
-conn.settimeout(30)
-got = 0
-try:
-    while chunk := conn.recv(65536):
-        got += len(chunk)
-    print(f"eof {got}", flush=True)
-except ConnectionResetError:
-    print(f"reset {got}", flush=True)
-    sys.exit(0)
-if mode == "close":
-    conn.close()
-    sys.exit(0)
-deadline = time.monotonic() + 20
-while time.monotonic() < deadline:
-    if conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] != 8:  # CLOSE_WAIT
-        print("closed", flush=True)
-        break
-    time.sleep(0.01)
-time.sleep(30)
-"""
-
-
-
 StartConnect = Callable[[NetNS, str, int, Path], subprocess.Popen[bytes]]
 
 
@@ -255,9 +217,7 @@ def test_signal_during_the_handshake_stops_at_once(netns: NetNS, tmp_path: Path,
 @pytest.mark.timeout(60)
 def test_sigint_when_established_closes_with_fin_and_exits_at_once(
         netns: NetNS, tmp_path: Path, start_connect: StartConnect) -> None:
-    server = netns.popen([sys.executable, "-u", "-c", HOLDING_SERVER, "5011", "close"],
-                         stdout=subprocess.PIPE)
-    assert read_line(server) == "ready\n"
+    server = _start_peer(netns, "eof-then-close", "5011")
     log = tmp_path / "connect.log"
     proc = start_connect(netns, "10.77.0.1", 5011, log)
     _wait_for(log, "SYN_SENT -> ESTABLISHED", proc)
@@ -278,9 +238,7 @@ def test_sigint_when_established_closes_with_fin_and_exits_at_once(
 @pytest.mark.timeout(60)
 def test_sigint_when_established_resets_a_peer_that_does_not_finish(
         netns: NetNS, tmp_path: Path, start_connect: StartConnect) -> None:
-    server = netns.popen([sys.executable, "-u", "-c", HOLDING_SERVER, "5012", "hold"],
-                         stdout=subprocess.PIPE)
-    assert read_line(server) == "ready\n"
+    server = _start_peer(netns, "eof-then-hold", "5012")
     log = tmp_path / "connect.log"
     proc = start_connect(netns, "10.77.0.1", 5012, log)
     _wait_for(log, "SYN_SENT -> ESTABLISHED", proc)
@@ -333,9 +291,7 @@ def test_stack_address_that_is_not_a_host_is_refused_at_once(netns: NetNS, addre
 def test_connect_outside_the_subnet_is_routed_through_the_kernel(netns: NetNS) -> None:
     # An address of the kernel's own, outside 10.77.0.0/24: the kernel takes it from tcps0.
     assert netns.run(["ip", "addr", "add", "10.99.0.1/32", "dev", "lo"]).returncode == 0
-    server = netns.popen([sys.executable, "-u", "-c", HOLDING_SERVER, "5015", "close"],
-                         stdout=subprocess.PIPE)
-    assert read_line(server) == "ready\n"
+    server = _start_peer(netns, "eof-then-close", "5015")
     result = netns.run([TCPSTACK, "connect", "10.99.0.1", "5015"], timeout=30)
     assert result.returncode == 0, result.stderr
     assert read_line(server) == "eof 0\n"

@@ -8,7 +8,11 @@ Modes (first argument), each serving one connection on 0.0.0.0:PORT, then exitin
                     (we half-closed first and still receive);
   reset             accept, then close with SO_LINGER 0, which sends a RST;
   slow-reader       a small receive buffer, one byte read every 10 ms for SECONDS (fourth
-                    argument), then the rest at full speed; reports like banner-then-count.
+                    argument), then the rest at full speed; reports like banner-then-count;
+  eof-then-close    read until the peer's FIN or RST, print "eof N" or "reset N" (bytes),
+                    then close;
+  eof-then-hold     the same, then keep the socket open, as a server that does not finish
+                    would, and print "closed" once the RST that must end it arrives.
 Prints "ready" once listening."""
 
 from __future__ import annotations
@@ -32,6 +36,9 @@ def main() -> None:
     print("ready", flush=True)
     conn, _ = srv.accept()
     conn.settimeout(30)
+    if mode in ("eof-then-close", "eof-then-hold"):
+        _report_eof_then(conn, hold=mode == "eof-then-hold")
+        return
     if mode == "reset":
         conn.recv(1)
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -58,6 +65,27 @@ def main() -> None:
         with open(sys.argv[3], "w") as f:
             f.write(report)
     conn.close()
+
+
+def _report_eof_then(conn: socket.socket, hold: bool) -> None:
+    got = 0
+    try:
+        while chunk := conn.recv(65536):
+            got += len(chunk)
+        print(f"eof {got}", flush=True)
+    except ConnectionResetError:
+        print(f"reset {got}", flush=True)
+        return
+    if not hold:
+        conn.close()
+        return
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] != 8:  # CLOSE_WAIT
+            print("closed", flush=True)
+            break
+        time.sleep(0.01)
+    time.sleep(30)
 
 
 if __name__ == "__main__":
