@@ -226,13 +226,19 @@ def _impairment(spec: str | None) -> Impairment | None:
         raise click.BadParameter(str(exc), param_hint="'--impair'") from None
 
 
-def stop_on_signals() -> asyncio.Event:
-    """SIGINT and SIGTERM end the run; installed explicitly because a background process
-    started by a non-interactive shell ignores SIGINT otherwise."""
-    stop = asyncio.Event()
+def stop_on_signals() -> asyncio.Future[signal.Signals]:
+    """SIGINT and SIGTERM end the run: the future resolves to the first that arrives.
+    Installed explicitly because a background process started by a non-interactive shell
+    ignores SIGINT otherwise."""
     loop = asyncio.get_running_loop()
+    stop: asyncio.Future[signal.Signals] = loop.create_future()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if not stop.done():
+            stop.set_result(sig)
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal, sig)
     return stop
 
 

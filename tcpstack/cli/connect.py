@@ -17,6 +17,7 @@ from tcpstack.cli.app import (
     cli,
     make_stack,
     run,
+    stop_on_signals,
 )
 from tcpstack.services.relay import Progress, relay
 
@@ -44,17 +45,9 @@ def connect(ctx: click.Context, host: str, port: int, timeout: float | None,
 
 async def _connect(opts: dict[str, object], host: str, port: int,
                    timeout: float | None, progress: bool = False) -> None:
-    loop = asyncio.get_running_loop()
     # SIGINT or SIGTERM ends the command at once, closing as a process's exit would, with
     # the status a shell gives a command the signal killed: 128 + its number.
-    signalled: asyncio.Future[signal.Signals] = loop.create_future()
-
-    def on_signal(sig: signal.Signals) -> None:
-        if not signalled.done():
-            signalled.set_result(sig)
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal, sig)
+    signalled = stop_on_signals()
     stack = make_stack(opts)
     stack.check_destination(host)  # before any interface exists: refused in one line
     where = f"{host}:{port}"

@@ -65,7 +65,7 @@ async def _serve(opts: dict[str, object], handler: Handler, port: int, backlog: 
     try:
         await stack.start_server(handler, port, backlog=backlog)
         log.info("listening on %s:%d", stack.address, port)
-        await stop.wait()
+        await stop
         log.info("shutting down")
     finally:
         await stack.close()
