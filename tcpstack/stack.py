@@ -353,12 +353,13 @@ class NetworkStack:
                 self._collect(conn)
 
     def _collect(self, conn: Connection) -> None:
-        if conn.output:
-            self.counters["segs_out"] += len(conn.output)
+        segments = conn.output
+        if segments:
+            self.counters["segs_out"] += len(segments)
             frame = self._frame
             remote = conn.remote_addr
-            self.output.extend([frame(remote, seg) for seg in conn.output])
-            conn.output.clear()
+            self.output.extend([frame(remote, seg) for seg in segments])
+            segments.clear()
         if conn.events:
             self.events.extend((conn, ev) for ev in conn.events)
             conn.events.clear()

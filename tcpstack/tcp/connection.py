@@ -2,37 +2,51 @@
 
 A Connection never reads a clock or touches a file descriptor. It is fed arriving segments
 (`receive`), application calls (`send`, `read`, `close`, `abort`) and timer expiries
-(`on_timer`), each with the current time, and it answers by appending segments (OutSegment:
-header fields and a payload view, which the stack frames) to `output` and events (events.py) to
-`events`. Its owner calls `flush` after feeding it, which sends
-whatever data the windows allow and any pending ACK, and reads `deadline` to know when to
-call `on_timer` next. All state changes go through the table in state.py.
+(`on_timer`), each with the current time, and it answers with segments (OutSegment: header
+fields and a payload view, which the stack frames) in `output` and events (events.py) in
+`events`. Its owner calls `flush` after feeding it, which sends whatever data the windows allow
+and any pending ACK, and reads `deadline` to know when to call `on_timer` next. All state
+changes go through the table in state.py.
 
-Its parts live in tcb.py (TransmissionControlBlock) and the send side in output.py
-(SegmentOutput); this file holds the application calls, segment arrival, timers and state
-changes. Sequence comparisons are written inline as `(a - b) & MASK` on the hot paths; seq.py
-holds their definitions.
+It is composed of parts that each own their state (RFC 9293 3.3.1's TCB, split by owner):
+`snd` (sender.py, SND.* and the queued bytes), `rcv` (receiver.py, RCV.*, reassembly and the
+window we advertise), `tx` (output.py, building and sending segments), `loss`
+(loss_recovery.py), `cc` (congestion/), `rtt` (rtt.py), `timers` and `counts` (timers.py).
+This file holds what ties them together: the application calls, segment arrival step by step,
+the timers' expiry and the state changes. Sequence comparisons are written inline as
+`(a - b) & MASK` on the hot paths; seq.py holds their definitions.
 """
 
 from __future__ import annotations
 
+from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from tcpstack.net.checksum import Bytes
 from tcpstack.tcp import congestion
+from tcpstack.tcp.config import TcpConfig
+from tcpstack.tcp.congestion import CongestionControl
 from tcpstack.tcp.events import (
     DATA_READY,
     END_OF_DATA,
     ESTABLISHED,
     WRITABLE,
     Closed,
+    ConnectionOwner,
+    Event,
     Refused,
     Reset,
     TimedOut,
 )
+from tcpstack.tcp.loss_recovery import LossRecovery
 from tcpstack.tcp.output import SegmentOutput
+from tcpstack.tcp.receiver import Receiver
 from tcpstack.tcp.recovery import Action
-from tcpstack.tcp.segment import ACK, FIN, RST, SYN, Segment
+from tcpstack.tcp.rtt import RttEstimator
+from tcpstack.tcp.segment import ACK, FIN, RST, SYN, OutSegment, Segment
+from tcpstack.tcp.sender import Sender
 from tcpstack.tcp.seq import HALF, MASK
 from tcpstack.tcp.state import (
     KEEPALIVE,
@@ -47,9 +61,12 @@ from tcpstack.tcp.state import (
     allows,
     step,
 )
-from tcpstack.tcp.tcb import (
-    CWND_TRACE_INTERVAL,
-)
+from tcpstack.tcp.timers import ConnectionCounts, ConnectionTimers
+
+TransitionHook = Callable[[Any, State, State], None]  # (connection, old, new)
+
+CWND_TRACE_LEN = 20_000      # samples kept per connection
+CWND_TRACE_INTERVAL = 0.001  # at most one sample a millisecond, except at losses
 
 
 @dataclass(slots=True)
@@ -66,8 +83,66 @@ class ConnectionStateError(Exception):
     """An application call the connection's state does not allow."""
 
 
-class Connection(SegmentOutput):
+class Connection:
     """One TCP connection: see the module docstring."""
+
+    def __init__(self, config: TcpConfig, local_addr: bytes, local_port: int,
+                 remote_addr: bytes, remote_port: int, iss: int, *, passive: bool,
+                 counters: Counter[str] | None = None, segmentation: bool = False) -> None:
+        self.config = config
+        self.local_addr = local_addr
+        self.local_port = local_port
+        self.remote_addr = remote_addr
+        self.remote_port = remote_port
+        self.passive = passive
+        self.state = State.LISTEN if passive else State.CLOSED
+        self.on_transition: TransitionHook | None = None
+        self.listener: object | None = None  # the Listener that spawned a passive open
+        self.owner: ConnectionOwner | None = None  # the application layer's, told each event
+        # Told of every application call; the owning stack installs it to flush us after.
+        self.on_change: Callable[[Any], None] = lambda conn: None
+        # Shared with the stack (nstat-style totals); a lone connection keeps its own.
+        self.counters: Counter[str] = counters if counters is not None else Counter()
+        self.counts = ConnectionCounts()  # this connection's own, for stat (ss -i)
+
+        # `segmentation`: the link cuts large segments itself (GSO), so ours may carry several
+        # MSS; a capability of the link, which the stack passes on.
+        self.snd = Sender(config, iss, segmentation)
+        self.rcv = Receiver(config)
+        self.loss = LossRecovery(iss)  # the recovery episode, SACK scoreboard, tail probe
+        self.cc: CongestionControl = congestion.create(config.congestion, config.mss)
+        self.rtt = RttEstimator(config.initial_rto, config.min_rto, config.max_rto)
+        self.timers = ConnectionTimers()
+        self.tx = SegmentOutput(config, local_port, remote_port, snd=self.snd, rcv=self.rcv,
+                                loss=self.loss, cc=self.cc, rtt=self.rtt, timers=self.timers,
+                                counts=self.counts, counters=self.counters)
+        self.deadline: float | None = None  # the earliest timer, which the stack keys on
+        # (time, cwnd, ssthresh) samples for `tcpstack plot`, when asked for: a probe that
+        # costs nothing while off.
+        self.cwnd_trace: deque[tuple[float, int, int]] | None = (
+            deque(maxlen=CWND_TRACE_LEN) if config.cwnd_trace else None)
+
+        self.events: list[Event] = []
+        self.error: str | None = None
+        # Set when a new SYN ended TIME_WAIT: the ISN the new incarnation must use.
+        self.reopen_iss: int | None = None
+
+    @property
+    def output(self) -> list[OutSegment]:
+        """Segments built and not yet taken by the stack, which clears the list."""
+        return self.tx.segments
+
+    def flush(self, now: float) -> None:
+        """Send what the windows allow, then any ACK that cannot wait."""
+        self.tx.flush(now, self.state)
+        self._update_deadline()
+
+    def _update_deadline(self) -> None:
+        self.deadline = self.timers.next_deadline()
+
+    def _trace_cwnd(self, now: float) -> None:
+        if self.cwnd_trace is not None:
+            self.cwnd_trace.append((now, self.cc.cwnd, self.cc.ssthresh))
 
     # ------------------------------------------------------------------ app calls
 
@@ -118,7 +193,7 @@ class Connection(SegmentOutput):
     def decline_reopen(self) -> None:
         """Nobody listens: TIME_WAIT goes on, and the SYN draws an ACK (RFC 5961 4.2)."""
         self.reopen_iss = None
-        self._emit(ACK, self.snd.max)
+        self.tx.ack()
 
     def abort(self, now: float) -> None:
         """Reset the connection (RFC 9293 3.10.5 ABORT): the table says where a RST goes (where
@@ -128,8 +203,6 @@ class Connection(SegmentOutput):
             return  # CLOSED, TIME_WAIT: nothing to abort
         self.error = "connection aborted"
         self._transition(Trigger.APP_ABORT, now)
-
-    # ------------------------------------------------------------------ output
 
     # ------------------------------------------------------------------ input
 
@@ -154,7 +227,7 @@ class Connection(SegmentOutput):
             self._check_reset(handshake, now)
             return
         if arrival.flags & SYN:  # fourth: a SYN in a synchronized state (RFC 5961 4.2)
-            self._emit(ACK, self.snd.max)
+            self.tx.ack()
             return
         if not arrival.flags & ACK or not self._check_ack(handshake, arrival, now):  # fifth
             return
@@ -170,7 +243,7 @@ class Connection(SegmentOutput):
         if state is State.SYN_RCVD and flags & SYN and seg.seq == self.rcv.irs:
             if not flags & ACK:
                 # Our SYN-ACK was lost and the peer repeats its SYN: answer it again.
-                self._emit(SYN | ACK, self.snd.iss, options=self._syn_options())
+                self.tx.emit(SYN | ACK, self.snd.iss, options=self.tx.syn_options(True))
                 return None
             # Simultaneous open (RFC 9293 figure 8, line 6): the peer's SYN-ACK repeats its
             # SYN and acknowledges ours; the SYN is old, the ACK completes the handshake.
@@ -203,7 +276,7 @@ class Connection(SegmentOutput):
             if not flags & RST:
                 if self.state is State.TIME_WAIT and flags & FIN:
                     self._start_time_wait(now)  # a retransmitted FIN: re-ACK, restart 2MSL
-                self._emit(ACK, self.snd.max)
+                self.tx.ack()
             return None
         if offset >= HALF:
             # Starts before RCV.NXT: trim what we already have (3.10.7.4, "trimmed").
@@ -218,7 +291,7 @@ class Connection(SegmentOutput):
         """Second: RST (RFC 5961 3.2: only an exact match resets, others draw a challenge
         ACK)."""
         if seg.seq != self.rcv.nxt:
-            self._emit(ACK, self.snd.max)
+            self.tx.ack()
             return
         self._on_reset(now)
 
@@ -227,7 +300,7 @@ class Connection(SegmentOutput):
         if self.state is State.SYN_RCVD:
             if not (0 < ((seg.ack - self.snd.una) & MASK) <= ((self.snd.max - self.snd.una)
                                                               & MASK)):
-                self._emit(RST, seg.ack)
+                self.tx.emit(RST, seg.ack)
                 return False
             self._our_syn_acked((self.snd.iss + 1) & MASK, seg.ack, Trigger.RCV_ACK_OF_SYN, now)
         # The same ACK may also cover data or a FIN sent from SYN_RCVD; it also sets the send
@@ -246,7 +319,7 @@ class Connection(SegmentOutput):
                 fin_at = (seq + len(payload)) & MASK
                 if ((fin_at - self.rcv.nxt) & MASK) < window:
                     self.rcv.ooo.fin_seq = fin_at
-            self._emit(ACK, self.snd.max)
+            self.tx.ack()
             return
         if payload:
             if self.state in RECEIVING:
@@ -264,7 +337,7 @@ class Connection(SegmentOutput):
                 if self.rcv.ooo:
                     # The segment filled (part of) a hole: ACK at once (RFC 5681 4.2).
                     self._deliver(self.rcv.ooo.pop_ready(self.rcv.nxt))
-                    self._emit(ACK, self.snd.max)
+                    self.tx.ack()
                     if self.rcv.ooo.fin_seq == self.rcv.nxt:
                         flags |= FIN  # a FIN that arrived early is now in order
                         seq = self.rcv.nxt - len(payload)
@@ -293,7 +366,7 @@ class Connection(SegmentOutput):
             if ((seg.ack - self.snd.iss - 1) & MASK) >= ((self.snd.max - self.snd.iss) & MASK):
                 # SEG.ACK =< ISS or SEG.ACK > SND.NXT: not for this connection attempt.
                 if not flags & RST:
-                    self._emit(RST, seg.ack)
+                    self.tx.emit(RST, seg.ack)
                 return
             ack_ok = True
         if flags & RST:
@@ -321,7 +394,7 @@ class Connection(SegmentOutput):
         self.snd.syn_acked = True
         self.rtt.on_ack(ack, now)
         self.timers.rto = None
-        self.retries = 0
+        self.timers.retries = 0
         self._transition(trigger, now)
         self.events.append(ESTABLISHED)
 
@@ -329,7 +402,7 @@ class Connection(SegmentOutput):
         self.rcv.start(seg.seq)
         opts = seg.options
         self.snd.take_mss(opts.mss, self.config.mss)
-        self.cc = congestion.create(self.config.congestion, self.snd.mss)
+        self.cc.set_mss(self.snd.mss)
         self.loss.sack = opts.sack_permitted and self.config.sack
         if opts.wscale is not None and self.config.window_scaling:
             self.snd.wscale = opts.wscale
@@ -347,11 +420,11 @@ class Connection(SegmentOutput):
         in_flight = self.snd.in_flight
         if acked >= HALF:
             if (una - ack) & MASK > max(self.snd.max_wnd, 1):
-                self._emit(ACK, self.snd.max)  # RFC 5961 5.2: too old, challenge
+                self.tx.ack()  # RFC 5961 5.2: too old, challenge
                 return False
             acked = -1  # an old duplicate: ignore its ACK field
         elif acked > in_flight:
-            self._emit(ACK, self.snd.max)  # acknowledges something never sent (3.10.7.4)
+            self.tx.ack()  # acknowledges something never sent (3.10.7.4)
             return False
         sack = seg.options.sack if self.loss.sack else ()
         # RFC 6675 2: with SACK, an ACK that SACKs octets not SACKed before is a duplicate,
@@ -379,7 +452,7 @@ class Connection(SegmentOutput):
         if duplicate:
             self._on_duplicate_ack(now)
         elif acked > 0 and self.loss.episode.active and self.loss.episode.sack:
-            self._sack_recover(now)
+            self.tx.sack_recover(now)
         state = self.state
         # FIN_WAIT_1 waits for the FIN step (see _settle_fin_wait_1).
         if (state is State.CLOSING or state is State.LAST_ACK) and self._fin_acked():
@@ -410,16 +483,16 @@ class Connection(SegmentOutput):
             tlp.cancel()
         action = self.loss.episode.on_new_ack(self.cc, ack, acked, self.snd.max, now, self.rtt.srtt)
         if action is Action.RETRANSMIT:
-            self._retransmit_first(now)  # a partial ACK: the next hole of the same window
+            self.tx.retransmit_first(now)  # a partial ACK: the next hole of the same window
         trace = self.cwnd_trace
         if trace is not None and (not trace or now - trace[-1][0] >= CWND_TRACE_INTERVAL):
             self._trace_cwnd(now)
-        self.retries = 0
+        self.timers.retries = 0
         if ack == self.snd.max:
             self.timers.rto = self.timers.probe = None
         else:  # progress: the timer and the user timeout restart (RFC 6298 5.3)
             self.timers.unacked_since = now
-            self.timers.rto = self._rto_deadline(now)
+            self.timers.rto = self.tx.rto_deadline(now)
             tlp.restart = True
         if self.snd.want_writable and buf.space >= buf.capacity // 2:
             self.snd.want_writable = False
@@ -442,16 +515,16 @@ class Connection(SegmentOutput):
                 self.cwnd_trace.append(before)  # the window the loss cut, then the cut
             self._trace_cwnd(now)
             if not by_sack:
-                self._retransmit_first(now)
+                self.tx.retransmit_first(now)
                 return
             # RFC 6675 5 (4.3): the first hole goes at once, whatever the pipe says, unless
             # the last recovery resent it and that resend may still arrive.
-            self._forget_lost_resends()
+            self.tx.forget_lost_resends()
             if not sb.resent_within(una, (una + 1) & MASK, una):
-                sb.note_resent(una, self._retransmit_first(now), self.snd.max)
-            self._sack_recover(now)
+                sb.note_resent(una, self.tx.retransmit_first(now), self.snd.max)
+            self.tx.sack_recover(now)
         elif self.loss.episode.active and self.loss.episode.sack:
-            self._sack_recover(now)
+            self.tx.sack_recover(now)
 
     def _fin_acked(self) -> bool:
         return self.snd.fin_seq is not None and self.snd.una == (self.snd.fin_seq + 1) & MASK
@@ -488,11 +561,11 @@ class Connection(SegmentOutput):
         if self.timers.rto is not None and now >= self.timers.rto:
             self._on_retransmit_timeout(now)
         if self.timers.persist is not None and now >= self.timers.persist:
-            self._persist_probe(now)
+            self.tx.persist_probe(now)
         if self.timers.probe is not None and now >= self.timers.probe:
-            self._send_probe(now)
+            self.tx.send_probe(now)
         if self.timers.delack is not None and now >= self.timers.delack:
-            self._emit(ACK, self.snd.max)
+            self.tx.ack()
         if self.timers.keepalive is not None and now >= self.timers.keepalive:
             self._on_keepalive_timer(now)
         if self.timers.fin_wait_2 is not None and now >= self.timers.fin_wait_2:
@@ -512,7 +585,7 @@ class Connection(SegmentOutput):
             self._give_up("connection timed out (no answer to keepalive probes)", now)
             return
         self.timers.keepalive_probes += 1
-        self._emit(ACK, (self.snd.una - 1) & MASK)
+        self.tx.emit(ACK, (self.snd.una - 1) & MASK)
         self.timers.keepalive = now + config.keepalive_interval
 
     def _heard_from_peer(self, now: float) -> None:
@@ -526,7 +599,7 @@ class Connection(SegmentOutput):
         self._transition(Trigger.TIMEOUT_GIVE_UP, now)
 
     def _on_retransmit_timeout(self, now: float) -> None:
-        self.retries += 1
+        self.timers.retries += 1
         self.counters["rto_timeouts"] += 1
         self.loss.probe.cancel()
         self.timers.probe = None
@@ -534,7 +607,7 @@ class Connection(SegmentOutput):
         limit = (self.config.syn_retries if state is State.SYN_SENT else
                  self.config.synack_retries if state is State.SYN_RCVD else
                  self.config.max_retries)
-        if self.retries > limit:
+        if self.timers.retries > limit:
             self._give_up("connection timed out", now)
             return
         user_timeout = self.config.user_timeout
@@ -544,22 +617,22 @@ class Connection(SegmentOutput):
             return
         self.rtt.backoff()
         self.rtt.forget()
-        self.timers.rto = self._rto_deadline(now)
+        self.timers.rto = self.tx.rto_deadline(now)
         if state is State.SYN_SENT or state is State.SYN_RCVD:
-            self._count_retransmit()
-            self._send_syn(now)
+            self.tx.count_retransmit()
+            self.tx.send_syn(now, synack=state is State.SYN_RCVD)
             return
         self._trace_cwnd(now)
         self.cc.on_timeout(self.snd.in_flight, now)
         self.loss.on_timeout(self.snd.max)
         self._trace_cwnd(now)
         self.snd.nxt = self.snd.una  # go back N: resend from the oldest unacknowledged byte
-        self._send_data(now)
+        self.tx.send_data(now)
         if self.snd.nxt == self.snd.una and self.snd.max != self.snd.una:
             # The window is closed (or too small to send into): resend the oldest segment
             # anyway. The peer drops what does not fit, but its ACK tells the current window;
             # without this a lost window update would leave nothing to probe it.
-            self._retransmit_first(now, fast=False)
+            self.tx.retransmit_first(now, fast=False)
             resent = min(self.snd.mss, len(self.snd.buffer))
             self.snd.nxt = (self.snd.una + (resent or 1)) & MASK
 
@@ -574,13 +647,13 @@ class Connection(SegmentOutput):
         if self.on_transition is not None:
             self.on_transition(self, old, new)
         if sends is Sends.SYN or sends is Sends.SYN_ACK:
-            self._send_syn(now)  # which of the two follows from the new state
+            self.tx.send_syn(now, synack=sends is Sends.SYN_ACK)
         elif sends is Sends.ACK:
             self.rcv.owe_ack_now()
         elif sends is Sends.FIN:
             self.snd.fin_queued = True  # it goes after the queued data, at the flush
         elif sends is Sends.RST:
-            self._emit(RST, self.snd.max)
+            self.tx.emit(RST, self.snd.max)
         entry = ON_ENTRY.get(new)
         if entry is not None:
             self._enter(entry, now)

@@ -1,37 +1,68 @@
 """Sending segments (RFC 9293 3.8 and 3.10 SEND, RFC 5681, RFC 6675): what the windows
-allow, ACKs and the window we advertise, retransmissions, SACK loss recovery and zero-window
-probes. The send side of a connection; tcb.py explains the split.
+allow, ACKs and the window we advertise, retransmissions, SACK loss recovery's sending and the
+probes (tail loss, zero window). A part of the connection (`conn.tx`): it owns the segments
+built and not yet taken by the stack, and works on the parts it was given, each the owner of
+its own state: the send sequence (`snd`), the receive side whose window and ACK every segment
+carries (`rcv`), loss recovery (`loss`), congestion control (`cc`), RTT (`rtt`), the timers.
+The connection tells it the state where that matters (which SYN, whether data may go).
 """
 
-
+from collections import Counter
 
 from tcpstack.net.checksum import Bytes
 from tcpstack.tcp import segment as tcpseg
+from tcpstack.tcp.config import TcpConfig
+from tcpstack.tcp.congestion import CongestionControl
+from tcpstack.tcp.loss_recovery import LossRecovery
+from tcpstack.tcp.receiver import Receiver
+from tcpstack.tcp.rtt import RttEstimator
 from tcpstack.tcp.segment import ACK, FIN, PSH, RST, SYN, OutSegment
+from tcpstack.tcp.sender import Sender
 from tcpstack.tcp.seq import HALF, MASK
 from tcpstack.tcp.state import TRANSMITTING, State
-from tcpstack.tcp.tcb import (
-    TransmissionControlBlock,
-)
+from tcpstack.tcp.timers import ConnectionCounts, ConnectionTimers
 
 
-class SegmentOutput(TransmissionControlBlock):
-    """The send side of a connection (see tcb.py for the split)."""
+class SegmentOutput:
+    """Builds and sends one connection's segments (see the module docstring)."""
 
-    def flush(self, now: float) -> None:
+    __slots__ = ("cc", "config", "counters", "counts", "local_port", "loss", "rcv",
+                 "remote_port", "rtt", "segments", "snd", "timers")
+
+    def __init__(self, config: TcpConfig, local_port: int, remote_port: int, *, snd: Sender,
+                 rcv: Receiver, loss: LossRecovery, cc: CongestionControl, rtt: RttEstimator,
+                 timers: ConnectionTimers, counts: ConnectionCounts,
+                 counters: Counter[str]) -> None:
+        self.config = config
+        self.local_port = local_port
+        self.remote_port = remote_port
+        self.snd = snd
+        self.rcv = rcv
+        self.loss = loss
+        self.cc = cc
+        self.rtt = rtt
+        self.timers = timers
+        self.counts = counts
+        self.counters = counters
+        self.segments: list[OutSegment] = []  # for the stack to frame and send
+
+    def flush(self, now: float, state: State) -> None:
         """Send what the windows allow, then any ACK that cannot wait."""
-        if self.state in TRANSMITTING:
-            self._send_data(now)
+        if state in TRANSMITTING:
+            self.send_data(now)
             if self.loss.probe.restart:
-                self._schedule_probe(now)
-        if self.rcv.ack_pending and self.state is not State.CLOSED:
+                self.schedule_probe(now)
+        if self.rcv.ack_pending and state is not State.CLOSED:
             if self.rcv.ack_now or self.config.delayed_ack <= 0:
-                self._emit(ACK, self.snd.max)
+                self.ack()
             elif self.timers.delack is None:
                 self.timers.delack = now + self.config.delayed_ack
-        self._update_deadline()
 
-    def _emit(self, flags: int, seq: int, payload: Bytes = b"", options: bytes = b"") -> None:
+    def ack(self) -> None:
+        """A bare ACK at SND.MAX: for a duplicate, a challenge, a window update, a FIN."""
+        self.emit(ACK, self.snd.max)
+
+    def emit(self, flags: int, seq: int, payload: Bytes = b"", options: bytes = b"") -> None:
         if flags & RST:
             window = 0
             self.counters["rst_out"] += 1  # the stack counts the RSTs it answers strays with
@@ -42,7 +73,7 @@ class SegmentOutput(TransmissionControlBlock):
             if not payload and self.loss.sack and self.rcv.ooo and not options:
                 # Every ACK sent while data waits beyond a hole reports it (RFC 2018 4).
                 options = tcpseg.encode_sack(self.rcv.ooo.sack_blocks(4))
-        self.output.append(OutSegment(self.local_port, self.remote_port, seq,
+        self.segments.append(OutSegment(self.local_port, self.remote_port, seq,
                                       self.rcv.nxt if flags & ACK else 0, flags, window,
                                       options, payload, self.snd.mss))
         self.counts.segments_out += 1
@@ -50,9 +81,8 @@ class SegmentOutput(TransmissionControlBlock):
             self.rcv.acked()
             self.timers.delack = None
 
-    def _syn_options(self) -> bytes:
+    def syn_options(self, synack: bool) -> bytes:
         """A SYN offers MSS, SACK and window scaling; a SYN-ACK answers only what was offered."""
-        synack = self.state is State.SYN_RCVD
         config = self.config
         return tcpseg.encode_options(
             mss=config.mss,
@@ -60,15 +90,15 @@ class SegmentOutput(TransmissionControlBlock):
             wscale=self.rcv.wscale if (config.window_scaling and
                                        (not synack or self.snd.wscale_offered)) else None)
 
-    def _send_syn(self, now: float) -> None:
-        synack = self.state is State.SYN_RCVD
-        self._emit(SYN | ACK if synack else SYN, self.snd.iss, options=self._syn_options())
+    def send_syn(self, now: float, *, synack: bool) -> None:
+        """Our SYN, or SYN-ACK (from SYN_RCVD), first or again: only the first is timed."""
+        self.emit(SYN | ACK if synack else SYN, self.snd.iss, options=self.syn_options(synack))
         self.snd.nxt = self.snd.max = (self.snd.iss + 1) & MASK
-        self._arm_rto(now)
-        if self.retries == 0:
+        self.arm_rto(now)
+        if self.timers.retries == 0:
             self.rtt.time(self.snd.nxt, now)
 
-    def _send_data(self, now: float) -> None:
+    def send_data(self, now: float) -> None:
         if not self.snd.syn_acked:
             return  # data and FIN sequence numbers start after our SYN is acknowledged
         buf = self.snd.buffer
@@ -105,7 +135,7 @@ class SegmentOutput(TransmissionControlBlock):
                     break
             if 0 <= limited_from < sent + n and self.snd.nxt == self.snd.max:
                 self.loss.episode.limited += sent + n - max(sent, limited_from)
-            self._send_at_nxt(now, n, ACK | PSH if n == unsent else ACK)
+            self.send_at_nxt(now, n, ACK | PSH if n == unsent else ACK)
         if self.snd.fin_queued:
             end = (una + buffered) & MASK
             if self.snd.nxt == end and (self.snd.fin_seq is None or self.snd.fin_seq == end):
@@ -113,11 +143,11 @@ class SegmentOutput(TransmissionControlBlock):
                     self.snd.fin_seq = end
                     self.loss.probe.restart = True  # a FIN lost at the tail is worth a probe too
                 else:
-                    self._count_retransmit()
+                    self.count_retransmit()
                 self.snd.max = (end + 1) & MASK  # the FIN is the last thing we ever send
-                self._emit(FIN | ACK, end)
+                self.emit(FIN | ACK, end)
                 self.snd.nxt = (end + 1) & MASK
-                self._arm_rto(now)
+                self.arm_rto(now)
         # Persist timer: data waits, held back by a zero window or by SWS avoidance, and
         # nothing is in flight to draw the ACK that would reopen the window.
         if buffered > ((self.snd.nxt - una) & MASK) and self.snd.una == self.snd.max:
@@ -127,38 +157,38 @@ class SegmentOutput(TransmissionControlBlock):
         else:
             self.timers.persist = None
 
-    def _send_at_nxt(self, now: float, n: int, flags: int) -> None:
+    def send_at_nxt(self, now: float, n: int, flags: int) -> None:
         """Send `n` bytes from SND.NXT: new data, or data a timeout rewound to go again. New
         data is timed for an RTT sample if nothing else is (RFC 6298 3, Karn's rule), a
         resend counted, and the retransmission timer kept running (5.1)."""
         snd = self.snd
         seq = snd.nxt
-        self._emit(flags, seq, snd.buffer.peek((seq - snd.una) & MASK, n))
+        self.emit(flags, seq, snd.buffer.peek((seq - snd.una) & MASK, n))
         end = (seq + n) & MASK
         if seq == snd.max:
             self.rtt.time(end, now)
         else:
-            self._count_retransmit()
+            self.count_retransmit()
         if 0 < ((end - snd.max) & MASK) < HALF:
             # New data, even when a resend cut the segments differently and this one
             # straddles SND.MAX.
             snd.max = end
             self.loss.probe.restart = True
         snd.nxt = end
-        self._arm_rto(now)
+        self.arm_rto(now)
 
-    def _sack_recover(self, now: float) -> None:
+    def sack_recover(self, now: float) -> None:
         """SACK-based loss recovery (RFC 6675 section 5): resend what LossRecovery.plan deems
         lost (NextSeg rule 1), then new data as far as cwnd and the peer's window allow
         (rule 2; no rescue retransmission)."""
-        self._forget_lost_resends()
+        self.forget_lost_resends()
         snd = self.snd
         buf = snd.buffer
         mss = snd.mss
         resend, room = self.loss.plan(snd.una, snd.max, mss, self.cc.cwnd, len(buf))
         for seq, n in resend:
-            self._emit(ACK, seq, buf.peek((seq - snd.una) & MASK, n))
-            self._count_retransmit(fast=True)
+            self.emit(ACK, seq, buf.peek((seq - snd.una) & MASK, n))
+            self.count_retransmit(fast=True)
         if resend:
             self.rtt.forget()  # Karn: the timed segment may be among those resent
         while room >= mss and snd.nxt == snd.max:
@@ -166,10 +196,10 @@ class SegmentOutput(TransmissionControlBlock):
             n = min(mss, len(buf) - sent, snd.wnd - sent)
             if n <= 0 or (n < mss and n < len(buf) - sent):
                 break
-            self._send_at_nxt(now, n, ACK)
+            self.send_at_nxt(now, n, ACK)
             room -= n
 
-    def _schedule_probe(self, now: float) -> None:
+    def schedule_probe(self, now: float) -> None:
         """(Re)arm the tail loss probe, outside fast recovery and RTO recovery (RFC 8985
         7.2; after a timeout `recover` is SND.MAX of then, and SND.UNA has yet to reach it)."""
         tlp = self.loss.probe
@@ -181,7 +211,7 @@ class SegmentOutput(TransmissionControlBlock):
         self.timers.probe = tlp.schedule(now, self.rtt.srtt, self.snd.in_flight, self.snd.mss,
                                          self.timers.rto)
 
-    def _send_probe(self, now: float) -> None:
+    def send_probe(self, now: float) -> None:
         """The PTO fired (RFC 8985 7.3): one segment of new data if the peer's window takes
         it, else the last segment again; then the RTO restarts behind it."""
         tlp = self.loss.probe
@@ -196,7 +226,7 @@ class SegmentOutput(TransmissionControlBlock):
         n = min(self.snd.mss, unsent)
         if self.snd.nxt == self.snd.max and n > 0 and self.snd.wnd - sent >= n:
             seq = self.snd.nxt
-            self._send_at_nxt(now, n, ACK | PSH if n == unsent else ACK)
+            self.send_at_nxt(now, n, ACK | PSH if n == unsent else ACK)
             tlp.sent(seq, self.snd.nxt, retransmitted=False)
         else:
             data = min(len(buf), flight)
@@ -205,38 +235,38 @@ class SegmentOutput(TransmissionControlBlock):
             if self.snd.fin_seq is not None and self.snd.max == (self.snd.fin_seq + 1) & MASK:
                 flags |= FIN
             start = (una + offset) & MASK
-            self._emit(flags, start, buf.peek(offset, data - offset))
-            self._count_retransmit()
+            self.emit(flags, start, buf.peek(offset, data - offset))
+            self.count_retransmit()
             tlp.sent(start, self.snd.max, retransmitted=True)
         self.counters["tlp_probes"] += 1
-        self.timers.rto = self._rto_deadline(now)
+        self.timers.rto = self.rto_deadline(now)
 
-    def _forget_lost_resends(self) -> None:
+    def forget_lost_resends(self) -> None:
         lost = self.loss.scoreboard.lost_resends(self.snd.una, self.snd.mss)
         if lost:
             self.counters["lost_retransmits"] += lost
 
-    def _retransmit_first(self, now: float, *, fast: bool = True) -> int:
+    def retransmit_first(self, now: float, *, fast: bool = True) -> int:
         """Resend the segment at SND.UNA (or the FIN, if only that is left); returns the
         sequence number after it. `fast`: by loss recovery rather than by the timer."""
         buf = self.snd.buffer
         n = min(self.snd.mss, len(buf))
         if n:
-            self._emit(ACK, self.snd.una, buf.peek(0, n))
+            self.emit(ACK, self.snd.una, buf.peek(0, n))
         elif self.snd.fin_queued:
-            self._emit(FIN | ACK, self.snd.una)
+            self.emit(FIN | ACK, self.snd.una)
             n = 1
-        self._count_retransmit(fast=fast)
+        self.count_retransmit(fast=fast)
         self.rtt.forget()  # Karn: no RTT sample from a retransmitted segment
         return (self.snd.una + n) & MASK
 
-    def _count_retransmit(self, *, fast: bool = False) -> None:
+    def count_retransmit(self, *, fast: bool = False) -> None:
         self.counts.retransmits += 1
         self.counters["retrans_segs"] += 1
         if fast:
             self.counters["fast_retransmits"] += 1
 
-    def _persist_probe(self, now: float) -> None:
+    def persist_probe(self, now: float) -> None:
         timers = self.timers
         timers.persist_interval = min(timers.persist_interval * 2, self.config.persist_max)
         timers.persist = now + timers.persist_interval
@@ -246,21 +276,21 @@ class SegmentOutput(TransmissionControlBlock):
             # RFC 9293 3.8.6.2.1 sends what fits.
             n = min(window, len(self.snd.buffer) - ((self.snd.nxt - self.snd.una) & MASK))
             if n > 0:
-                self._send_at_nxt(now, n, ACK | PSH)
+                self.send_at_nxt(now, n, ACK | PSH)
                 self.timers.persist = None
                 return
         # A zero-window probe: an old sequence number draws an ACK carrying the window.
-        self._emit(ACK, (self.snd.una - 1) & MASK)
+        self.emit(ACK, (self.snd.una - 1) & MASK)
         self.counts.persist_probes += 1
         self.counters["persist_probes"] += 1
 
-    def _arm_rto(self, now: float) -> None:
+    def arm_rto(self, now: float) -> None:
         """Start the retransmission timer unless it runs (RFC 6298 5.1)."""
         if self.timers.rto is None:
             self.timers.unacked_since = now
-            self.timers.rto = self._rto_deadline(now)
+            self.timers.rto = self.rto_deadline(now)
 
-    def _rto_deadline(self, now: float) -> float:
+    def rto_deadline(self, now: float) -> float:
         """When the retransmission timer fires: after the RTO, or at the user timeout."""
         deadline = now + self.rtt.rto
         if self.config.user_timeout is not None:

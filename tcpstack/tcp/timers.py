@@ -9,7 +9,8 @@ from __future__ import annotations
 
 class ConnectionTimers:
     __slots__ = ("delack", "fin_wait_2", "keepalive", "keepalive_probes", "persist",
-                 "persist_interval", "probe", "rto", "time_wait", "unacked_since")
+                 "persist_interval", "probe", "retries", "rto", "time_wait",
+                 "unacked_since")
 
     def __init__(self) -> None:
         self.rto: float | None = None         # retransmission (RFC 6298)
@@ -22,6 +23,7 @@ class ConnectionTimers:
         self.persist_interval = 0.0  # the persist timer's current (backed-off) interval
         self.keepalive_probes = 0    # keepalive probes sent and not answered
         self.unacked_since = 0.0     # when the oldest unacknowledged byte was first sent
+        self.retries = 0             # retransmission timeouts in a row, for the give-up limit
 
     def next_deadline(self) -> float | None:
         earliest = self.rto

@@ -24,6 +24,12 @@ class CongestionControl(ABC):
         self.cwnd = INITIAL_WINDOW_SEGMENTS * mss
         self.ssthresh = SSTHRESH_UNSET
 
+    def set_mss(self, mss: int) -> None:
+        """The handshake settled the MSS: the initial window is counted in it (RFC 6928),
+        before anything but the SYN was sent."""
+        self.mss = mss
+        self.cwnd = INITIAL_WINDOW_SEGMENTS * mss
+
     def in_slow_start(self) -> bool:
         return self.cwnd < self.ssthresh
 
