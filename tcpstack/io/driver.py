@@ -18,9 +18,8 @@ from collections.abc import Callable
 
 from tcpstack.io.impairment import ImpairedPath, Impairment
 from tcpstack.link.tun import TunDevice
-from tcpstack.net import offload
 from tcpstack.net.checksum import Bytes
-from tcpstack.stack import EventHandler, NetworkStack
+from tcpstack.stack import EventHandler, NetworkStack, OutPacket
 
 log = logging.getLogger("tcpstack")
 
@@ -86,31 +85,24 @@ class StackDriver:
     def _on_readable(self) -> None:
         read = self.tun.read
         tap = self.tap
-        vnet = self.tun.offload
         inbound = self._inbound
         batch: list[Bytes] = []
-        trusted: list[bool] | None = [] if vnet else None
+        trusted: list[bool] = []
         for _ in range(READ_BATCH):
             try:
-                packet = read()
+                packet, vouched = read()
             except BlockingIOError:
                 break
             except OSError as exc:
                 log.warning("TUN read failed: %s", exc)
                 break
-            if trusted is not None:
-                trusted.append(offload.checksum_trusted(packet))
-                ip_packet = memoryview(packet)[offload.HEADER_LEN:]
-                if tap is not None:
-                    tap(bytes(ip_packet), False)
-                batch.append(ip_packet)
-                continue
             if tap is not None:
-                tap(packet, False)
-            if inbound is not None:
-                inbound.send(packet)
+                tap(bytes(packet), False)
+            if inbound is not None:  # an impaired link: no offload, so no checksum vouched
+                inbound.send(bytes(packet))
                 continue
             batch.append(packet)
+            trusted.append(vouched)
         self._service(batch, trusted)
 
     def _receive_late(self, packet: bytes) -> None:
@@ -134,8 +126,7 @@ class StackDriver:
             self._pass_soon = None
         packets = batch or []
         if self._late:
-            if trusted is not None:
-                trusted = [False] * len(self._late) + trusted
+            trusted = [False] * len(self._late) + (trusted or [])
             packets = self._late + packets
             self._late = []
         self.stack.service(packets, self.loop.time(), trusted)
@@ -148,19 +139,19 @@ class StackDriver:
             stack.output.clear()
         self._arm_timer()
 
-    def _write(self, packets: list[bytes]) -> None:
-        if self._outbound is not None:
-            for packet in packets:
+    def _write(self, packets: list[OutPacket]) -> None:
+        if self._outbound is not None:  # an impaired link: no offload, so no GSO sizes
+            for packet, _ in packets:
                 self._outbound.send(packet)
             return
-        for packet in packets:
-            self._write_one(packet)
+        for packet, gso_size in packets:
+            self._write_one(packet, gso_size)
 
-    def _write_one(self, packet: bytes) -> None:
+    def _write_one(self, packet: bytes, gso_size: int = 0) -> None:
         if self.tap is not None:
-            self.tap(packet[offload.HEADER_LEN:] if self.tun.offload else packet, True)
+            self.tap(packet, True)
         try:
-            self.tun.write(packet)
+            self.tun.write(packet, gso_size)
         except BlockingIOError:
             self.stack.counters["tun_write_drops"] += 1
         except OSError as exc:

@@ -12,6 +12,8 @@ import ipaddress
 import os
 import struct
 
+from tcpstack.link import virtio
+
 TUN_PATH = "/dev/net/tun"
 TUNSETIFF = 0x400454CA
 IFF_TUN = 0x0001
@@ -35,8 +37,9 @@ class TunDevice:
             raise LinkError(f"invalid MTU {mtu}: must be between 68 and 65535")
         self.name = name
         self.mtu = mtu
-        # With offload every packet carries a virtio-net header (net/offload.py), and the
-        # kernel accepts and hands us partial checksums and TCP segments of up to 64 KB.
+        # With offload every packet carries a virtio-net header (virtio.py), which read and
+        # write take off and put on: the kernel accepts and hands us partial checksums and
+        # TCP segments of up to 64 KB.
         self.offload = offload
         self.fd = -1
         self._ipr: object | None = None
@@ -87,12 +90,24 @@ class TunDevice:
         except Exception as exc:
             raise LinkError(f"cannot configure {self.name} with {kernel_address}: {exc}") from None
 
-    def read(self) -> bytes:
-        """One packet; raises BlockingIOError when none is waiting."""
-        return os.read(self.fd, 65536 + 64)  # room for a 64 KB segment and its vnet header
+    def read(self) -> tuple[bytes | memoryview, bool]:
+        """One IP packet, and whether the kernel vouches for its transport checksum (it
+        checked it, or it built the packet and leaves the sum to us); raises BlockingIOError
+        when none is waiting."""
+        frame = os.read(self.fd, 65536 + 64)  # room for a 64 KB segment and its vnet header
+        if not self.offload:
+            return frame, False
+        return memoryview(frame)[virtio.HEADER_LEN:], virtio.checksum_trusted(frame)
 
-    def write(self, packet: bytes) -> None:
-        os.write(self.fd, packet)
+    def write(self, packet: bytes, gso_size: int = 0) -> None:
+        """One IP packet. `gso_size` (offload only): its TCP checksum holds only the
+        pseudo-header sum, and a payload larger than `gso_size` is to be cut to it."""
+        if not self.offload:
+            os.write(self.fd, packet)
+        elif gso_size:
+            os.writev(self.fd, (virtio.tcp_partial(packet, gso_size), packet))
+        else:
+            os.writev(self.fd, (virtio.NONE, packet))
 
     def close(self) -> None:
         if self._ipr is not None:

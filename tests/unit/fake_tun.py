@@ -49,11 +49,13 @@ class FakeTun:
         self.peer_end.setblocking(False)
         self.fd = self._stack_end.fileno()
 
-    def read(self) -> bytes:
-        """One packet; BlockingIOError when none waits, as from a TUN descriptor."""
-        return self._stack_end.recv(65536)
+    def read(self) -> tuple[bytes, bool]:
+        """One packet, its checksum not vouched for; BlockingIOError when none waits, as
+        from a TUN descriptor."""
+        return self._stack_end.recv(65536), False
 
-    def write(self, packet: bytes) -> None:
+    def write(self, packet: bytes, gso_size: int = 0) -> None:
+        assert gso_size == 0, "a link without offload is never handed a GSO packet"
         self._stack_end.send(packet)
 
     def close(self) -> None:

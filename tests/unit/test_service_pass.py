@@ -51,7 +51,7 @@ class PassLog:
         def logged(*args: Any) -> None:
             real(*args)
             now = args[1] if name == "service" else args[0]
-            self.passes.append((name, now, [str(decode(p, now)) for p in stack.output]))
+            self.passes.append((name, now, [str(decode(p, now)) for p, _ in stack.output]))
         setattr(stack, name, logged)
 
     def since(self, mark: int) -> list[tuple[str, list[str]]]:
@@ -204,7 +204,7 @@ def test_a_timer_handler_that_raises_costs_its_connection_and_no_other_timer() -
     assert stack.next_deadline() == 1.5  # the other connection's SYN timer stands
 
     stack.on_timer(1.5)
-    assert [(s.flags, s.sport) for s in (decode(p, 1.5) for p in stack.output)] == \
+    assert [(s.flags, s.sport) for s in (decode(p, 1.5) for p, _ in stack.output)] == \
         [(SYN, 50002)]
     assert stack.next_deadline() == 3.5  # and it goes on, backed off (RFC 6298 5.5)
 
@@ -223,7 +223,7 @@ def test_an_established_connection_whose_timer_raises_is_reset() -> None:
     peer.stack.on_timer(0.04)  # directly: the harness would fail on the internal error
 
     assert peer.stack.counters["internal_errors"] == 1
-    assert lines([decode(p, 0.04) for p in peer.stack.output]) == [
+    assert lines([decode(p, 0.04) for p, _ in peer.stack.output]) == [
         f"R seq {syn_ack.seq + 1} win 0"]
     assert conn.state is State.CLOSED
     assert [ev for c, ev in peer.stack.events if c is conn][-2:] == \
@@ -275,7 +275,7 @@ def test_an_application_handler_that_raises_costs_the_event_not_the_pass() -> No
     # The pass went on to its flush: two full segments are acknowledged at once. Nothing
     # was read, so the window is the SYN-ACK's 65535 less those bytes (unscaled: the
     # peer's SYN offered no window scale).
-    assert lines([decode(p, 0.0) for p in peer.stack.output]) == [
+    assert lines([decode(p, 0.0) for p, _ in peer.stack.output]) == [
         f". seq {syn_ack.seq + 1} ack {PEER_ISS + 1 + 2 * MSS} win {65535 - 2 * MSS}"]
 
 
@@ -300,7 +300,7 @@ def test_a_connection_whose_output_raises_is_reset_and_the_others_still_send() -
     peer.stack.service((), 0.0)  # directly: the harness would fail on the internal error
 
     assert peer.stack.counters["internal_errors"] == 1
-    sent = [decode(p, 0.0) for p in peer.stack.output]
+    sent = [decode(p, 0.0) for p, _ in peer.stack.output]
     assert [(s.dport, s.flags, s.payload) for s in sent] == [
         (40001, RST, b""), (40002, ACK | PSH, b"sent")]
     assert broken.state is State.CLOSED

@@ -148,7 +148,7 @@ def test_ack_to_closed_port_gets_rst_with_seq_from_ack() -> None:
     pseudo = ipv4.pseudo_header_sum(A_ADDR, B_ADDR, ipv4.PROTO_TCP)
     stray = tcpseg.build(40000, 81, 500, 0xABCDEF01, ACK, 1000, pseudo, b"", b"hello")
     pair.b.receive(ipv4.build(A_ADDR, B_ADDR, ipv4.PROTO_TCP, stray), pair.now)
-    (packet,) = pair.b.output
+    ((packet, _),) = pair.b.output
     ip = ipv4.parse(packet)
     reply = tcpseg.parse(ip.payload, ipv4.pseudo_header_sum(B_ADDR, A_ADDR, ipv4.PROTO_TCP))
     assert (reply.flags, reply.seq, reply.ack) == (RST, 0xABCDEF01, 0)
