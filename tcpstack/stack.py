@@ -429,7 +429,7 @@ class NetworkStack:
             if conn.rcv.buffer or conn.state is State.SYN_RCVD:
                 conn.abort(now)
             else:
-                conn.rcv.discard = True  # nobody will read: later data is reset, below
+                conn.stop_reading()  # nobody will read: later data is reset, below
                 conn.close(now)
 
     def reset_unread_arrivals(self, now: float) -> None:

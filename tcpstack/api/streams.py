@@ -29,7 +29,6 @@ from tcpstack.tcp import congestion as tcp_congestion
 from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.connection import Connection
 from tcpstack.tcp.events import (
-    DATA_READY,
     Closed,
     Established,
     Event,
@@ -75,8 +74,7 @@ class Server:
     def accept(self, driver: StackDriver, conn: Connection) -> None:
         reader = asyncio.StreamReader(limit=self._limit, loop=driver.loop)
         protocol = asyncio.StreamReaderProtocol(reader, self._handler, loop=driver.loop)
-        transport = TcpTransport(driver, conn, protocol)
-        protocol.connection_made(transport)
+        TcpTransport.attach(driver, conn, protocol)
 
     def is_serving(self) -> bool:
         return not self._closed.is_set()
@@ -296,10 +294,6 @@ class Stack:
             server = conn.listener.owner
             if isinstance(server, Server) and server.is_serving() and self.driver:
                 server.accept(self.driver, conn)
-                if conn.rcv.buffer:
-                    owner = conn.owner
-                    assert isinstance(owner, TcpTransport)
-                    owner.handle_event(DATA_READY)
             else:
                 conn.abort(self.driver.now() if self.driver else 0.0)
 
@@ -371,10 +365,7 @@ class Stack:
             raise
         reader = asyncio.StreamReader(limit=limit, loop=loop)
         protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
-        transport = TcpTransport(driver, conn, protocol)
-        protocol.connection_made(transport)
-        if conn.rcv.buffer:
-            transport.handle_event(DATA_READY)
+        transport = TcpTransport.attach(driver, conn, protocol)
         writer = asyncio.StreamWriter(transport, protocol, reader, loop)
         return reader, writer
 

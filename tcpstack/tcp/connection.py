@@ -178,6 +178,12 @@ class Connection:
             self.rcv.owe_ack_now()  # a window update (3.8.6.2.2)
         return data
 
+    def stop_reading(self) -> None:
+        """The application will read no more (close() on a socket): later data is
+        acknowledged and dropped, and an orphaned FIN_WAIT_2 gives up after a while."""
+        self.on_change(self)
+        self.rcv.discard = True
+
     def close(self, now: float) -> None:
         """Graceful close of our sending side (shutdown(SHUT_WR) and close() on the wire):
         where the table allows it, its action queues our FIN (or there is nothing to close)."""
@@ -502,7 +508,6 @@ class Connection:
         before = (now, self.cc.cwnd, self.cc.ssthresh)
         una = self.snd.una
         loss = self.loss
-        sb = loss.scoreboard
         by_sack = loss.by_sack()
         action = loss.episode.on_duplicate_ack(
             self.cc, una, self.snd.max, now, sack=by_sack,
@@ -514,15 +519,10 @@ class Connection:
             if self.cwnd_trace is not None:
                 self.cwnd_trace.append(before)  # the window the loss cut, then the cut
             self._trace_cwnd(now)
-            if not by_sack:
+            if by_sack:
+                self.tx.start_sack_recovery(now)
+            else:
                 self.tx.retransmit_first(now)
-                return
-            # RFC 6675 5 (4.3): the first hole goes at once, whatever the pipe says, unless
-            # the last recovery resent it and that resend may still arrive.
-            self.tx.forget_lost_resends()
-            if not sb.resent_within(una, (una + 1) & MASK, una):
-                sb.note_resent(una, self.tx.retransmit_first(now), self.snd.max)
-            self.tx.sack_recover(now)
         elif self.loss.episode.active and self.loss.episode.sack:
             self.tx.sack_recover(now)
 

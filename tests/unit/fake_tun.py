@@ -27,7 +27,7 @@ from tcpstack.stack import NetworkStack
 from tcpstack.tcp import segment as tcpseg
 from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.connection import Connection
-from tcpstack.tcp.events import DATA_READY, ConnEvent, Event
+from tcpstack.tcp.events import ConnEvent, Event
 from tcpstack.tcp.segment import ACK, SYN
 from tests.unit.link_pair import FixedIsn
 from tests.unit.scripted_peer import PEER_ADDR, PEER_PORT, STACK_ADDR, Sent, decode
@@ -177,11 +177,8 @@ class Served:
             owner.handle_event(event)
         elif event.kind is ConnEvent.ESTABLISHED:
             protocol = Recorder()
-            transport = TcpTransport(self.driver, conn, protocol)
-            protocol.connection_made(transport)
+            TcpTransport.attach(self.driver, conn, protocol)
             self.protocols.append(protocol)
-            if conn.rcv.buffer:
-                transport.handle_event(DATA_READY)
 
     async def accepted(self, timeout: float = 2.0) -> Recorder:
         deadline = time.monotonic() + timeout
