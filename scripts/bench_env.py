@@ -114,8 +114,13 @@ class Processes:
             popen.wait(STOP_TIMEOUT)
 
     def stop_all(self) -> None:
+        """Cleanup: one process that will not stop must not keep the rest (and the
+        namespaces after them) alive."""
         for proc in reversed(list(self.running)):
-            self.stop(proc)
+            try:
+                self.stop(proc)
+            except (subprocess.TimeoutExpired, OSError) as exc:
+                print(f"bench: could not stop {proc.name} (pid {proc.pid}): {exc}")
 
 
 def ip(*args: str) -> None:
