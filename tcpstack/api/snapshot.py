@@ -64,6 +64,8 @@ class ConnectionInfo(TypedDict):
     rto_ms: float
     cwnd: int
     ssthresh: int | None
+    rcv_buf: int            # the receive buffer now, which bounds the window we advertise
+    rcv_space: int | None   # auto-tuning's most read in one round trip (ss's rcv_space)
     retransmits: int
     bytes_in: int
     bytes_out: int
@@ -100,6 +102,8 @@ def connection_info(conn: Connection) -> ConnectionInfo:
         "rto_ms": round(conn.rtt.rto * 1000, 3),
         "cwnd": conn.cc.cwnd,
         "ssthresh": None if ssthresh >= SSTHRESH_UNSET else ssthresh,
+        "rcv_buf": conn.rcv.capacity,
+        "rcv_space": None if conn.rcv.tuning is None else conn.rcv.tuning.space,
         "retransmits": conn.counts.retransmits,
         "bytes_in": conn.rcv.bytes_received,
         "bytes_out": conn.snd.bytes_sent,

@@ -62,6 +62,16 @@ def global_options(hidden: bool = False) -> list[click.Option]:
                     "seconds, giving up after COUNT unanswered probes (default 75, 9)."),
         option("--user-timeout", type=click.FloatRange(0.001), default=None, metavar="SECONDS",
                help="Abort a connection whose data stays unacknowledged this long (RFC 5482)."),
+        option("--receive-buffer", type=click.IntRange(1, 1 << 30), default=None,
+               metavar="BYTES",
+               help="Fix each connection's receive buffer (and so its largest window) at BYTES, "
+                    "as SO_RCVBUF does, instead of auto-tuning it to what the application "
+                    "reads per round trip (from 128 KiB up to --receive-buffer-max)."),
+        option("--receive-buffer-max", type=click.IntRange(1, 1 << 30),
+               default=TcpConfig().receive_buffer_max,
+               show_default=True, metavar="BYTES",
+               help="The most auto-tuning may grow a receive buffer to (Linux's tcp_rmem[2]); "
+                    "the window scale is chosen for it."),
         option("--trace", is_flag=True, help="Log every TCP state transition."),
         option("-v", "--verbose", is_flag=True,
                help="Debug logging: every segment in and out as a tcpdump-style line "
@@ -102,7 +112,9 @@ def settings(params: dict[str, Any]) -> dict[str, object]:
     # DEBUG for ours only: the libraries' debug output (pyroute2, asyncio) is noise here.
     log.setLevel(logging.DEBUG if verbose else logging.NOTSET)
     config = TcpConfig(msl=params["msl"], congestion=params["congestion"],
-                       nodelay=params["nodelay"], user_timeout=params["user_timeout"])
+                       nodelay=params["nodelay"], user_timeout=params["user_timeout"],
+                       receive_buffer=params["receive_buffer"],
+                       receive_buffer_max=params["receive_buffer_max"])
     if params["keepalive"] is not None:
         config.keepalive = True
         (config.keepalive_idle, config.keepalive_interval,

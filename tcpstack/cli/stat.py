@@ -39,7 +39,8 @@ def _ms(value: float | None) -> str:
 def _details(conn: ConnectionInfo) -> str:
     """The measurements as `ss -i` prints them, on a line of their own."""
     return (f"rtt:{_ms(conn['rtt_ms'])} rto:{_ms(conn['rto_ms'])} cwnd:{conn['cwnd']} "
-            f"ssthresh:{_dash(conn['ssthresh'])} retrans:{conn['retransmits']} "
+            f"ssthresh:{_dash(conn['ssthresh'])} rcv_space:{_dash(conn.get('rcv_space'))} "
+            f"rcv_buf:{_dash(conn.get('rcv_buf'))} retrans:{conn['retransmits']} "
             f"bytes_in:{conn['bytes_in']} bytes_out:{conn['bytes_out']} "
             f"segs_in:{conn['segs_in']} segs_out:{conn['segs_out']}")
 
@@ -87,17 +88,17 @@ def render_connections(snapshot: Snapshot, width: int = _PIPE_WIDTH) -> Renderab
     if width < _WIDE:
         return _narrow(title, snapshot)
     for name in ("RTT ms", "RTO ms", "cwnd", "ssthresh", "Retrans", "Bytes in", "Bytes out",
-                 "Segs in", "Segs out"):
+                 "Segs in", "Segs out", "Rcv buf"):
         table.add_column(name, justify="right", no_wrap=True)
     for listener in snapshot["listeners"]:
         table.add_row(listener["state"], str(listener["half_open"]), str(listener["backlog"]),
-                      listener["local"], listener["peer"], *[""] * 9)
+                      listener["local"], listener["peer"], *[""] * 10)
     for conn in snapshot["connections"]:
         table.add_row(conn["state"], str(conn["recv_q"]), str(conn["send_q"]), conn["local"],
                       conn["peer"], _ms(conn["rtt_ms"]), _ms(conn["rto_ms"]),
                       str(conn["cwnd"]), _dash(conn["ssthresh"]), str(conn["retransmits"]),
                       str(conn["bytes_in"]), str(conn["bytes_out"]), str(conn["segs_in"]),
-                      str(conn["segs_out"]))
+                      str(conn["segs_out"]), _dash(conn.get("rcv_buf")))
     return Group(Text(title), table)
 
 

@@ -9,7 +9,13 @@ from dataclasses import dataclass
 class TcpConfig:
     mss: int = 1460                 # what we announce: the link MTU less 40 bytes of headers
     send_buffer: int = 1 << 20      # bytes the application may queue beyond what is acked
-    receive_buffer: int = 1 << 20   # bytes received and not yet read; bounds the window
+    # The receive buffer bounds the window we advertise. Auto-tuned by default, as Linux's
+    # tcp_rmem and tcp_moderate_rcvbuf: it starts at receive_buffer_initial and follows what
+    # the application reads per round trip, up to receive_buffer_max, for which the window
+    # scale in our SYN is chosen. A fixed receive_buffer turns tuning off (as SO_RCVBUF does).
+    receive_buffer: int | None = None     # SO_RCVBUF: a fixed buffer; None: auto-tuned
+    receive_buffer_initial: int = 128 << 10  # tcp_rmem[1]
+    receive_buffer_max: int = 6 << 20        # tcp_rmem[2]
     window_scaling: bool = True     # RFC 7323 window scale option
     sack: bool = True               # RFC 2018 selective acknowledgments
     msl: float = 30.0               # maximum segment lifetime; TIME_WAIT lasts 2*MSL

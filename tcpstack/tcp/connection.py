@@ -134,7 +134,13 @@ class Connection:
 
     def flush(self, now: float) -> None:
         """Send what the windows allow, then any ACK that cannot wait."""
-        self.tx.flush(now, self.state)
+        tuning = self.rcv.tuning
+        if tuning is not None and self.state in RECEIVING:
+            self.rcv.tune(now)  # the buffer may grow with what this pass read
+            self.tx.flush(now, self.state)
+            tuning.measure(now, self.rcv.nxt, self.rcv.adv)  # the receiver's RTT sample
+        else:
+            self.tx.flush(now, self.state)
         self._update_deadline()
 
     def _update_deadline(self) -> None:

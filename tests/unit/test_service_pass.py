@@ -32,7 +32,9 @@ from tests.unit.scripted_peer import (
     lines,
 )
 
-# The default 1 MiB receive buffer needs window scale 5 (RFC 7323 2.3): 1 MiB >> 5.
+# A fixed 1 MiB receive buffer (no auto-tuning: these tests count ACKs, not window growth)
+# needs window scale 5 (RFC 7323 2.3): 1 MiB >> 5.
+FIXED_BUFFER = TcpConfig(receive_buffer=1 << 20)
 FULL_WINDOW = (1 << 20) >> 5
 SCALED_SYN = tcpseg.encode_options(mss=MSS, wscale=7)
 
@@ -67,7 +69,7 @@ def test_a_batch_of_four_segments_draws_one_ack_with_the_window_the_read_opened(
     """Four full segments read in one batch and read at once by the application: one ACK,
     carrying the whole window again, not an ACK (win 32586) and then a window update."""
     async def run() -> list[str]:
-        async with driven_stack() as d:
+        async with driven_stack(FIXED_BUFFER) as d:
             syn_ack = await d.peer.handshake(SCALED_SYN)
             protocol = await d.app.accepted()
             d.peer.take()
@@ -85,7 +87,7 @@ def test_one_batch_and_the_reads_it_causes_make_one_service_pass() -> None:
     """The application's reads during event delivery mark the connection changed; that
     must not schedule a second, empty pass after the one that is running."""
     async def run() -> list[tuple[str, list[str]]]:
-        async with driven_stack() as d:
+        async with driven_stack(FIXED_BUFFER) as d:
             syn_ack = await d.peer.handshake(SCALED_SYN)
             await d.app.accepted()
             log = PassLog(d.stack)
@@ -102,7 +104,7 @@ def test_a_small_segment_waits_for_the_delayed_ack_and_draws_one() -> None:
     """Less than two full segments: no ACK from the pass that read it, one from the delayed
     ACK timer's pass 40 ms later (the read of 100 bytes opens no window worth announcing)."""
     async def run() -> tuple[list[tuple[str, float, list[str]]], float]:
-        async with driven_stack() as d:
+        async with driven_stack(FIXED_BUFFER) as d:
             syn_ack = await d.peer.handshake(SCALED_SYN)
             await d.app.accepted()
             for i in range(2):  # two full segments: acked at once, with the full window

@@ -26,6 +26,7 @@ from tcpstack.api.control import (
 from tcpstack.api.snapshot import KNOWN_COUNTERS, Snapshot, build_snapshot
 from tcpstack.cli.stat import render_connections, render_counters
 from tcpstack.stack import NetworkStack
+from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.state import State
 from tests.unit.link_pair import B_ADDR, LinkPair
 
@@ -59,6 +60,20 @@ def test_established_connection_with_queues_bytes_and_segments() -> None:
 
     pair.send(client, b"y" * 3000)  # queued, not yet on the wire
     assert only(snap(pair.a), "ESTABLISHED")["send_q"] == 3000
+
+
+def test_the_receive_buffer_and_auto_tunings_space_are_shown_like_ss_rcv_space() -> None:
+    pair = LinkPair(config_a=TcpConfig(receive_buffer=50_000))
+    pair.established_pair(80)
+    # b tunes: it starts at 128 KiB with the space of a first flight (ten segments).
+    server_view = only(snap(pair.b), "ESTABLISHED")
+    assert (server_view["rcv_buf"], server_view["rcv_space"]) == (128 << 10, 10 * 1460)
+    # a's buffer is fixed (SO_RCVBUF): no tuning, no space.
+    client_view = only(snap(pair.a), "ESTABLISHED")
+    assert (client_view["rcv_buf"], client_view["rcv_space"]) == (50_000, None)
+    console = Console(record=True, width=80)
+    console.print(render_connections(snap(pair.b), width=80))
+    assert "rcv_space:14600 rcv_buf:131072" in " ".join(console.export_text().split())
 
 
 def test_listeners_show_port_half_open_and_backlog() -> None:
