@@ -102,7 +102,7 @@ def test_stat_shows_established_connection_with_growing_byte_counts(
     snap = snapshot(netns)
     assert snap["version"] == 1 and snap["iface"] == "tcps0"
     assert snap["listeners"] == [{"state": "LISTEN", "local": "10.77.0.2:5000", "peer": "*:*",
-                                  "port": 5000, "half_open": 0, "backlog": 128}]
+                                  "port": 5000, "half_open": 0, "backlog": 4096}]
     table = stat(netns)
     assert table.returncode == 0, table.stderr
     lines = table.stdout.splitlines()

@@ -159,7 +159,7 @@ def test_listen_takes_addr_port(monkeypatch: pytest.MonkeyPatch,
     code, _, err = run_main(monkeypatch, capsys, "listen", "10.77.0.2:8080", "--echo")
     assert (code, err) == (0, "")
     (_, (opts, _handler, port, backlog)), = recorded.calls
-    assert (opts["address"], port, backlog) == ("10.77.0.2", 8080, 128)
+    assert (opts["address"], port, backlog) == ("10.77.0.2", 8080, 4096)
 
 
 # The same bad port, the same words after "Invalid value for '...': ", whatever the command.

@@ -216,7 +216,7 @@ def test_table_has_a_row_per_listener_and_connection() -> None:
     text = console.export_text()
     assert text.startswith("tcps0: stack 10.0.0.2, kernel side 10.0.0.1/24, pid ")
     rows = {line.split()[0]: line.split() for line in text.splitlines()[3:] if line.strip()}
-    assert rows["LISTEN"][1:5] == ["0", "128", "10.0.0.2:80", "*:*"]
+    assert rows["LISTEN"][1:5] == ["0", "4096", "10.0.0.2:80", "*:*"]
     est = rows["ESTABLISHED"]
     assert est[3:5] == ["10.0.0.2:80", f"10.0.0.1:{client.local_port}"]
     assert est[8] == "-", "ssthresh unset"
@@ -243,7 +243,7 @@ def test_a_narrow_terminal_gets_the_measurements_on_a_line_of_their_own() -> Non
     flat = " ".join(text.split())
     assert "rtt:10.000 rto:200.000 cwnd:" in flat and "segs_out:" in flat
     rows = [line.split() for line in text.splitlines()]
-    assert ["LISTEN", "0", "128", "10.0.0.2:80", "*:*"] in rows
+    assert ["LISTEN", "0", "4096", "10.0.0.2:80", "*:*"] in rows
 
 
 def test_a_stack_wide_retrans_segs_counter_wins_over_the_live_sum() -> None:
