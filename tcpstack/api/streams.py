@@ -23,7 +23,7 @@ from tcpstack.api.transport import TcpTransport
 from tcpstack.io.driver import PacketTap, StackDriver
 from tcpstack.io.impairment import Impairment
 from tcpstack.io.segment_log import SegmentLogger
-from tcpstack.link.tun import LinkError, TunDevice
+from tcpstack.link.tun import DEFAULT_TXQUEUELEN, LinkError, TunDevice
 from tcpstack.stack import NetworkStack
 from tcpstack.tcp import congestion as tcp_congestion
 from tcpstack.tcp.config import TcpConfig
@@ -156,7 +156,10 @@ class Stack:
                  *, config: TcpConfig | None = None, trace: bool = False,
                  tap: PacketTap | None = None, offload: bool = True,
                  pcap: str | os.PathLike[str] | None = None, trace_segments: bool = False,
-                 control: bool = True, impairment: Impairment | None = None) -> None:
+                 control: bool = True, impairment: Impairment | None = None,
+                 txqueuelen: int = DEFAULT_TXQUEUELEN) -> None:
+        """`txqueuelen`: packets the kernel may queue on the interface for the stack to read;
+        more are dropped."""
         self.iface = iface
         self.address = _parse_address(address)
         try:
@@ -174,6 +177,7 @@ class Stack:
             raise LinkError(f"address {address} is the {role} address of {network}, "
                             "not a host's")
         self.mtu = mtu
+        self.txqueuelen = txqueuelen
         self.config = config or TcpConfig()
         self.config.mss = min(self.config.mss, mtu - _HEADERS)
         self.config.cwnd_trace = self.config.cwnd_trace or pcap is not None  # for the sidecar
@@ -236,7 +240,7 @@ class Stack:
 
     def _configure(self) -> None:
         check_addresses(self.iface, self.kernel_interface, self.address)
-        self.tun.configure(str(self.kernel_interface))
+        self.tun.configure(str(self.kernel_interface), self.txqueuelen)
 
     async def _serve_control(self) -> None:
         server = ControlServer(control_path(self.iface), self.snapshot)

@@ -1,7 +1,12 @@
 """A Linux TUN device: raw IP packets in and out of a file descriptor (linux/if_tun.h).
 
-The kernel side of the interface is configured with pyroute2 (address, MTU, link up). The
-interface is not persistent, so closing the descriptor removes it, even if we are killed.
+The kernel side of the interface is configured with pyroute2 (address, MTU, the queue
+length, link up). The interface is not persistent, so closing the descriptor removes it,
+even if we are killed.
+
+The queue: the kernel puts each packet it routes to the interface in a ring of
+`txqueuelen` packets, which our reads empty; a packet that finds the ring full is dropped
+there and counted in the interface's tx_dropped, before we could see it.
 """
 
 from __future__ import annotations
@@ -23,6 +28,10 @@ TUNSETOFFLOAD = 0x400454D0
 TUN_F_CSUM = 0x01
 TUN_F_TSO4 = 0x02
 IFNAMSIZ = 16
+# Packets the kernel may queue towards us while the stack is busy (Linux's default is 500):
+# room for a burst of several thousand, see docs/DECISIONS.md.
+DEFAULT_TXQUEUELEN = 10000
+MAX_TXQUEUELEN = 1 << 20
 
 
 class LinkError(Exception):
@@ -70,8 +79,12 @@ class TunDevice:
             raise LinkError(f"cannot create TUN device {self.name}: {exc.strerror}") from None
         self.fd = fd
 
-    def configure(self, kernel_address: str) -> None:
-        """Give the kernel side its address and prefix (e.g. 10.77.0.1/24), set MTU, bring up."""
+    def configure(self, kernel_address: str, txqueuelen: int = DEFAULT_TXQUEUELEN) -> None:
+        """Give the kernel side its address and prefix (e.g. 10.77.0.1/24), set the MTU and
+        the queue length (packets the kernel holds for us to read), bring it up."""
+        if not 1 <= txqueuelen <= MAX_TXQUEUELEN:
+            raise LinkError(f"invalid queue length {txqueuelen}: must be between 1 and "
+                            f"{MAX_TXQUEUELEN}")
         try:
             iface = ipaddress.IPv4Interface(kernel_address)
         except ValueError:
@@ -84,7 +97,8 @@ class TunDevice:
         try:
             (index,) = ipr.link_lookup(ifname=self.name)
             self._index = index
-            ipr.link("set", index=index, mtu=self.mtu)
+            # The TUN driver sizes its ring from txqueuelen, also when it changes later.
+            ipr.link("set", index=index, mtu=self.mtu, txqlen=txqueuelen)
             ipr.addr("add", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen)
             ipr.link("set", index=index, state="up")
         except Exception as exc:
