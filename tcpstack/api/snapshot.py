@@ -12,7 +12,9 @@
 `send_q` is the bytes queued and not yet acknowledged (sent or not), `recv_q` the bytes
 received and not yet read, `cwnd` and `ssthresh` are in bytes (`ssthresh` is null until the
 first loss sets it), `bytes_out` counts application bytes the peer acknowledged. Every
-counter the stack keeps is listed, zeros included.
+counter the stack keeps is listed, zeros included, and next to them the link's own:
+`tun_rx_queue_drops`, the packets the kernel dropped because the TUN's queue was full,
+before the stack could read them (absent when the kernel could not be asked).
 
 The layout is versioned with `version`; a field is only ever added within a version.
 """
@@ -116,7 +118,8 @@ def counters_of(network: NetworkStack) -> dict[str, int]:
 
 
 def build_snapshot(network: NetworkStack, *, iface: str, kernel_address: str,
-                   uptime: float) -> Snapshot:
+                   uptime: float, link_counters: dict[str, int] | None = None) -> Snapshot:
+    """`link_counters`: the link's own counters (the TUN's queue drops), beside the stack's."""
     address = str(ipaddress.IPv4Address(network.address))
     listeners: list[ListenerInfo] = [
         {"state": listener.state.name, "local": f"{address}:{port}", "peer": "*:*",
@@ -134,5 +137,6 @@ def build_snapshot(network: NetworkStack, *, iface: str, kernel_address: str,
         "uptime": round(uptime, 3),
         "listeners": listeners,
         "connections": connections,
-        "counters": counters_of(network),
+        "counters": counters_of(network) if not link_counters else
+        dict(sorted({**counters_of(network), **link_counters}.items())),
     }

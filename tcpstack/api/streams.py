@@ -159,7 +159,7 @@ class Stack:
                  control: bool = True, impairment: Impairment | None = None,
                  txqueuelen: int = DEFAULT_TXQUEUELEN) -> None:
         """`txqueuelen`: packets the kernel may queue on the interface for the stack to read;
-        more are dropped."""
+        more are dropped (and counted as `tun_rx_queue_drops`)."""
         self.iface = iface
         self.address = _parse_address(address)
         try:
@@ -191,6 +191,7 @@ class Stack:
         self.control = control
         self.capture: Capture | None = None
         self._control: ControlServer | None = None
+        self._link_counters: dict[str, int] = {}  # the TUN's, as last read for a snapshot
         self._started_at = 0.0
         self.tun = TunDevice(iface, mtu, offload=offload)
         self.network = NetworkStack(self.address.packed, self.config, offload=offload)
@@ -243,7 +244,8 @@ class Stack:
         self.tun.configure(str(self.kernel_interface), self.txqueuelen)
 
     async def _serve_control(self) -> None:
-        server = ControlServer(control_path(self.iface), self.snapshot)
+        server = ControlServer(control_path(self.iface), self.snapshot,
+                               refresh=self.read_link_counters)
         try:
             await server.start()
         except ControlSocketInUse:
@@ -284,11 +286,20 @@ class Stack:
                 capture, self.capture = self.capture, None
                 capture.close(live or [])
 
+    async def read_link_counters(self) -> dict[str, int]:
+        """Ask the kernel for the TUN's own counters (in a thread: a netlink request), keep
+        them for `snapshot` and return them."""
+        drops = await asyncio.to_thread(self.tun.queue_drops)
+        self._link_counters = {} if drops is None else {"tun_rx_queue_drops": drops}
+        return self._link_counters
+
     def snapshot(self) -> Snapshot:
-        """What `tcpstack stat` shows (api/snapshot.py)."""
+        """What `tcpstack stat` shows (api/snapshot.py), with the link's counters as last
+        read (`read_link_counters`, which the control socket awaits first)."""
         uptime = self.driver.now() - self._started_at if self.driver is not None else 0.0
         return build_snapshot(self.network, iface=self.iface,
-                              kernel_address=str(self.kernel_interface), uptime=uptime)
+                              kernel_address=str(self.kernel_interface), uptime=uptime,
+                              link_counters=self._link_counters)
 
     def _on_event(self, conn: Connection, event: Event) -> None:
         if isinstance(event, Closed) and self.capture is not None:

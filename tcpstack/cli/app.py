@@ -49,7 +49,7 @@ def global_options(hidden: bool = False) -> list[click.Option]:
         option("--txqueuelen", default=DEFAULT_TXQUEUELEN, show_default=True,
                type=click.IntRange(1, MAX_TXQUEUELEN), metavar="PACKETS",
                help="Packets the kernel may queue on the TUN interface for the stack to "
-                    "read; beyond them it drops."),
+                    "read; beyond them it drops (stat: tun_rx_queue_drops)."),
         option("--offload/--no-offload", default=True, show_default=True,
                help="Let the kernel checksum and segment (TUN virtio-net header, GSO/TSO)."),
         option("--cc", "congestion", default="cubic", show_default=True,

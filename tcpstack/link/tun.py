@@ -6,7 +6,7 @@ even if we are killed.
 
 The queue: the kernel puts each packet it routes to the interface in a ring of
 `txqueuelen` packets, which our reads empty; a packet that finds the ring full is dropped
-there and counted in the interface's tx_dropped, before we could see it.
+there and counted in the interface's tx_dropped (`queue_drops`), before we could see it.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import fcntl
 import ipaddress
 import os
 import struct
+import threading
 
 from tcpstack.link import virtio
 
@@ -53,6 +54,7 @@ class TunDevice:
         self.fd = -1
         self._ipr: object | None = None
         self._index: int | None = None
+        self._ipr_lock = threading.Lock()  # one netlink request at a time on self._ipr
 
     def open(self) -> None:
         if os.geteuid() != 0:
@@ -104,6 +106,22 @@ class TunDevice:
         except Exception as exc:
             raise LinkError(f"cannot configure {self.name} with {kernel_address}: {exc}") from None
 
+    def queue_drops(self) -> int | None:
+        """Packets the kernel dropped because our queue was full (the interface's
+        tx_dropped: the kernel transmits towards us), or None before `configure` or when the
+        interface cannot be asked. A netlink request: call it off the event loop (pyroute2's
+        synchronous calls run a loop of their own)."""
+        ipr, index = self._ipr, self._index
+        if ipr is None or index is None:
+            return None
+        try:
+            with self._ipr_lock:
+                (link,) = ipr.get_links(index)  # type: ignore[attr-defined]
+            stats = link.get("IFLA_STATS64")
+        except Exception:
+            return None
+        return None if stats is None else int(stats["tx_dropped"])
+
     def read(self) -> tuple[bytes | memoryview, bool]:
         """One IP packet, and whether the kernel vouches for its transport checksum (it
         checked it, or it built the packet and leaves the sum to us); raises BlockingIOError
@@ -125,7 +143,8 @@ class TunDevice:
 
     def close(self) -> None:
         if self._ipr is not None:
-            self._ipr.close()  # type: ignore[attr-defined]
+            with self._ipr_lock:
+                self._ipr.close()  # type: ignore[attr-defined]
             self._ipr = None
         if self.fd >= 0:
             os.close(self.fd)  # a non-persistent TUN interface disappears with its last fd

@@ -69,6 +69,17 @@ def test_listeners_show_port_half_open_and_backlog() -> None:
                                           "backlog": 7}]
 
 
+def test_the_links_counters_join_the_stacks_in_order() -> None:
+    stack = LinkPair().b
+    stack.counters["segs_in"] = 4
+    snapshot = build_snapshot(stack, iface="tcps0", kernel_address="10.0.0.1/24", uptime=1.0,
+                              link_counters={"tun_rx_queue_drops": 17})
+    counters = snapshot["counters"]
+    assert (counters["tun_rx_queue_drops"], counters["segs_in"]) == (17, 4)
+    assert list(counters) == sorted(counters)
+    assert "tun_rx_queue_drops" not in snap(stack)["counters"], "no link: not made up"
+
+
 def test_a_handshake_that_is_never_acked_shows_syn_rcvd_and_a_half_open_listener() -> None:
     pair = LinkPair(drop=lambda frame: frame.sender == "b")
     pair.b.listen(80)
@@ -149,6 +160,34 @@ def test_control_socket_serves_the_snapshot_and_is_removed(tmp_path: Path) -> No
     assert not path.exists()
     with pytest.raises(NoStackRunning, match="no control socket at"):
         query_snapshot(path)
+
+
+def test_the_control_socket_awaits_its_refresh_before_each_answer(tmp_path: Path) -> None:
+    """What must be fetched off the loop (the TUN's drops, by netlink) is fresh in every
+    answer: the refresh runs, then the snapshot is taken."""
+    base = snap(LinkPair().b)
+    refreshed: list[int] = []
+
+    async def refresh() -> None:
+        await asyncio.sleep(0)
+        refreshed.append(len(refreshed) + 1)
+
+    def snapshot() -> Snapshot:
+        return {**base, "counters": {"tun_rx_queue_drops": refreshed[-1]}}  # type: ignore[typeddict-item]
+
+    path = tmp_path / "r.sock"
+
+    async def main() -> list[int]:
+        server = ControlServer(path, snapshot, refresh=refresh)
+        await server.start()
+        try:
+            return await asyncio.to_thread(lambda: [
+                query_snapshot(path)["counters"]["tun_rx_queue_drops"] for _ in range(2)])
+        finally:
+            server.remove()
+
+    assert asyncio.run(main()) == [1, 2]
+    assert refreshed == [1, 2]
 
 
 def test_control_protocol_errors_are_one_json_line(tmp_path: Path) -> None:
