@@ -12,7 +12,7 @@ import dataclasses
 import ipaddress
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
 
 from tcpstack.api.capture import Capture
@@ -70,13 +70,29 @@ class Server:
         self._handler = handler
         self._limit = limit
         self._closed = asyncio.Event()
+        # Connections handed to the application whose handler has not started yet: what
+        # waits in a Linux listener's accept queue (a loop busy elsewhere lets it grow).
+        self.accept_queue = 0
         listener.owner = self
 
     def accept(self, driver: StackDriver, conn: Connection) -> None:
         reader = asyncio.StreamReader(limit=self._limit, loop=driver.loop)
-        protocol = asyncio.StreamReaderProtocol(reader, self._handler, loop=driver.loop)
+        protocol = asyncio.StreamReaderProtocol(reader, self._client_connected, loop=driver.loop)
         transport = TcpTransport(driver, conn, protocol)
         protocol.connection_made(transport)
+
+    def _client_connected(self, reader: asyncio.StreamReader,
+                          writer: asyncio.StreamWriter) -> Awaitable[None] | None:
+        result = self._handler(reader, writer)
+        if not asyncio.iscoroutine(result):
+            return result  # a plain function: it has already run
+        self.accept_queue += 1
+        return self._taken_up(result)
+
+    async def _taken_up(self, handler: Coroutine[object, object, None]) -> None:
+        """The handler's coroutine, which leaves the accept queue once the loop runs it."""
+        self.accept_queue -= 1
+        await handler
 
     def is_serving(self) -> bool:
         return not self._closed.is_set()
@@ -299,7 +315,9 @@ class Stack:
         uptime = self.driver.now() - self._started_at if self.driver is not None else 0.0
         return build_snapshot(self.network, iface=self.iface,
                               kernel_address=str(self.kernel_interface), uptime=uptime,
-                              link_counters=self._link_counters)
+                              link_counters=self._link_counters,
+                              accept_queues={port: server.accept_queue
+                                             for port, server in self._servers.items()})
 
     def _on_event(self, conn: Connection, event: Event) -> None:
         if isinstance(event, Closed) and self.capture is not None:

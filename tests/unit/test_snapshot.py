@@ -66,7 +66,28 @@ def test_listeners_show_port_half_open_and_backlog() -> None:
     pair.b.listen(8080, backlog=7)
     assert snap(pair.b)["listeners"] == [{"state": "LISTEN", "local": "10.0.0.2:8080",
                                           "peer": "*:*", "port": 8080, "half_open": 0,
-                                          "backlog": 7}]
+                                          "backlog": 7, "syn_queue": 0, "accept_queue": 0}]
+
+
+def test_a_listener_shows_its_syn_queue_and_the_accept_queue_the_application_reports() -> None:
+    pair = LinkPair(drop=lambda frame: frame.sender == "b")  # the handshakes stay half-open
+    pair.b.listen(80)
+    pair.b.listen(81)
+    for _ in range(3):
+        pair.a.connect(B_ADDR, 80, pair.now)
+    pair.advance(0.01)
+    snapshot = build_snapshot(pair.b, iface="tcps0", kernel_address="10.0.0.1/24",
+                              uptime=1.0, accept_queues={81: 5})
+    assert [(lst["port"], lst["syn_queue"], lst["half_open"], lst["accept_queue"])
+            for lst in snapshot["listeners"]] == [(80, 3, 3, 0), (81, 0, 0, 5)]
+    console = Console(record=True, width=200)
+    console.print(render_connections(snapshot))
+    text = console.export_text()
+    rows = [line.split() for line in text.splitlines()]
+    # As ss shows a listener: Recv-Q its accept queue, Send-Q its backlog.
+    assert ["LISTEN", "0", "4096", "10.0.0.2:80", "*:*"] in rows
+    assert ["LISTEN", "5", "4096", "10.0.0.2:81", "*:*"] in rows
+    assert ["10.0.0.2:80", "syn_queue:3", "accept_queue:0", "backlog:4096"] in rows
 
 
 def test_the_links_counters_join_the_stacks_in_order() -> None:
@@ -256,6 +277,7 @@ def test_table_has_a_row_per_listener_and_connection() -> None:
     assert text.startswith("tcps0: stack 10.0.0.2, kernel side 10.0.0.1/24, pid ")
     rows = {line.split()[0]: line.split() for line in text.splitlines()[3:] if line.strip()}
     assert rows["LISTEN"][1:5] == ["0", "4096", "10.0.0.2:80", "*:*"]
+    assert "10.0.0.2:80 syn_queue:0 accept_queue:0 backlog:4096" in text
     est = rows["ESTABLISHED"]
     assert est[3:5] == ["10.0.0.2:80", f"10.0.0.1:{client.local_port}"]
     assert est[8] == "-", "ssthresh unset"
@@ -283,6 +305,7 @@ def test_a_narrow_terminal_gets_the_measurements_on_a_line_of_their_own() -> Non
     assert "rtt:10.000 rto:200.000 cwnd:" in flat and "segs_out:" in flat
     rows = [line.split() for line in text.splitlines()]
     assert ["LISTEN", "0", "4096", "10.0.0.2:80", "*:*"] in rows
+    assert ["syn_queue:0", "accept_queue:0", "backlog:4096"] in rows
 
 
 def test_a_stack_wide_retrans_segs_counter_wins_over_the_live_sum() -> None:
