@@ -2,8 +2,9 @@
 # Installs the system tools tcpstack's demo, tests and benchmark drive, only those missing.
 set -euo pipefail
 # The README's tour uses jq, pv and tcpdump as well (tests/integration/test_readme.py runs it).
+# ab (apache2-utils) is the load test's client (tests/integration/test_load.py).
 declare -A pkg_for=( [ip]=iproute2 [curl]=curl [nc]=netcat-openbsd [ping]=iputils-ping [dot]=graphviz
-                     [jq]=jq [pv]=pv [tcpdump]=tcpdump )
+                     [jq]=jq [pv]=pv [tcpdump]=tcpdump [ab]=apache2-utils )
 missing=()
 for tool in "${!pkg_for[@]}"; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("${pkg_for[$tool]}")
