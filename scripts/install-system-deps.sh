@@ -2,7 +2,8 @@
 # Installs the system tools tcpstack's demo, tests and benchmark drive, only those missing.
 set -euo pipefail
 # The README's tour uses jq, pv and tcpdump as well (tests/integration/test_readme.py runs it);
-# `make bench` drives ab, wrk, nginx (the reference server) and ethtool (veth offloads off).
+# `make bench` drives ab, wrk, nginx (the reference server) and ethtool (veth offloads off);
+# ab (apache2-utils) is also the load test's client (tests/integration/test_load.py).
 declare -A pkg_for=( [ip]=iproute2 [curl]=curl [nc]=netcat-openbsd [ping]=iputils-ping [dot]=graphviz
                      [jq]=jq [pv]=pv [tcpdump]=tcpdump [ab]=apache2-utils [wrk]=wrk [nginx]=nginx
                      [ethtool]=ethtool )

@@ -1,7 +1,12 @@
 """A Linux TUN device: raw IP packets in and out of a file descriptor (linux/if_tun.h).
 
-The kernel side of the interface is configured with pyroute2 (address, MTU, link up). The
-interface is not persistent, so closing the descriptor removes it, even if we are killed.
+The kernel side of the interface is configured with pyroute2 (address, MTU, the queue
+length, link up). The interface is not persistent, so closing the descriptor removes it,
+even if we are killed.
+
+The queue: the kernel puts each packet it routes to the interface in a ring of
+`txqueuelen` packets, which our reads empty; a packet that finds the ring full is dropped
+there and counted in the interface's tx_dropped (`queue_drops`), before we could see it.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import fcntl
 import ipaddress
 import os
 import struct
+import threading
 
 from tcpstack.link import virtio
 
@@ -23,6 +29,10 @@ TUNSETOFFLOAD = 0x400454D0
 TUN_F_CSUM = 0x01
 TUN_F_TSO4 = 0x02
 IFNAMSIZ = 16
+# Packets the kernel may queue towards us while the stack is busy (Linux's default is 500):
+# room for a burst of several thousand, see docs/DECISIONS.md.
+DEFAULT_TXQUEUELEN = 10000
+MAX_TXQUEUELEN = 1 << 20
 
 
 class LinkError(Exception):
@@ -44,6 +54,7 @@ class TunDevice:
         self.fd = -1
         self._ipr: object | None = None
         self._index: int | None = None
+        self._ipr_lock = threading.Lock()  # one netlink request at a time on self._ipr
 
     def open(self) -> None:
         if os.geteuid() != 0:
@@ -70,8 +81,12 @@ class TunDevice:
             raise LinkError(f"cannot create TUN device {self.name}: {exc.strerror}") from None
         self.fd = fd
 
-    def configure(self, kernel_address: str) -> None:
-        """Give the kernel side its address and prefix (e.g. 10.77.0.1/24), set MTU, bring up."""
+    def configure(self, kernel_address: str, txqueuelen: int = DEFAULT_TXQUEUELEN) -> None:
+        """Give the kernel side its address and prefix (e.g. 10.77.0.1/24), set the MTU and
+        the queue length (packets the kernel holds for us to read), bring it up."""
+        if not 1 <= txqueuelen <= MAX_TXQUEUELEN:
+            raise LinkError(f"invalid queue length {txqueuelen}: must be between 1 and "
+                            f"{MAX_TXQUEUELEN}")
         try:
             iface = ipaddress.IPv4Interface(kernel_address)
         except ValueError:
@@ -84,11 +99,28 @@ class TunDevice:
         try:
             (index,) = ipr.link_lookup(ifname=self.name)
             self._index = index
-            ipr.link("set", index=index, mtu=self.mtu)
+            # The TUN driver sizes its ring from txqueuelen, also when it changes later.
+            ipr.link("set", index=index, mtu=self.mtu, txqlen=txqueuelen)
             ipr.addr("add", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen)
             ipr.link("set", index=index, state="up")
         except Exception as exc:
             raise LinkError(f"cannot configure {self.name} with {kernel_address}: {exc}") from None
+
+    def queue_drops(self) -> int | None:
+        """Packets the kernel dropped because our queue was full (the interface's
+        tx_dropped: the kernel transmits towards us), or None before `configure` or when the
+        interface cannot be asked. A netlink request: call it off the event loop (pyroute2's
+        synchronous calls run a loop of their own)."""
+        ipr, index = self._ipr, self._index
+        if ipr is None or index is None:
+            return None
+        try:
+            with self._ipr_lock:
+                (link,) = ipr.get_links(index)  # type: ignore[attr-defined]
+            stats = link.get("IFLA_STATS64")
+        except Exception:
+            return None
+        return None if stats is None else int(stats["tx_dropped"])
 
     def read(self) -> tuple[bytes | memoryview, bool]:
         """One IP packet, and whether the kernel vouches for its transport checksum (it
@@ -111,7 +143,8 @@ class TunDevice:
 
     def close(self) -> None:
         if self._ipr is not None:
-            self._ipr.close()  # type: ignore[attr-defined]
+            with self._ipr_lock:
+                self._ipr.close()  # type: ignore[attr-defined]
             self._ipr = None
         if self.fd >= 0:
             os.close(self.fd)  # a non-persistent TUN interface disappears with its last fd

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# The listen backlog a server gets unless it asks for another: Linux's cap on any backlog
+# (net.core.somaxconn, 4096 since 5.4), so a burst of clients finds room (docs/DECISIONS.md).
+DEFAULT_BACKLOG = 4096
+
 
 @dataclass(slots=True)
 class TcpConfig:
@@ -26,7 +30,7 @@ class TcpConfig:
     synack_retries: int = 5         # SYN-ACK retransmissions before a half-open is dropped
     max_retries: int = 15           # data retransmissions before the connection aborts
     persist_max: float = 60.0       # longest interval between zero-window probes
-    backlog: int = 128              # default listener backlog (half-open connections)
+    backlog: int = DEFAULT_BACKLOG  # default listener backlog (half-open connections)
     congestion: str = "cubic"       # "cubic" (RFC 9438) or "newreno" (RFC 6582)
     delayed_ack: float = 0.04       # longest an ACK for in-order data waits (0: never waits)
     nodelay: bool = False           # TCP_NODELAY: no Nagle (RFC 9293 3.7.4)
