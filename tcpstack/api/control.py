@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import logging
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -104,10 +105,14 @@ def sweep_stale(run_dir: Path = RUN_DIR, min_age: float = STALE_AGE) -> int:
     return removed
 
 
+# What a control socket serves: a snapshot now, or one to wait for (several workers').
+SnapshotSource = Callable[[], Snapshot | Awaitable[Snapshot]]
+
+
 class ControlServer:
     """Serves `snapshot()` on a Unix socket on the running loop."""
 
-    def __init__(self, path: Path, snapshot: Callable[[], Snapshot]) -> None:
+    def __init__(self, path: Path, snapshot: SnapshotSource) -> None:
         self.path = path
         self._snapshot = snapshot
         self._server: asyncio.AbstractServer | None = None
@@ -150,7 +155,7 @@ class ControlServer:
             except ValueError:
                 reply = _error(f"request line longer than {MAX_LINE} bytes")
             else:
-                reply = self.answer(line)
+                reply = await answer(line, self._snapshot)
             writer.write(json.dumps(reply, separators=(",", ":")).encode() + b"\n")
             await writer.drain()
         except (ConnectionError, OSError) as exc:
@@ -158,22 +163,29 @@ class ControlServer:
         finally:
             writer.close()
 
-    def answer(self, line: bytes) -> dict[str, Any]:
-        """The reply to one request line."""
+
+async def answer(line: bytes, snapshot: SnapshotSource) -> dict[str, Any]:
+    """The reply to one request line."""
+    try:
+        request = json.loads(line)
+    except (ValueError, UnicodeDecodeError):
+        return _error("the request is not a JSON object on one line")
+    if not isinstance(request, dict):
+        return _error("the request is not a JSON object on one line")
+    version = request.get("version")
+    if version != PROTOCOL_VERSION:
+        return _error(f"unsupported protocol version {version!r} "
+                      f"(this stack speaks {PROTOCOL_VERSION})")
+    command = request.get("command")
+    if command == "snapshot":
         try:
-            request = json.loads(line)
-        except (ValueError, UnicodeDecodeError):
-            return _error("the request is not a JSON object on one line")
-        if not isinstance(request, dict):
-            return _error("the request is not a JSON object on one line")
-        version = request.get("version")
-        if version != PROTOCOL_VERSION:
-            return _error(f"unsupported protocol version {version!r} "
-                          f"(this stack speaks {PROTOCOL_VERSION})")
-        command = request.get("command")
-        if command == "snapshot":
-            return {"version": PROTOCOL_VERSION, "ok": True, "snapshot": self._snapshot()}
-        return _error(f"unknown command {command!r} (expected: {', '.join(COMMANDS)})")
+            value = snapshot()
+            if inspect.isawaitable(value):
+                value = await value
+        except ControlError as exc:  # e.g. a worker that did not answer
+            return _error(str(exc))
+        return {"version": PROTOCOL_VERSION, "ok": True, "snapshot": value}
+    return _error(f"unknown command {command!r} (expected: {', '.join(COMMANDS)})")
 
 
 def _error(message: str) -> dict[str, Any]:
