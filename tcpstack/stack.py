@@ -57,9 +57,12 @@ class PortInUse(Exception):
 
 class NetworkStack:
     def __init__(self, address: bytes, config: TcpConfig | None = None,
-                 isn: IsnGenerator | None = None, *, offload: bool = False) -> None:
+                 isn: IsnGenerator | None = None, *, offload: bool = False,
+                 ephemeral_ports: range = EPHEMERAL_PORTS) -> None:
         """`offload`: the link takes partial checksums and segments of up to 64 KB, which it
-        cuts itself (a TUN with the virtio-net header): a capability of the link."""
+        cuts itself (a TUN with the virtio-net header): a capability of the link.
+        `ephemeral_ports`: where active opens take their local port (a worker's own slice
+        of the range when several stacks share one address, api/workers.py)."""
         self.address = address
         self.config = config or TcpConfig()
         self._isn = isn or IsnGenerator()
@@ -78,7 +81,10 @@ class NetworkStack:
         self._scheduled: dict[Connection, float] = {}
         self._tiebreak = itertools.count()
         self._pseudo: dict[bytes, int] = {}
-        self._next_port = EPHEMERAL_PORTS.start
+        if not ephemeral_ports:
+            raise ValueError("no ephemeral ports to open connections from")
+        self.ephemeral_ports = ephemeral_ports
+        self._next_port = ephemeral_ports.start
         self.offload = offload
         # By peer address: its IPv4 header template and pseudo-header sum, for _frame.
         self._routes: dict[bytes, tuple[ipv4.HeaderTemplate, int]] = {}
@@ -328,10 +334,11 @@ class NetworkStack:
         return conn
 
     def _ephemeral_port(self, remote: bytes, remote_port: int) -> int:
-        span = len(EPHEMERAL_PORTS)
+        ports = self.ephemeral_ports
+        span = len(ports)
         for _ in range(span):
             port = self._next_port
-            self._next_port = EPHEMERAL_PORTS.start + (port + 1 - EPHEMERAL_PORTS.start) % span
+            self._next_port = ports.start + (port + 1 - ports.start) % span
             if (remote, remote_port, port) not in self.connections and \
                     port not in self.listeners:
                 return port

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import logging
 import os
@@ -104,16 +105,18 @@ def sweep_stale(run_dir: Path = RUN_DIR, min_age: float = STALE_AGE) -> int:
     return removed
 
 
-class ControlServer:
-    """Serves `snapshot()` on a Unix socket on the running loop. `refresh`, when given, is
-    awaited before each request is answered: for what must be fetched off the loop first
-    (the TUN's own counters, from the kernel)."""
+# What a control socket serves: a snapshot now, or one to wait for (several workers').
+SnapshotSource = Callable[[], Snapshot | Awaitable[Snapshot]]
 
-    def __init__(self, path: Path, snapshot: Callable[[], Snapshot],
-                 refresh: Callable[[], Awaitable[object]] | None = None) -> None:
+
+class ControlServer:
+    """Serves `snapshot()` on a Unix socket on the running loop; a snapshot source may be a
+    coroutine, for what must be fetched off the loop first (the TUN's own counters, from
+    the kernel) or from elsewhere (several workers)."""
+
+    def __init__(self, path: Path, snapshot: SnapshotSource) -> None:
         self.path = path
         self._snapshot = snapshot
-        self._refresh = refresh
         self._server: asyncio.AbstractServer | None = None
         self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of our socket file
 
@@ -154,9 +157,7 @@ class ControlServer:
             except ValueError:
                 reply = _error(f"request line longer than {MAX_LINE} bytes")
             else:
-                if self._refresh is not None:
-                    await self._refresh()
-                reply = self.answer(line)
+                reply = await answer(line, self._snapshot)
             writer.write(json.dumps(reply, separators=(",", ":")).encode() + b"\n")
             await writer.drain()
         except (ConnectionError, OSError) as exc:
@@ -164,22 +165,29 @@ class ControlServer:
         finally:
             writer.close()
 
-    def answer(self, line: bytes) -> dict[str, Any]:
-        """The reply to one request line."""
+
+async def answer(line: bytes, snapshot: SnapshotSource) -> dict[str, Any]:
+    """The reply to one request line."""
+    try:
+        request = json.loads(line)
+    except (ValueError, UnicodeDecodeError):
+        return _error("the request is not a JSON object on one line")
+    if not isinstance(request, dict):
+        return _error("the request is not a JSON object on one line")
+    version = request.get("version")
+    if version != PROTOCOL_VERSION:
+        return _error(f"unsupported protocol version {version!r} "
+                      f"(this stack speaks {PROTOCOL_VERSION})")
+    command = request.get("command")
+    if command == "snapshot":
         try:
-            request = json.loads(line)
-        except (ValueError, UnicodeDecodeError):
-            return _error("the request is not a JSON object on one line")
-        if not isinstance(request, dict):
-            return _error("the request is not a JSON object on one line")
-        version = request.get("version")
-        if version != PROTOCOL_VERSION:
-            return _error(f"unsupported protocol version {version!r} "
-                          f"(this stack speaks {PROTOCOL_VERSION})")
-        command = request.get("command")
-        if command == "snapshot":
-            return {"version": PROTOCOL_VERSION, "ok": True, "snapshot": self._snapshot()}
-        return _error(f"unknown command {command!r} (expected: {', '.join(COMMANDS)})")
+            value = snapshot()
+            if inspect.isawaitable(value):
+                value = await value
+        except ControlError as exc:  # e.g. a worker that did not answer
+            return _error(str(exc))
+        return {"version": PROTOCOL_VERSION, "ok": True, "snapshot": value}
+    return _error(f"unknown command {command!r} (expected: {', '.join(COMMANDS)})")
 
 
 def _error(message: str) -> dict[str, Any]:

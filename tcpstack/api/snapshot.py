@@ -20,6 +20,12 @@ counter the stack keeps is listed, zeros included, and next to them the link's o
 `tun_rx_queue_drops`, the packets the kernel dropped because the TUN's queue was full,
 before the stack could read them (absent when the kernel could not be asked).
 
+A stack of several workers (`--workers N`, api/workers.py) answers with one snapshot of them
+all (`merge_snapshots`): each connection has a `worker` field (0 to N-1), and `workers`
+lists each worker's pid and own counters, which `counters` sums; a listener appears once,
+its `half_open` and `backlog` summed over the workers (each has its own queue). `pid` is the
+supervising process's. A stack of one worker has neither field.
+
 The layout is versioned with `version`; a field is only ever added within a version.
 """
 
@@ -27,13 +33,16 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from typing import TypedDict
+from typing import NotRequired, TypedDict
 
 from tcpstack.stack import NetworkStack
 from tcpstack.tcp.congestion.base import SSTHRESH_UNSET
 from tcpstack.tcp.connection import Connection
 
 SNAPSHOT_VERSION = 1
+# Counters of the interface, not of a stack: every worker of a multi-queue TUN reads the
+# same total, so merging takes it once.
+INTERFACE_COUNTERS = frozenset({"tun_rx_queue_drops"})
 
 # The counters NetworkStack keeps (stack.py, io/driver.py), reported even while zero so
 # scripts can rely on their presence.
@@ -79,6 +88,13 @@ class ConnectionInfo(TypedDict):
     bytes_out: int
     segs_in: int
     segs_out: int
+    worker: NotRequired[int]
+
+
+class WorkerInfo(TypedDict):
+    worker: int
+    pid: int
+    counters: dict[str, int]
 
 
 class Snapshot(TypedDict):
@@ -91,6 +107,7 @@ class Snapshot(TypedDict):
     listeners: list[ListenerInfo]
     connections: list[ConnectionInfo]
     counters: dict[str, int]
+    workers: NotRequired[list[WorkerInfo]]
 
 
 def endpoint(addr: bytes, port: int) -> str:
@@ -153,4 +170,51 @@ def build_snapshot(network: NetworkStack, *, iface: str, kernel_address: str,
         "connections": connections,
         "counters": counters_of(network) if not link_counters else
         dict(sorted({**counters_of(network), **link_counters}.items())),
+    }
+
+
+def _sort_key(conn: ConnectionInfo) -> tuple[int, ipaddress.IPv4Address, int]:
+    """The order build_snapshot gives: local port, then the peer's address and port."""
+    peer_addr, _, peer_port = conn["peer"].rpartition(":")
+    return int(conn["local"].rpartition(":")[2]), ipaddress.IPv4Address(peer_addr), \
+        int(peer_port)
+
+
+def merge_snapshots(parts: list[Snapshot], *, pid: int, uptime: float) -> Snapshot:
+    """One snapshot of the workers whose own snapshots are `parts` (worker k's at index k)."""
+    if not parts:
+        raise ValueError("no worker snapshots to merge")
+    listeners: dict[int, ListenerInfo] = {}
+    connections: list[ConnectionInfo] = []
+    counters: dict[str, int] = {}
+    workers: list[WorkerInfo] = []
+    for worker, part in enumerate(parts):
+        for listener in part["listeners"]:
+            port = listener["port"]
+            if port in listeners:
+                merged = listeners[port]
+                for queue in ("half_open", "backlog", "syn_queue", "accept_queue"):
+                    merged[queue] += listener[queue]
+            else:
+                listeners[port] = {**listener}
+        connections += [{**conn, "worker": worker} for conn in part["connections"]]
+        for name, value in part["counters"].items():
+            if name in INTERFACE_COUNTERS:  # the one interface's: each worker reads the same
+                counters[name] = max(counters.get(name, 0), value)
+            else:
+                counters[name] = counters.get(name, 0) + value
+        workers.append({"worker": worker, "pid": part["pid"],
+                        "counters": dict(part["counters"])})
+    first = parts[0]
+    return {
+        "version": SNAPSHOT_VERSION,
+        "iface": first["iface"],
+        "address": first["address"],
+        "kernel_address": first["kernel_address"],
+        "pid": pid,
+        "uptime": round(uptime, 3),
+        "listeners": [listeners[port] for port in sorted(listeners)],
+        "connections": sorted(connections, key=_sort_key),
+        "counters": dict(sorted(counters.items())),
+        "workers": workers,
     }

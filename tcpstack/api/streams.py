@@ -24,7 +24,7 @@ from tcpstack.io.driver import PacketTap, StackDriver
 from tcpstack.io.impairment import Impairment
 from tcpstack.io.segment_log import SegmentLogger
 from tcpstack.link.tun import DEFAULT_TXQUEUELEN, LinkError, TunDevice
-from tcpstack.stack import NetworkStack
+from tcpstack.stack import EPHEMERAL_PORTS, NetworkStack
 from tcpstack.tcp import congestion as tcp_congestion
 from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.connection import Connection
@@ -171,9 +171,13 @@ class Stack:
                  tap: PacketTap | None = None, offload: bool = True,
                  pcap: str | os.PathLike[str] | None = None, trace_segments: bool = False,
                  control: bool = True, impairment: Impairment | None = None,
-                 txqueuelen: int = DEFAULT_TXQUEUELEN) -> None:
+                 txqueuelen: int = DEFAULT_TXQUEUELEN, tun: TunDevice | None = None,
+                 ephemeral_ports: range | None = None) -> None:
         """`txqueuelen`: packets the kernel may queue on the interface for the stack to read;
-        more are dropped (and counted as `tun_rx_queue_drops`)."""
+        more are dropped (and counted as `tun_rx_queue_drops`). `tun`: a device already open
+        and configured (one queue of a multi-queue interface, api/workers.py), which the
+        stack uses as it is and closes when it closes; `ephemeral_ports`: the local ports its
+        active opens take."""
         self.iface = iface
         self.address = _parse_address(address)
         try:
@@ -196,7 +200,7 @@ class Stack:
         self.config.mss = min(self.config.mss, mtu - _HEADERS)
         self.config.cwnd_trace = self.config.cwnd_trace or pcap is not None  # for the sidecar
         # A software lossy link needs real checksums to corrupt (see io/impairment.py).
-        offload = offload and impairment is None
+        offload = offload and impairment is None if tun is None else tun.offload
         self.impairment = impairment
         self.trace = trace
         self.tap = tap
@@ -207,8 +211,10 @@ class Stack:
         self._control: ControlServer | None = None
         self._link_counters: dict[str, int] = {}  # the TUN's, as last read for a snapshot
         self._started_at = 0.0
-        self.tun = TunDevice(iface, mtu, offload=offload)
-        self.network = NetworkStack(self.address.packed, self.config, offload=offload)
+        self._configured = tun is not None
+        self.tun = tun if tun is not None else TunDevice(iface, mtu, offload=offload)
+        self.network = NetworkStack(self.address.packed, self.config, offload=offload,
+                                    ephemeral_ports=ephemeral_ports or EPHEMERAL_PORTS)
         self.driver: StackDriver | None = None
         self._servers: dict[int, Server] = {}
 
@@ -225,9 +231,10 @@ class Stack:
             return self
         loop = asyncio.get_running_loop()
         try:
-            self.tun.open()
-            # pyroute2's synchronous API runs an event loop of its own: keep it off ours.
-            await asyncio.to_thread(self._configure)
+            if not self._configured:
+                self.tun.open()
+                # pyroute2's synchronous API runs an event loop of its own: keep it off ours.
+                await asyncio.to_thread(self._configure)
             if self.control:
                 await self._serve_control()
             # Only now: a stack that cannot start must not truncate a running one's capture.
@@ -258,8 +265,7 @@ class Stack:
         self.tun.configure(str(self.kernel_interface), self.txqueuelen)
 
     async def _serve_control(self) -> None:
-        server = ControlServer(control_path(self.iface), self.snapshot,
-                               refresh=self.read_link_counters)
+        server = ControlServer(control_path(self.iface), self.fresh_snapshot)
         try:
             await server.start()
         except ControlSocketInUse:
@@ -306,6 +312,12 @@ class Stack:
         drops = await asyncio.to_thread(self.tun.queue_drops)
         self._link_counters = {} if drops is None else {"tun_rx_queue_drops": drops}
         return self._link_counters
+
+    async def fresh_snapshot(self) -> Snapshot:
+        """The snapshot with the link's counters read just now: what the control socket
+        (or, for a worker, the supervisor) answers."""
+        await self.read_link_counters()
+        return self.snapshot()
 
     def snapshot(self) -> Snapshot:
         """What `tcpstack stat` shows (api/snapshot.py), with the link's counters as last

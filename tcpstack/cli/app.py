@@ -20,9 +20,10 @@ from tcpstack.api.streams import (
     DEFAULT_MTU,
     Stack,
 )
+from tcpstack.api.workers import worker_count
 from tcpstack.io.impairment import Impairment, ImpairmentError
 from tcpstack.io.segment_log import SEGMENT_LOGGER
-from tcpstack.link.tun import DEFAULT_TXQUEUELEN, MAX_TXQUEUELEN, LinkError
+from tcpstack.link.tun import DEFAULT_TXQUEUELEN, MAX_TXQUEUELEN, LinkError, TunDevice
 from tcpstack.stack import PortInUse
 from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.congestion import ALGORITHMS
@@ -84,6 +85,10 @@ def global_options(hidden: bool = False) -> list[click.Option]:
         option("--pcap", type=click.Path(dir_okay=False, writable=True, path_type=Path),
                help="Record every packet in and out to this pcap file (and the connections' "
                     "cwnd traces to FILE.cwnd.json when the stack stops)."),
+        option("--workers", default="1", show_default=True, metavar="N|auto",
+               help="Worker processes for listen, one per queue of a multi-queue TUN, the "
+                    "kernel spreading connections over them; auto: one per CPU. connect "
+                    "always runs one."),
     ]
 
 
@@ -128,7 +133,8 @@ def settings(params: dict[str, Any]) -> dict[str, object]:
             "txqueuelen": params["txqueuelen"],
             "trace": bool(params["trace"]) or verbose, "verbose": verbose,
             "offload": params["offload"], "config": config,
-            "impairment": _impairment(params["impair"]), "pcap": params["pcap"]}
+            "impairment": _impairment(params["impair"]), "pcap": params["pcap"],
+            "workers": _workers(params["workers"])}
 
 
 class LogLines(logging.Formatter):
@@ -205,9 +211,13 @@ class CommandFailed(Exception):
     """A command ran and failed; the message is the one line the user sees."""
 
 
-def make_stack(opts: dict[str, object]) -> Stack:
+def make_stack(opts: dict[str, object], tun: TunDevice | None = None,
+               ephemeral_ports: range | None = None) -> Stack:
+    """The stack the options describe; `tun` and `ephemeral_ports` make it one worker of
+    several (api/workers.py), whose parent serves the control socket."""
     pcap = opts.get("pcap")
-    return Stack(iface=str(opts["iface"]), address=str(opts["address"]),
+    return Stack(tun=tun, ephemeral_ports=ephemeral_ports, control=tun is None,
+                 iface=str(opts["iface"]), address=str(opts["address"]),
                  kernel_address=str(opts["kernel_address"]), mtu=int(str(opts["mtu"])),
                  txqueuelen=int(str(opts.get("txqueuelen", DEFAULT_TXQUEUELEN))),
                  trace=bool(opts["trace"]), offload=bool(opts["offload"]),
@@ -233,6 +243,13 @@ def parse_keepalive(spec: str) -> tuple[float, float, int]:
         raise click.BadParameter(f"{spec!r} is not IDLE or IDLE,INTERVAL,COUNT (e.g. 60,10,5)",
                                  param_hint="'--keepalive'") from None
     return idle, interval, count
+
+
+def _workers(spec: str) -> int:
+    try:
+        return worker_count(spec)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--workers'") from None
 
 
 def _impairment(spec: str | None) -> Impairment | None:

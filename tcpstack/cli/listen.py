@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import click
 
+from tcpstack.api.streams import Stack
+from tcpstack.api.workers import run_workers
 from tcpstack.cli.app import (
     GLOBAL_OPTION_NAMES,
     PortType,
@@ -19,6 +22,7 @@ from tcpstack.cli.app import (
     run,
     stop_on_signals,
 )
+from tcpstack.link.tun import LinkError
 from tcpstack.services.echo import discard as discard_service
 from tcpstack.services.echo import echo as echo_service
 from tcpstack.services.http import file_server
@@ -56,8 +60,33 @@ def listen(ctx: click.Context, port: tuple[str | None, int], echo: bool, discard
     addr, number = port
     if addr is not None:
         opts["address"] = addr
-    run(_serve(opts, handler, number, backlog))
+    workers = int(str(opts.get("workers", 1)))
+    if workers == 1:
+        run(_serve(opts, handler, number, backlog))
+        return
+    if opts.get("pcap") is not None:
+        raise click.UsageError("--pcap records one stack: use it with --workers 1")
+    _serve_workers(opts, workers, handler, number, backlog)
 
+
+def _serve_workers(opts: dict[str, object], workers: int, handler: Handler, port: int,
+                   backlog: int) -> None:
+    """Every worker listens on `port` (api/workers.py); the parent reports once all are."""
+    async def setup(stack: Stack) -> None:
+        await stack.start_server(handler, port, backlog=backlog)
+
+    def on_ready() -> None:
+        log.info("listening on %s:%d with %d workers", opts["address"], port, workers)
+
+    try:
+        result = run_workers(workers, lambda tun, ports: make_stack(opts, tun, ports), setup,
+                             on_ready)
+    except (LinkError, ValueError) as exc:
+        click.echo(f"tcpstack: error: {exc}", err=True)
+        sys.exit(1)
+    log.info("counters: %s", format_counters(result.counters))
+    if result.status:
+        sys.exit(result.status)
 
 
 async def _serve(opts: dict[str, object], handler: Handler, port: int, backlog: int) -> None:

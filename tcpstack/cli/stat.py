@@ -54,12 +54,16 @@ def _queues(listener: ListenerInfo) -> str:
 
 def _narrow(title: str, snapshot: Snapshot) -> RenderableType:
     """ss's own layout: one line per socket, its measurements indented on the next."""
+    worker = _workers(snapshot) > 1  # a column saying which worker holds the connection
     rows: list[tuple[list[str], str | None]] = [
         ([lst["state"], str(lst["accept_queue"]), str(lst["backlog"]), lst["local"],
-          lst["peer"]], _queues(lst)) for lst in snapshot["listeners"]]
-    rows += [([c["state"], str(c["recv_q"]), str(c["send_q"]), c["local"], c["peer"]],
+          lst["peer"], *([""] if worker else [])], _queues(lst))
+        for lst in snapshot["listeners"]]
+    rows += [([c["state"], str(c["recv_q"]), str(c["send_q"]), c["local"], c["peer"],
+               *([str(c.get("worker", "-"))] if worker else [])],
               _details(c)) for c in snapshot["connections"]]
-    header = ["State", "Recv-Q", "Send-Q", "Local Address:Port", "Peer Address:Port"]
+    header = ["State", "Recv-Q", "Send-Q", "Local Address:Port", "Peer Address:Port",
+              *(["Worker"] if worker else [])]
     widths = [max(len(cells[i]) for cells in [header, *(r for r, _ in rows)])
               for i in range(len(header))]
 
@@ -77,6 +81,11 @@ def _narrow(title: str, snapshot: Snapshot) -> RenderableType:
     return out
 
 
+def _workers(snapshot: Snapshot) -> int:
+    """How many workers the stack runs (1 for a stack without the field)."""
+    return len(snapshot.get("workers", ())) or 1
+
+
 def render_connections(snapshot: Snapshot, width: int = _PIPE_WIDTH) -> RenderableType:
     """The ss-like table: listeners first, then connections; one row each. A listener's
     Recv-Q is its accept queue and Send-Q its backlog, as in ss; its SYN queue is under
@@ -88,6 +97,9 @@ def render_connections(snapshot: Snapshot, width: int = _PIPE_WIDTH) -> Renderab
              f"{snapshot['kernel_address']}, pid {snapshot['pid']}, up "
              f"{snapshot['uptime']:.1f}s, {n_listen} listening, {n_conn} "
              f"connection{'s' if n_conn != 1 else ''}")
+    workers = _workers(snapshot)
+    if workers > 1:
+        title += f", {workers} workers"
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
     table.add_column("State", no_wrap=True)
     for name in ("Recv-Q", "Send-Q"):
@@ -96,15 +108,23 @@ def render_connections(snapshot: Snapshot, width: int = _PIPE_WIDTH) -> Renderab
     table.add_column("Peer Address:Port", no_wrap=True)
     if width < _WIDE:
         return _narrow(title, snapshot)
+    # With several workers, which one holds the connection (listeners are in every one).
+    worker_cells: list[str] = []
+    if workers > 1:
+        table.add_column("Worker", justify="right", no_wrap=True)
+        worker_cells = [""]
     for name in ("RTT ms", "RTO ms", "cwnd", "ssthresh", "Retrans", "Bytes in", "Bytes out",
                  "Segs in", "Segs out", "Rcv buf"):
         table.add_column(name, justify="right", no_wrap=True)
     for listener in snapshot["listeners"]:
         table.add_row(listener["state"], str(listener["accept_queue"]),
-                      str(listener["backlog"]), listener["local"], listener["peer"], *[""] * 10)
+                      str(listener["backlog"]), listener["local"], listener["peer"],
+                      *worker_cells, *[""] * 10)
     for conn in snapshot["connections"]:
+        if worker_cells:
+            worker_cells = [str(conn.get("worker", "-"))]
         table.add_row(conn["state"], str(conn["recv_q"]), str(conn["send_q"]), conn["local"],
-                      conn["peer"], _ms(conn["rtt_ms"]), _ms(conn["rto_ms"]),
+                      conn["peer"], *worker_cells, _ms(conn["rtt_ms"]), _ms(conn["rto_ms"]),
                       str(conn["cwnd"]), _dash(conn["ssthresh"]), str(conn["retransmits"]),
                       str(conn["bytes_in"]), str(conn["bytes_out"]), str(conn["segs_in"]),
                       str(conn["segs_out"]), _dash(conn.get("rcv_buf")))
@@ -114,15 +134,22 @@ def render_connections(snapshot: Snapshot, width: int = _PIPE_WIDTH) -> Renderab
 
 
 def render_counters(counters: dict[str, int], *, zeros: bool,
-                    previous: dict[str, int] | None = None) -> str:
-    """`name value` lines sorted by name, like nstat; with `previous`, the change since."""
+                    previous: dict[str, int] | None = None,
+                    per_worker: list[dict[str, int]] | None = None) -> str:
+    """`name value` lines sorted by name, like nstat; with `previous`, the change since;
+    with `per_worker` (several workers), each worker's own value after the sum."""
     lines = []
+    if per_worker:
+        lines.append(f"{'#name':<28}{'total':>14}"
+                     + "".join(f"{f'worker {k}':>14}" for k in range(len(per_worker))))
     for name, value in sorted(counters.items()):
         if not value and not zeros:
             continue
         line = f"{name:<28}{value:>14}"
         if previous is not None:
             line += f"{value - previous.get(name, 0):>+12}"
+        for own in per_worker or ():
+            line += f"{own.get(name, 0):>14}"
         lines.append(line)
     return "\n".join(lines)
 
@@ -181,10 +208,16 @@ def stat(ctx: click.Context, as_json: bool, counters: bool, zeros: bool,
             value: object = snapshot["counters"] if counters else snapshot
             return json.dumps(value, indent=None if watch is not None else 2)
         if counters:
+            watching = watch is not None
+            workers = snapshot.get("workers", [])
             text = render_counters(snapshot["counters"], zeros=zeros,
-                                   previous=previous if watch is not None else None)
+                                   previous=previous if watching else None,
+                                   per_worker=[w["counters"] for w in workers]
+                                   if len(workers) > 1 and not watching else None)
             previous = snapshot["counters"]
-            return Text(f"#{iface} pid {snapshot['pid']}\n{text}")
+            pids = f" ({len(workers)} workers: {', '.join(str(w['pid']) for w in workers)})" \
+                if len(workers) > 1 else ""
+            return Text(f"#{iface} pid {snapshot['pid']}{pids}\n{text}")
         return render_connections(snapshot, console.width)
 
     if watch is None:

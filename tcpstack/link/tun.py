@@ -24,6 +24,8 @@ TUN_PATH = "/dev/net/tun"
 TUNSETIFF = 0x400454CA
 IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
+IFF_MULTI_QUEUE = 0x0100
+IFF_TUN_EXCL = 0x8000  # create, or fail with EBUSY: never join an existing device
 IFF_VNET_HDR = 0x4000
 TUNSETOFFLOAD = 0x400454D0
 TUN_F_CSUM = 0x01
@@ -40,7 +42,8 @@ class LinkError(Exception):
 
 
 class TunDevice:
-    def __init__(self, name: str, mtu: int = 1500, offload: bool = False) -> None:
+    def __init__(self, name: str, mtu: int = 1500, offload: bool = False,
+                 multi_queue: bool = False) -> None:
         if not name or len(name.encode()) >= IFNAMSIZ or "/" in name or " " in name:
             raise LinkError(f"invalid interface name {name!r} (1-15 characters, no '/' or ' ')")
         if not 68 <= mtu <= 65535:
@@ -51,12 +54,18 @@ class TunDevice:
         # write take off and put on: the kernel accepts and hands us partial checksums and
         # TCP segments of up to 64 KB.
         self.offload = offload
+        # One queue of a multi-queue device (one per worker process, api/workers.py): each
+        # TUNSETIFF with the same name on another descriptor attaches another queue.
+        self.multi_queue = multi_queue
         self.fd = -1
         self._ipr: object | None = None
         self._index: int | None = None
         self._ipr_lock = threading.Lock()  # one netlink request at a time on self._ipr
 
-    def open(self) -> None:
+    def open(self, attach: bool = False) -> None:
+        """Create the interface; with `attach` (multi-queue only), add a queue to the one
+        this process created already. A multi-queue device is created exclusively: a
+        second tcpstack with the same name would otherwise join the first's queues."""
         if os.geteuid() != 0:
             raise LinkError("tcpstack needs root to create a TUN device (try sudo)")
         try:
@@ -68,6 +77,8 @@ class TunDevice:
             raise LinkError(f"cannot open {TUN_PATH}: {exc.strerror}") from None
         try:
             flags = IFF_TUN | IFF_NO_PI | (IFF_VNET_HDR if self.offload else 0)
+            if self.multi_queue:
+                flags |= IFF_MULTI_QUEUE | (0 if attach else IFF_TUN_EXCL)
             fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", self.name.encode(), flags))
             if self.offload:
                 fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4)

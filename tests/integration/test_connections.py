@@ -1,4 +1,5 @@
-"""Many connections: 200 one after another, then 20 at once."""
+"""Many connections: 200 one after another, then 20 at once; each with one worker and with
+two (`--workers 2`, the kernel spreading the connections over both)."""
 
 from __future__ import annotations
 
@@ -18,11 +19,16 @@ SEQUENTIAL = 200
 CONCURRENT = 20
 
 
+WORKERS = pytest.mark.parametrize("workers", [1, 2], ids=["1-worker", "2-workers"])
+
+
+@WORKERS
 @pytest.mark.timeout(90)
 def test_200_sequential_connections(netns: NetNS, start_stack: StartStack, http_root: Path,
-                                    random_file: RandomFile) -> None:
+                                    random_file: RandomFile, workers: int) -> None:
     expected = random_file(http_root / "small.bin", 4096)
-    stack = start_stack(netns, "80", "--http", http_root)
+    stack = start_stack(netns, "80", "--http", http_root,
+                        global_args=("--workers", str(workers)))
 
     result = netns.python("http_cycles.py", STACK_ADDRESS, "80", "/small.bin",
                           str(SEQUENTIAL), expected, "60", timeout=75)
@@ -36,12 +42,14 @@ def test_200_sequential_connections(netns: NetNS, start_stack: StartStack, http_
     assert counters.get("in_errors", 0) == 0
 
 
+@WORKERS
 @pytest.mark.timeout(90)
 def test_20_concurrent_curls(netns: NetNS, start_stack: StartStack, http_root: Path,
-                             random_file: RandomFile, tmp_path: Path) -> None:
+                             random_file: RandomFile, tmp_path: Path, workers: int) -> None:
     size = 1 << 20
     expected = random_file(http_root / "mid.bin", size)
-    stack = start_stack(netns, "80", "--http", http_root)
+    stack = start_stack(netns, "80", "--http", http_root,
+                        global_args=("--workers", str(workers)))
     outs = [tmp_path / f"out{i}.bin" for i in range(CONCURRENT)]
     errs = [(tmp_path / f"err{i}.txt").open("wb") for i in range(CONCURRENT)]
 
