@@ -23,7 +23,7 @@ from tcpstack.api.control import (
     request,
     sweep_stale,
 )
-from tcpstack.api.snapshot import KNOWN_COUNTERS, Snapshot, build_snapshot
+from tcpstack.api.snapshot import KNOWN_COUNTERS, Snapshot, build_snapshot, merge_snapshots
 from tcpstack.cli.stat import render_connections, render_counters
 from tcpstack.stack import NetworkStack
 from tcpstack.tcp.config import TcpConfig
@@ -198,23 +198,21 @@ def test_control_socket_serves_the_snapshot_and_is_removed(tmp_path: Path) -> No
         query_snapshot(path)
 
 
-def test_the_control_socket_awaits_its_refresh_before_each_answer(tmp_path: Path) -> None:
-    """What must be fetched off the loop (the TUN's drops, by netlink) is fresh in every
-    answer: the refresh runs, then the snapshot is taken."""
+def test_the_control_socket_awaits_an_async_snapshot_before_each_answer(tmp_path: Path) -> None:
+    """What must be fetched off the loop (the TUN's drops, by netlink; several workers'
+    snapshots) is fresh in every answer: the source is awaited for each request."""
     base = snap(LinkPair().b)
-    refreshed: list[int] = []
+    fetched: list[int] = []
 
-    async def refresh() -> None:
+    async def snapshot() -> Snapshot:
         await asyncio.sleep(0)
-        refreshed.append(len(refreshed) + 1)
-
-    def snapshot() -> Snapshot:
-        return {**base, "counters": {"tun_rx_queue_drops": refreshed[-1]}}  # type: ignore[typeddict-item]
+        fetched.append(len(fetched) + 1)
+        return {**base, "counters": {"tun_rx_queue_drops": fetched[-1]}}  # type: ignore[typeddict-item]
 
     path = tmp_path / "r.sock"
 
     async def main() -> list[int]:
-        server = ControlServer(path, snapshot, refresh=refresh)
+        server = ControlServer(path, snapshot)
         await server.start()
         try:
             return await asyncio.to_thread(lambda: [
@@ -223,7 +221,19 @@ def test_the_control_socket_awaits_its_refresh_before_each_answer(tmp_path: Path
             server.remove()
 
     assert asyncio.run(main()) == [1, 2]
-    assert refreshed == [1, 2]
+    assert fetched == [1, 2]
+
+
+def test_merged_workers_count_the_interfaces_drops_once() -> None:
+    """Every worker of a multi-queue TUN reads the same interface counter: the merge takes it
+    once, while the stacks' own counters add up."""
+    base = snap(LinkPair().b)
+    parts: list[Snapshot] = [
+        {**base, "pid": 100 + k,  # type: ignore[typeddict-item]
+         "counters": {"tun_rx_queue_drops": 7, "segs_in": 10 * (k + 1)}}
+        for k in range(2)]
+    merged = merge_snapshots(parts, pid=1, uptime=1.0)
+    assert merged["counters"] == {"segs_in": 30, "tun_rx_queue_drops": 7}
 
 
 def test_control_protocol_errors_are_one_json_line(tmp_path: Path) -> None:

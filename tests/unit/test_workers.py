@@ -55,7 +55,8 @@ def _part(pid: int, conns: list[tuple[int, int]], half_open: int,
         "version": 1, "iface": "tcps0", "address": "10.77.0.2",
         "kernel_address": "10.77.0.1/24", "pid": pid, "uptime": 1.0,
         "listeners": [{"state": "LISTEN", "local": "10.77.0.2:80", "peer": "*:*", "port": 80,
-                       "half_open": half_open, "backlog": 128}],
+                       "half_open": half_open, "backlog": 128, "syn_queue": half_open,
+                       "accept_queue": 1}],
         "connections": [{"state": "ESTABLISHED", "local": f"10.77.0.2:{local}",
                          "peer": f"10.77.0.1:{peer}", "send_q": 0, "recv_q": 0,
                          "rtt_ms": None, "rto_ms": 1000.0, "cwnd": 14600, "ssthresh": None,
@@ -75,7 +76,8 @@ def test_merge_lists_every_workers_connections_and_sums_the_counters() -> None:
     assert [(c["peer"], c.get("worker")) for c in merged["connections"]] == [
         ("10.77.0.1:40002", 0), ("10.77.0.1:40004", 1), ("10.77.0.1:40010", 0)]
     assert merged["listeners"] == [{"state": "LISTEN", "local": "10.77.0.2:80", "peer": "*:*",
-                                    "port": 80, "half_open": 3, "backlog": 256}]
+                                    "port": 80, "half_open": 3, "backlog": 256,
+                                    "syn_queue": 3, "accept_queue": 2}]
     assert merged["counters"] == {"passive_opens": 3, "rst_out": 1, "segs_in": 10}
     assert merged.get("workers") == [
         {"worker": 0, "pid": 11, "counters": {"passive_opens": 2, "segs_in": 7}},
