@@ -500,7 +500,7 @@ class Connection:
             self._trace_cwnd(now)
         self.timers.retries = 0
         if ack == self.snd.max:
-            self.timers.rto = self.timers.probe = None
+            self.timers.rto = self.timers.probe = self.timers.rack = None
         else:  # progress: the timer and the user timeout restart (RFC 6298 5.3)
             self.timers.unacked_since = now
             self.timers.rto = self.tx.rto_deadline(now)
