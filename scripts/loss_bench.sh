@@ -26,7 +26,7 @@ for seed in $SEEDS; do
     wait "$pid" || true
     pid=""
     counters=$(grep -o 'counters: .*' "$tmp/tcpstack.log" | tr ' ' '\n' |
-        grep -E '^(retrans_segs|rto_timeouts|fast_retransmits|sack_recoveries|lost_retransmits|tlp_probes)=' |
+        grep -E '^(retrans_segs|rto_timeouts|fast_retransmits|sack_recoveries|lost_retransmits|tlp_probes|rack_losses)=' |
         tr '\n' ' ' || true)
     echo "seed $seed: ${took} s  ${counters}"
 done

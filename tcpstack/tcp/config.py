@@ -41,4 +41,6 @@ class TcpConfig:
     user_timeout: float | None = None  # RFC 5482: abort when data stays unacked this long
     fin_wait_2_timeout: float = 60.0  # an orphaned FIN_WAIT_2 gives up (Linux tcp_fin_timeout)
     tail_loss_probe: bool = True    # RFC 8985 7 TLP (Linux tcp_early_retrans >= 3)
+    rack: bool = True               # RFC 8985 6 RACK loss detection with SACK (Linux
+    #                                 tcp_recovery=1); off: RFC 6675's DupThresh and IsLost
     cwnd_trace: bool = False        # keep (time, cwnd, ssthresh) samples (for --pcap's plot)

@@ -416,6 +416,7 @@ class Connection:
         self.snd.take_mss(opts.mss, self.config.mss)
         self.cc.set_mss(self.snd.mss)
         self.loss.sack = opts.sack_permitted and self.config.sack
+        self.loss.rack.active = self.loss.sack and self.config.rack
         if opts.wscale is not None and self.config.window_scaling:
             self.snd.wscale = opts.wscale
             self.snd.wscale_offered = True
@@ -461,10 +462,14 @@ class Connection:
                     self.timers.persist = None
         if acked > 0:
             self._on_new_ack(ack, acked, now)
+        rack_lost = (acked > 0 or bool(sack)) and self.loss.rack.active and self._rack_on_ack(
+            sack, now)
         if duplicate:
             self._on_duplicate_ack(now)
-        elif acked > 0 and self.loss.episode.active and self.loss.episode.sack:
+        elif (acked > 0 or rack_lost) and self.loss.episode.active and self.loss.episode.sack:
             self.tx.sack_recover(now)
+        elif rack_lost:
+            self._start_recovery(now, by_sack=True)
         state = self.state
         # FIN_WAIT_1 waits for the FIN step (see _settle_fin_wait_1).
         if (state is State.CLOSING or state is State.LAST_ACK) and self._fin_acked():
@@ -501,7 +506,7 @@ class Connection:
             self._trace_cwnd(now)
         self.timers.retries = 0
         if ack == self.snd.max:
-            self.timers.rto = self.timers.probe = None
+            self.timers.rto = self.timers.probe = self.timers.rack = None
         else:  # progress: the timer and the user timeout restart (RFC 6298 5.3)
             self.timers.unacked_since = now
             self.timers.rto = self.tx.rto_deadline(now)
@@ -511,26 +516,67 @@ class Connection:
             self.events.append(WRITABLE)
 
     def _on_duplicate_ack(self, now: float) -> None:
-        before = (now, self.cc.cwnd, self.cc.ssthresh)
         una = self.snd.una
         loss = self.loss
         by_sack = loss.by_sack()
+        before = (now, self.cc.cwnd, self.cc.ssthresh)
         action = loss.episode.on_duplicate_ack(
             self.cc, una, self.snd.max, now, sack=by_sack,
-            lost=by_sack and loss.first_is_lost(una, self.snd.mss))
+            lost=by_sack and not loss.episode.active and loss.first_is_lost(una, self.snd.mss),
+            count=not (by_sack and loss.rack.active))  # RACK replaces DupThresh (RFC 8985 6)
         if action is Action.RETRANSMIT:  # fast retransmit (RFC 5681 3.2, RFC 6675 5 step 4)
-            loss.probe.cancel()
-            self.timers.probe = None
-            self.counters["sack_recoveries" if by_sack else "reno_recoveries"] += 1
-            if self.cwnd_trace is not None:
-                self.cwnd_trace.append(before)  # the window the loss cut, then the cut
-            self._trace_cwnd(now)
-            if by_sack:
-                self.tx.start_sack_recovery(now)
-            else:
-                self.tx.retransmit_first(now)
+            self._recovery_started(now, by_sack, before)
         elif self.loss.episode.active and self.loss.episode.sack:
             self.tx.sack_recover(now)
+
+    def _start_recovery(self, now: float, *, by_sack: bool) -> None:
+        """RACK deemed segments lost outside recovery (RFC 8985 6.2 step 5, or its timer):
+        fast recovery starts, unless one began since the last timeout or recovery point."""
+        before = (now, self.cc.cwnd, self.cc.ssthresh)
+        if self.loss.episode.enter(self.cc, self.snd.una, self.snd.max, now,
+                                   by_sack) is Action.RETRANSMIT:
+            self._recovery_started(now, by_sack, before)
+
+    def _recovery_started(self, now: float, by_sack: bool,
+                          before: tuple[float, int, int]) -> None:
+        self.loss.probe.cancel()
+        self.timers.probe = None
+        self.counters["sack_recoveries" if by_sack else "reno_recoveries"] += 1
+        if self.cwnd_trace is not None:
+            self.cwnd_trace.append(before)  # the window the loss cut, then the cut
+        self._trace_cwnd(now)
+        if by_sack:
+            self.tx.start_sack_recovery(now)
+        else:
+            self.tx.retransmit_first(now)
+
+    def _rack_on_ack(self, blocks: tuple[tuple[int, int], ...], now: float) -> bool:
+        """RACK's steps for this ACK (RFC 8985 6.2); True when it deemed segments lost."""
+        lost, resends, timeout = self.loss.rack_on_ack(self.snd.una, blocks, self.snd.max,
+                                                       now, self.rtt.srtt, self.snd.mss)
+        if timeout is not None:
+            self.timers.rack = now + timeout if timeout else None
+        return self._rack_counted(lost, resends)
+
+    def _rack_counted(self, lost: int, resends: int) -> bool:
+        if lost:
+            self.counters["rack_losses"] += lost
+            if resends:
+                self.counters["lost_retransmits"] += resends
+        return lost > 0
+
+    def _on_reordering_timeout(self, now: float) -> None:
+        """RFC 8985 6.3: no ACK came to settle what waited out the reordering window."""
+        self.timers.rack = None
+        lost, resends, timeout = self.loss.rack_on_timer(self.snd.una, now, self.rtt.srtt,
+                                                         self.snd.mss)
+        if timeout:
+            self.timers.rack = now + timeout
+        if self._rack_counted(lost, resends):
+            if self.loss.episode.active:
+                self.tx.sack_recover(now)
+            else:
+                self._start_recovery(now, by_sack=True)
 
     def _fin_acked(self) -> bool:
         return self.snd.fin_seq is not None and self.snd.una == (self.snd.fin_seq + 1) & MASK
@@ -556,7 +602,7 @@ class Connection:
 
     def _start_time_wait(self, now: float) -> None:
         self.timers.time_wait = now + 2 * self.config.msl
-        self.timers.rto = self.timers.persist = self.timers.probe = None
+        self.timers.rto = self.timers.persist = self.timers.probe = self.timers.rack = None
         self.loss.probe.cancel()
 
     # ------------------------------------------------------------------ timers
@@ -564,6 +610,8 @@ class Connection:
     def on_timer(self, now: float) -> None:
         if self.timers.time_wait is not None and now >= self.timers.time_wait:
             self._transition(Trigger.TIMEOUT_2MSL, now)
+        if self.timers.rack is not None and now >= self.timers.rack:
+            self._on_reordering_timeout(now)
         if self.timers.rto is not None and now >= self.timers.rto:
             self._on_retransmit_timeout(now)
         if self.timers.persist is not None and now >= self.timers.persist:
@@ -608,7 +656,7 @@ class Connection:
         self.timers.retries += 1
         self.counters["rto_timeouts"] += 1
         self.loss.probe.cancel()
-        self.timers.probe = None
+        self.timers.probe = self.timers.rack = None
         state = self.state
         limit = (self.config.syn_retries if state is State.SYN_SENT else
                  self.config.synack_retries if state is State.SYN_RCVD else

@@ -4,27 +4,31 @@
   recovery.py), which asks the congestion controller for every change of cwnd;
 - with SACK, agreed at the handshake, the scoreboard (sack.py) and RFC 6675's loss recovery:
   which holes are lost, how much is in flight (SetPipe) and what goes next (NextSeg);
-- the tail loss probe (RFC 8985 7; tail_probe.py).
+- the tail loss probe (RFC 8985 7; tail_probe.py);
+- with SACK and TcpConfig.rack, RACK (RFC 8985 6; rack.py), whose verdicts take the place
+  of IsLost() and of the lost-resend rule in what recovery resends.
 
 It decides; the connection sends (output.py), since only it builds segments.
 """
 
 from __future__ import annotations
 
+from tcpstack.tcp.rack import Rack
 from tcpstack.tcp.recovery import FastRecovery
 from tcpstack.tcp.sack import SackScoreboard, is_dsack
-from tcpstack.tcp.seq import MASK
+from tcpstack.tcp.seq import HALF, MASK
 from tcpstack.tcp.tail_probe import TailLossProbe
 
 
 class LossRecovery:
-    __slots__ = ("episode", "probe", "sack", "scoreboard")
+    __slots__ = ("episode", "probe", "rack", "sack", "scoreboard")
 
     def __init__(self, iss: int) -> None:
         self.sack = False  # both SYNs carried SACK-permitted (RFC 2018 2)
         self.episode = FastRecovery(iss)
         self.scoreboard = SackScoreboard()
         self.probe = TailLossProbe()
+        self.rack = Rack()  # active once SACK is agreed, if TcpConfig.rack
 
     def read_blocks(self, blocks: tuple[tuple[int, int], ...], una: int, ack: int,
                     acked: int, snd_max: int) -> bool:
@@ -46,16 +50,55 @@ class LossRecovery:
         return self.sack and bool(self.scoreboard)
 
     def first_is_lost(self, una: int, mss: int) -> bool:
-        """IsLost(SND.UNA) (RFC 6675 5 step 2), or the tail probe SACKed above it."""
+        """IsLost(SND.UNA) (RFC 6675 5 step 2), or the tail probe SACKed above it; with
+        RACK, whether RACK deems anything lost."""
+        if self.rack.active:
+            return self.rack.has_lost()
         sb = self.scoreboard
         return self.probe.sacked(sb, una) or sb.is_lost(una, una, mss)
 
-    def plan(self, una: int, snd_max: int, mss: int, cwnd: int,
-             buffered: int) -> tuple[list[tuple[int, int]], int]:
+    def in_recovery(self, una: int) -> bool:
+        """In fast recovery, or in RTO recovery (SND.UNA below SND.MAX of the timeout)."""
+        return self.episode.active or ((una - self.episode.recover) & MASK) >= HALF
+
+    def rack_on_ack(self, una: int, blocks: tuple[tuple[int, int], ...], snd_max: int,
+                    now: float, srtt: float | None, mss: int) -> tuple[int, int, float | None]:
+        """RACK's steps for one ACK (RFC 8985 6.2): what it delivered, the reordering
+        window, then the losses if RACK.xmit_ts moved. Returns (segments newly deemed lost,
+        of which resends, the reordering timeout: 0 for none, None to leave it as it is)."""
+        rack = self.rack
+        rack.on_ack(una, blocks, snd_max, now)
+        dsack = bool(blocks) and is_dsack(blocks, una)
+        rack.update_reo_wnd(dsack, una, snd_max, self.in_recovery(una))
+        lost = resends = 0
+        if self.probe.sacked(self.scoreboard, una) and self.probe.start is not None:
+            # As before RACK: what is missing below a SACKed probe went a PTO or more
+            # before it. (RACK finds the same a round trip on, unless the probe's ACK comes
+            # sooner than min_RTT after it, when step 2 takes it for the original's.)
+            lost = rack.mark_lost_below(self.probe.start, mss)
+        if not rack.advance():
+            return lost, 0, None
+        more, resends, timeout = rack.detect(
+            now, rack.reo_wnd(self.scoreboard.sacked_bytes(), mss, srtt), mss)
+        return lost + more, resends, timeout
+
+    def rack_on_timer(self, una: int, now: float, srtt: float | None,
+                      mss: int) -> tuple[int, int, float]:
+        """The reordering timer fired (RFC 8985 6.3): step 5 again."""
+        rack = self.rack
+        rack.in_recovery = self.in_recovery(una)  # recovery may have begun since the ACK
+        return rack.detect(now, rack.reo_wnd(self.scoreboard.sacked_bytes(), mss, srtt), mss)
+
+    def plan(self, una: int, snd_max: int, mss: int, cwnd: int, buffered: int,
+             force_first: bool = False) -> tuple[list[tuple[int, int]], int]:
         """RFC 6675 5 (SetPipe, NextSeg rule 1): the lost bytes to resend now, lowest first,
         as (seq, length) segments of at most `mss`, each noted as resent; and what cwnd then
         leaves for new data (rule 2). A hole's bytes count in flight unless lost, and again
-        for what was resent of it; a lost resend is forgotten first, so it can go again."""
+        for what was resent of it; a lost resend is forgotten first, so it can go again.
+        With RACK its verdicts say what is lost (Rack.plan; `force_first`: the first lost
+        segment goes whatever the pipe says, as fast retransmit's does)."""
+        if self.rack.active:
+            return self.rack.plan(una, mss, cwnd, buffered, force_first)
         sb = self.scoreboard
         pipe = 0
         lost_ranges: list[tuple[int, int]] = []
@@ -86,3 +129,4 @@ class LossRecovery:
         self.episode.on_timeout(snd_max)
         self.scoreboard.clear()
         self.probe.cancel()
+        self.rack.on_timeout()

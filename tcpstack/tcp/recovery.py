@@ -36,29 +36,37 @@ class FastRecovery:
         self.recover = iss
 
     def on_duplicate_ack(self, cc: CongestionControl, snd_una: int, snd_max: int,
-                         now: float, sack: bool = False, lost: bool = False) -> Action:
+                         now: float, sack: bool = False, lost: bool = False,
+                         count: bool = True) -> Action:
         """A duplicate ACK: RFC 5681's kind without SACK, RFC 6675's (one that SACKs new
         octets) with it, where the window is not inflated: the scoreboard counts what is in
         flight instead. `lost` is IsLost(SND.UNA), which enters recovery before the third
-        duplicate when the SACKs already show the loss (RFC 6675 5, step 2)."""
+        duplicate when the SACKs already show the loss (RFC 6675 5, step 2), or RACK's
+        verdict, which replaces the count of duplicates when `count` is False."""
         self.dupacks += 1
         if self.active:
             if not self.sack:
                 cc.inflate()  # RFC 6582 3.2 step 4: each further dupack lets one leave
             return Action.NONE
+        if (count and self.dupacks >= DUPACK_THRESHOLD) or lost:
+            return self.enter(cc, snd_una, snd_max, now, sack)
+        return Action.NONE
+
+    def enter(self, cc: CongestionControl, snd_una: int, snd_max: int, now: float,
+              sack: bool) -> Action:
+        """A loss is detected: start recovery, with the one reduction of cwnd it makes."""
         # Step 2: enter only if the ACK covers `recover` (the highest byte sent when the last
         # recovery or timeout began: RFC 6582 keeps that byte, we keep SND.MAX, one past it),
         # so one window's losses do not trigger a second reduction.
-        if ((self.dupacks >= DUPACK_THRESHOLD or lost)
-                and (snd_una - self.recover) & MASK < HALF):
-            self.active = True
-            self.sack = sack
-            self.recover = snd_max
-            cc.on_congestion(max(((snd_max - snd_una) & MASK) - self.limited, 0), now)
-            if not sack:
-                cc.inflate(DUPACK_THRESHOLD)  # the three that left (RFC 6582 3.2 step 2)
-            return Action.RETRANSMIT
-        return Action.NONE
+        if self.active or (snd_una - self.recover) & MASK >= HALF:
+            return Action.NONE
+        self.active = True
+        self.sack = sack
+        self.recover = snd_max
+        cc.on_congestion(max(((snd_max - snd_una) & MASK) - self.limited, 0), now)
+        if not sack:
+            cc.inflate(DUPACK_THRESHOLD)  # the three that left (RFC 6582 3.2 step 2)
+        return Action.RETRANSMIT
 
     def on_new_ack(self, cc: CongestionControl, ack: int, acked: int, snd_max: int,
                    now: float, srtt: float | None) -> Action:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 class ConnectionTimers:
     __slots__ = ("delack", "fin_wait_2", "keepalive", "keepalive_probes", "persist",
-                 "persist_interval", "probe", "retries", "rto", "time_wait",
+                 "persist_interval", "probe", "rack", "retries", "rto", "time_wait",
                  "unacked_since")
 
     def __init__(self) -> None:
         self.rto: float | None = None         # retransmission (RFC 6298)
         self.probe: float | None = None       # tail loss probe (RFC 8985 7)
+        self.rack: float | None = None        # RACK's reordering timer (RFC 8985 6.3)
         self.persist: float | None = None     # zero-window probe (RFC 9293 3.8.6.1)
         self.delack: float | None = None      # delayed ACK (RFC 5681 4.2)
         self.keepalive: float | None = None   # RFC 1122 4.2.3.6
@@ -27,14 +28,14 @@ class ConnectionTimers:
 
     def next_deadline(self) -> float | None:
         earliest = self.rto
-        for t in (self.probe, self.persist, self.delack, self.keepalive, self.fin_wait_2,
+        for t in (self.rack, self.probe, self.persist, self.delack, self.keepalive, self.fin_wait_2,
                   self.time_wait):
             if t is not None and (earliest is None or t < earliest):
                 earliest = t
         return earliest
 
     def stop_all(self) -> None:
-        self.rto = self.probe = self.persist = self.delack = None
+        self.rto = self.probe = self.rack = self.persist = self.delack = None
         self.keepalive = self.fin_wait_2 = self.time_wait = None
 
 

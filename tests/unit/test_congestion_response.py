@@ -8,7 +8,9 @@ The situation: slow start from the initial window of ten segments; the first two
 (cwnd 12 segments, 12 in flight), the third is lost, and the next three draw duplicate
 ACKs. The first two duplicates let limited transmit (RFC 3042) send one new segment each,
 which RFC 5681 3.2 step 2 (and RFC 6675 5, step 4.2) leave out of the FlightSize the cut
-is computed from: the flight at the loss is 12 segments, not 14."""
+is computed from: the flight at the loss is 12 segments, not 14. These pin the DupThresh
+rule, so RACK is off: on a clock that never moves every round trip is 0 s, and RACK
+(RFC 8985 6) would deem the segment lost at the first SACK (tests/unit/test_rack.py)."""
 
 from __future__ import annotations
 
@@ -52,8 +54,8 @@ class Loss:
 def _fast_retransmit(algorithm: str, *, sack: bool) -> Loss:
     # Without SACK a duplicate ACK needs an unchanged window (RFC 5681 2), so the receiver
     # keeps its window still; with SACK it grows it on every ACK, as Linux does.
-    rx = LinuxLikeReceiver(TcpConfig(nodelay=True, congestion=algorithm), sack=sack,
-                           grow_window=sack)
+    rx = LinuxLikeReceiver(TcpConfig(nodelay=True, congestion=algorithm, rack=False),
+                           sack=sack, grow_window=sack)
     before = _data(rx.send(bytes(100 * MSS)))
     assert len(before) == 10
     for seg in before[:2]:
