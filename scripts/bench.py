@@ -128,7 +128,8 @@ def row_specs(args: argparse.Namespace) -> list[tuple[str, str, str, str]]:
         ("backlog", "bl99", "  the same, p99", "ms"),
         ("backlog", "bldrop", "  the same, TUN TX drops (towards the stack)", "packets"),
         ("loss", "loss", f"{lossy} through `--impair {IMPAIR}`, time: tcpstack sends (download); "
-         "in the kernel column the kernel sends (upload into tcpstack's discard)", "s"),
+         "in the kernel column the kernel sends with CUBIC (upload into tcpstack's discard)",
+         "s"),
         ("loss", "lossrate", "  the same, rate", "Mbit/s"),
         ("loss", "lossrto", "  the same, tcpstack's `rto_timeouts`", "count"),
         ("loss", "lossretx", "  the same, the sender's retransmitted segments", "segments"),
@@ -378,7 +379,10 @@ class Bench:
             if t.kind == "tcpstack":
                 speed, seconds = self.curl(srv, LOSSY, size)
             else:
-                got = self.client(srv, "upload", "--bytes", str(size))
+                # The same congestion control as tcpstack's (CUBIC), not the system's
+                # default (BBR on these machines, which ignores random loss): the row
+                # compares the two senders' loss recovery.
+                got = self.client(srv, "upload", "--bytes", str(size), "--cc", "cubic")
                 seconds = got["seconds"]
                 speed = size / seconds
                 retrans = got["total_retrans"]

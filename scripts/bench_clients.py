@@ -6,7 +6,8 @@ TCP, and prints one JSON line with what it measured:
                                         server: {"p50_us", "p99_us", "rounds"}
     opens HOST PORT --count N           connect, 1 byte echoed, close; one after the other:
                                         {"count", "seconds", "per_second"}
-    upload HOST PORT --bytes N          send N bytes into a discard server, half-close, wait
+    upload HOST PORT --bytes N [--cc NAME]  send N bytes into a discard server, half-close, wait
+                                        (with the congestion control NAME, TCP_CONGESTION)
                                         for its close: {"bytes", "seconds", "total_retrans"}
     idle HOST PORT --count N [--sources A,B]
                                         open N connections (from the source addresses in
@@ -84,9 +85,12 @@ def opens(host: str, port: int, count: int) -> None:
     emit({"count": count, "seconds": seconds, "per_second": count / seconds})
 
 
-def upload(host: str, port: int, size: int) -> None:
+def upload(host: str, port: int, size: int, congestion: str | None = None) -> None:
     chunk = memoryview(bytes(1 << 20))
     with connect(host, port) as sock:
+        if congestion:
+            # Set after the handshake, before any data: the algorithm that sends it all.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, congestion.encode())
         sock.settimeout(None)
         start = time.perf_counter()
         left = size
@@ -155,6 +159,7 @@ def main(argv: list[str] | None = None) -> None:
             p.add_argument("--rounds", type=int, default=2000)
         elif name == "upload":
             p.add_argument("--bytes", type=int, required=True)
+            p.add_argument("--cc", default=None, help="congestion control (default: the system's)")
         else:
             p.add_argument("--count", type=int, required=True)
         if name == "idle":
@@ -165,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.client == "opens":
         opens(args.host, args.port, args.count)
     elif args.client == "upload":
-        upload(args.host, args.port, args.bytes)
+        upload(args.host, args.port, args.bytes, args.cc)
     else:
         sources: list[str | None] = [s for s in args.sources.split(",") if s] or [None]
         idle(args.host, args.port, args.count, sources)
