@@ -86,6 +86,12 @@ class ConnectionStateError(Exception):
 class Connection:
     """One TCP connection: see the module docstring."""
 
+    # Slots: thousands of idle connections each save a dict of two dozen entries.
+    __slots__ = ("cc", "config", "counters", "counts", "cwnd_trace", "deadline", "error",
+                 "events", "listener", "local_addr", "local_port", "loss", "on_change",
+                 "on_transition", "owner", "passive", "rcv", "remote_addr", "remote_port",
+                 "reopen_iss", "rtt", "snd", "state", "timers", "tx")
+
     def __init__(self, config: TcpConfig, local_addr: bytes, local_port: int,
                  remote_addr: bytes, remote_port: int, iss: int, *, passive: bool,
                  counters: Counter[str] | None = None, segmentation: bool = False) -> None:

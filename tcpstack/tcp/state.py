@@ -15,6 +15,10 @@ import enum
 
 
 class State(enum.Enum):
+    # Members are singletons: identity hashing is C, where Enum's own hashes the name in
+    # Python on every table lookup and every `state in GROUP` (the profile showed it).
+    __hash__ = object.__hash__
+
     CLOSED = "CLOSED"
     LISTEN = "LISTEN"
     SYN_SENT = "SYN_SENT"
@@ -33,6 +37,10 @@ class State(enum.Enum):
 
 class Trigger(enum.Enum):
     """What happens to a connection: an application call, an arriving segment, a timer."""
+
+    # Members are singletons: identity hashing is C, where Enum's own hashes the name in
+    # Python on every table lookup and every `state in GROUP` (the profile showed it).
+    __hash__ = object.__hash__
 
     APP_LISTEN = "listen"
     APP_CONNECT = "connect"
@@ -66,6 +74,10 @@ class Sends(enum.StrEnum):
 
 class Entry(enum.Enum):
     """What entering a state starts (ON_ENTRY)."""
+
+    # Members are singletons: identity hashing is C, where Enum's own hashes the name in
+    # Python on every table lookup and every `state in GROUP` (the profile showed it).
+    __hash__ = object.__hash__
 
     KEEPALIVE = "start the keepalive timer"        # RFC 1122 4.2.3.6
     ORPHAN_TIMER = "give an orphan up in time"     # FIN_WAIT_2 that nobody reads

@@ -178,8 +178,17 @@ def test_an_abort_by_the_api_puts_its_rst_on_the_wire_in_the_same_pass() -> None
 # ---------------------------------------------------------------------- timers
 
 
-def _broken_timer(now: float) -> None:
-    raise RuntimeError("a bug in a timer handler")
+def _break(conn: Connection, method: str, message: str) -> None:
+    """Make one connection's `method` raise, as a bug in it would (Connection has slots, so
+    the instance takes a subclass of its own instead of an attribute)."""
+    def broken(self: Connection, now: float) -> None:
+        raise RuntimeError(message)
+
+    conn.__class__ = type("Broken", (Connection,), {"__slots__": (), method: broken})
+
+
+def _break_timer(conn: Connection) -> None:
+    _break(conn, "on_timer", "a bug in a timer handler")
 
 
 def test_a_timer_handler_that_raises_costs_its_connection_and_no_other_timer() -> None:
@@ -191,7 +200,7 @@ def test_a_timer_handler_that_raises_costs_its_connection_and_no_other_timer() -
     stack.flush(0.5)
     stack.output.clear()
     assert stack.next_deadline() == 1.0
-    broken.on_timer = _broken_timer  # type: ignore[method-assign]
+    _break_timer(broken)
 
     stack.on_timer(1.0)
 
@@ -220,7 +229,7 @@ def test_an_established_connection_whose_timer_raises_is_reset() -> None:
     conn = peer.accepted()
     peer.inject(ACK | PSH, PEER_ISS + 1, syn_ack.seq + 1, payload=b"x" * 100)
     assert peer.next_deadline() == 0.04  # the delayed ACK
-    conn.on_timer = _broken_timer  # type: ignore[method-assign]
+    _break_timer(conn)
 
     peer.stack.on_timer(0.04)  # directly: the harness would fail on the internal error
 
@@ -240,7 +249,7 @@ def test_a_timer_that_raises_leaves_the_driver_timing_the_other_connections() ->
         config = TcpConfig(initial_rto=0.05)
         async with driven_stack(config, listen=None) as d:
             broken = d.stack.connect(PEER_ADDR, 80, d.driver.now(), local_port=50001)
-            broken.on_timer = _broken_timer  # type: ignore[method-assign]
+            _break_timer(broken)
             d.stack.connect(PEER_ADDR, 80, d.driver.now(), local_port=50002)
             first = await d.peer.expect(2)
             resent = await d.peer.expect(2, timeout=2.0)  # at 0.05 s, then at 0.15 s
@@ -293,10 +302,7 @@ def test_a_connection_whose_output_raises_is_reset_and_the_others_still_send() -
                           if c.remote_port == sport))
     broken, other = conns
 
-    def broken_flush(now: float) -> None:
-        raise RuntimeError("a bug in the output")
-
-    broken.flush = broken_flush  # type: ignore[method-assign]
+    _break(broken, "flush", "a bug in the output")
     broken.send(b"lost")
     other.send(b"sent")
     peer.stack.service((), 0.0)  # directly: the harness would fail on the internal error
