@@ -83,6 +83,8 @@ class Sent:
             opts.append(f"mss {self.options.mss}")
         if self.options.sack_permitted:
             opts.append("sackOK")
+        if self.options.tsval is not None:
+            opts.append(f"TS val {self.options.tsval} ecr {self.options.tsecr}")
         if self.options.wscale is not None:
             opts.append(f"wscale {self.options.wscale}")
         if opts:
