@@ -51,6 +51,8 @@ def global_options(hidden: bool = False) -> list[click.Option]:
         option("--cc", "congestion", default="cubic", show_default=True,
                type=click.Choice(sorted(ALGORITHMS)), help="Congestion control algorithm."),
         option("--nodelay", is_flag=True, help="Disable Nagle's algorithm (TCP_NODELAY)."),
+        option("--timestamps/--no-timestamps", default=True, show_default=True,
+               help="Offer and answer RFC 7323 timestamps (RTT per ACK, PAWS)."),
         option("--impair", metavar="SPEC", default=None,
                help="Impair the link for testing, like netem: e.g. 'loss=5%,delay=20ms,"
                     "jitter=5ms,duplicate=1%,reorder=5%,corrupt=1%,seed=7' (turns offload "
@@ -102,7 +104,8 @@ def settings(params: dict[str, Any]) -> dict[str, object]:
     # DEBUG for ours only: the libraries' debug output (pyroute2, asyncio) is noise here.
     log.setLevel(logging.DEBUG if verbose else logging.NOTSET)
     config = TcpConfig(msl=params["msl"], congestion=params["congestion"],
-                       nodelay=params["nodelay"], user_timeout=params["user_timeout"])
+                       nodelay=params["nodelay"], user_timeout=params["user_timeout"],
+                       timestamps=params["timestamps"])
     if params["keepalive"] is not None:
         config.keepalive = True
         (config.keepalive_idle, config.keepalive_interval,
