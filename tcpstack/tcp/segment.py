@@ -34,6 +34,7 @@ _sack_blocks = _SACK_BLOCK.iter_unpack
 _TIMESTAMPS = struct.Struct("!II")  # TSval, TSecr (RFC 7323 3.2)
 _unpack_timestamps = _TIMESTAMPS.unpack_from
 _pack_timestamps_option = struct.Struct("!4sII").pack  # with the NOP, NOP, kind, length
+_unpack_timestamps_option = struct.Struct("!III").unpack_from
 HEADER_LEN = 20
 
 OPT_EOL = 0
@@ -49,6 +50,7 @@ MAX_WSCALE = 14  # RFC 7323 2.3
 # length 10, then TSval and TSecr (RFC 7323 appendix A); 12 bytes of every header.
 TIMESTAMPS_PREFIX = bytes((1, 1, 8, 10))
 TIMESTAMPS_LEN = 12
+_TIMESTAMPS_PREFIX_WORD = int.from_bytes(TIMESTAMPS_PREFIX, "big")
 DEFAULT_MSS = 536  # RFC 9293 3.7.1, when the peer sends no MSS option
 
 # tcpdump's order, with "." for ACK in its place.
@@ -130,10 +132,14 @@ def parse(data: memoryview, pseudo_sum: int, verify: bool = True) -> Segment:
     # The options are read in place (no slice of their own: this is the per-segment path).
     if offset == HEADER_LEN:
         options = _NO_OPTIONS
-    elif offset == HEADER_LEN + TIMESTAMPS_LEN and data[20:24] == TIMESTAMPS_PREFIX:
-        # What a peer with timestamps puts on nearly every segment: read it at once.
-        tsval, tsecr = _unpack_timestamps(data, 24)
-        options = Options(tsval=tsval, tsecr=tsecr)
+    elif offset == HEADER_LEN + TIMESTAMPS_LEN:
+        # What a peer with timestamps puts on nearly every segment, NOP NOP TS, is read at
+        # once (one unpack); anything else by the decoder.
+        prefix, tsval, tsecr = _unpack_timestamps_option(data, HEADER_LEN)
+        if prefix == _TIMESTAMPS_PREFIX_WORD:
+            options = Options(tsval=tsval, tsecr=tsecr)
+        else:
+            options = _decode_options(data, HEADER_LEN, offset, None)
     else:
         options = _decode_options(data, HEADER_LEN, offset, None)
     return Segment(sport, dport, seq, ack, off_flags & 0xFF, window, options, data[offset:])
