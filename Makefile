@@ -45,8 +45,11 @@ lint: $(STAMP)
 demo: deps
 	PATH="$(abspath $(VENV))/bin:$$PATH" bash scripts/demo.sh
 
+# The side-by-side table (tcpstack, the kernel with the same app, nginx) into the bench section
+# of docs/PERFORMANCE.md, about 15 minutes; e.g. `make bench BENCH_ARGS="--quick --runs 1"`.
+BENCH_ARGS ?=
 bench: deps
-	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) scripts/bench.py
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) scripts/bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache

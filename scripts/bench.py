@@ -1,19 +1,25 @@
 #!/usr/bin/env python3
-"""tcpstack's throughput benchmark (`make bench`, as root).
+"""tcpstack's benchmark (`make bench`, as root): one table of every measurement, tcpstack
+beside the Linux kernel running the same asyncio application, and nginx on the kernel where
+the measurement is HTTP.
 
-In one run it measures curl downloading one file over HTTP from
+- **tcpstack**: `tcpstack listen 80 --http DIR | --echo | --discard` on its TUN device in one
+  network namespace; the clients run in the same namespace and reach it at 10.77.0.2 through
+  the kernel side 10.77.0.1/24 (the kernel's TCP in the client, tcpstack's in the server).
+- **kernel, same app**: scripts/kernel_app.py serves the same handlers from tcpstack.services
+  with asyncio.start_server at 10.78.0.1 in a second namespace; the clients run in a third,
+  joined by a veth pair 10.78.0.1/24 <-> 10.78.0.2/24: the kernel's TCP on both ends.
+- **nginx**: the Debian package with a config of ours, at 10.78.0.1:8080 in that namespace.
 
-  (a) `tcpstack listen 80 --http DIR` over its TUN device, curl and tcpstack in one network
-      namespace (curl talks to 10.77.0.2 through the kernel side 10.77.0.1/24), and
-  (b) a kernel HTTP server (`python3 -m http.server`) in a second namespace, curl in a third,
-      joined by a veth pair 10.78.0.1/24 <-> 10.78.0.2/24: the Linux kernel's TCP on both ends,
+Each server is started for one measurement and stopped after it; the runs (`--runs`) are
+interleaved (run 1 of every measurement and server, then run 2, ...) and the table gives
+medians. `--only` picks measurements, `--quick` shrinks every size for a one-minute check.
+The table goes between the bench markers of docs/PERFORMANCE.md (`--output`); the rest of
+the file is kept.
 
-each `--runs` times, interleaved, and takes the median of curl's `speed_download`. It prints both
-rates in Mbit/s and their ratio and writes them to docs/PERFORMANCE.md.
-
-Everything lives in namespaces created here (no default routes, nothing leaves the machine, the
-root namespace's interfaces are never touched) and is removed in `finally`, also on Ctrl-C or
-SIGTERM, together with the processes started here and the temp file.
+Everything lives in namespaces created here (no default routes, nothing leaves the machine,
+the root namespace's interfaces are never touched) and is removed in `finally`, also on
+Ctrl-C or SIGTERM, together with the processes started here and the temp dir.
 """
 
 from __future__ import annotations
@@ -21,41 +27,53 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import json
 import os
-import platform
-import re
+import resource
 import shlex
 import shutil
 import signal
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+
+# Siblings in scripts/, which Python puts first on sys.path for `python scripts/bench.py`.
+import bench_report as rep
+from bench_env import (
+    BenchError,
+    Process,
+    Processes,
+    cpu_seconds,
+    ip,
+    machine,
+    revision,
+    rss_bytes,
+    run_quiet,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = REPO / "docs" / "PERFORMANCE.md"
 
-STACK_ADDR = "10.77.0.2"  # tcpstack's own address (the CLI default)
-KERNEL_SERVER = ("veth-srv", "10.78.0.1")  # kernel HTTP server's end of the veth pair
-KERNEL_CLIENT = ("veth-cli", "10.78.0.2")  # curl's end
-PORT = 80
-FILE_NAME = "blob.bin"
-CURL_FORMAT = "%{size_download} %{speed_download} %{time_total}"
+STACK_ADDR, TUN_IFACE = "10.77.0.2", "tcps0"  # the CLI defaults
+KERNEL_SERVER = ("veth-srv", "10.78.0.1")
+KERNEL_CLIENT = ("veth-cli", "10.78.0.2")
+PORT, NGINX_PORT = 80, 8080
+SMALL, BIG, LOSSY = "small.txt", "big.bin", "lossy.bin"
+SMALL_SIZE = 100
+IMPAIR = rep.IMPAIR_TEXT
+# One source address holds about 28,000 ephemeral ports by default, 64,000 with the range
+# widened (below); an idle client opens at most this many, from an address of its own.
+CONNECTIONS_PER_SOURCE = 18000
+# An idle client holds one file per connection, and a container may not let root raise the
+# hard limit of open files: one client process per source address, under that limit.
+PER_CLIENT = min(CONNECTIONS_PER_SOURCE, resource.getrlimit(resource.RLIMIT_NOFILE)[1] - 200)
+EXTRA_SOURCES = 100  # the idle clients' extra addresses are .100, .101, ... of each subnet
 
-START_TIMEOUT = 15.0  # seconds for a server to come up
-STOP_TIMEOUT = 5.0  # seconds for a process to exit on SIGTERM before SIGKILL
-IP_TIMEOUT = 10.0  # seconds for any `ip` command
-
-UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-
-
-class BenchError(Exception):
-    """The benchmark could not run or measure; the message says why."""
+BENCHES = ("ab", "wrk", "opens", "pingpong", "download", "upload", "idle", "backlog", "loss")
 
 
 class Interrupted(BaseException):
@@ -66,393 +84,530 @@ def _raise_interrupted(signum: int, _frame: FrameType | None) -> None:
     raise Interrupted(signal.Signals(signum).name)
 
 
-def parse_size(text: str) -> int:
-    """'1G' -> 1073741824; binary units K, M, G, T, optionally followed by 'iB' or 'B'."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*", text, re.IGNORECASE)
-    if not match:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a size like 1G, 100M or 65536")
-    size = int(float(match.group(1)) * UNITS[match.group(2).upper()])
-    if size <= 0:
-        raise argparse.ArgumentTypeError("size must be positive")
-    return size
+@dataclass(frozen=True)
+class Target:
+    """Where one measurement runs: tcpstack (with N workers), the kernel app, or nginx."""
 
-
-def format_size(size: int) -> str:
-    for unit in ("T", "G", "M", "K"):
-        if size >= UNITS[unit] and size % UNITS[unit] == 0:
-            return f"{size // UNITS[unit]} {unit}iB"
-    return f"{size} bytes"
-
-
-def mbit(bytes_per_second: float) -> float:
-    return bytes_per_second * 8 / 1e6
+    kind: str  # "tcpstack" | "kernel" | "nginx"
+    column: str
+    workers: int = 1
 
 
 @dataclass
-class Download:
-    """One curl download: what `-w '%{size_download} %{speed_download} %{time_total}'` said."""
+class Server:
+    """A server started for one measurement: its process, and where its clients run."""
 
-    size: int
-    speed: float  # bytes per second
-    seconds: float
-
-
-@dataclass
-class Result:
-    name: str
-    downloads: list[Download] = field(default_factory=list)
-
-    @property
-    def median(self) -> float:
-        return statistics.median(d.speed for d in self.downloads)
+    proc: Process
+    ns: str  # the clients' namespace
+    host: str
+    port: int
 
 
-@dataclass
-class Process:
-    name: str
-    popen: subprocess.Popen[bytes]
-    log: Path
+def row_specs(args: argparse.Namespace) -> list[tuple[str, str, str, str]]:
+    """(bench, key, label, unit) of every row, in table order."""
+    n, c = args.requests, 50
+    size, lossy = rep.format_size(args.size), rep.format_size(args.loss_size)
+    return [
+        ("ab", "ab", f"new connections/s, `ab -n {n} -c {c}`, {SMALL_SIZE}-byte file", "req/s"),
+        ("wrk", "wrk", f"keep-alive requests/s, `wrk -t 1 -c {c} -d {args.wrk_seconds}s`",
+         "req/s"),
+        ("opens", "opens", f"connections opened/s, one client, sequential ({args.opens}: "
+         "connect, 1-byte echo, close)", "conn/s"),
+        ("pingpong", "pp50", f"1-byte ping-pong over one connection ({args.rounds}), p50",
+         "µs"),
+        ("pingpong", "pp99", "1-byte ping-pong, p99", "µs"),
+        ("download", "dl", f"curl {size} download, offload on (MTU {args.mtu})", "Mbit/s"),
+        ("download", "dlcpu", "  CPU of the server process, offload on", "s/GB"),
+        ("download", "dlno", f"curl {size} download, `--no-offload` (veth offloads off)",
+         "Mbit/s"),
+        ("download", "dlnocpu", "  CPU of the server process, offload off", "s/GB"),
+        ("upload", "up", f"{size} upload into discard", "Mbit/s"),
+        ("idle", "idle", f"{args.idle:,} idle connections: RSS growth of the server", "B/conn"),
+        ("backlog", "bl", f"`ab -n {args.backlog_requests} -c 500`, `--backlog 4096`", "req/s"),
+        ("backlog", "bl50", "  the same, p50", "ms"),
+        ("backlog", "bl99", "  the same, p99", "ms"),
+        ("backlog", "bldrop", "  the same, TUN TX drops (towards the stack)", "packets"),
+        ("loss", "loss", f"{lossy} through `--impair {IMPAIR}`, time: tcpstack sends (download); "
+         "in the kernel column the kernel sends (upload into tcpstack's discard)", "s"),
+        ("loss", "lossrate", "  the same, rate", "Mbit/s"),
+        ("loss", "lossrto", "  the same, tcpstack's `rto_timeouts`", "count"),
+        ("loss", "lossretx", "  the same, the sender's retransmitted segments", "segments"),
+    ]
 
 
 class Bench:
-    """The namespaces, processes and temp dir of one benchmark run; `close` removes them all."""
+    """The namespaces, processes and temp dir of one benchmark run; `close` removes them."""
 
-    def __init__(self, size: int, mtu: int, timeout: float) -> None:
-        self.size = size
-        self.mtu = mtu
-        self.timeout = timeout
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
         tag = f"tcpstack-bench-{os.getpid()}"
-        self.ns_stack = f"{tag}-tun"
-        self.ns_server = f"{tag}-srv"
-        self.ns_client = f"{tag}-cli"
+        self.ns_stack, self.ns_server, self.ns_client = f"{tag}-tun", f"{tag}-srv", f"{tag}-cli"
         self.namespaces: list[str] = []
-        self.processes: list[Process] = []
         self.tmp = Path(tempfile.mkdtemp(prefix="tcpstack-bench-"))
+        self.procs = Processes(self.tmp, env={**os.environ, "PYTHONPATH": str(REPO)})
         self.site = self.tmp / "site"
         self.site.mkdir()
-        self.file = self.site / FILE_NAME
-        self.stack_counters = ""
+        self.workers_flag = workers_flag()
         self.stack_banner = ""
+        self.sources = max(1, -(-args.idle // PER_CLIENT))
 
     # --- setup -------------------------------------------------------------------------------
 
-    def make_file(self) -> None:
-        """A file of `size` random bytes (random so no layer can compress or dedupe it)."""
-        chunk = 1 << 20
-        with self.file.open("wb") as f:
-            left = self.size
-            while left:
-                n = min(chunk, left)
-                f.write(os.urandom(n))
-                left -= n
-
-    def add_namespace(self, name: str) -> None:
-        ip("netns", "add", name)
-        self.namespaces.append(name)
-        ip("-n", name, "link", "set", "lo", "up")
-
-    def start_tcpstack(self) -> None:
-        self.add_namespace(self.ns_stack)
-        cmd = [sys.executable, "-m", "tcpstack.cli", "--mtu", str(self.mtu),
-               "listen", str(PORT), "--http", str(self.site)]
-        self.spawn("tcpstack", self.ns_stack, cmd, ready="listening on")
-
-    def start_kernel_server(self) -> None:
-        self.add_namespace(self.ns_server)
-        self.add_namespace(self.ns_client)
+    def setup(self) -> None:
+        write_random(self.site / SMALL, SMALL_SIZE)
+        write_random(self.site / BIG, self.args.size)
+        write_random(self.site / LOSSY, self.args.loss_size)
+        for ns in (self.ns_stack, self.ns_server, self.ns_client):
+            ip("netns", "add", ns)
+            self.namespaces.append(ns)
+            ip("-n", ns, "link", "set", "lo", "up")
+            # Per-namespace sysctls: many short connections from one client address.
+            sysctl(ns, "net.ipv4.ip_local_port_range", "1024 65535")
+            sysctl(ns, "net.ipv4.tcp_tw_reuse", "1")
+        sysctl(self.ns_server, "net.core.somaxconn", "65535")
         (srv_if, srv_addr), (cli_if, cli_addr) = KERNEL_SERVER, KERNEL_CLIENT
+        mtu = str(self.args.mtu)
         # Created directly inside the two namespaces: never an interface in the root one.
-        ip("-n", self.ns_server, "link", "add", srv_if, "mtu", str(self.mtu), "type", "veth",
-           "peer", "name", cli_if, "mtu", str(self.mtu), "netns", self.ns_client)
+        ip("-n", self.ns_server, "link", "add", srv_if, "mtu", mtu, "type", "veth",
+           "peer", "name", cli_if, "mtu", mtu, "netns", self.ns_client)
         for ns, ifname, addr in ((self.ns_server, srv_if, srv_addr),
                                  (self.ns_client, cli_if, cli_addr)):
             ip("-n", ns, "addr", "add", f"{addr}/24", "dev", ifname)
             ip("-n", ns, "link", "set", ifname, "up")
-        cmd = [sys.executable, "-u", "-m", "http.server", "--bind", srv_addr,
-               "--directory", str(self.site), str(PORT)]
-        self.spawn("http.server", self.ns_server, cmd, ready="Serving HTTP on")
+        for k in range(self.sources):
+            ip("-n", self.ns_client, "addr", "add", f"10.78.0.{EXTRA_SOURCES + k}/32",
+               "dev", cli_if)
 
-    def spawn(self, name: str, ns: str, cmd: list[str], ready: str) -> None:
-        """Start `cmd` in `ns` (in its own session, so Ctrl-C reaches it only through our
-        cleanup) and wait until its log shows `ready`."""
-        log = self.tmp / f"{name}.log"
-        with log.open("wb") as out:
-            popen = subprocess.Popen(["ip", "netns", "exec", ns, *cmd], stdin=subprocess.DEVNULL,
-                                     stdout=out, stderr=subprocess.STDOUT,
-                                     start_new_session=True, cwd=REPO)
-        proc = Process(name, popen, log)
-        self.processes.append(proc)
-        deadline = time.monotonic() + START_TIMEOUT
-        while ready not in log.read_text(errors="replace"):
-            if popen.poll() is not None:
-                raise BenchError(f"{name} exited with status {popen.returncode} before it was "
-                                 f"ready:\n{tail(log)}")
-            if time.monotonic() > deadline:
-                raise BenchError(f"{name} not ready after {START_TIMEOUT:.0f} s:\n{tail(log)}")
-            time.sleep(0.05)
+    # --- servers -----------------------------------------------------------------------------
 
-    # --- measuring ---------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def server(self, target: Target, service: str, *, offload: bool = True,
+               backlog: int | None = None, impair: str | None = None) -> Iterator[Server]:
+        """Start `service` ("http", "echo", "discard") on `target` for one measurement."""
+        if target.kind == "tcpstack":
+            proc = self.start_tcpstack(service, target.workers, offload, backlog, impair)
+            srv = Server(proc, self.ns_stack, STACK_ADDR, PORT)
+        elif target.kind == "kernel":
+            srv = Server(self.start_kernel_app(service, backlog), self.ns_client,
+                         KERNEL_SERVER[1], PORT)
+        else:
+            srv = Server(self.start_nginx(backlog or 511), self.ns_client, KERNEL_SERVER[1],
+                         NGINX_PORT)
+        try:
+            yield srv
+        finally:
+            self.procs.stop(srv.proc)
 
-    def download(self, ns: str, host: str) -> Download:
-        """One curl download; gives up early if a server dies under it."""
-        url = f"http://{host}:{PORT}/{FILE_NAME}"
-        cmd = ["ip", "netns", "exec", ns, "curl", "-s", "-S", "--fail", "-o", "/dev/null",
-               "--max-time", f"{self.timeout:g}", "-w", CURL_FORMAT, url]
-        deadline = time.monotonic() + self.timeout + 10
-        with subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) as curl:
-            try:
-                while True:
-                    try:
-                        out, err = curl.communicate(timeout=0.2)
-                        break
-                    except subprocess.TimeoutExpired:
-                        self.check_alive()
-                        if time.monotonic() > deadline:
-                            raise BenchError(f"curl {url} did not finish in "
-                                             f"{self.timeout:.0f} s") from None
-            finally:
-                if curl.poll() is None:
-                    curl.kill()
-                    curl.wait(STOP_TIMEOUT)
-        if curl.returncode != 0:
-            self.check_alive()  # a dead server is the better explanation
-            raise BenchError(f"curl {url} failed (exit {curl.returncode}): {err.strip()}")
-        size_text, speed_text, time_text = out.split()
-        result = Download(int(size_text), float(speed_text), float(time_text))
-        if result.size != self.size:
-            raise BenchError(f"curl {url} got {result.size} bytes, expected {self.size}")
+    def start_tcpstack(self, service: str, workers: int, offload: bool, backlog: int | None,
+                       impair: str | None) -> Process:
+        glob = ["--mtu", str(self.args.mtu)] + ([] if offload else ["--no-offload"])
+        if impair:
+            glob += ["--impair", impair]
+        own = [str(PORT), *service_args(service, self.site)]
+        if backlog:
+            own += ["--backlog", str(backlog)]
+        if workers > 1 or self.workers_flag:
+            if self.workers_flag == "global":
+                glob += ["--workers", str(workers)]
+            elif self.workers_flag == "listen":
+                own += ["--workers", str(workers)]
+        cmd = [sys.executable, "-m", "tcpstack.cli", *glob, "listen", *own]
+        proc = self.procs.spawn("tcpstack", self.ns_stack, cmd, ready="listening on")
+        if not self.stack_banner:
+            for line in proc.log.read_text(errors="replace").splitlines():
+                if " up: " in line:
+                    self.stack_banner = line.removeprefix("tcpstack: ").strip()
+                    break
+        return proc
+
+    def start_kernel_app(self, service: str, backlog: int | None) -> Process:
+        cmd = [sys.executable, str(REPO / "scripts" / "kernel_app.py"), "--bind",
+               KERNEL_SERVER[1], "--port", str(PORT), "--backlog", str(backlog or 128),
+               *service_args(service, self.site)]
+        return self.procs.spawn("kernel_app", self.ns_server, cmd, ready="listening on")
+
+    def start_nginx(self, backlog: int) -> Process:
+        prefix = self.tmp / "nginx"
+        (prefix / "temp").mkdir(parents=True, exist_ok=True)
+        conf = prefix / "nginx.conf"
+        conf.write_text(nginx_config(prefix, self.site, backlog))
+        cmd = ["nginx", "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")]
+        ns = self.ns_server
+        return self.procs.spawn("nginx", ns, cmd,
+                                ready=lambda: listening(ns, KERNEL_SERVER[1], NGINX_PORT))
+
+    @contextlib.contextmanager
+    def veth_offloads(self, on: bool) -> Iterator[None]:
+        """The kernel's path without GSO/TSO/GRO, as tcpstack's `--no-offload` is."""
+        if on:
+            yield
+            return
+        setting = ["gso", "off", "tso", "off", "gro", "off"]
+        ends = ((self.ns_server, KERNEL_SERVER[0]), (self.ns_client, KERNEL_CLIENT[0]))
+        for ns, dev in ends:
+            self.procs.check(["ip", "netns", "exec", ns, "ethtool", "-K", dev, *setting], 10)
+        try:
+            yield
+        finally:
+            for ns, dev in ends:
+                run_quiet(["ip", "netns", "exec", ns, "ethtool", "-K", dev, "gso", "on",
+                           "tso", "on", "gro", "on"])
+
+    # --- measurements: each returns {row key: value} ------------------------------------------
+
+    def run_ab(self, t: Target, n: int, c: int, backlog: int | None) -> rep.AbResult:
+        with self.server(t, "http", backlog=backlog) as srv:
+            out = self.procs.check(["ip", "netns", "exec", srv.ns, "ab", "-q", "-r", "-s", "30",
+                                    "-n", str(n), "-c", str(c),
+                                    f"http://{srv.host}:{srv.port}/{SMALL}"],
+                                   self.args.timeout)
+            self.drops = tun_tx_dropped(self.ns_stack) if t.kind == "tcpstack" else None
+        result = rep.parse_ab(out)
+        if result.complete != n or result.failed or result.non_2xx:
+            warn(f"ab: {result.complete} of {n} complete, {result.failed} failed, "
+                 f"{result.non_2xx} non-2xx")
         return result
 
-    def measure(self, runs: int) -> tuple[Result, Result]:
-        stack = Result("tcpstack (TUN, userspace TCP)")
-        kernel = Result("Linux kernel (veth, kernel TCP)")
-        for run in range(1, runs + 1):
-            # Interleaved, so slow drifts of a noisy machine hit both alike.
-            for result, ns, host in ((stack, self.ns_stack, STACK_ADDR),
-                                     (kernel, self.ns_client, KERNEL_SERVER[1])):
-                self.check_alive()
-                d = self.download(ns, host)
-                result.downloads.append(d)
-                print(f"  {f'run {run}/{runs}':<10} {result.name:<32} {mbit(d.speed):9.1f} Mbit/s  "
-                      f"({d.seconds:.2f} s)", flush=True)
-        return stack, kernel
+    def bench_ab(self, t: Target) -> dict[str, float]:
+        return {"ab": self.run_ab(t, self.args.requests, 50, None).requests_per_second}
 
-    def check_alive(self) -> None:
-        for proc in self.processes:
-            if proc.popen.poll() is not None:
-                raise BenchError(f"{proc.name} exited with status {proc.popen.returncode}:\n"
-                                 f"{tail(proc.log)}")
+    def bench_backlog(self, t: Target) -> dict[str, float]:
+        r = self.run_ab(t, self.args.backlog_requests, 500, 4096)
+        values = {"bl": r.requests_per_second, "bl50": r.p50_ms, "bl99": r.p99_ms}
+        if self.drops is not None:
+            values["bldrop"] = self.drops
+        return values
 
-    # --- teardown ----------------------------------------------------------------------------
+    def bench_wrk(self, t: Target) -> dict[str, float]:
+        with self.server(t, "http") as srv:
+            out = self.procs.check(["ip", "netns", "exec", srv.ns, "wrk", "-t", "1", "-c", "50",
+                                    "-d", f"{self.args.wrk_seconds}s",
+                                    f"http://{srv.host}:{srv.port}/{SMALL}"],
+                                   self.args.wrk_seconds + 60)
+        result = rep.parse_wrk(out)
+        if result.errors:
+            warn(f"wrk: {result.errors} errors in {result.requests} requests")
+        return {"wrk": result.requests_per_second}
 
-    def stop_tcpstack(self) -> None:
-        """Stop tcpstack now (SIGTERM) to collect the counters it prints on the way out."""
-        for proc in self.processes:
-            if proc.name == "tcpstack":
-                stop(proc.popen)
-                for line in proc.log.read_text(errors="replace").splitlines():
-                    if "counters:" in line:
-                        self.stack_counters = line.split("counters:", 1)[1].strip()
-                    elif " up: " in line and not self.stack_banner:
-                        self.stack_banner = line.removeprefix("tcpstack: ").strip()
+    def client(self, srv: Server, *args: str, timeout: float | None = None) -> dict[str, float]:
+        out = self.procs.check(["ip", "netns", "exec", srv.ns, sys.executable,
+                                str(REPO / "scripts" / "bench_clients.py"), args[0],
+                                srv.host, str(srv.port), *args[1:]],
+                               timeout or self.args.timeout)
+        value: dict[str, float] = json.loads(out.strip().splitlines()[-1])
+        return value
+
+    def bench_opens(self, t: Target) -> dict[str, float]:
+        with self.server(t, "echo") as srv:
+            got = self.client(srv, "opens", "--count", str(self.args.opens))
+        return {"opens": got["per_second"]}
+
+    def bench_pingpong(self, t: Target) -> dict[str, float]:
+        with self.server(t, "echo") as srv:
+            got = self.client(srv, "pingpong", "--rounds", str(self.args.rounds))
+        return {"pp50": got["p50_us"], "pp99": got["p99_us"]}
+
+    def bench_download(self, t: Target) -> dict[str, float]:
+        values: dict[str, float] = {}
+        for offload, key in ((True, "dl"), (False, "dlno")):
+            with self.veth_offloads(offload or t.kind == "tcpstack"), \
+                    self.server(t, "http", offload=offload) as srv:
+                before = cpu_seconds(srv.proc.pid)
+                speed, _ = self.curl(srv, BIG, self.args.size)
+                cpu = cpu_seconds(srv.proc.pid) - before
+            values[key] = rep.mbit(speed)
+            values[key + "cpu"] = cpu / (self.args.size / 1e9)
+        return values
+
+    def curl(self, srv: Server, name: str, size: int) -> tuple[float, float]:
+        """One curl download, checked for its size: (bytes per second, seconds)."""
+        out = self.procs.check(["ip", "netns", "exec", srv.ns, "curl", "-s", "-S", "--fail",
+                                "--noproxy", "*", "-o", "/dev/null", "--max-time",
+                                f"{self.args.timeout:g}", "-w",
+                                "%{size_download} %{speed_download} %{time_total}",
+                                f"http://{srv.host}:{srv.port}/{name}"], self.args.timeout + 10)
+        got, speed, seconds = out.split()
+        if int(got) != size:
+            raise BenchError(f"curl got {got} bytes of {name}, expected {size}")
+        return float(speed), float(seconds)
+
+    def bench_upload(self, t: Target) -> dict[str, float]:
+        with self.server(t, "discard") as srv:
+            got = self.client(srv, "upload", "--bytes", str(self.args.size))
+        return {"up": rep.mbit(got["bytes"] / got["seconds"])}
+
+    def bench_idle(self, t: Target) -> dict[str, float]:
+        """Idle connections from as many client processes as the open-files limit needs,
+        each from a source address of its own (one address has about 64,000 ports)."""
+        count = self.args.idle
+        shares = [min(PER_CLIENT, count - i) for i in range(0, count, PER_CLIENT)]
+        with self.server(t, "discard") as srv:
+            subnet = "10.77.0" if t.kind == "tcpstack" else "10.78.0"
+            if t.kind == "tcpstack":  # the TUN device is new with every tcpstack
+                for k in range(len(shares)):
+                    ip("-n", self.ns_stack, "addr", "add", f"{subnet}.{EXTRA_SOURCES + k}/32",
+                       "dev", TUN_IFACE)
+            time.sleep(0.3)
+            before = rss_bytes(srv.proc.pid)
+            start = time.monotonic()
+            holders = []
+            try:
+                for k, share in enumerate(shares):
+                    cmd = [sys.executable, str(REPO / "scripts" / "bench_clients.py"), "idle",
+                           srv.host, str(srv.port), "--count", str(share),
+                           "--sources", f"{subnet}.{EXTRA_SOURCES + k}"]
+                    holders.append(self.procs.spawn("idle-client", srv.ns, cmd,
+                                                    ready='"opened"', timeout=self.args.timeout))
+                took = time.monotonic() - start
+                after = settled_rss(srv.proc.pid)
+                self.procs.check_alive()
+            finally:
+                for holder in holders:
+                    self.procs.stop(holder)
+        progress(f"    ({count} connections opened in {took:.1f} s by {len(shares)} client(s))")
+        return {"idle": (after - before) / count}
+
+    def bench_loss(self, t: Target) -> dict[str, float]:
+        """tcpstack's sender (curl downloads) in tcpstack's columns; the kernel's sender
+        (upload into tcpstack's discard, the same impaired link) in the kernel column."""
+        impair = f"{IMPAIR},seed={self.run_number}"
+        size = self.args.loss_size
+        stack = Target("tcpstack", t.column, t.workers if t.kind == "tcpstack" else 1)
+        service = "http" if t.kind == "tcpstack" else "discard"
+        with self.server(stack, service, impair=impair) as srv:
+            if t.kind == "tcpstack":
+                speed, seconds = self.curl(srv, LOSSY, size)
+            else:
+                got = self.client(srv, "upload", "--bytes", str(size))
+                seconds = got["seconds"]
+                speed = size / seconds
+                retrans = got["total_retrans"]
+        counters = rep.parse_counters(srv.proc.log.read_text(errors="replace"))
+        values = {"loss": seconds, "lossrate": rep.mbit(speed)}
+        if t.kind == "tcpstack":
+            values["lossrto"] = counters.get("rto_timeouts", 0)
+            values["lossretx"] = counters.get("retrans_segs", 0)
+        else:
+            values["lossretx"] = retrans
+        return values
+
+    run_number = 1
+    drops: float | None = None
 
     def close(self) -> None:
-        for proc in reversed(self.processes):
-            stop(proc.popen)
+        self.procs.stop_all()
         for ns in reversed(self.namespaces):
             # Anything still in a namespace of ours was started by us (safety net).
-            pids = run_quiet(["ip", "netns", "pids", ns]).split()
-            for pid in pids:
+            for pid in run_quiet(["ip", "netns", "pids", ns]).split():
                 with contextlib.suppress(ProcessLookupError, ValueError):
                     os.kill(int(pid), signal.SIGKILL)
             run_quiet(["ip", "netns", "delete", ns])
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def ip(*args: str) -> None:
-    cmd = ["ip", *args]
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=IP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        raise BenchError(f"{shlex.join(cmd)} hung for {IP_TIMEOUT:.0f} s") from None
-    if done.returncode != 0:
-        raise BenchError(f"{shlex.join(cmd)} failed: {done.stderr.strip()}")
+# --- helpers ---------------------------------------------------------------------------------
 
 
-def run_quiet(cmd: list[str]) -> str:
-    """Run a cleanup command; its failure is not an error (the thing may already be gone)."""
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=IP_TIMEOUT)
-    except (subprocess.TimeoutExpired, OSError):
-        return ""
-    return done.stdout
+def service_args(service: str, site: Path) -> list[str]:
+    return ["--http", str(site)] if service == "http" else [f"--{service}"]
 
 
-def stop(popen: subprocess.Popen[bytes]) -> None:
-    if popen.poll() is not None:
-        return
-    popen.terminate()
-    try:
-        popen.wait(STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        popen.kill()
-        popen.wait(STOP_TIMEOUT)
+def write_random(path: Path, size: int) -> None:
+    """Random bytes, so that no layer can compress or dedupe them."""
+    with path.open("wb") as f:
+        left = size
+        while left:
+            n = min(1 << 20, left)
+            f.write(os.urandom(n))
+            left -= n
 
 
-def tail(path: Path, lines: int = 10) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return "    (no log)"
-    return "\n".join(f"    {line}" for line in text.splitlines()[-lines:])
+def sysctl(ns: str, name: str, value: str) -> None:
+    run_quiet(["ip", "netns", "exec", ns, "sysctl", "-q", "-w", f"{name}={value}"])
 
 
-# --- report ----------------------------------------------------------------------------------
+def listening(ns: str, addr: str, port: int) -> bool:
+    out = run_quiet(["ip", "netns", "exec", ns, "ss", "-Hltn", f"src {addr}:{port}"])
+    return bool(out.strip())
 
 
-def machine() -> dict[str, str]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    curl = run_quiet(["curl", "--version"]).split("\n", 1)[0].split(" (", 1)[0]
-    return {
-        "nproc": str(len(os.sched_getaffinity(0))),
-        "cpu": cpu,
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "curl": curl or "unknown",
-    }
+def tun_tx_dropped(ns: str) -> float:
+    return float(rep.parse_tx_dropped(run_quiet(["ip", "-n", ns, "-j", "-s", "link", "show",
+                                                 TUN_IFACE])))
 
 
-def revision() -> str:
-    """The commit of the tcpstack tree measured, '+dirty' when it has uncommitted changes."""
-    commit = run_quiet(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]).strip()
-    if not commit:
-        return "unknown"
-    dirty = run_quiet(["git", "-C", str(REPO), "status", "--porcelain", "--", "tcpstack"])
-    return commit + ("+dirty" if dirty.strip() else "")
+def settled_rss(pid: int, timeout: float = 15.0) -> int:
+    """The server's RSS once it has stopped growing (it may still be accepting)."""
+    last = rss_bytes(pid)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = rss_bytes(pid)
+        if abs(now - last) <= last // 200:
+            return now
+        last = now
+    return last
 
 
-def segment_size(counters: str, payload: int) -> str:
-    """Average payload per segment tcpstack sent, from its `segs_out` counter."""
-    match = re.search(r"\bsegs_out=(\d+)", counters)
-    if not match or not int(match.group(1)):
-        return ""
-    return f"{payload / int(match.group(1)):,.0f} bytes"
+def workers_flag() -> str:
+    """Where this tcpstack takes `--workers`: "listen", "global", or "" (not at all)."""
+    def helps(*args: str) -> str:
+        return run_quiet([sys.executable, "-m", "tcpstack.cli", *args, "--help"])
+
+    if "--workers" in helps("listen"):
+        return "listen"
+    return "global" if "--workers" in helps() else ""
+
+
+def nginx_config(prefix: Path, site: Path, backlog: int) -> str:
+    temp = prefix / "temp"
+    return f"""# scripts/bench.py's nginx: static files from the bench's site, nothing logged.
+daemon off;
+master_process on;
+user root;
+worker_processes auto;
+worker_rlimit_nofile 65536;
+pid {prefix}/nginx.pid;
+events {{ worker_connections 16384; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 1000000;
+    default_type application/octet-stream;
+    client_body_temp_path {temp}/body;
+    proxy_temp_path {temp}/proxy;
+    fastcgi_temp_path {temp}/fastcgi;
+    uwsgi_temp_path {temp}/uwsgi;
+    scgi_temp_path {temp}/scgi;
+    server {{
+        listen {KERNEL_SERVER[1]}:{NGINX_PORT} backlog={backlog};
+        root {site};
+    }}
+}}
+"""
+
+
+def warn(text: str) -> None:
+    progress(f"    warning: {text}")
+
+
+def progress(text: str) -> None:
+    print(text, flush=True)
+
+
+# --- the run ---------------------------------------------------------------------------------
+
+
+def targets(bench_name: str, workers: Sequence[int]) -> list[Target]:
+    stacks = [Target("tcpstack", f"t{w}", w) for w in workers]
+    kernel = Target("kernel", "kernel")
+    if bench_name in ("ab", "wrk", "download", "backlog"):
+        return [*stacks, kernel, Target("nginx", "nginx")]
+    return [*stacks, kernel]
+
+
+def measure(bench: Bench, rows: dict[str, rep.Row], specs: list[tuple[str, str, str, str]]
+            ) -> None:
+    args = bench.args
+    for run in range(1, args.runs + 1):
+        bench.run_number = run
+        for name in args.only:
+            keys = [key for b, key, _, _ in specs if b == name]
+            for t in targets(name, args.workers):
+                where = f"  run {run}/{args.runs}  {name:<9} {column_title(t.column):<20}"
+                if t.kind == "tcpstack" and t.workers > 1 and not bench.workers_flag:
+                    if run == 1:
+                        for key in keys:
+                            rows[key].note(t.column, "n/a (no --workers)")
+                    progress(f"{where} n/a (no --workers)")
+                    continue
+                measure_one: Callable[[Target], dict[str, float]] = getattr(bench,
+                                                                           f"bench_{name}")
+                try:
+                    values = measure_one(t)
+                except BenchError as exc:
+                    for key in keys:
+                        rows[key].note(t.column, "failed")
+                    progress(f"{where} failed: {exc}")
+                    continue
+                for key, value in values.items():
+                    rows[key].add(t.column, value)
+                shown = ", ".join(f"{key} {rep.format_number(v)} {rows[key].unit}"
+                                  for key, v in values.items())
+                progress(f"{where} {shown}")
 
 
 def command_line(argv: Sequence[str]) -> str:
-    script = "python scripts/bench.py"
-    ran = shlex.join([*script.split(), *argv])
+    ran = shlex.join(["python", "scripts/bench.py", *argv])
     return "make bench" if os.environ.get("MAKELEVEL") and not argv else ran
 
 
-def report(args: argparse.Namespace, argv: Sequence[str], stack: Result, kernel: Result,
-           bench: Bench, when: dt.datetime) -> str:
-    m = machine()
-    counters = bench.stack_counters
-    per_segment = segment_size(counters, sum(d.size for d in stack.downloads))
-    ratio = stack.median / kernel.median
-
-    def runs(result: Result) -> str:
-        return ", ".join(f"{mbit(d.speed):.0f}" for d in result.downloads)
-
-    explicit = (f"python scripts/bench.py --size {args.size_text} --runs {args.runs} "
-                f"--mtu {args.mtu}")
-    lines = [
-        "# Performance",
-        "",
-        "Throughput of one HTTP download of a file of random bytes with curl, tcpstack against",
-        "the Linux kernel's own TCP, measured by `scripts/bench.py` on one machine in one run:",
-        "",
-        f"- **tcpstack**: `tcpstack --mtu {args.mtu} listen {PORT} --http DIR`, with curl in the "
-        "same network",
-        f"  namespace downloading from {STACK_ADDR} over the TUN device (kernel side "
-        "10.77.0.1/24): the",
-        "  kernel's TCP in curl, tcpstack's userspace TCP/IP in Python on the serving end.",
-        f"- **kernel**: `python3 -m http.server` bound to {KERNEL_SERVER[1]} in one namespace, "
-        "curl in another,",
-        f"  joined by a veth pair ({KERNEL_SERVER[1]}/24 <-> {KERNEL_CLIENT[1]}/24, MTU "
-        f"{args.mtu}): the kernel's TCP on both ends.",
-        "",
-        f"Each download is `curl -s -o /dev/null -w '{CURL_FORMAT}'`;",
-        "its size is checked against the file's and the rate is curl's `speed_download`. "
-        "Each is",
-        f"repeated {args.runs} times, the two kinds interleaved; the table gives the median and "
-        "every run.",
-        "1 Mbit/s = 10^6 bit/s.",
-        "",
-        f"- Command: `{command_line(argv)}` (equivalently `{explicit}`)",
-        f"- Date: {when.strftime('%Y-%m-%d %H:%M UTC')}",
-        f"- Machine: {m['nproc']} CPUs ({m['cpu']}), Linux {m['kernel']}, "
-        f"Python {m['python']}, {m['curl']}",
-        f"- File: {format_size(args.size)} ({args.size} bytes); MTU {args.mtu} on the TUN "
-        "device and on the veth pair",
-        f"- tcpstack: commit {revision()}; " + (f"`{bench.stack_banner}`" if bench.stack_banner
-                                               else "(no interface line in its log)"),
-        "",
-        "| server | median Mbit/s | runs (Mbit/s) |",
-        "| --- | ---: | --- |",
-        f"| tcpstack (TUN) | {mbit(stack.median):.0f} | {runs(stack)} |",
-        f"| Linux kernel (veth) | {mbit(kernel.median):.0f} | {runs(kernel)} |",
-        f"| **ratio tcpstack / kernel** | **{ratio:.2f}** | |",
-        "",
-    ]
-    if counters:
-        lines += [f"tcpstack's counters at the end of the run: `{counters}`"
-                  + (f" (about {per_segment} of payload per segment sent)." if per_segment
-                     else "."), ""]
-    lines += [
-        "Notes:",
-        "",
-        f"- The machines here are noisy: {m['nproc']} cores, shared with other jobs, so rates "
-        "move by tens of",
-        "  percent from run to run; compare runs from the same machine and the same day only.",
-        "- In both cases curl, the server and the kernel share those cores; tcpstack runs in a "
-        "single",
-        "  Python process. The kernel path uses the veth's offloads (GSO/GRO/TSO), so its "
-        "segments are",
-        "  far larger than the MTU; tcpstack gets the same from the kernel only with its TUN "
-        "offloads",
-        "  on (the payload per segment above shows which).",
-        "- `python3 -m http.server` copies the file through userspace in Python too; it is not "
-        "the",
-        "  fastest kernel server possible (no sendfile), so the kernel figure is a floor.",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-# --- main ------------------------------------------------------------------------------------
+def column_title(column: str) -> str:
+    if column.startswith("t"):
+        n = int(column[1:])
+        return f"tcpstack, {n} worker{'s' if n > 1 else ''}"
+    return {"kernel": "kernel, same app", "nginx": "nginx (kernel)"}[column]
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="Measure curl's download rate from tcpstack against the Linux kernel's TCP.")
-    parser.add_argument("--size", default="1G", metavar="SIZE",
-                        help="size of the downloaded file, like 1G or 100M (binary units; "
-                             "default: %(default)s)")
+        description="tcpstack against the Linux kernel running the same app, and nginx.")
     parser.add_argument("--runs", type=int, default=3, metavar="N",
-                        help="downloads per server; the median counts (default: %(default)s)")
-    parser.add_argument("--mtu", type=int, default=1500,
-                        help="MTU of tcpstack's TUN device and of the veth pair "
+                        help="runs of every measurement, interleaved; the table gives medians "
                              "(default: %(default)s)")
+    parser.add_argument("--only", default=",".join(BENCHES), metavar="LIST",
+                        help=f"comma-separated measurements (default: all: {','.join(BENCHES)})")
+    parser.add_argument("--workers", default="1,2", metavar="LIST",
+                        help="tcpstack worker counts to run, e.g. 1,2 (default: %(default)s)")
+    parser.add_argument("--quick", action="store_true",
+                        help="small sizes everywhere (a check that every row works, about a "
+                             "minute for one run); explicit sizes still win")
+    sizes = parser.add_argument_group("sizes")
+    sizes.add_argument("--size", default=None, metavar="SIZE",
+                       help="download and upload size (default 400M; --quick 20M)")
+    sizes.add_argument("--loss-size", default=None, metavar="SIZE",
+                       help="size sent through the impaired link (default 20M; --quick 2M)")
+    sizes.add_argument("--requests", type=int, help="ab requests (default 10000; --quick 1000)")
+    sizes.add_argument("--backlog-requests", type=int,
+                       help="ab -c 500 requests (default 20000; --quick 2000)")
+    sizes.add_argument("--wrk-seconds", type=int, help="wrk duration (default 5; --quick 2)")
+    sizes.add_argument("--rounds", type=int, help="ping-pong rounds (default 2000; --quick 300)")
+    sizes.add_argument("--opens", type=int,
+                       help="sequential connections (default 2000; --quick 300)")
+    sizes.add_argument("--idle", type=int,
+                       help="idle connections (default 10000; --quick 1000; 100000 needs "
+                            "several source addresses, which the bench adds)")
+    parser.add_argument("--mtu", type=int, default=1500,
+                        help="MTU of the TUN device and of the veth pair (default: %(default)s)")
     parser.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
-                        help="longest one download may take (default: %(default)s)")
+                        help="longest one client may take (default: %(default)s)")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, metavar="FILE",
-                        help="where to write the report (default: docs/PERFORMANCE.md)")
+                        help="the file whose bench section to write (default: "
+                             "docs/PERFORMANCE.md)")
     args = parser.parse_args(argv)
+    defaults = {"size": ("400M", "20M"), "loss_size": ("20M", "2M"),
+                "requests": (10000, 1000), "backlog_requests": (20000, 2000),
+                "wrk_seconds": (5, 2), "rounds": (2000, 300), "opens": (2000, 300),
+                "idle": (10000, 1000)}
+    for name, (full, quick) in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, quick if args.quick else full)
     try:
-        args.size_text = args.size
-        args.size = parse_size(args.size)
-    except argparse.ArgumentTypeError as exc:
-        parser.error(f"--size: {exc}")
+        args.size_text, args.loss_size_text = args.size, args.loss_size
+        args.size, args.loss_size = rep.parse_size(args.size), rep.parse_size(args.loss_size)
+    except ValueError as exc:
+        parser.error(f"size: {exc}")
+    args.only = [name.strip() for name in args.only.split(",") if name.strip()]
+    unknown = sorted(set(args.only) - set(BENCHES))
+    if unknown:
+        parser.error(f"--only: unknown {', '.join(unknown)} (choose from {', '.join(BENCHES)})")
+    try:
+        args.workers = sorted({int(w) for w in args.workers.split(",")})
+    except ValueError:
+        parser.error("--workers takes a list of numbers like 1,2")
+    if not args.workers or min(args.workers) < 1:
+        parser.error("--workers counts must be at least 1")
     if args.runs < 1:
         parser.error("--runs must be at least 1")
     if not 68 <= args.mtu <= 65535:
@@ -467,7 +622,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("bench: must run as root (it creates network namespaces and a TUN device)",
               file=sys.stderr)
         return 1
-    missing = [tool for tool in ("ip", "curl") if shutil.which(tool) is None]
+    tools = ["ip", "ss", "curl", "ab", "wrk", "nginx", "ethtool", "sysctl"]
+    missing = [tool for tool in tools if shutil.which(tool) is None]
     if missing:
         print(f"bench: missing tools: {' '.join(missing)} (try 'make system-deps')",
               file=sys.stderr)
@@ -475,19 +631,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _raise_interrupted)
 
+    specs = row_specs(args)
+    rows = {key: rep.Row(key, label, unit) for b, key, label, unit in specs
+            if b in args.only}
     bench: Bench | None = None
+    started = time.monotonic()
     try:
-        bench = Bench(args.size, args.mtu, args.timeout)
-        print(f"bench: writing a {format_size(args.size)} file of random bytes", flush=True)
-        bench.make_file()
-        print(f"bench: starting tcpstack (MTU {args.mtu}) and a kernel HTTP server", flush=True)
-        bench.start_tcpstack()
-        bench.start_kernel_server()
-        print(f"bench: {args.runs} download(s) from each, interleaved", flush=True)
+        bench = Bench(args)
+        progress(f"bench: writing the files ({rep.format_size(args.size)} and "
+                 f"{rep.format_size(args.loss_size)} of random bytes) and the namespaces")
+        bench.setup()
+        if len(args.workers) > 1 or args.workers != [1]:
+            progress(f"bench: tcpstack --workers: {bench.workers_flag or 'not supported'}")
+        progress(f"bench: {args.runs} run(s) of {', '.join(args.only)}, interleaved")
         when = dt.datetime.now(dt.UTC)
-        stack, kernel = bench.measure(args.runs)
-        bench.stop_tcpstack()
-        text = report(args, argv, stack, kernel, bench, when)
+        measure(bench, rows, specs)
+        banner, workers_flag_seen = bench.stack_banner, bench.workers_flag
     except BenchError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 1
@@ -503,25 +662,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_DFL)
 
-    ratio = stack.median / kernel.median
+    columns = [(f"t{w}", column_title(f"t{w}")) for w in args.workers]
+    columns += [("kernel", column_title("kernel")), ("nginx", column_title("nginx"))]
+    ratios = [rep.Ratio("tcpstack / kernel" + (f" ({w} w)" if len(args.workers) > 1 else ""),
+                        f"t{w}", "kernel") for w in args.workers]
+    ordered = [rows[key] for _, key, _, _ in specs if key in rows]
+    table = rep.render_table(ordered, columns, ratios)
     print()
-    print(f"  {'tcpstack (TUN, MTU ' + str(args.mtu) + ')':<32} {mbit(stack.median):9.1f} Mbit/s "
-          "(median)")
-    print(f"  {'Linux kernel (veth, MTU ' + str(args.mtu) + ')':<32} "
-          f"{mbit(kernel.median):9.1f} Mbit/s (median)")
-    print(f"  {'ratio tcpstack / kernel':<32} {ratio:9.2f}")
+    print(table)
+    info = rep.RunInfo(command=command_line(argv), when=when.strftime("%Y-%m-%d %H:%M UTC"),
+                       machine=machine(), commit=revision(REPO), banner=banner,
+                       workers=workers_flag_seen, runs=args.runs,
+                       seconds=time.monotonic() - started, mtu=args.mtu)
+    section = rep.section_text(info, table, rep.render_runs(ordered, columns))
     output: Path = args.output
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(text)
-    print(f"bench: wrote {display(output)}")
+    old = output.read_text() if output.exists() else ""
+    output.write_text(rep.replace_section(old, section))
+    print(f"bench: wrote the bench section of {output} ({time.monotonic() - started:.0f} s)")
     return 0
-
-
-def display(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ the packets of one batch in (`service`), or the timers that are due (`on_timer`)
 connections' events to the application's `on_event` handler, whose reactions (read, write,
 close) are part of the same pass; then one flush of every connection that changed, so one
 batch draws one burst: one ACK carrying the window the reads opened, not an ACK and then a
-window update. Afterwards `output` holds the packets for the link. A connection marks itself
+window update. Afterwards `output` holds the IP packets for the link, each with its GSO size
+(OutPacket; the link adds its own header). A connection marks itself
 changed through the `on_change` hook the stack installs, and a change outside a pass calls
 `request_service`, so no caller has to remember to flush. With no handler, events stay in
 `events` for the caller to take. An internal error costs one packet, or the connection whose
@@ -23,7 +24,6 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 
 from tcpstack.net import icmp, ipv4
-from tcpstack.net import offload as offload_header
 from tcpstack.net.checksum import Bytes
 from tcpstack.net.errors import MalformedPacket
 from tcpstack.net.ipv4 import PROTO_ICMP, PROTO_TCP
@@ -40,6 +40,10 @@ from tcpstack.tcp.state import State
 log = logging.getLogger("tcpstack")
 
 ConnKey = tuple[bytes, int, int]  # (remote address, remote port, local port)
+# An IP packet for the link and its GSO size: 0 when its checksums are complete; otherwise
+# (only where the link offloads) its TCP checksum holds just the pseudo-header sum, for the
+# link to finish, and a payload over the GSO size is for the link to cut to it.
+OutPacket = tuple[bytes, int]
 EventHandler = Callable[[Connection, Event], None]
 EPHEMERAL_PORTS = range(32768, 61000)  # Linux's ip_local_port_range
 # Rounds of events and reactions within one pass; what is left over goes to the next pass.
@@ -55,15 +59,14 @@ class NetworkStack:
     def __init__(self, address: bytes, config: TcpConfig | None = None,
                  isn: IsnGenerator | None = None, *, offload: bool = False) -> None:
         """`offload`: the link takes partial checksums and segments of up to 64 KB, which it
-        cuts itself (a TUN with the virtio-net header); every packet then starts with that
-        header."""
+        cuts itself (a TUN with the virtio-net header): a capability of the link."""
         self.address = address
         self.config = config or TcpConfig()
         self._isn = isn or IsnGenerator()
         self.connections: dict[ConnKey, Connection] = {}
         self.listeners: dict[int, Listener] = {}
         self.counters: Counter[str] = Counter()
-        self.output: list[bytes] = []
+        self.output: list[OutPacket] = []
         self.events: list[tuple[Connection, Event]] = []
         self.on_transition: Callable[[Connection, State, State], None] | None = None
         self.on_event: EventHandler | None = None  # the application, fed within each pass
@@ -77,7 +80,6 @@ class NetworkStack:
         self._pseudo: dict[bytes, int] = {}
         self._next_port = EPHEMERAL_PORTS.start
         self.offload = offload
-        self._link = offload_header.NONE if offload else b""
         # By peer address: its IPv4 header template and pseudo-header sum, for _frame.
         self._routes: dict[bytes, tuple[ipv4.HeaderTemplate, int]] = {}
         # Shutdown: what each connection had received when close_all ran.
@@ -218,7 +220,7 @@ class NetworkStack:
         self.counters["icmp_in"] += 1
         reply = icmp.echo_reply(ip.payload)
         if reply is not None:
-            self.output.append(self._link + ipv4.build(self.address, ip.src, PROTO_ICMP, reply))
+            self.output.append((ipv4.build(self.address, ip.src, PROTO_ICMP, reply), 0))
             self.counters["icmp_out"] += 1
 
     def _receive_tcp(self, ip: ipv4.IPv4Packet, now: float, trusted: bool) -> None:
@@ -379,10 +381,10 @@ class NetworkStack:
                 self._scheduled[conn] = deadline
                 heapq.heappush(self._timers, (deadline, next(self._tiebreak), conn))
 
-    def _frame(self, remote: bytes, seg: OutSegment) -> bytes:
-        """A connection's segment as a packet for the link: the TCP header with its
-        checksum (only the pseudo-header's, for the link to finish, when it offloads), the
-        IPv4 header, and the link's own header first when it has one."""
+    def _frame(self, remote: bytes, seg: OutSegment) -> OutPacket:
+        """A connection's segment as an IP packet for the link: the IPv4 header and the TCP
+        header with its checksum (only the pseudo-header's, for the link to finish, when it
+        offloads, and then the MSS the link is to cut the payload to)."""
         route = self._routes.get(remote)
         if route is None:  # the pseudo-header sum does not depend on the direction
             route = self._routes[remote] = (
@@ -393,12 +395,10 @@ class NetworkStack:
         if payload and self.offload:
             hdr = tcpseg.build_header_partial(seg.sport, seg.dport, seg.seq, seg.ack, seg.flags,
                                               seg.window, pseudo, seg.options, len(payload))
-            link = offload_header.tcp_partial(20, len(hdr), len(payload), seg.mss)
-        else:
-            hdr = tcpseg.build_header(seg.sport, seg.dport, seg.seq, seg.ack, seg.flags,
-                                      seg.window, pseudo, seg.options, payload)
-            link = self._link
-        return b"".join((link, ip.build(len(hdr) + len(payload)), hdr, payload))
+            return b"".join((ip.build(len(hdr) + len(payload)), hdr, payload)), seg.mss
+        hdr = tcpseg.build_header(seg.sport, seg.dport, seg.seq, seg.ack, seg.flags,
+                                  seg.window, pseudo, seg.options, payload)
+        return b"".join((ip.build(len(hdr) + len(payload)), hdr, payload)), 0
 
     def next_deadline(self) -> float | None:
         timers = self._timers
@@ -431,7 +431,7 @@ class NetworkStack:
             if conn.rcv.buffer or conn.state is State.SYN_RCVD:
                 conn.abort(now)
             else:
-                conn.rcv.discard = True  # nobody will read: later data is reset, below
+                conn.stop_reading()  # nobody will read: later data is reset, below
                 conn.close(now)
 
     def reset_unread_arrivals(self, now: float) -> None:

@@ -26,7 +26,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -105,11 +105,15 @@ def sweep_stale(run_dir: Path = RUN_DIR, min_age: float = STALE_AGE) -> int:
 
 
 class ControlServer:
-    """Serves `snapshot()` on a Unix socket on the running loop."""
+    """Serves `snapshot()` on a Unix socket on the running loop. `refresh`, when given, is
+    awaited before each request is answered: for what must be fetched off the loop first
+    (the TUN's own counters, from the kernel)."""
 
-    def __init__(self, path: Path, snapshot: Callable[[], Snapshot]) -> None:
+    def __init__(self, path: Path, snapshot: Callable[[], Snapshot],
+                 refresh: Callable[[], Awaitable[object]] | None = None) -> None:
         self.path = path
         self._snapshot = snapshot
+        self._refresh = refresh
         self._server: asyncio.AbstractServer | None = None
         self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of our socket file
 
@@ -150,6 +154,8 @@ class ControlServer:
             except ValueError:
                 reply = _error(f"request line longer than {MAX_LINE} bytes")
             else:
+                if self._refresh is not None:
+                    await self._refresh()
                 reply = self.answer(line)
             writer.write(json.dumps(reply, separators=(",", ":")).encode() + b"\n")
             await writer.drain()

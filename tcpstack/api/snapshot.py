@@ -2,17 +2,23 @@
 
     {"version": 1, "iface": "tcps0", "address": "10.77.0.2", "pid": 4242, "uptime": 12.5,
      "listeners": [{"state": "LISTEN", "local": "10.77.0.2:80", "peer": "*:*", "port": 80,
-                    "half_open": 0, "backlog": 128}],
+                    "half_open": 0, "backlog": 4096, "syn_queue": 0, "accept_queue": 0}],
      "connections": [{"state": "ESTABLISHED", "local": "10.77.0.2:80",
                       "peer": "10.77.0.1:40000", "send_q": 0, "recv_q": 0, "rtt_ms": 0.21,
                       "rto_ms": 200.0, "cwnd": 14600, "ssthresh": null, "retransmits": 0,
                       "bytes_in": 78, "bytes_out": 1048576, "segs_in": 40, "segs_out": 35}],
      "counters": {"segs_in": 40, ...}}
 
+A listener's `syn_queue` (the same as `half_open`) is its connections in SYN_RCVD, which
+count against `backlog`; `accept_queue` those established and handed to the application
+that it has not yet started serving (its handler has not run yet), as ss shows a Linux
+listener's accept queue in Recv-Q.
 `send_q` is the bytes queued and not yet acknowledged (sent or not), `recv_q` the bytes
 received and not yet read, `cwnd` and `ssthresh` are in bytes (`ssthresh` is null until the
 first loss sets it), `bytes_out` counts application bytes the peer acknowledged. Every
-counter the stack keeps is listed, zeros included.
+counter the stack keeps is listed, zeros included, and next to them the link's own:
+`tun_rx_queue_drops`, the packets the kernel dropped because the TUN's queue was full,
+before the stack could read them (absent when the kernel could not be asked).
 
 The layout is versioned with `version`; a field is only ever added within a version.
 """
@@ -53,6 +59,8 @@ class ListenerInfo(TypedDict):
     port: int
     half_open: int
     backlog: int
+    syn_queue: int
+    accept_queue: int
 
 
 class ConnectionInfo(TypedDict):
@@ -65,6 +73,8 @@ class ConnectionInfo(TypedDict):
     rto_ms: float
     cwnd: int
     ssthresh: int | None
+    rcv_buf: int            # the receive buffer now, which bounds the window we advertise
+    rcv_space: int | None   # auto-tuning's most read in one round trip (ss's rcv_space)
     retransmits: int
     bytes_in: int
     bytes_out: int
@@ -101,6 +111,8 @@ def connection_info(conn: Connection) -> ConnectionInfo:
         "rto_ms": round(conn.rtt.rto * 1000, 3),
         "cwnd": conn.cc.cwnd,
         "ssthresh": None if ssthresh >= SSTHRESH_UNSET else ssthresh,
+        "rcv_buf": conn.rcv.capacity,
+        "rcv_space": None if conn.rcv.tuning is None else conn.rcv.tuning.space,
         "retransmits": conn.counts.retransmits,
         "bytes_in": conn.rcv.bytes_received,
         "bytes_out": conn.snd.bytes_sent,
@@ -117,11 +129,16 @@ def counters_of(network: NetworkStack) -> dict[str, int]:
 
 
 def build_snapshot(network: NetworkStack, *, iface: str, kernel_address: str,
-                   uptime: float) -> Snapshot:
+                   uptime: float, link_counters: dict[str, int] | None = None,
+                   accept_queues: dict[int, int] | None = None) -> Snapshot:
+    """`link_counters`: the link's own counters (the TUN's queue drops), beside the stack's;
+    `accept_queues`: by port, the connections the application has not yet taken up."""
     address = str(ipaddress.IPv4Address(network.address))
+    accepting = accept_queues or {}
     listeners: list[ListenerInfo] = [
         {"state": listener.state.name, "local": f"{address}:{port}", "peer": "*:*",
-         "port": port, "half_open": listener.half_open, "backlog": listener.backlog}
+         "port": port, "half_open": listener.half_open, "backlog": listener.backlog,
+         "syn_queue": listener.half_open, "accept_queue": accepting.get(port, 0)}
         for port, listener in sorted(network.listeners.items())]
     connections = [connection_info(conn) for conn in sorted(
         network.connections.values(),
@@ -135,5 +152,6 @@ def build_snapshot(network: NetworkStack, *, iface: str, kernel_address: str,
         "uptime": round(uptime, 3),
         "listeners": listeners,
         "connections": connections,
-        "counters": counters_of(network),
+        "counters": counters_of(network) if not link_counters else
+        dict(sorted({**counters_of(network), **link_counters}.items())),
     }

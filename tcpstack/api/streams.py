@@ -12,7 +12,7 @@ import dataclasses
 import ipaddress
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
 
 from tcpstack.api.capture import Capture
@@ -23,13 +23,12 @@ from tcpstack.api.transport import TcpTransport
 from tcpstack.io.driver import PacketTap, StackDriver
 from tcpstack.io.impairment import Impairment
 from tcpstack.io.segment_log import SegmentLogger
-from tcpstack.link.tun import LinkError, TunDevice
+from tcpstack.link.tun import DEFAULT_TXQUEUELEN, LinkError, TunDevice
 from tcpstack.stack import NetworkStack
 from tcpstack.tcp import congestion as tcp_congestion
 from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.connection import Connection
 from tcpstack.tcp.events import (
-    DATA_READY,
     Closed,
     Established,
     Event,
@@ -70,13 +69,28 @@ class Server:
         self._handler = handler
         self._limit = limit
         self._closed = asyncio.Event()
+        # Connections handed to the application whose handler has not started yet: what
+        # waits in a Linux listener's accept queue (a loop busy elsewhere lets it grow).
+        self.accept_queue = 0
         listener.owner = self
 
     def accept(self, driver: StackDriver, conn: Connection) -> None:
         reader = asyncio.StreamReader(limit=self._limit, loop=driver.loop)
-        protocol = asyncio.StreamReaderProtocol(reader, self._handler, loop=driver.loop)
-        transport = TcpTransport(driver, conn, protocol)
-        protocol.connection_made(transport)
+        protocol = asyncio.StreamReaderProtocol(reader, self._client_connected, loop=driver.loop)
+        TcpTransport.attach(driver, conn, protocol)
+
+    def _client_connected(self, reader: asyncio.StreamReader,
+                          writer: asyncio.StreamWriter) -> Awaitable[None] | None:
+        result = self._handler(reader, writer)
+        if not asyncio.iscoroutine(result):
+            return result  # a plain function: it has already run
+        self.accept_queue += 1
+        return self._taken_up(result)
+
+    async def _taken_up(self, handler: Coroutine[object, object, None]) -> None:
+        """The handler's coroutine, which leaves the accept queue once the loop runs it."""
+        self.accept_queue -= 1
+        await handler
 
     def is_serving(self) -> bool:
         return not self._closed.is_set()
@@ -156,7 +170,10 @@ class Stack:
                  *, config: TcpConfig | None = None, trace: bool = False,
                  tap: PacketTap | None = None, offload: bool = True,
                  pcap: str | os.PathLike[str] | None = None, trace_segments: bool = False,
-                 control: bool = True, impairment: Impairment | None = None) -> None:
+                 control: bool = True, impairment: Impairment | None = None,
+                 txqueuelen: int = DEFAULT_TXQUEUELEN) -> None:
+        """`txqueuelen`: packets the kernel may queue on the interface for the stack to read;
+        more are dropped (and counted as `tun_rx_queue_drops`)."""
         self.iface = iface
         self.address = _parse_address(address)
         try:
@@ -174,6 +191,7 @@ class Stack:
             raise LinkError(f"address {address} is the {role} address of {network}, "
                             "not a host's")
         self.mtu = mtu
+        self.txqueuelen = txqueuelen
         self.config = config or TcpConfig()
         self.config.mss = min(self.config.mss, mtu - _HEADERS)
         self.config.cwnd_trace = self.config.cwnd_trace or pcap is not None  # for the sidecar
@@ -187,6 +205,7 @@ class Stack:
         self.control = control
         self.capture: Capture | None = None
         self._control: ControlServer | None = None
+        self._link_counters: dict[str, int] = {}  # the TUN's, as last read for a snapshot
         self._started_at = 0.0
         self.tun = TunDevice(iface, mtu, offload=offload)
         self.network = NetworkStack(self.address.packed, self.config, offload=offload)
@@ -236,10 +255,11 @@ class Stack:
 
     def _configure(self) -> None:
         check_addresses(self.iface, self.kernel_interface, self.address)
-        self.tun.configure(str(self.kernel_interface))
+        self.tun.configure(str(self.kernel_interface), self.txqueuelen)
 
     async def _serve_control(self) -> None:
-        server = ControlServer(control_path(self.iface), self.snapshot)
+        server = ControlServer(control_path(self.iface), self.snapshot,
+                               refresh=self.read_link_counters)
         try:
             await server.start()
         except ControlSocketInUse:
@@ -280,11 +300,22 @@ class Stack:
                 capture, self.capture = self.capture, None
                 capture.close(live or [])
 
+    async def read_link_counters(self) -> dict[str, int]:
+        """Ask the kernel for the TUN's own counters (in a thread: a netlink request), keep
+        them for `snapshot` and return them."""
+        drops = await asyncio.to_thread(self.tun.queue_drops)
+        self._link_counters = {} if drops is None else {"tun_rx_queue_drops": drops}
+        return self._link_counters
+
     def snapshot(self) -> Snapshot:
-        """What `tcpstack stat` shows (api/snapshot.py)."""
+        """What `tcpstack stat` shows (api/snapshot.py), with the link's counters as last
+        read (`read_link_counters`, which the control socket awaits first)."""
         uptime = self.driver.now() - self._started_at if self.driver is not None else 0.0
         return build_snapshot(self.network, iface=self.iface,
-                              kernel_address=str(self.kernel_interface), uptime=uptime)
+                              kernel_address=str(self.kernel_interface), uptime=uptime,
+                              link_counters=self._link_counters,
+                              accept_queues={port: server.accept_queue
+                                             for port, server in self._servers.items()})
 
     def _on_event(self, conn: Connection, event: Event) -> None:
         if isinstance(event, Closed) and self.capture is not None:
@@ -296,10 +327,6 @@ class Stack:
             server = conn.listener.owner
             if isinstance(server, Server) and server.is_serving() and self.driver:
                 server.accept(self.driver, conn)
-                if conn.rcv.buffer:
-                    owner = conn.owner
-                    assert isinstance(owner, TcpTransport)
-                    owner.handle_event(DATA_READY)
             else:
                 conn.abort(self.driver.now() if self.driver else 0.0)
 
@@ -371,10 +398,7 @@ class Stack:
             raise
         reader = asyncio.StreamReader(limit=limit, loop=loop)
         protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
-        transport = TcpTransport(driver, conn, protocol)
-        protocol.connection_made(transport)
-        if conn.rcv.buffer:
-            transport.handle_event(DATA_READY)
+        transport = TcpTransport.attach(driver, conn, protocol)
         writer = asyncio.StreamWriter(transport, protocol, reader, loop)
         return reader, writer
 

@@ -15,6 +15,7 @@ from typing import Any
 from tcpstack.io.driver import StackDriver
 from tcpstack.tcp.connection import Connection, ConnectionStateError
 from tcpstack.tcp.events import (
+    DATA_READY,
     Closed,
     DataReady,
     EndOfData,
@@ -56,6 +57,17 @@ class TcpTransport(asyncio.Transport):
                        "connection": conn}
         conn.owner = self
 
+    @classmethod
+    def attach(cls, driver: StackDriver, conn: Connection,
+               protocol: asyncio.BaseProtocol) -> TcpTransport:
+        """A transport for a connection just established, made known to its protocol, which
+        is then handed whatever data arrived with the handshake."""
+        transport = cls(driver, conn, protocol)
+        protocol.connection_made(transport)
+        if conn.rcv.buffer:
+            transport.handle_event(DATA_READY)
+        return transport
+
     # ----------------------------------------------------------- asyncio.Transport
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
@@ -73,7 +85,7 @@ class TcpTransport(asyncio.Transport):
             self.abort()
             return
         self._closing = True
-        self._conn.rcv.discard = True
+        self._conn.stop_reading()
         if not self._backlog:
             self._finish_close()
 

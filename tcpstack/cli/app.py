@@ -22,7 +22,7 @@ from tcpstack.api.streams import (
 )
 from tcpstack.io.impairment import Impairment, ImpairmentError
 from tcpstack.io.segment_log import SEGMENT_LOGGER
-from tcpstack.link.tun import LinkError
+from tcpstack.link.tun import DEFAULT_TXQUEUELEN, MAX_TXQUEUELEN, LinkError
 from tcpstack.stack import PortInUse
 from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.congestion import ALGORITHMS
@@ -46,6 +46,10 @@ def global_options(hidden: bool = False) -> list[click.Option]:
                help="The kernel side's address and prefix on the TUN interface."),
         option("--mtu", default=DEFAULT_MTU, show_default=True, type=click.IntRange(68, 65535),
                help="MTU of the TUN interface."),
+        option("--txqueuelen", default=DEFAULT_TXQUEUELEN, show_default=True,
+               type=click.IntRange(1, MAX_TXQUEUELEN), metavar="PACKETS",
+               help="Packets the kernel may queue on the TUN interface for the stack to "
+                    "read; beyond them it drops (stat: tun_rx_queue_drops)."),
         option("--offload/--no-offload", default=True, show_default=True,
                help="Let the kernel checksum and segment (TUN virtio-net header, GSO/TSO)."),
         option("--cc", "congestion", default="cubic", show_default=True,
@@ -64,6 +68,16 @@ def global_options(hidden: bool = False) -> list[click.Option]:
                     "seconds, giving up after COUNT unanswered probes (default 75, 9)."),
         option("--user-timeout", type=click.FloatRange(0.001), default=None, metavar="SECONDS",
                help="Abort a connection whose data stays unacknowledged this long (RFC 5482)."),
+        option("--receive-buffer", type=click.IntRange(1, 1 << 30), default=None,
+               metavar="BYTES",
+               help="Fix each connection's receive buffer (and so its largest window) at BYTES, "
+                    "as SO_RCVBUF does, instead of auto-tuning it to what the application "
+                    "reads per round trip (from 128 KiB up to --receive-buffer-max)."),
+        option("--receive-buffer-max", type=click.IntRange(1, 1 << 30),
+               default=TcpConfig().receive_buffer_max,
+               show_default=True, metavar="BYTES",
+               help="The most auto-tuning may grow a receive buffer to (Linux's tcp_rmem[2]); "
+                    "the window scale is chosen for it."),
         option("--trace", is_flag=True, help="Log every TCP state transition."),
         option("-v", "--verbose", is_flag=True,
                help="Debug logging: every segment in and out as a tcpdump-style line "
@@ -105,6 +119,8 @@ def settings(params: dict[str, Any]) -> dict[str, object]:
     log.setLevel(logging.DEBUG if verbose else logging.NOTSET)
     config = TcpConfig(msl=params["msl"], congestion=params["congestion"],
                        nodelay=params["nodelay"], user_timeout=params["user_timeout"],
+                       receive_buffer=params["receive_buffer"],
+                       receive_buffer_max=params["receive_buffer_max"],
                        timestamps=params["timestamps"])
     if params["keepalive"] is not None:
         config.keepalive = True
@@ -112,6 +128,7 @@ def settings(params: dict[str, Any]) -> dict[str, object]:
          config.keepalive_count) = parse_keepalive(params["keepalive"])
     return {"iface": params["iface"], "address": params["address"],
             "kernel_address": params["kernel_address"], "mtu": params["mtu"],
+            "txqueuelen": params["txqueuelen"],
             "trace": bool(params["trace"]) or verbose, "verbose": verbose,
             "offload": params["offload"], "config": config,
             "impairment": _impairment(params["impair"]), "pcap": params["pcap"]}
@@ -195,6 +212,7 @@ def make_stack(opts: dict[str, object]) -> Stack:
     pcap = opts.get("pcap")
     return Stack(iface=str(opts["iface"]), address=str(opts["address"]),
                  kernel_address=str(opts["kernel_address"]), mtu=int(str(opts["mtu"])),
+                 txqueuelen=int(str(opts.get("txqueuelen", DEFAULT_TXQUEUELEN))),
                  trace=bool(opts["trace"]), offload=bool(opts["offload"]),
                  config=config if isinstance(config := opts["config"], TcpConfig) else None,
                  pcap=pcap if isinstance(pcap, Path) else None,

@@ -22,6 +22,7 @@ from tcpstack.cli.app import (
 from tcpstack.services.echo import discard as discard_service
 from tcpstack.services.echo import echo as echo_service
 from tcpstack.services.http import file_server
+from tcpstack.tcp.config import DEFAULT_BACKLOG
 
 log = logging.getLogger("tcpstack")
 
@@ -38,8 +39,9 @@ Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]
               help="Serve the files in this directory over HTTP (GET and HEAD); a directory "
                    "serves its index.html or lists its entries, as python -m http.server "
                    "does.")
-@click.option("--backlog", default=128, show_default=True, type=click.IntRange(1, 65535),
-              help="Most half-open connections waiting on the port.")
+@click.option("--backlog", default=DEFAULT_BACKLOG, show_default=True,
+              type=click.IntRange(1, 65535),
+              help="Most half-open connections waiting on the port (SYN queue).")
 @click.pass_context
 def listen(ctx: click.Context, port: tuple[str | None, int], echo: bool, discard: bool,
            http_dir: Path | None, backlog: int) -> None:

@@ -18,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tcpstack.api.control import ControlError, NoStackRunning, control_path, query_snapshot
-from tcpstack.api.snapshot import ConnectionInfo, Snapshot
+from tcpstack.api.snapshot import ConnectionInfo, ListenerInfo, Snapshot
 from tcpstack.cli.app import LOGGING_OPTION_NAMES, also_after_command, cli
 
 # Wide enough for every column when the output is not a terminal (a pipe or a file).
@@ -39,16 +39,24 @@ def _ms(value: float | None) -> str:
 def _details(conn: ConnectionInfo) -> str:
     """The measurements as `ss -i` prints them, on a line of their own."""
     return (f"rtt:{_ms(conn['rtt_ms'])} rto:{_ms(conn['rto_ms'])} cwnd:{conn['cwnd']} "
-            f"ssthresh:{_dash(conn['ssthresh'])} retrans:{conn['retransmits']} "
+            f"ssthresh:{_dash(conn['ssthresh'])} rcv_space:{_dash(conn.get('rcv_space'))} "
+            f"rcv_buf:{_dash(conn.get('rcv_buf'))} retrans:{conn['retransmits']} "
             f"bytes_in:{conn['bytes_in']} bytes_out:{conn['bytes_out']} "
             f"segs_in:{conn['segs_in']} segs_out:{conn['segs_out']}")
+
+
+def _queues(listener: ListenerInfo) -> str:
+    """A listener's queues: the SYN queue counts against the backlog; the accept queue is
+    what ss shows in Recv-Q."""
+    return (f"syn_queue:{listener['syn_queue']} accept_queue:{listener['accept_queue']} "
+            f"backlog:{listener['backlog']}")
 
 
 def _narrow(title: str, snapshot: Snapshot) -> RenderableType:
     """ss's own layout: one line per socket, its measurements indented on the next."""
     rows: list[tuple[list[str], str | None]] = [
-        ([lst["state"], str(lst["half_open"]), str(lst["backlog"]), lst["local"], lst["peer"]],
-         None) for lst in snapshot["listeners"]]
+        ([lst["state"], str(lst["accept_queue"]), str(lst["backlog"]), lst["local"],
+          lst["peer"]], _queues(lst)) for lst in snapshot["listeners"]]
     rows += [([c["state"], str(c["recv_q"]), str(c["send_q"]), c["local"], c["peer"]],
               _details(c)) for c in snapshot["connections"]]
     header = ["State", "Recv-Q", "Send-Q", "Local Address:Port", "Peer Address:Port"]
@@ -70,8 +78,10 @@ def _narrow(title: str, snapshot: Snapshot) -> RenderableType:
 
 
 def render_connections(snapshot: Snapshot, width: int = _PIPE_WIDTH) -> RenderableType:
-    """The ss-like table: listeners first, then connections; one row each. Narrower than
-    _WIDE columns, each connection's measurements go on a line of their own, as in ss."""
+    """The ss-like table: listeners first, then connections; one row each. A listener's
+    Recv-Q is its accept queue and Send-Q its backlog, as in ss; its SYN queue is under
+    the table. Narrower than _WIDE columns, each socket's measurements go on a line of
+    their own, as in ss."""
     n_conn = len(snapshot["connections"])
     n_listen = len(snapshot["listeners"])
     title = (f"{snapshot['iface']}: stack {snapshot['address']}, kernel side "
@@ -87,18 +97,20 @@ def render_connections(snapshot: Snapshot, width: int = _PIPE_WIDTH) -> Renderab
     if width < _WIDE:
         return _narrow(title, snapshot)
     for name in ("RTT ms", "RTO ms", "cwnd", "ssthresh", "Retrans", "Bytes in", "Bytes out",
-                 "Segs in", "Segs out"):
+                 "Segs in", "Segs out", "Rcv buf"):
         table.add_column(name, justify="right", no_wrap=True)
     for listener in snapshot["listeners"]:
-        table.add_row(listener["state"], str(listener["half_open"]), str(listener["backlog"]),
-                      listener["local"], listener["peer"], *[""] * 9)
+        table.add_row(listener["state"], str(listener["accept_queue"]),
+                      str(listener["backlog"]), listener["local"], listener["peer"], *[""] * 10)
     for conn in snapshot["connections"]:
         table.add_row(conn["state"], str(conn["recv_q"]), str(conn["send_q"]), conn["local"],
                       conn["peer"], _ms(conn["rtt_ms"]), _ms(conn["rto_ms"]),
                       str(conn["cwnd"]), _dash(conn["ssthresh"]), str(conn["retransmits"]),
                       str(conn["bytes_in"]), str(conn["bytes_out"]), str(conn["segs_in"]),
-                      str(conn["segs_out"]))
-    return Group(Text(title), table)
+                      str(conn["segs_out"]), _dash(conn.get("rcv_buf")))
+    queues = [Text(f"{lst['local']} {_queues(lst)}", style="dim")
+              for lst in snapshot["listeners"]]
+    return Group(Text(title), table, *queues)
 
 
 def render_counters(counters: dict[str, int], *, zeros: bool,

@@ -1,12 +1,20 @@
 """Runs a NetworkStack on an asyncio loop over a TunDevice.
 
 The driver only moves bytes and keeps one loop timer: readiness of the TUN descriptor drains
-packets in a batch (until EAGAIN or a cap) and hands the batch to the stack's service pass
-(`NetworkStack.service`: receive, events, flush); the stack's timer deadline arms one
-`call_at`, which runs `NetworkStack.on_timer`, the same pass for timers. After each pass the
-driver writes what the stack sent and re-arms the timer. An application call made outside a
-pass asks for one through the stack's `request_service`, which is `kick` here: coalesced,
-and dropped when a pass runs first, since that pass flushes whatever changed.
+it until EAGAIN, in batches that each go to one of the stack's service passes
+(`NetworkStack.service`: receive, events, flush), before the loop runs anything else; the
+stack's timer deadline arms one `call_at`, which runs `NetworkStack.on_timer`, the same pass
+for timers. After each pass the driver writes what the stack sent and re-arms the timer. An
+application call made outside a pass asks for one through the stack's `request_service`,
+which is `kick` here: coalesced, and dropped when a pass runs first, since that pass flushes
+whatever changed; a kicked pass drains the TUN too.
+
+Why drain until EAGAIN: the kernel holds the packets it routes to us in a ring of
+txqueuelen packets and drops what finds it full, so the queue must be emptied as fast as it
+fills, not one batch per loop iteration while the application's tasks and timers take their
+turn. The bound is time: after READ_BUDGET seconds of passes the driver yields to the loop
+(the descriptor is still readable, so it is back at the next iteration), which keeps timers
+and the application's tasks running under any load.
 """
 
 from __future__ import annotations
@@ -18,15 +26,15 @@ from collections.abc import Callable
 
 from tcpstack.io.impairment import ImpairedPath, Impairment
 from tcpstack.link.tun import TunDevice
-from tcpstack.net import offload
 from tcpstack.net.checksum import Bytes
-from tcpstack.stack import EventHandler, NetworkStack
+from tcpstack.stack import EventHandler, NetworkStack, OutPacket
 
 log = logging.getLogger("tcpstack")
 
 PacketTap = Callable[[bytes, bool], None]  # (packet, outgoing)
 
-READ_BATCH = 512  # packets per readiness callback, so output and timers are not starved
+READ_BATCH = 256  # packets per service pass: its output goes out before the next batch
+READ_BUDGET = 0.02  # seconds of passes per readiness callback before the loop gets a turn
 
 
 class StackDriver:
@@ -81,37 +89,48 @@ class StackDriver:
     def kick(self) -> None:
         """Run a service pass soon: once per loop iteration however often it is asked."""
         if self._pass_soon is None:
-            self._pass_soon = self.loop.call_soon(self._service)
+            self._pass_soon = self.loop.call_soon(self._kicked)
+
+    def _kicked(self) -> None:
+        if self._running:
+            self._on_readable()  # what has arrived joins the pass
+        else:
+            self._service()  # before start or after stop: the TUN is not ours to read
 
     def _on_readable(self) -> None:
+        """Drain the TUN until EAGAIN, one service pass per batch, for at most READ_BUDGET
+        seconds; the first pass also flushes what a kick asked for."""
+        loop = self.loop
+        deadline = loop.time() + READ_BUDGET
+        while True:
+            batch, trusted, drained = self._read_batch()
+            self._service(batch, trusted)
+            if drained or not self._running or loop.time() >= deadline:
+                return
+
+    def _read_batch(self) -> tuple[list[Bytes], list[bool], bool]:
+        """Up to READ_BATCH packets and their vouched flags; whether the TUN is drained."""
         read = self.tun.read
         tap = self.tap
-        vnet = self.tun.offload
         inbound = self._inbound
         batch: list[Bytes] = []
-        trusted: list[bool] | None = [] if vnet else None
+        trusted: list[bool] = []
         for _ in range(READ_BATCH):
             try:
-                packet = read()
+                packet, vouched = read()
             except BlockingIOError:
-                break
+                return batch, trusted, True
             except OSError as exc:
                 log.warning("TUN read failed: %s", exc)
-                break
-            if trusted is not None:
-                trusted.append(offload.checksum_trusted(packet))
-                ip_packet = memoryview(packet)[offload.HEADER_LEN:]
-                if tap is not None:
-                    tap(bytes(ip_packet), False)
-                batch.append(ip_packet)
-                continue
+                return batch, trusted, True
             if tap is not None:
-                tap(packet, False)
-            if inbound is not None:
-                inbound.send(packet)
+                tap(bytes(packet), False)
+            if inbound is not None:  # an impaired link: no offload, so no checksum vouched
+                inbound.send(bytes(packet))
                 continue
             batch.append(packet)
-        self._service(batch, trusted)
+            trusted.append(vouched)
+        return batch, trusted, False
 
     def _receive_late(self, packet: bytes) -> None:
         """A packet the impaired link delivers after its delay: it joins the next pass."""
@@ -128,14 +147,14 @@ class StackDriver:
 
     def _service(self, batch: list[Bytes] | None = None,
                  trusted: list[bool] | None = None) -> None:
-        """One pass for a batch read from the TUN, or for what a kick asked for."""
+        """One pass for a batch read from the TUN (and what a kick asked for), or for the
+        packets the impaired link delivered late."""
         if self._pass_soon is not None:
             self._pass_soon.cancel()  # this pass flushes whatever the kick was for
             self._pass_soon = None
         packets = batch or []
         if self._late:
-            if trusted is not None:
-                trusted = [False] * len(self._late) + trusted
+            trusted = [False] * len(self._late) + (trusted or [])
             packets = self._late + packets
             self._late = []
         self.stack.service(packets, self.loop.time(), trusted)
@@ -148,19 +167,19 @@ class StackDriver:
             stack.output.clear()
         self._arm_timer()
 
-    def _write(self, packets: list[bytes]) -> None:
-        if self._outbound is not None:
-            for packet in packets:
+    def _write(self, packets: list[OutPacket]) -> None:
+        if self._outbound is not None:  # an impaired link: no offload, so no GSO sizes
+            for packet, _ in packets:
                 self._outbound.send(packet)
             return
-        for packet in packets:
-            self._write_one(packet)
+        for packet, gso_size in packets:
+            self._write_one(packet, gso_size)
 
-    def _write_one(self, packet: bytes) -> None:
+    def _write_one(self, packet: bytes, gso_size: int = 0) -> None:
         if self.tap is not None:
-            self.tap(packet[offload.HEADER_LEN:] if self.tun.offload else packet, True)
+            self.tap(packet, True)
         try:
-            self.tun.write(packet)
+            self.tun.write(packet, gso_size)
         except BlockingIOError:
             self.stack.counters["tun_write_drops"] += 1
         except OSError as exc:

@@ -1,7 +1,12 @@
 """A Linux TUN device: raw IP packets in and out of a file descriptor (linux/if_tun.h).
 
-The kernel side of the interface is configured with pyroute2 (address, MTU, link up). The
-interface is not persistent, so closing the descriptor removes it, even if we are killed.
+The kernel side of the interface is configured with pyroute2 (address, MTU, the queue
+length, link up). The interface is not persistent, so closing the descriptor removes it,
+even if we are killed.
+
+The queue: the kernel puts each packet it routes to the interface in a ring of
+`txqueuelen` packets, which our reads empty; a packet that finds the ring full is dropped
+there and counted in the interface's tx_dropped (`queue_drops`), before we could see it.
 """
 
 from __future__ import annotations
@@ -11,6 +16,9 @@ import fcntl
 import ipaddress
 import os
 import struct
+import threading
+
+from tcpstack.link import virtio
 
 TUN_PATH = "/dev/net/tun"
 TUNSETIFF = 0x400454CA
@@ -21,6 +29,10 @@ TUNSETOFFLOAD = 0x400454D0
 TUN_F_CSUM = 0x01
 TUN_F_TSO4 = 0x02
 IFNAMSIZ = 16
+# Packets the kernel may queue towards us while the stack is busy (Linux's default is 500):
+# room for a burst of several thousand, see docs/DECISIONS.md.
+DEFAULT_TXQUEUELEN = 10000
+MAX_TXQUEUELEN = 1 << 20
 
 
 class LinkError(Exception):
@@ -35,12 +47,14 @@ class TunDevice:
             raise LinkError(f"invalid MTU {mtu}: must be between 68 and 65535")
         self.name = name
         self.mtu = mtu
-        # With offload every packet carries a virtio-net header (net/offload.py), and the
-        # kernel accepts and hands us partial checksums and TCP segments of up to 64 KB.
+        # With offload every packet carries a virtio-net header (virtio.py), which read and
+        # write take off and put on: the kernel accepts and hands us partial checksums and
+        # TCP segments of up to 64 KB.
         self.offload = offload
         self.fd = -1
         self._ipr: object | None = None
         self._index: int | None = None
+        self._ipr_lock = threading.Lock()  # one netlink request at a time on self._ipr
 
     def open(self) -> None:
         if os.geteuid() != 0:
@@ -67,8 +81,12 @@ class TunDevice:
             raise LinkError(f"cannot create TUN device {self.name}: {exc.strerror}") from None
         self.fd = fd
 
-    def configure(self, kernel_address: str) -> None:
-        """Give the kernel side its address and prefix (e.g. 10.77.0.1/24), set MTU, bring up."""
+    def configure(self, kernel_address: str, txqueuelen: int = DEFAULT_TXQUEUELEN) -> None:
+        """Give the kernel side its address and prefix (e.g. 10.77.0.1/24), set the MTU and
+        the queue length (packets the kernel holds for us to read), bring it up."""
+        if not 1 <= txqueuelen <= MAX_TXQUEUELEN:
+            raise LinkError(f"invalid queue length {txqueuelen}: must be between 1 and "
+                            f"{MAX_TXQUEUELEN}")
         try:
             iface = ipaddress.IPv4Interface(kernel_address)
         except ValueError:
@@ -81,22 +99,52 @@ class TunDevice:
         try:
             (index,) = ipr.link_lookup(ifname=self.name)
             self._index = index
-            ipr.link("set", index=index, mtu=self.mtu)
+            # The TUN driver sizes its ring from txqueuelen, also when it changes later.
+            ipr.link("set", index=index, mtu=self.mtu, txqlen=txqueuelen)
             ipr.addr("add", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen)
             ipr.link("set", index=index, state="up")
         except Exception as exc:
             raise LinkError(f"cannot configure {self.name} with {kernel_address}: {exc}") from None
 
-    def read(self) -> bytes:
-        """One packet; raises BlockingIOError when none is waiting."""
-        return os.read(self.fd, 65536 + 64)  # room for a 64 KB segment and its vnet header
+    def queue_drops(self) -> int | None:
+        """Packets the kernel dropped because our queue was full (the interface's
+        tx_dropped: the kernel transmits towards us), or None before `configure` or when the
+        interface cannot be asked. A netlink request: call it off the event loop (pyroute2's
+        synchronous calls run a loop of their own)."""
+        ipr, index = self._ipr, self._index
+        if ipr is None or index is None:
+            return None
+        try:
+            with self._ipr_lock:
+                (link,) = ipr.get_links(index)  # type: ignore[attr-defined]
+            stats = link.get("IFLA_STATS64")
+        except Exception:
+            return None
+        return None if stats is None else int(stats["tx_dropped"])
 
-    def write(self, packet: bytes) -> None:
-        os.write(self.fd, packet)
+    def read(self) -> tuple[bytes | memoryview, bool]:
+        """One IP packet, and whether the kernel vouches for its transport checksum (it
+        checked it, or it built the packet and leaves the sum to us); raises BlockingIOError
+        when none is waiting."""
+        frame = os.read(self.fd, 65536 + 64)  # room for a 64 KB segment and its vnet header
+        if not self.offload:
+            return frame, False
+        return memoryview(frame)[virtio.HEADER_LEN:], virtio.checksum_trusted(frame)
+
+    def write(self, packet: bytes, gso_size: int = 0) -> None:
+        """One IP packet. `gso_size` (offload only): its TCP checksum holds only the
+        pseudo-header sum, and a payload larger than `gso_size` is to be cut to it."""
+        if not self.offload:
+            os.write(self.fd, packet)
+        elif gso_size:
+            os.writev(self.fd, (virtio.tcp_partial(packet, gso_size), packet))
+        else:
+            os.writev(self.fd, (virtio.NONE, packet))
 
     def close(self) -> None:
         if self._ipr is not None:
-            self._ipr.close()  # type: ignore[attr-defined]
+            with self._ipr_lock:
+                self._ipr.close()  # type: ignore[attr-defined]
             self._ipr = None
         if self.fd >= 0:
             os.close(self.fd)  # a non-persistent TUN interface disappears with its last fd

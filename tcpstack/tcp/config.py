@@ -4,12 +4,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# The listen backlog a server gets unless it asks for another: Linux's cap on any backlog
+# (net.core.somaxconn, 4096 since 5.4), so a burst of clients finds room (docs/DECISIONS.md).
+DEFAULT_BACKLOG = 4096
+
 
 @dataclass(slots=True)
 class TcpConfig:
     mss: int = 1460                 # what we announce: the link MTU less 40 bytes of headers
     send_buffer: int = 1 << 20      # bytes the application may queue beyond what is acked
-    receive_buffer: int = 1 << 20   # bytes received and not yet read; bounds the window
+    # The receive buffer bounds the window we advertise. Auto-tuned by default, as Linux's
+    # tcp_rmem and tcp_moderate_rcvbuf: it starts at receive_buffer_initial and follows what
+    # the application reads per round trip, up to receive_buffer_max, for which the window
+    # scale in our SYN is chosen. A fixed receive_buffer turns tuning off (as SO_RCVBUF does).
+    receive_buffer: int | None = None     # SO_RCVBUF: a fixed buffer; None: auto-tuned
+    receive_buffer_initial: int = 128 << 10  # tcp_rmem[1]
+    receive_buffer_max: int = 6 << 20        # tcp_rmem[2]
     window_scaling: bool = True     # RFC 7323 window scale option
     sack: bool = True               # RFC 2018 selective acknowledgments
     timestamps: bool = True         # RFC 7323 timestamps (Linux tcp_timestamps=1)
@@ -21,7 +31,7 @@ class TcpConfig:
     synack_retries: int = 5         # SYN-ACK retransmissions before a half-open is dropped
     max_retries: int = 15           # data retransmissions before the connection aborts
     persist_max: float = 60.0       # longest interval between zero-window probes
-    backlog: int = 128              # default listener backlog (half-open connections)
+    backlog: int = DEFAULT_BACKLOG  # default listener backlog (half-open connections)
     congestion: str = "cubic"       # "cubic" (RFC 9438) or "newreno" (RFC 6582)
     delayed_ack: float = 0.04       # longest an ACK for in-order data waits (0: never waits)
     nodelay: bool = False           # TCP_NODELAY: no Nagle (RFC 9293 3.7.4)

@@ -139,7 +139,13 @@ class Connection:
     def flush(self, now: float) -> None:
         """Send what the windows allow, then any ACK that cannot wait."""
         self.tx.ts.now = now
-        self.tx.flush(now, self.state)
+        tuning = self.rcv.tuning
+        if tuning is not None and self.state in RECEIVING:
+            self.rcv.tune(now)  # the buffer may grow with what this pass read
+            self.tx.flush(now, self.state)
+            tuning.measure(now, self.rcv.nxt, self.rcv.adv)  # the receiver's RTT sample
+        else:
+            self.tx.flush(now, self.state)
         self._update_deadline()
 
     def _update_deadline(self) -> None:
@@ -184,6 +190,12 @@ class Connection:
         if data and self.state in RECEIVING and self.rcv.update_due():
             self.rcv.owe_ack_now()  # a window update (3.8.6.2.2)
         return data
+
+    def stop_reading(self) -> None:
+        """The application will read no more (close() on a socket): later data is
+        acknowledged and dropped, and an orphaned FIN_WAIT_2 gives up after a while."""
+        self.on_change(self)
+        self.rcv.discard = True
 
     def close(self, now: float) -> None:
         """Graceful close of our sending side (shutdown(SHUT_WR) and close() on the wire):
@@ -559,7 +571,6 @@ class Connection:
         before = (now, self.cc.cwnd, self.cc.ssthresh)
         una = self.snd.una
         loss = self.loss
-        sb = loss.scoreboard
         by_sack = loss.by_sack()
         action = loss.episode.on_duplicate_ack(
             self.cc, una, self.snd.max, now, sack=by_sack,
@@ -571,15 +582,10 @@ class Connection:
             if self.cwnd_trace is not None:
                 self.cwnd_trace.append(before)  # the window the loss cut, then the cut
             self._trace_cwnd(now)
-            if not by_sack:
+            if by_sack:
+                self.tx.start_sack_recovery(now)
+            else:
                 self.tx.retransmit_first(now)
-                return
-            # RFC 6675 5 (4.3): the first hole goes at once, whatever the pipe says, unless
-            # the last recovery resent it and that resend may still arrive.
-            self.tx.forget_lost_resends()
-            if not sb.resent_within(una, (una + 1) & MASK, una):
-                sb.note_resent(una, self.tx.retransmit_first(now), self.snd.max)
-            self.tx.sack_recover(now)
         elif self.loss.episode.active and self.loss.episode.sack:
             self.tx.sack_recover(now)
 

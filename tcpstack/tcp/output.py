@@ -193,11 +193,25 @@ class SegmentOutput:
         snd.nxt = end
         self.arm_rto(now)
 
-    def sack_recover(self, now: float) -> None:
-        """SACK-based loss recovery (RFC 6675 section 5): resend what LossRecovery.plan deems
-        lost (NextSeg rule 1), then new data as far as cwnd and the peer's window allow
-        (rule 2; no rescue retransmission)."""
+    def start_sack_recovery(self, now: float) -> None:
+        """Fast retransmit with SACK (RFC 6675 5, step 4.3): the first hole goes at once,
+        whatever the pipe says, unless the last recovery resent it and that resend may still
+        arrive; then what the pipe allows."""
         self.forget_lost_resends()
+        una = self.snd.una
+        scoreboard = self.loss.scoreboard
+        if not scoreboard.resent_within(una, (una + 1) & MASK, una):
+            scoreboard.note_resent(una, self.retransmit_first(now), self.snd.max)
+        self._send_recovery(now)
+
+    def sack_recover(self, now: float) -> None:
+        """SACK-based loss recovery (RFC 6675 section 5) on a later ACK of the episode."""
+        self.forget_lost_resends()
+        self._send_recovery(now)
+
+    def _send_recovery(self, now: float) -> None:
+        """Resend what LossRecovery.plan deems lost (NextSeg rule 1), then new data as far
+        as cwnd and the peer's window allow (rule 2; no rescue retransmission)."""
         snd = self.snd
         buf = snd.buffer
         mss = snd.mss

@@ -2,6 +2,7 @@
 RCV.WND and the IRS), the bytes waiting for the application, data beyond a hole (reassembly),
 the window we advertise with receiver-side SWS avoidance (3.8.6.2.2), and what an ACK owes
 (delayed ACK, RFC 5681 4.2). The connection reads it as `conn.rcv`, as the RFC writes RCV.*.
+The buffer's size may grow with what the application reads (ReceiveSpace, auto-tuning).
 
 Sequence comparisons are written inline as `(a - b) & MASK`; seq.py holds their definitions.
 """
@@ -15,6 +16,8 @@ from tcpstack.tcp.reassembly import ReassemblyQueue
 from tcpstack.tcp.seq import HALF, MASK
 
 MAX_WINDOW_FIELD = 0xFFFF
+INITIAL_SPACE_SEGMENTS = 10  # a sender's first flight (RFC 6928): what one RTT first reads
+HEADROOM_SEGMENTS = 16       # what tuning adds above twice a round trip's reads (as Linux)
 
 
 def wscale_for(buffer: int) -> int:
@@ -25,18 +28,95 @@ def wscale_for(buffer: int) -> int:
     return shift
 
 
+class ReceiveSpace:
+    """Receive-buffer auto-tuning, the "dynamic right-sizing" of Linux's tcp_rcv_space_adjust:
+    once per receiver-side round trip, what the application read in it is compared with the
+    most it read in one before; when it read more, the buffer becomes about twice that (more
+    while reads grow fast), so a sender doubling its rate each round trip (slow start) is not
+    held back by our window; never beyond `limit`, and never smaller. Growth follows what the
+    application reads, not what arrives: a slow reader's buffer stays as it is.
+
+    The round trip is the receiver's own, measured as Linux does without timestamps
+    (tcp_rcv_rtt_measure): the time from advertising a right edge to the data reaching it.
+    That is one round trip when the sender is window-limited, longer when it is not; the
+    smallest sample is kept. It needs nothing from the sending side, so a connection that
+    only receives, or whose handshake was retransmitted (no RTT sample by Karn's rule),
+    tunes all the same; nor does it need timestamps (RFC 7323 4.2 would give a sample per
+    segment, Linux's other way).
+    """
+
+    __slots__ = ("limit", "read_mark", "rtt", "rtt_edge", "rtt_since", "space", "space_since")
+
+    def __init__(self, limit: int, initial: int, mss: int) -> None:
+        self.limit = limit
+        self.space = min(initial, INITIAL_SPACE_SEGMENTS * mss)  # the most read in one RTT
+        self.read_mark = 0  # bytes read by the application when this round trip began
+        self.space_since: float | None = None  # ... and when it began
+        self.rtt: float | None = None  # the receiver-side RTT: the smallest sample
+        self.rtt_edge = 0   # the right edge whose arrival ends the sample being taken
+        self.rtt_since: float | None = None  # when that edge was taken (None: no sample)
+
+    def measure(self, now: float, nxt: int, adv: int) -> None:
+        """One step of the RTT sample: done when RCV.NXT has reached the edge; a new one
+        starts from the right edge advertised now, while the window is open."""
+        since = self.rtt_since
+        if since is not None:
+            if ((nxt - self.rtt_edge) & MASK) >= HALF:
+                return  # the data has not reached the edge yet
+            sample = now - since
+            if sample > 0 and (self.rtt is None or sample < self.rtt):
+                self.rtt = sample
+        wnd = (adv - nxt) & MASK
+        if 0 < wnd < HALF:
+            self.rtt_edge, self.rtt_since = adv, now
+        else:
+            self.rtt_since = None  # a closed window would time nothing: wait for it to open
+
+    def adjust(self, now: float, bytes_read: int, mss: int) -> int:
+        """The buffer that the last round trip's reads ask for, once a round trip has passed
+        since the last adjustment (0: no change)."""
+        since, rtt = self.space_since, self.rtt
+        if since is None:
+            self.read_mark, self.space_since = bytes_read, now
+            return 0
+        if rtt is None or now - since < rtt:
+            return 0
+        copied = bytes_read - self.read_mark
+        self.read_mark, self.space_since = bytes_read, now
+        space = self.space
+        if copied <= space:
+            return 0
+        self.space = copied
+        want = 2 * copied + HEADROOM_SEGMENTS * mss
+        if 2 * copied >= 3 * space:    # the reads grew by half or more in one round trip
+            want *= 2
+        elif 4 * copied >= 5 * space:  # ... by a quarter or more
+            want += want // 2
+        return min(want, self.limit)
+
+
 class Receiver:
-    __slots__ = ("ack_now", "ack_pending", "adv", "buffer", "bytes_received", "capacity",
-                 "data_event_pending", "discard", "irs", "mss", "nxt", "ooo", "unacked_bytes",
-                 "wscale")
+    __slots__ = ("ack_now", "ack_pending", "adv", "buffer", "bytes_read", "bytes_received",
+                 "capacity", "data_event_pending", "discard", "irs", "mss", "nxt", "ooo",
+                 "tuning", "unacked_bytes", "wscale")
 
     def __init__(self, config: TcpConfig) -> None:
         self.irs = 0          # the peer's initial sequence number
         self.nxt = 0          # RCV.NXT
         self.adv = 0          # the right edge of the window last advertised (RCV.NXT + RCV.WND)
-        self.wscale = wscale_for(config.receive_buffer) if config.window_scaling else 0
-        self.capacity = config.receive_buffer
         self.mss = config.mss
+        # The buffer's size now (it bounds the window), and what tuning may grow it to.
+        self.tuning: ReceiveSpace | None = None
+        if config.receive_buffer is None:
+            self.capacity = config.receive_buffer_initial
+            limit = max(config.receive_buffer_max, self.capacity)
+            if limit > self.capacity:
+                self.tuning = ReceiveSpace(limit, self.capacity, config.mss)
+        else:  # fixed (SO_RCVBUF): no tuning
+            self.capacity = limit = config.receive_buffer
+        # The scale is sent once, in the SYN, so it is chosen for the largest the buffer may
+        # become (RFC 7323 2.3), as Linux chooses it for tcp_rmem[2].
+        self.wscale = wscale_for(limit) if config.window_scaling else 0
         self.buffer = bytearray()      # in order, not yet read by the application
         self.ooo = ReassemblyQueue()   # beyond a hole, waiting for it to fill
         self.discard = False  # the application reads no more: data is acked and dropped
@@ -45,6 +125,7 @@ class Receiver:
         self.ack_now = False      # ... or it may not: send it at the next flush
         self.unacked_bytes = 0    # in-order bytes received since our last ACK
         self.bytes_received = 0   # application bytes delivered in order
+        self.bytes_read = 0       # ... and taken by the application (what tuning follows)
 
     def start(self, irs: int) -> None:
         """The peer's SYN arrived with ISN `irs`."""
@@ -55,6 +136,8 @@ class Receiver:
         """The peer did not offer window scaling: neither side scales (RFC 7323 2.2)."""
         self.wscale = 0
         self.capacity = min(self.capacity, MAX_WINDOW_FIELD)
+        if self.tuning is not None:
+            self.tuning.limit = min(self.tuning.limit, MAX_WINDOW_FIELD)
 
     # ------------------------------------------------------------------ arriving segments
 
@@ -110,7 +193,18 @@ class Receiver:
             data = bytes(buf[:max_bytes])
             del buf[:max_bytes]
         self.data_event_pending = False
+        self.bytes_read += len(data)
         return data
+
+    def tune(self, now: float) -> None:
+        """Auto-tuning's turn, once a pass, before the flush (so that a buffer grown by this
+        pass's reads rides on this pass's ACK). After the flush, `tuning.measure` takes the
+        edge that ACK advertised."""
+        tuning = self.tuning
+        if tuning is not None:
+            want = tuning.adjust(now, self.bytes_read, self.mss)
+            if want > self.capacity:
+                self.capacity = want
 
     # ------------------------------------------------------------------ what we send
 

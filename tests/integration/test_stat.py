@@ -102,7 +102,8 @@ def test_stat_shows_established_connection_with_growing_byte_counts(
     snap = snapshot(netns)
     assert snap["version"] == 1 and snap["iface"] == "tcps0"
     assert snap["listeners"] == [{"state": "LISTEN", "local": "10.77.0.2:5000", "peer": "*:*",
-                                  "port": 5000, "half_open": 0, "backlog": 128}]
+                                  "port": 5000, "half_open": 0, "backlog": 4096,
+                                  "syn_queue": 0, "accept_queue": 0}]
     table = stat(netns)
     assert table.returncode == 0, table.stderr
     lines = table.stdout.splitlines()
@@ -150,7 +151,8 @@ def test_stat_shows_syn_rcvd_while_a_handshake_is_held_open(
     (conn,) = wait_for("a SYN_RCVD connection", lambda: connections_in(netns, "SYN_RCVD"))
     assert conn["peer"] == "10.77.0.9:41000"
     assert conn["local"] == "10.77.0.2:80"
-    assert snapshot(netns)["listeners"][0]["half_open"] == 1
+    (listener,) = snapshot(netns)["listeners"]
+    assert (listener["half_open"], listener["syn_queue"], listener["accept_queue"]) == (1, 1, 0)
 
 
 def _kernel_connects(ns: NetNS, port: int) -> subprocess.CompletedProcess[str]:

@@ -17,7 +17,8 @@ from tests.integration.netns import NetNS, TcpStack, mark_skipped, skip_reason
 from .peer import ANY, Flow, OneOf, Peer  # noqa: F401 (ANY: the tests take it from here)
 
 PORT = 8080
-STACK_ARGS = ("--no-offload", "--msl", "1", "--trace")
+# A fixed 1 MiB receive buffer (no auto-tuning): the windows these tests spell out stay put.
+STACK_ARGS = ("--no-offload", "--msl", "1", "--trace", "--receive-buffer", str(1 << 20))
 
 
 _SKIP = skip_reason("packet", "network namespaces, a TUN device, AF_PACKET sockets")
@@ -46,8 +47,9 @@ StartRig = Callable[[str], Rig]
 
 @pytest.fixture
 def start_rig(tmp_path: Path) -> Iterator[StartRig]:
-    """`start_rig("--echo")` runs `tcpstack --no-offload --msl 1 --trace listen 8080 --echo`
-    in a fresh namespace and opens the peer there; all of it is gone after the test."""
+    """`start_rig("--echo")` runs `tcpstack --no-offload --msl 1 --trace --receive-buffer
+    1048576 listen 8080 --echo` in a fresh namespace and opens the peer there; all of it is
+    gone after the test."""
     made: list[tuple[NetNS, TcpStack | None, Peer | None]] = []
 
     def start(mode: str) -> Rig:
@@ -106,7 +108,7 @@ def discard(start_rig: StartRig) -> Rig:
 
 
 # What tcpstack puts in a SYN-ACK: MSS is the TUN MTU (1500) less 40; the window scale option
-# comes only when the SYN offered one, with shift 5 for the 1 MiB receive buffer.
+# comes only when the SYN offered one, with shift 5 for the fixed 1 MiB receive buffer.
 SYNACK_WIN = 65535  # never scaled in a SYN-ACK (RFC 7323 2.2): min(65535, free buffer)
 SYNACK_OPTIONS_WS = [("MSS", 1460), ("NOP", None), ("WScale", 5)]
 SYNACK_OPTIONS = [("MSS", 1460)]

@@ -665,7 +665,7 @@ class Simulation:
             self.fail(f"{where} (IP header) was not counted as ip_bad_checksum")
 
     def _transmit(self, sender: str, stack: NetworkStack) -> None:
-        packets = stack.output[:]
+        packets = [packet for packet, _ in stack.output]  # no offload: no GSO
         stack.output.clear()
         wire = self.wires[sender]
         peer = self.wires[wire.receiver]

@@ -27,7 +27,7 @@ from tcpstack.stack import NetworkStack
 from tcpstack.tcp import segment as tcpseg
 from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.connection import Connection
-from tcpstack.tcp.events import DATA_READY, ConnEvent, Event
+from tcpstack.tcp.events import ConnEvent, Event
 from tcpstack.tcp.segment import ACK, SYN
 from tests.unit.link_pair import FixedIsn
 from tests.unit.scripted_peer import PEER_ADDR, PEER_PORT, STACK_ADDR, Sent, decode
@@ -49,11 +49,13 @@ class FakeTun:
         self.peer_end.setblocking(False)
         self.fd = self._stack_end.fileno()
 
-    def read(self) -> bytes:
-        """One packet; BlockingIOError when none waits, as from a TUN descriptor."""
-        return self._stack_end.recv(65536)
+    def read(self) -> tuple[bytes, bool]:
+        """One packet, its checksum not vouched for; BlockingIOError when none waits, as
+        from a TUN descriptor."""
+        return self._stack_end.recv(65536), False
 
-    def write(self, packet: bytes) -> None:
+    def write(self, packet: bytes, gso_size: int = 0) -> None:
+        assert gso_size == 0, "a link without offload is never handed a GSO packet"
         self._stack_end.send(packet)
 
     def close(self) -> None:
@@ -175,11 +177,8 @@ class Served:
             owner.handle_event(event)
         elif event.kind is ConnEvent.ESTABLISHED:
             protocol = Recorder()
-            transport = TcpTransport(self.driver, conn, protocol)
-            protocol.connection_made(transport)
+            TcpTransport.attach(self.driver, conn, protocol)
             self.protocols.append(protocol)
-            if conn.rcv.buffer:
-                transport.handle_event(DATA_READY)
 
     async def accepted(self, timeout: float = 2.0) -> Recorder:
         deadline = time.monotonic() + timeout

@@ -1,6 +1,9 @@
 """Two NetworkStacks joined back to back by an in-memory link, on a virtual clock.
 
-The link is a FIFO with a fixed one-way delay in each direction. Time only moves when the
+The link is a FIFO with a fixed one-way delay in each direction and, if asked, a rate: a
+packet then waits for the ones before it to be serialized at `rate` bytes a second (an
+unbounded queue, so nothing is lost to it), which gives the path a bandwidth-delay product.
+Time only moves when the
 harness moves it: `step()` puts what the stacks sent on the wire, then jumps the clock
 straight to the next thing that happens (a packet arriving or a stack's timer), so a
 60-second TIME_WAIT costs one step, not 60 seconds. Nothing here sleeps or opens a socket.
@@ -118,12 +121,15 @@ class LinkPair:
 
     def __init__(self, *, config_a: TcpConfig | None = None, config_b: TcpConfig | None = None,
                  isn_a: IsnGenerator | None = None, isn_b: IsnGenerator | None = None,
-                 delay: float = 0.005, drop: DropPredicate | None = None) -> None:
+                 delay: float = 0.005, drop: DropPredicate | None = None,
+                 rate: float | None = None) -> None:
         self.a = NetworkStack(A_ADDR, config_a, isn_a)
         self.b = NetworkStack(B_ADDR, config_b, isn_b)
         self.now = 0.0
         self.delay = delay
         self.drop = drop
+        self.rate = rate  # bytes a second each way; None: no limit
+        self._link_free = {"a": 0.0, "b": 0.0}  # when each sender's last packet is serialized
         self.frames: list[Frame] = []
         self.observers: list[Observer] = []
         # (time, connection's stack name, local port, old state, new state), in order.
@@ -198,7 +204,7 @@ class LinkPair:
             stack = self.stack(name)
             stack.service((), self.now)  # what the application's calls changed
             _check_internal_errors(stack)
-            packets = stack.output[:]
+            packets = [packet for packet, _ in stack.output]  # no offload: no GSO
             stack.output.clear()
             for packet in packets:
                 frame = Frame(next(self._numbers), self.now, name, packet)
@@ -207,7 +213,16 @@ class LinkPair:
                 for observer in self.observers:
                     observer(self, frame, "sent")
                 if not frame.dropped:
-                    heapq.heappush(self._flight, (self.now + self.delay, frame.number, frame))
+                    heapq.heappush(self._flight, (self._arrival(name, len(packet)),
+                                                  frame.number, frame))
+
+    def _arrival(self, sender: str, size: int) -> float:
+        """When a packet of `size` bytes put on the wire now reaches the far end."""
+        if self.rate is None:
+            return self.now + self.delay
+        done = max(self.now, self._link_free[sender]) + size / self.rate
+        self._link_free[sender] = done
+        return done + self.delay
 
     def next_event_time(self) -> float | None:
         times = [t for t in (self._flight[0][0] if self._flight else None,

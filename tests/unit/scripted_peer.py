@@ -220,7 +220,7 @@ class ScriptedPeer:
         if self.stack.counters["internal_errors"]:
             raise AssertionError("internal error in the stack") \
                 from self.stack.last_internal_error
-        for packet in self.stack.output:
+        for packet, _ in self.stack.output:
             self.sent.append(decode(packet, self.now))
         self.stack.output.clear()
 

@@ -14,6 +14,8 @@ import click
 import pytest
 
 from tcpstack.cli import app, connect, listen, stat
+from tcpstack.cli.app import make_stack
+from tcpstack.link.tun import DEFAULT_TXQUEUELEN
 from tcpstack.tcp.config import TcpConfig
 
 
@@ -88,18 +90,22 @@ def test_every_global_option_can_follow_listen(monkeypatch: pytest.MonkeyPatch,
     code, _, err = run_main(
         monkeypatch, capsys, "listen", "8080", "--discard", "--iface", "tcps7",
         "--address", "10.9.0.2", "--kernel-address", "10.9.0.1/24", "--mtu", "9000",
-        "--no-offload", "--cc", "newreno", "--nodelay", "--no-timestamps", "--msl", "2",
-        "--keepalive", "5,1,2", "--user-timeout", "3", "--trace", "--pcap", "/tmp/x.pcap")
+        "--txqueuelen", "2000", "--no-offload", "--cc", "newreno", "--nodelay",
+        "--no-timestamps", "--msl", "2", "--keepalive", "5,1,2", "--user-timeout", "3",
+        "--receive-buffer", "65536", "--receive-buffer-max", "1048576", "--trace", "--pcap",
+        "/tmp/x.pcap")
     assert (code, err) == (0, ""), err
     opts = recorded.opts
     assert (opts["iface"], opts["address"], opts["kernel_address"], opts["mtu"],
-            opts["offload"], opts["trace"], opts["verbose"], str(opts["pcap"])) == (
-        "tcps7", "10.9.0.2", "10.9.0.1/24", 9000, False, True, False, "/tmp/x.pcap")
+            opts["txqueuelen"], opts["offload"], opts["trace"], opts["verbose"],
+            str(opts["pcap"])) == (
+        "tcps7", "10.9.0.2", "10.9.0.1/24", 9000, 2000, False, True, False, "/tmp/x.pcap")
     config = opts["config"]
     assert isinstance(config, TcpConfig)
     assert (config.congestion, config.nodelay, config.timestamps, config.msl, config.keepalive,
             config.keepalive_idle, config.keepalive_interval, config.keepalive_count,
-            config.user_timeout) == ("newreno", True, False, 2.0, True, 5.0, 1.0, 2, 3.0)
+            config.user_timeout, config.receive_buffer, config.receive_buffer_max) == (
+        "newreno", True, False, 2.0, True, 5.0, 1.0, 2, 3.0, 65536, 1 << 20)
 
 
 def test_an_option_after_the_command_overrides_the_same_one_before(
@@ -159,7 +165,7 @@ def test_listen_takes_addr_port(monkeypatch: pytest.MonkeyPatch,
     code, _, err = run_main(monkeypatch, capsys, "listen", "10.77.0.2:8080", "--echo")
     assert (code, err) == (0, "")
     (_, (opts, _handler, port, backlog)), = recorded.calls
-    assert (opts["address"], port, backlog) == ("10.77.0.2", 8080, 128)
+    assert (opts["address"], port, backlog) == ("10.77.0.2", 8080, 4096)
 
 
 # The same bad port, the same words after "Invalid value for '...': ", whatever the command.
@@ -187,3 +193,19 @@ def test_a_bad_port_is_worded_the_same_in_every_command(
     assert err == (f"tcpstack: error: Invalid value for '{hint}': {message} "
                    f"(see 'tcpstack {command[0]} --help')\n")
     assert recorded.calls == []
+
+
+def test_txqueuelen_reaches_the_stack_and_defaults_to_a_burst_sized_queue(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        recorded: Recorded) -> None:
+    code, _, err = run_main(monkeypatch, capsys, "listen", "80", "--echo")
+    assert (code, err) == (0, "")
+    assert make_stack(recorded.opts).txqueuelen == DEFAULT_TXQUEUELEN == 10000
+    code, _, err = run_main(monkeypatch, capsys, "--txqueuelen", "2000", "listen", "80",
+                            "--echo")
+    assert (code, err) == (0, "")
+    (_, (opts, *_)) = recorded.calls[-1]
+    assert make_stack(opts).txqueuelen == 2000
+    code, _, err = run_main(monkeypatch, capsys, "listen", "80", "--echo", "--txqueuelen", "0")
+    assert code == 2
+    assert "'--txqueuelen'" in err and "0 is not in the range" in err

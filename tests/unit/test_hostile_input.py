@@ -98,10 +98,10 @@ def test_a_bug_in_packet_processing_costs_one_packet_not_the_driver() -> None:
         def __init__(self) -> None:
             self.packets = [b"first", b"second"]
 
-        def read(self) -> bytes:
+        def read(self) -> tuple[bytes, bool]:
             if not self.packets:
                 raise BlockingIOError
-            return self.packets.pop(0)
+            return self.packets.pop(0), False
 
     stack = _stack()
     seen: list[bytes] = []

@@ -32,7 +32,9 @@ from tests.unit.scripted_peer import (
     lines,
 )
 
-# The default 1 MiB receive buffer needs window scale 5 (RFC 7323 2.3): 1 MiB >> 5.
+# A fixed 1 MiB receive buffer (no auto-tuning: these tests count ACKs, not window growth)
+# needs window scale 5 (RFC 7323 2.3): 1 MiB >> 5.
+FIXED_BUFFER = TcpConfig(receive_buffer=1 << 20)
 FULL_WINDOW = (1 << 20) >> 5
 SCALED_SYN = tcpseg.encode_options(mss=MSS, wscale=7)
 
@@ -51,7 +53,7 @@ class PassLog:
         def logged(*args: Any) -> None:
             real(*args)
             now = args[1] if name == "service" else args[0]
-            self.passes.append((name, now, [str(decode(p, now)) for p in stack.output]))
+            self.passes.append((name, now, [str(decode(p, now)) for p, _ in stack.output]))
         setattr(stack, name, logged)
 
     def since(self, mark: int) -> list[tuple[str, list[str]]]:
@@ -67,7 +69,7 @@ def test_a_batch_of_four_segments_draws_one_ack_with_the_window_the_read_opened(
     """Four full segments read in one batch and read at once by the application: one ACK,
     carrying the whole window again, not an ACK (win 32586) and then a window update."""
     async def run() -> list[str]:
-        async with driven_stack() as d:
+        async with driven_stack(FIXED_BUFFER) as d:
             syn_ack = await d.peer.handshake(SCALED_SYN)
             protocol = await d.app.accepted()
             d.peer.take()
@@ -85,7 +87,7 @@ def test_one_batch_and_the_reads_it_causes_make_one_service_pass() -> None:
     """The application's reads during event delivery mark the connection changed; that
     must not schedule a second, empty pass after the one that is running."""
     async def run() -> list[tuple[str, list[str]]]:
-        async with driven_stack() as d:
+        async with driven_stack(FIXED_BUFFER) as d:
             syn_ack = await d.peer.handshake(SCALED_SYN)
             await d.app.accepted()
             log = PassLog(d.stack)
@@ -102,7 +104,7 @@ def test_a_small_segment_waits_for_the_delayed_ack_and_draws_one() -> None:
     """Less than two full segments: no ACK from the pass that read it, one from the delayed
     ACK timer's pass 40 ms later (the read of 100 bytes opens no window worth announcing)."""
     async def run() -> tuple[list[tuple[str, float, list[str]]], float]:
-        async with driven_stack() as d:
+        async with driven_stack(FIXED_BUFFER) as d:
             syn_ack = await d.peer.handshake(SCALED_SYN)
             await d.app.accepted()
             for i in range(2):  # two full segments: acked at once, with the full window
@@ -204,7 +206,7 @@ def test_a_timer_handler_that_raises_costs_its_connection_and_no_other_timer() -
     assert stack.next_deadline() == 1.5  # the other connection's SYN timer stands
 
     stack.on_timer(1.5)
-    assert [(s.flags, s.sport) for s in (decode(p, 1.5) for p in stack.output)] == \
+    assert [(s.flags, s.sport) for s in (decode(p, 1.5) for p, _ in stack.output)] == \
         [(SYN, 50002)]
     assert stack.next_deadline() == 3.5  # and it goes on, backed off (RFC 6298 5.5)
 
@@ -223,7 +225,7 @@ def test_an_established_connection_whose_timer_raises_is_reset() -> None:
     peer.stack.on_timer(0.04)  # directly: the harness would fail on the internal error
 
     assert peer.stack.counters["internal_errors"] == 1
-    assert lines([decode(p, 0.04) for p in peer.stack.output]) == [
+    assert lines([decode(p, 0.04) for p, _ in peer.stack.output]) == [
         f"R seq {syn_ack.seq + 1} win 0"]
     assert conn.state is State.CLOSED
     assert [ev for c, ev in peer.stack.events if c is conn][-2:] == \
@@ -275,7 +277,7 @@ def test_an_application_handler_that_raises_costs_the_event_not_the_pass() -> No
     # The pass went on to its flush: two full segments are acknowledged at once. Nothing
     # was read, so the window is the SYN-ACK's 65535 less those bytes (unscaled: the
     # peer's SYN offered no window scale).
-    assert lines([decode(p, 0.0) for p in peer.stack.output]) == [
+    assert lines([decode(p, 0.0) for p, _ in peer.stack.output]) == [
         f". seq {syn_ack.seq + 1} ack {PEER_ISS + 1 + 2 * MSS} win {65535 - 2 * MSS}"]
 
 
@@ -300,7 +302,7 @@ def test_a_connection_whose_output_raises_is_reset_and_the_others_still_send() -
     peer.stack.service((), 0.0)  # directly: the harness would fail on the internal error
 
     assert peer.stack.counters["internal_errors"] == 1
-    sent = [decode(p, 0.0) for p in peer.stack.output]
+    sent = [decode(p, 0.0) for p, _ in peer.stack.output]
     assert [(s.dport, s.flags, s.payload) for s in sent] == [
         (40001, RST, b""), (40002, ACK | PSH, b"sent")]
     assert broken.state is State.CLOSED

@@ -26,6 +26,7 @@ from tcpstack.api.control import (
 from tcpstack.api.snapshot import KNOWN_COUNTERS, Snapshot, build_snapshot
 from tcpstack.cli.stat import render_connections, render_counters
 from tcpstack.stack import NetworkStack
+from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.state import State
 from tests.unit.link_pair import B_ADDR, LinkPair
 
@@ -61,12 +62,58 @@ def test_established_connection_with_queues_bytes_and_segments() -> None:
     assert only(snap(pair.a), "ESTABLISHED")["send_q"] == 3000
 
 
+def test_the_receive_buffer_and_auto_tunings_space_are_shown_like_ss_rcv_space() -> None:
+    pair = LinkPair(config_a=TcpConfig(receive_buffer=50_000))
+    pair.established_pair(80)
+    # b tunes: it starts at 128 KiB with the space of a first flight (ten segments).
+    server_view = only(snap(pair.b), "ESTABLISHED")
+    assert (server_view["rcv_buf"], server_view["rcv_space"]) == (128 << 10, 10 * 1460)
+    # a's buffer is fixed (SO_RCVBUF): no tuning, no space.
+    client_view = only(snap(pair.a), "ESTABLISHED")
+    assert (client_view["rcv_buf"], client_view["rcv_space"]) == (50_000, None)
+    console = Console(record=True, width=80)
+    console.print(render_connections(snap(pair.b), width=80))
+    assert "rcv_space:14600 rcv_buf:131072" in " ".join(console.export_text().split())
+
+
 def test_listeners_show_port_half_open_and_backlog() -> None:
     pair = LinkPair()
     pair.b.listen(8080, backlog=7)
     assert snap(pair.b)["listeners"] == [{"state": "LISTEN", "local": "10.0.0.2:8080",
                                           "peer": "*:*", "port": 8080, "half_open": 0,
-                                          "backlog": 7}]
+                                          "backlog": 7, "syn_queue": 0, "accept_queue": 0}]
+
+
+def test_a_listener_shows_its_syn_queue_and_the_accept_queue_the_application_reports() -> None:
+    pair = LinkPair(drop=lambda frame: frame.sender == "b")  # the handshakes stay half-open
+    pair.b.listen(80)
+    pair.b.listen(81)
+    for _ in range(3):
+        pair.a.connect(B_ADDR, 80, pair.now)
+    pair.advance(0.01)
+    snapshot = build_snapshot(pair.b, iface="tcps0", kernel_address="10.0.0.1/24",
+                              uptime=1.0, accept_queues={81: 5})
+    assert [(lst["port"], lst["syn_queue"], lst["half_open"], lst["accept_queue"])
+            for lst in snapshot["listeners"]] == [(80, 3, 3, 0), (81, 0, 0, 5)]
+    console = Console(record=True, width=200)
+    console.print(render_connections(snapshot))
+    text = console.export_text()
+    rows = [line.split() for line in text.splitlines()]
+    # As ss shows a listener: Recv-Q its accept queue, Send-Q its backlog.
+    assert ["LISTEN", "0", "4096", "10.0.0.2:80", "*:*"] in rows
+    assert ["LISTEN", "5", "4096", "10.0.0.2:81", "*:*"] in rows
+    assert ["10.0.0.2:80", "syn_queue:3", "accept_queue:0", "backlog:4096"] in rows
+
+
+def test_the_links_counters_join_the_stacks_in_order() -> None:
+    stack = LinkPair().b
+    stack.counters["segs_in"] = 4
+    snapshot = build_snapshot(stack, iface="tcps0", kernel_address="10.0.0.1/24", uptime=1.0,
+                              link_counters={"tun_rx_queue_drops": 17})
+    counters = snapshot["counters"]
+    assert (counters["tun_rx_queue_drops"], counters["segs_in"]) == (17, 4)
+    assert list(counters) == sorted(counters)
+    assert "tun_rx_queue_drops" not in snap(stack)["counters"], "no link: not made up"
 
 
 def test_a_handshake_that_is_never_acked_shows_syn_rcvd_and_a_half_open_listener() -> None:
@@ -151,6 +198,34 @@ def test_control_socket_serves_the_snapshot_and_is_removed(tmp_path: Path) -> No
         query_snapshot(path)
 
 
+def test_the_control_socket_awaits_its_refresh_before_each_answer(tmp_path: Path) -> None:
+    """What must be fetched off the loop (the TUN's drops, by netlink) is fresh in every
+    answer: the refresh runs, then the snapshot is taken."""
+    base = snap(LinkPair().b)
+    refreshed: list[int] = []
+
+    async def refresh() -> None:
+        await asyncio.sleep(0)
+        refreshed.append(len(refreshed) + 1)
+
+    def snapshot() -> Snapshot:
+        return {**base, "counters": {"tun_rx_queue_drops": refreshed[-1]}}  # type: ignore[typeddict-item]
+
+    path = tmp_path / "r.sock"
+
+    async def main() -> list[int]:
+        server = ControlServer(path, snapshot, refresh=refresh)
+        await server.start()
+        try:
+            return await asyncio.to_thread(lambda: [
+                query_snapshot(path)["counters"]["tun_rx_queue_drops"] for _ in range(2)])
+        finally:
+            server.remove()
+
+    assert asyncio.run(main()) == [1, 2]
+    assert refreshed == [1, 2]
+
+
 def test_control_protocol_errors_are_one_json_line(tmp_path: Path) -> None:
     path = tmp_path / "c.sock"
 
@@ -216,7 +291,8 @@ def test_table_has_a_row_per_listener_and_connection() -> None:
     text = console.export_text()
     assert text.startswith("tcps0: stack 10.0.0.2, kernel side 10.0.0.1/24, pid ")
     rows = {line.split()[0]: line.split() for line in text.splitlines()[3:] if line.strip()}
-    assert rows["LISTEN"][1:5] == ["0", "128", "10.0.0.2:80", "*:*"]
+    assert rows["LISTEN"][1:5] == ["0", "4096", "10.0.0.2:80", "*:*"]
+    assert "10.0.0.2:80 syn_queue:0 accept_queue:0 backlog:4096" in text
     est = rows["ESTABLISHED"]
     assert est[3:5] == ["10.0.0.2:80", f"10.0.0.1:{client.local_port}"]
     assert est[8] == "-", "ssthresh unset"
@@ -243,7 +319,8 @@ def test_a_narrow_terminal_gets_the_measurements_on_a_line_of_their_own() -> Non
     flat = " ".join(text.split())
     assert "rtt:10.000 rto:200.000 cwnd:" in flat and "segs_out:" in flat
     rows = [line.split() for line in text.splitlines()]
-    assert ["LISTEN", "0", "128", "10.0.0.2:80", "*:*"] in rows
+    assert ["LISTEN", "0", "4096", "10.0.0.2:80", "*:*"] in rows
+    assert ["syn_queue:0", "accept_queue:0", "backlog:4096"] in rows
 
 
 def test_a_stack_wide_retrans_segs_counter_wins_over_the_live_sum() -> None:

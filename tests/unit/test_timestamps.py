@@ -28,7 +28,8 @@ PAYLOAD = 1448  # MSS 1460 less the 12 option bytes of timestamps
 def config(**overrides: object) -> TcpConfig:
     """ACKs at once (delayed ACK has its own test), no tail loss probe (its probe would be
     one more retransmission to account for)."""
-    settings: dict[str, object] = {"delayed_ack": 0.0, "tail_loss_probe": False}
+    settings: dict[str, object] = {"delayed_ack": 0.0, "tail_loss_probe": False,
+                                   "receive_buffer": 1 << 20}
     settings.update(overrides)
     return TcpConfig(**settings)  # type: ignore[arg-type]
 

@@ -7,10 +7,10 @@ test exercises; test_state_table.py checks that together they cover the whole ta
 
 Numbers: the stack's ISS is 1_000_000 and the peer's 5_000_000, so `ISS + 1` and `PEER + 1`
 are the first data bytes. The peer offers MSS 1400 and window scale 7 (no SACK); the stack,
-with its 1 MB receive buffer, offers MSS 1460, SACK and scale 5, so its window field reads
-32768 (1 MB >> 5) until something is buffered or a FIN takes one byte of sequence space
-(still 32768: the field rounds up rather than pull the right edge back). Tests that need
-a full window use a 1000-byte buffer, which needs no scaling.
+with its fixed 1 MB receive buffer (no auto-tuning), offers MSS 1460, SACK and scale 5, so
+its window field reads 32768 (1 MB >> 5) until something is buffered or a FIN takes one
+byte of sequence space (still 32768: the field rounds up rather than pull the right edge
+back). Tests that need a full window use a 1000-byte buffer, which needs no scaling.
 """
 
 from __future__ import annotations
@@ -52,7 +52,8 @@ def config(**overrides: object) -> TcpConfig:
     instantaneous handshake samples an RTT of 0, so the RTO starts at the floor); and ACKs
     sent at once, so each reply shows up in the same step (delayed ACKs are not a state
     machine matter)."""
-    settings: dict[str, object] = {"msl": MSL, "min_rto": 0.25, "delayed_ack": 0.0}
+    settings: dict[str, object] = {"msl": MSL, "min_rto": 0.25, "delayed_ack": 0.0,
+                                   "receive_buffer": 1 << 20}
     settings.update(overrides)
     return TcpConfig(**settings)  # type: ignore[arg-type]
 

@@ -173,3 +173,22 @@ def test_reading_paused_keeps_data_in_the_connection_and_its_window_closed() -> 
     assert held_bytes == 0
     assert reopened == [f"{ack} win 8192"]
     assert read == 4 * MSS
+
+
+def test_data_on_the_handshakes_ack_reaches_the_protocol_once() -> None:
+    """The peer's first data rides on the ACK that completes the handshake: the transport
+    is attached and handed those bytes in the same pass, once."""
+    async def scenario() -> None:
+        async with driven_stack(_config()) as d:
+            d.peer.send(tcpseg.SYN, PEER_ISS, options=tcpseg.encode_options(mss=MSS))
+            (syn_ack,) = await d.peer.expect(1)
+            d.peer.send(ACK, PEER_ISS + 1, syn_ack.seq + 1, payload=b"early bytes")
+            protocol = await d.app.accepted()
+            for _ in range(100):
+                if protocol.data:
+                    break
+                await asyncio.sleep(0.002)
+            await asyncio.sleep(0.05)  # a second delivery, if there were one, would show
+            assert bytes(protocol.data) == b"early bytes"
+
+    asyncio.run(asyncio.wait_for(scenario(), 10))

@@ -1,5 +1,7 @@
 """Checksum and segmentation offload metadata: the virtio-net header (linux/virtio_net.h)
 that a TUN device opened with IFF_VNET_HDR puts before every packet, in both directions.
+It is the link's own framing: the TUN device adds it on write and strips it on read, and
+the layers above see IP packets only.
 
 Outgoing, it lets us hand the kernel one TCP segment of up to 64 KB with only the
 pseudo-header summed (NEEDS_CSUM), which the kernel cuts into MSS-sized segments and
@@ -23,13 +25,15 @@ NONE = bytes(HEADER_LEN)  # a packet whose checksums are all filled in
 TCP_CSUM_OFFSET = 16
 
 
-def tcp_partial(ip_header_len: int, tcp_header_len: int, payload_len: int, mss: int) -> bytes:
-    """The header for a TCP segment whose checksum field holds only the pseudo-header sum;
-    segmented into `mss`-sized pieces when the payload is larger than `mss`."""
-    if payload_len > mss:
-        return HEADER.pack(F_NEEDS_CSUM, GSO_TCPV4, ip_header_len + tcp_header_len, mss,
-                           ip_header_len, TCP_CSUM_OFFSET)
-    return HEADER.pack(F_NEEDS_CSUM, GSO_NONE, 0, 0, ip_header_len, TCP_CSUM_OFFSET)
+def tcp_partial(packet: bytes, gso_size: int) -> bytes:
+    """The header for an IPv4 packet carrying a TCP segment whose checksum field holds only
+    the pseudo-header sum: the kernel finishes the checksum, and cuts the payload into
+    `gso_size` pieces when it is larger (the header lengths are read from the packet)."""
+    ip_len = (packet[0] & 0x0F) * 4
+    headers = ip_len + (packet[ip_len + 12] >> 4) * 4
+    if len(packet) - headers > gso_size:
+        return HEADER.pack(F_NEEDS_CSUM, GSO_TCPV4, headers, gso_size, ip_len, TCP_CSUM_OFFSET)
+    return HEADER.pack(F_NEEDS_CSUM, GSO_NONE, 0, 0, ip_len, TCP_CSUM_OFFSET)
 
 
 def checksum_trusted(header: bytes | memoryview) -> bool:
