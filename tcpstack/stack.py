@@ -278,7 +278,8 @@ class NetworkStack:
             iss = self._isn.isn(self.address, seg.dport, src, seg.sport, now)
         conn = Connection(listener.config or self.config, self.address, seg.dport, src,
                           seg.sport, iss, passive=True, counters=self.counters,
-                          segmentation=self.offload)
+                          segmentation=self.offload,
+                          ts_offset=self._isn.ts_offset(self.address, src))
         conn.listener = listener
         conn.on_transition = self._transition_hook
         conn.on_change = self._changed
@@ -325,7 +326,8 @@ class NetworkStack:
         iss = self._isn.isn(self.address, local_port, remote, remote_port, now)
         conn = Connection(config or self.config, self.address, local_port, remote,
                           remote_port, iss, passive=False, counters=self.counters,
-                          segmentation=self.offload)
+                          segmentation=self.offload,
+                          ts_offset=self._isn.ts_offset(self.address, remote))
         conn.on_transition = self._transition_hook
         conn.on_change = self._changed
         self.connections[key] = conn

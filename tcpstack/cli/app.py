@@ -56,6 +56,8 @@ def global_options(hidden: bool = False) -> list[click.Option]:
         option("--cc", "congestion", default="cubic", show_default=True,
                type=click.Choice(sorted(ALGORITHMS)), help="Congestion control algorithm."),
         option("--nodelay", is_flag=True, help="Disable Nagle's algorithm (TCP_NODELAY)."),
+        option("--timestamps/--no-timestamps", default=True, show_default=True,
+               help="Offer and answer RFC 7323 timestamps (RTT per ACK, PAWS)."),
         option("--impair", metavar="SPEC", default=None,
                help="Impair the link for testing, like netem: e.g. 'loss=5%,delay=20ms,"
                     "jitter=5ms,duplicate=1%,reorder=5%,corrupt=1%,seed=7' (turns offload "
@@ -123,7 +125,8 @@ def settings(params: dict[str, Any]) -> dict[str, object]:
     config = TcpConfig(msl=params["msl"], congestion=params["congestion"],
                        nodelay=params["nodelay"], user_timeout=params["user_timeout"],
                        receive_buffer=params["receive_buffer"],
-                       receive_buffer_max=params["receive_buffer_max"])
+                       receive_buffer_max=params["receive_buffer_max"],
+                       timestamps=params["timestamps"])
     if params["keepalive"] is not None:
         config.keepalive = True
         (config.keepalive_idle, config.keepalive_interval,

@@ -34,6 +34,7 @@ import ipaddress
 import logging
 import struct
 import time
+from typing import cast
 
 from tcpstack.net import ipv4
 from tcpstack.net.checksum import Bytes
@@ -55,6 +56,7 @@ from tcpstack.tcp.segment import (
     URG,
     BadOption,
     OptionField,
+    SackBlocks,
     decode_options,
     flags_str,
 )
@@ -63,7 +65,6 @@ SEGMENT_LOGGER = "tcpstack.segments"
 log = logging.getLogger(SEGMENT_LOGGER)
 
 _ECHO = struct.Struct("!HH")
-_TIMESTAMP = struct.Struct("!II")  # RFC 7323 3: TSval, TSecr
 _MASK = 0xFFFFFFFF
 _MAX_FLOWS = 4096  # connections whose bases are remembered; forgotten all at once beyond
 _ICMP_TYPES = {0: "echo reply", 3: "unreachable", 8: "echo request", 11: "time exceeded"}
@@ -107,13 +108,12 @@ def _describe(field: OptionField, sack_base: int) -> str:
         if kind == OPT_SACK_PERMITTED:
             return "sackOK"
         if kind == OPT_SACK and isinstance(value, tuple):
+            blocks = cast(SackBlocks, value)
             text = "".join(f"{{{(left - sack_base) & _MASK}:{(right - sack_base) & _MASK}}}"
-                           for left, right in value)
-            return f"sack {len(value)} {text}"
-    # The stack sends and uses no timestamps; they are decoded here for the reader only.
-    if kind == OPT_TIMESTAMP and len(body) == _TIMESTAMP.size:
-        val, ecr = _TIMESTAMP.unpack(body)
-        return f"TS val {val} ecr {ecr}"
+                           for left, right in blocks)
+            return f"sack {len(blocks)} {text}"
+        if kind == OPT_TIMESTAMP and isinstance(value, tuple):
+            return f"TS val {value[0]} ecr {value[1]}"
     return f"unknown-{kind} 0x{body.hex()}" if body else f"unknown-{kind}"
 
 

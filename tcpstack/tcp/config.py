@@ -22,6 +22,7 @@ class TcpConfig:
     receive_buffer_max: int = 6 << 20        # tcp_rmem[2]
     window_scaling: bool = True     # RFC 7323 window scale option
     sack: bool = True               # RFC 2018 selective acknowledgments
+    timestamps: bool = True         # RFC 7323 timestamps (Linux tcp_timestamps=1)
     msl: float = 30.0               # maximum segment lifetime; TIME_WAIT lasts 2*MSL
     initial_rto: float = 1.0        # RFC 6298 2.1
     min_rto: float = 0.2            # Linux's floor (RFC 6298 says 1 s; see docs/DECISIONS.md)

@@ -10,8 +10,9 @@ changes go through the table in state.py.
 
 It is composed of parts that each own their state (RFC 9293 3.3.1's TCB, split by owner):
 `snd` (sender.py, SND.* and the queued bytes), `rcv` (receiver.py, RCV.*, reassembly and the
-window we advertise), `tx` (output.py, building and sending segments), `loss`
-(loss_recovery.py), `cc` (congestion/), `rtt` (rtt.py), `timers` and `counts` (timers.py).
+window we advertise), `tx` (output.py, building and sending segments, with the timestamps
+`tx.ts`, timestamps.py), `loss` (loss_recovery.py), `cc` (congestion/), `rtt` (rtt.py),
+`timers` and `counts` (timers.py).
 This file holds what ties them together: the application calls, segment arrival step by step,
 the timers' expiry and the state changes. Sequence comparisons are written inline as
 `(a - b) & MASK` on the hot paths; seq.py holds their definitions.
@@ -45,7 +46,7 @@ from tcpstack.tcp.output import SegmentOutput
 from tcpstack.tcp.receiver import Receiver
 from tcpstack.tcp.recovery import Action
 from tcpstack.tcp.rtt import RttEstimator
-from tcpstack.tcp.segment import ACK, FIN, RST, SYN, OutSegment, Segment
+from tcpstack.tcp.segment import ACK, FIN, RST, SYN, TIMESTAMPS_LEN, Options, OutSegment, Segment
 from tcpstack.tcp.sender import Sender
 from tcpstack.tcp.seq import HALF, MASK
 from tcpstack.tcp.state import (
@@ -62,6 +63,7 @@ from tcpstack.tcp.state import (
     step,
 )
 from tcpstack.tcp.timers import ConnectionCounts, ConnectionTimers
+from tcpstack.tcp.timestamps import Timestamps
 
 TransitionHook = Callable[[Any, State, State], None]  # (connection, old, new)
 
@@ -94,7 +96,8 @@ class Connection:
 
     def __init__(self, config: TcpConfig, local_addr: bytes, local_port: int,
                  remote_addr: bytes, remote_port: int, iss: int, *, passive: bool,
-                 counters: Counter[str] | None = None, segmentation: bool = False) -> None:
+                 counters: Counter[str] | None = None, segmentation: bool = False,
+                 ts_offset: int = 0) -> None:
         self.config = config
         self.local_addr = local_addr
         self.local_port = local_port
@@ -121,7 +124,8 @@ class Connection:
         self.timers = ConnectionTimers()
         self.tx = SegmentOutput(config, local_port, remote_port, snd=self.snd, rcv=self.rcv,
                                 loss=self.loss, cc=self.cc, rtt=self.rtt, timers=self.timers,
-                                counts=self.counts, counters=self.counters)
+                                counts=self.counts, counters=self.counters,
+                                ts=Timestamps(ts_offset))
         self.deadline: float | None = None  # the earliest timer, which the stack keys on
         # (time, cwnd, ssthresh) samples for `tcpstack plot`, when asked for: a probe that
         # costs nothing while off.
@@ -140,6 +144,7 @@ class Connection:
 
     def flush(self, now: float) -> None:
         """Send what the windows allow, then any ACK that cannot wait."""
+        self.tx.ts.now = now
         tuning = self.rcv.tuning
         if tuning is not None and self.state in RECEIVING:
             self.rcv.tune(now)  # the buffer may grow with what this pass read
@@ -161,10 +166,12 @@ class Connection:
     def connect(self, now: float) -> None:
         """Active open: send a SYN."""
         self.on_change(self)
+        self.tx.ts.now = now
         self._transition(Trigger.APP_CONNECT, now)
 
     def accept_syn(self, seg: Segment, now: float) -> None:
         """Passive open: a listener hands over the SYN that created this connection."""
+        self.tx.ts.now = now
         self._take_syn(seg)
         self.snd.wnd = seg.window  # never scaled in a SYN (RFC 7323 2.2)
         self.snd.max_wnd = self.snd.wnd
@@ -200,12 +207,14 @@ class Connection:
         """Graceful close of our sending side (shutdown(SHUT_WR) and close() on the wire):
         where the table allows it, its action queues our FIN (or there is nothing to close)."""
         self.on_change(self)
+        self.tx.ts.now = now
         if allows(self.state, Trigger.APP_CLOSE):
             self._transition(Trigger.APP_CLOSE, now)
 
     def reopen(self, now: float) -> None:
         """A listener takes the SYN that arrived in TIME_WAIT: this incarnation ends; the new
         one starts with ISN `reopen_iss`."""
+        self.tx.ts.now = now
         self._transition(Trigger.RCV_SYN_IN_TIME_WAIT, now)
 
     def decline_reopen(self) -> None:
@@ -217,6 +226,7 @@ class Connection:
         """Reset the connection (RFC 9293 3.10.5 ABORT): the table says where a RST goes (where
         the peer may still be sending) and where the connection is deleted silently."""
         self.on_change(self)
+        self.tx.ts.now = now
         if not allows(self.state, Trigger.APP_ABORT):
             return  # CLOSED, TIME_WAIT: nothing to abort
         self.error = "connection aborted"
@@ -227,6 +237,7 @@ class Connection:
     def receive(self, seg: Segment, now: float) -> None:
         """Process one arriving segment: RFC 9293 3.10.7, its steps one method each."""
         self.counts.segments_in += 1
+        self.tx.ts.now = now
         if self.timers.keepalive is not None:
             self._heard_from_peer(now)
         state = self.state
@@ -238,9 +249,15 @@ class Connection:
         handshake = self._handshake_repeated(seg)
         if handshake is None:
             return
+        ts = self.tx.ts
+        if ts.ok and not self._check_timestamps(handshake):
+            return
         arrival = self._check_sequence(handshake, now)  # first
         if arrival is None:
             return
+        tsval = handshake.options.tsval
+        if ts.ok and tsval is not None:
+            ts.note_arrival(tsval, handshake.seq)  # RFC 7323 5.3 R3
         if arrival.flags & RST:  # second
             self._check_reset(handshake, now)
             return
@@ -260,7 +277,11 @@ class Connection:
         flags = seg.flags
         if state is State.SYN_RCVD and flags & SYN and seg.seq == self.rcv.irs:
             if not flags & ACK:
-                # Our SYN-ACK was lost and the peer repeats its SYN: answer it again.
+                # Our SYN-ACK was lost and the peer repeats its SYN: answer it again,
+                # echoing this SYN's timestamp, so the peer can time its retransmission.
+                tsval = seg.options.tsval
+                if self.tx.ts.ok and tsval is not None:
+                    self.tx.ts.note_arrival(tsval, seg.seq)
                 self.tx.emit(SYN | ACK, self.snd.iss, options=self.tx.syn_options(True))
                 return None
             # Simultaneous open (RFC 9293 figure 8, line 6): the peer's SYN-ACK repeats its
@@ -276,6 +297,23 @@ class Connection:
             self.reopen_iss = (self.snd.nxt + 0xFFFF + 2) & MASK
             return None
         return seg
+
+    def _check_timestamps(self, seg: Segment) -> bool:
+        """Before the first step, with timestamps negotiated (RFC 7323 5.3 R1, 3.2): a
+        segment older than TS.Recent is an old duplicate, dropped with an ACK (which keeps
+        half-open detection working); one without the option is dropped silently. A RST
+        is acceptable whatever its timestamp (5.2)."""
+        if seg.flags & RST:
+            return True
+        tsval = seg.options.tsval
+        if tsval is None:
+            self.counters["ts_missing_dropped"] += 1
+            return False
+        if self.tx.ts.paws_rejects(tsval):
+            self.counters["paws_rejected"] += 1
+            self.tx.ack()
+            return False
+        return True
 
     def _check_sequence(self, seg: Segment, now: float) -> Arrival | None:
         """First: is the segment acceptable (3.10.7.4, the four cases)? What of it is new,
@@ -320,7 +358,7 @@ class Connection:
                                                               & MASK)):
                 self.tx.emit(RST, seg.ack)
                 return False
-            self._our_syn_acked((self.snd.iss + 1) & MASK, seg.ack, Trigger.RCV_ACK_OF_SYN, now)
+            self._our_syn_acked((self.snd.iss + 1) & MASK, seg, Trigger.RCV_ACK_OF_SYN, now)
         # The same ACK may also cover data or a FIN sent from SYN_RCVD; it also sets the send
         # window (SND.WL1 is still the IRS, so the update rule takes it).
         return self._process_ack(seg, arrival.seq, arrival.flags, arrival.payload, now)
@@ -400,17 +438,17 @@ class Connection:
         self.snd.max_wnd = self.snd.wnd
         self.snd.wl1, self.snd.wl2 = seg.seq, seg.ack
         if ack_ok:
-            self._our_syn_acked(seg.ack, seg.ack, Trigger.RCV_SYN_ACK, now)
+            self._our_syn_acked(seg.ack, seg, Trigger.RCV_SYN_ACK, now)
         else:
             # Simultaneous open (3.10.7.3, figure 8): answer with our SYN again plus an ACK.
             self.timers.rto = None
             self._transition(Trigger.RCV_SYN, now)
 
-    def _our_syn_acked(self, una: int, ack: int, trigger: Trigger, now: float) -> None:
-        """Our SYN is acknowledged (SND.UNA moves to `una`): the handshake is done."""
+    def _our_syn_acked(self, una: int, seg: Segment, trigger: Trigger, now: float) -> None:
+        """Our SYN is acknowledged (SND.UNA moves to `una`) by `seg`: the handshake is done."""
         self.snd.una = una
         self.snd.syn_acked = True
-        self.rtt.on_ack(ack, now)
+        self._measure_rtt(seg.ack, seg.options, now)
         self.timers.rto = None
         self.timers.retries = 0
         self._transition(trigger, now)
@@ -419,7 +457,13 @@ class Connection:
     def _take_syn(self, seg: Segment) -> None:
         self.rcv.start(seg.seq)
         opts = seg.options
-        self.snd.take_mss(opts.mss, self.config.mss)
+        ts = self.tx.ts
+        ts.take_syn(opts.tsval, self.config.timestamps)
+        # With timestamps every segment carries 12 bytes of options, which the MSS does not
+        # count (RFC 6691): a full segment's payload is that much shorter, both ways.
+        overhead = TIMESTAMPS_LEN if ts.ok else 0
+        self.snd.take_mss(opts.mss, self.config.mss, overhead)
+        self.rcv.mss = self.config.mss - overhead
         self.cc.set_mss(self.snd.mss)
         self.loss.sack = opts.sack_permitted and self.config.sack
         self.loss.rack.active = self.loss.sack and self.config.rack
@@ -467,7 +511,7 @@ class Connection:
                 if window:
                     self.timers.persist = None
         if acked > 0:
-            self._on_new_ack(ack, acked, now)
+            self._on_new_ack(ack, acked, seg.options, now)
         rack_lost = (acked > 0 or bool(sack)) and self.loss.rack.active and self._rack_on_ack(
             sack, now)
         if duplicate:
@@ -482,7 +526,20 @@ class Connection:
             self._transition(Trigger.RCV_ACK_OF_FIN, now)
         return True
 
-    def _on_new_ack(self, ack: int, acked: int, now: float) -> None:
+    def _measure_rtt(self, ack: int, opts: Options, now: float) -> None:
+        """An ACK that moves SND.UNA to `ack`. With timestamps it is an RTT sample (RFC 7323
+        4.1), even for data sent more than once: TSecr is the TSval of the copy that
+        drew the ACK, which Karn's rule could not tell. Without, the one timed segment
+        (RFC 6298 3)."""
+        if self.tx.ts.ok and opts.tsval is not None:
+            rtt = self.tx.ts.rtt_sample(opts.tsecr)
+            if rtt is not None:
+                self.rtt.sample(rtt)
+                self.rtt.forget()
+                return
+        self.rtt.on_ack(ack, now)
+
+    def _on_new_ack(self, ack: int, acked: int, opts: Options, now: float) -> None:
         buf = self.snd.buffer
         if self.snd.syn_acked:
             data_acked = min(acked, len(buf))
@@ -496,7 +553,7 @@ class Connection:
             self.snd.nxt = ack
         if self.loss.scoreboard:
             self.loss.scoreboard.advance(ack)
-        self.rtt.on_ack(ack, now)
+        self._measure_rtt(ack, opts, now)
         tlp = self.loss.probe
         if tlp.covered_by(ack):
             if tlp.repaired_a_loss():  # RFC 8985 7.4: a loss, repaired by the probe
@@ -614,6 +671,7 @@ class Connection:
     # ------------------------------------------------------------------ timers
 
     def on_timer(self, now: float) -> None:
+        self.tx.ts.now = now
         if self.timers.time_wait is not None and now >= self.timers.time_wait:
             self._transition(Trigger.TIMEOUT_2MSL, now)
         if self.timers.rack is not None and now >= self.timers.rack:

@@ -1,4 +1,7 @@
-"""Initial sequence numbers (RFC 6528): a 4-microsecond clock plus a keyed hash of the 4-tuple."""
+"""Initial sequence numbers (RFC 6528): a 4-microsecond clock plus a keyed hash of the 4-tuple;
+and the offset of the timestamp clock (RFC 7323 5.4 and 7.1), a keyed hash of the two
+addresses, so a TSval tells nothing of the host's clock while the timestamps of successive
+connections between the same two hosts still increase (as Linux's secure_tcp_ts_off)."""
 
 from __future__ import annotations
 
@@ -16,3 +19,8 @@ class IsnGenerator:
         offset = int.from_bytes(hashlib.blake2s(ident, key=self._secret, digest_size=4).digest(),
                                 "big")
         return (int(now * 250_000) + offset) & 0xFFFFFFFF
+
+    def ts_offset(self, local: bytes, remote: bytes) -> int:
+        """What this pair of addresses adds to the 1 ms timestamp clock."""
+        digest = hashlib.blake2s(b"ts" + local + remote, key=self._secret, digest_size=4)
+        return int.from_bytes(digest.digest(), "big")

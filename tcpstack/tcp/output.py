@@ -4,6 +4,8 @@ probes (tail loss, zero window). A part of the connection (`conn.tx`): it owns t
 built and not yet taken by the stack, and works on the parts it was given, each the owner of
 its own state: the send sequence (`snd`), the receive side whose window and ACK every segment
 carries (`rcv`), loss recovery (`loss`), congestion control (`cc`), RTT (`rtt`), the timers.
+It holds the connection's timestamps (`ts`, timestamps.py), which stamp every segment once
+negotiated and whose arrival rules the connection applies as `conn.tx.ts`.
 The connection tells it the state where that matters (which SYN, whether data may go).
 """
 
@@ -21,18 +23,19 @@ from tcpstack.tcp.sender import Sender
 from tcpstack.tcp.seq import HALF, MASK
 from tcpstack.tcp.state import TRANSMITTING, State
 from tcpstack.tcp.timers import ConnectionCounts, ConnectionTimers
+from tcpstack.tcp.timestamps import Timestamps
 
 
 class SegmentOutput:
     """Builds and sends one connection's segments (see the module docstring)."""
 
     __slots__ = ("cc", "config", "counters", "counts", "local_port", "loss", "rcv",
-                 "remote_port", "rtt", "segments", "snd", "timers")
+                 "remote_port", "rtt", "segments", "snd", "timers", "ts")
 
     def __init__(self, config: TcpConfig, local_port: int, remote_port: int, *, snd: Sender,
                  rcv: Receiver, loss: LossRecovery, cc: CongestionControl, rtt: RttEstimator,
                  timers: ConnectionTimers, counts: ConnectionCounts,
-                 counters: Counter[str]) -> None:
+                 counters: Counter[str], ts: Timestamps) -> None:
         self.config = config
         self.local_port = local_port
         self.remote_port = remote_port
@@ -44,6 +47,7 @@ class SegmentOutput:
         self.timers = timers
         self.counts = counts
         self.counters = counters
+        self.ts = ts
         self.segments: list[OutSegment] = []  # for the stack to frame and send
 
     def flush(self, now: float, state: State) -> None:
@@ -63,32 +67,44 @@ class SegmentOutput:
         self.emit(ACK, self.snd.max)
 
     def emit(self, flags: int, seq: int, payload: Bytes = b"", options: bytes = b"") -> None:
+        """Build one segment; `options` only for a SYN (syn_options), the others get theirs
+        here: timestamps once negotiated (on a RST too, RFC 7323 3.2: SHOULD), SACK blocks."""
         if flags & RST:
             window = 0
             self.counters["rst_out"] += 1  # the stack counts the RSTs it answers strays with
+            if self.ts.ok:
+                options = self.ts.option(bool(flags & ACK))
         elif flags & SYN:
             window = self.rcv.syn_window()
         else:
             window = self.rcv.advertise()
-            if not payload and self.loss.sack and self.rcv.ooo and not options:
-                # Every ACK sent while data waits beyond a hole reports it (RFC 2018 4).
-                options = tcpseg.encode_sack(self.rcv.ooo.sack_blocks(4))
+            ts = self.ts.ok
+            if ts:
+                options = self.ts.option(True)
+            if not payload and self.loss.sack and self.rcv.ooo:
+                # Every ACK sent while data waits beyond a hole reports it (RFC 2018 4); beside
+                # the timestamps three blocks fit in the 40 bytes of option space.
+                options += tcpseg.encode_sack(self.rcv.ooo.sack_blocks(3 if ts else 4))
         self.segments.append(OutSegment(self.local_port, self.remote_port, seq,
                                       self.rcv.nxt if flags & ACK else 0, flags, window,
                                       options, payload, self.snd.mss))
         self.counts.segments_out += 1
         if flags & ACK:
+            self.ts.last_ack_sent = self.rcv.nxt
             self.rcv.acked()
             self.timers.delack = None
 
     def syn_options(self, synack: bool) -> bytes:
-        """A SYN offers MSS, SACK and window scaling; a SYN-ACK answers only what was offered."""
+        """A SYN offers MSS, SACK, timestamps and window scaling; a SYN-ACK answers only what
+        was offered (RFC 7323 3.2 for timestamps)."""
         config = self.config
         return tcpseg.encode_options(
             mss=config.mss,
             sack_permitted=config.sack and (not synack or self.loss.sack),
             wscale=self.rcv.wscale if (config.window_scaling and
-                                       (not synack or self.snd.wscale_offered)) else None)
+                                       (not synack or self.snd.wscale_offered)) else None,
+            timestamps=self.ts.syn_option(synack) if (config.timestamps and
+                                                      (not synack or self.ts.ok)) else None)
 
     def send_syn(self, now: float, *, synack: bool) -> None:
         """Our SYN, or SYN-ACK (from SYN_RCVD), first or again: only the first is timed."""

@@ -1,5 +1,5 @@
 """TCP segment codec (RFC 9293 section 3.1) with options (MSS, window scale, SACK-permitted,
-SACK blocks).
+SACK blocks, timestamps).
 
 Parsing verifies the checksum against the pseudo-header and raises MalformedPacket for
 anything it cannot trust. Unknown options are skipped by their length; an option whose
@@ -31,6 +31,10 @@ CWR = 0x80
 HEADER = struct.Struct("!HHIIHHHH")  # ports, seq, ack, offset+flags, window, checksum, urgent
 _SACK_BLOCK = struct.Struct("!II")
 _sack_blocks = _SACK_BLOCK.iter_unpack
+_TIMESTAMPS = struct.Struct("!II")  # TSval, TSecr (RFC 7323 3.2)
+_unpack_timestamps = _TIMESTAMPS.unpack_from
+_pack_timestamps_option = struct.Struct("!4sII").pack  # with the NOP, NOP, kind, length
+_unpack_timestamps_option = struct.Struct("!III").unpack_from
 HEADER_LEN = 20
 
 OPT_EOL = 0
@@ -42,6 +46,11 @@ OPT_SACK = 5
 OPT_TIMESTAMP = 8
 
 MAX_WSCALE = 14  # RFC 7323 2.3
+# The timestamps option as Linux lays it out on every segment after the SYN: NOP, NOP, kind 8,
+# length 10, then TSval and TSecr (RFC 7323 appendix A); 12 bytes of every header.
+TIMESTAMPS_PREFIX = bytes((1, 1, 8, 10))
+TIMESTAMPS_LEN = 12
+_TIMESTAMPS_PREFIX_WORD = int.from_bytes(TIMESTAMPS_PREFIX, "big")
 DEFAULT_MSS = 536  # RFC 9293 3.7.1, when the peer sends no MSS option
 
 # tcpdump's order, with "." for ACK in its place.
@@ -73,6 +82,8 @@ class Options:
     wscale: int | None = None
     sack_permitted: bool = False
     sack: tuple[tuple[int, int], ...] = ()  # (left edge, right edge) blocks, RFC 2018
+    tsval: int | None = None  # RFC 7323 timestamps: TSval, None without the option
+    tsecr: int = 0
 
 
 _NO_OPTIONS = Options()
@@ -119,8 +130,18 @@ def parse(data: memoryview, pseudo_sum: int, verify: bool = True) -> Segment:
     if offset < HEADER_LEN or offset > n:
         raise MalformedPacket("tcp_bad_offset", f"data offset {offset} in {n} bytes")
     # The options are read in place (no slice of their own: this is the per-segment path).
-    options = (_decode_options(data, HEADER_LEN, offset, None) if offset > HEADER_LEN
-               else _NO_OPTIONS)
+    if offset == HEADER_LEN:
+        options = _NO_OPTIONS
+    elif offset == HEADER_LEN + TIMESTAMPS_LEN:
+        # What a peer with timestamps puts on nearly every segment, NOP NOP TS, is read at
+        # once (one unpack); anything else by the decoder.
+        prefix, tsval, tsecr = _unpack_timestamps_option(data, HEADER_LEN)
+        if prefix == _TIMESTAMPS_PREFIX_WORD:
+            options = Options(tsval=tsval, tsecr=tsecr)
+        else:
+            options = _decode_options(data, HEADER_LEN, offset, None)
+    else:
+        options = _decode_options(data, HEADER_LEN, offset, None)
     return Segment(sport, dport, seq, ack, off_flags & 0xFF, window, options, data[offset:])
 
 
@@ -131,13 +152,13 @@ class OptionField(NamedTuple):
     """One option as it stands in the header, for tools that show every option (the `-v`
     segment log). `body` is what follows kind and length (empty for EOL and NOP); `value` is
     what the stack takes from it: the MSS, the window scale's shift count as sent (the stack
-    uses at most MAX_WSCALE), True for SACK-permitted, the SACK blocks; None for EOL, NOP
-    and any option the stack does not use (an unknown kind, or a known one of the wrong
-    length)."""
+    uses at most MAX_WSCALE), True for SACK-permitted, the SACK blocks, (TSval, TSecr); None
+    for EOL, NOP and any option the stack does not use (an unknown kind, or a known one of
+    the wrong length)."""
 
     kind: int
     body: bytes
-    value: int | bool | SackBlocks | None
+    value: int | bool | SackBlocks | tuple[int, int] | None
 
 
 class BadOption(MalformedPacket):
@@ -174,10 +195,13 @@ def _decode_options(raw: Bytes, i: int, end: int, fields: list[OptionField] | No
         length = raw[i + 1]
         if length < 2 or i + length > end:
             raise BadOption(kind, f"option {kind} length {length}")
-        # SACK is tested first: after the handshake it is the only option peers send us
-        # (no timestamps without ours, RFC 7323 3.2).
-        value: int | bool | SackBlocks | None = None
-        if kind == OPT_SACK:
+        # Timestamps and SACK are tested first: after the handshake they are the only
+        # options peers send.
+        value: int | bool | SackBlocks | tuple[int, int] | None = None
+        if kind == OPT_TIMESTAMP:
+            if length == 10:
+                value = opts.tsval, opts.tsecr = _unpack_timestamps(raw, i + 2)
+        elif kind == OPT_SACK:
             if (length - 2) & 7 == 0:  # 8 bytes a block; no blocks reads as none
                 value = opts.sack = tuple(_sack_blocks(raw[i + 2:i + length]))
         elif kind == OPT_MSS:
@@ -197,21 +221,32 @@ def _decode_options(raw: Bytes, i: int, end: int, fields: list[OptionField] | No
 
 
 def encode_options(mss: int | None = None, wscale: int | None = None,
-                   sack_permitted: bool = False) -> bytes:
-    """Options padded to a multiple of four bytes, laid out the way Linux lays them out."""
+                   sack_permitted: bool = False,
+                   timestamps: tuple[int, int] | None = None) -> bytes:
+    """Options padded to a multiple of four bytes, laid out the way Linux lays them out
+    (SACK-permitted takes the place of the two NOPs before the timestamps when both go);
+    `timestamps` is (TSval, TSecr)."""
     out = b""
     if mss is not None:
         out += struct.pack("!BBH", OPT_MSS, 4, mss)
-    if sack_permitted:
+    if timestamps is not None:
+        out += (bytes((OPT_SACK_PERMITTED, 2)) if sack_permitted else bytes((OPT_NOP, OPT_NOP)))
+        out += bytes((OPT_TIMESTAMP, 10)) + _TIMESTAMPS.pack(*timestamps)
+    elif sack_permitted:
         out += bytes((OPT_NOP, OPT_NOP, OPT_SACK_PERMITTED, 2))
     if wscale is not None:
         out += bytes((OPT_NOP, OPT_WSCALE, 3, wscale))
     return out
 
 
+def encode_timestamps(tsval: int, tsecr: int) -> bytes:
+    """The timestamps option of a segment after the SYN (12 bytes, NOP-padded)."""
+    return _pack_timestamps_option(TIMESTAMPS_PREFIX, tsval, tsecr)
+
+
 def encode_sack(blocks: list[tuple[int, int]]) -> bytes:
     """A SACK option (RFC 2018 3), NOP-padded to a multiple of four bytes; at most four
-    blocks fit in the 40 bytes of option space."""
+    blocks fit in the 40 bytes of option space (three beside timestamps)."""
     blocks = blocks[:4]
     if not blocks:
         return b""

@@ -49,11 +49,15 @@ class Sender:
         self.nodelay = config.nodelay  # TCP_NODELAY: no Nagle (RFC 9293 3.7.4)
         self.want_writable = False  # a send() did not fit: tell the application when it will
 
-    def take_mss(self, offered: int | None, ours: int) -> None:
-        """The MSS to send with: the peer's (536 without the option, RFC 9293 3.7.1), at most
-        ours, at least MIN_SND_MSS; where the link segments (GSO) a segment may carry several."""
-        self.mss = max(min(offered if offered else tcpseg.DEFAULT_MSS, ours), MIN_SND_MSS)
-        self.seg_max = MAX_IP_PAYLOAD // self.mss * self.mss if self.segmentation else self.mss
+    def take_mss(self, offered: int | None, ours: int, options: int = 0) -> None:
+        """The payload of a full segment: the peer's MSS (536 without the option, RFC 9293
+        3.7.1), at most ours, less the `options` every segment carries (RFC 6691: the MSS
+        counts no options; 1448 with timestamps at 1460), at least MIN_SND_MSS; where the
+        link segments (GSO) a segment may carry several, each cut with the same header."""
+        self.mss = max(min(offered if offered else tcpseg.DEFAULT_MSS, ours) - options,
+                       MIN_SND_MSS)
+        self.seg_max = ((MAX_IP_PAYLOAD - options) // self.mss * self.mss if self.segmentation
+                        else self.mss)
 
     @property
     def in_flight(self) -> int:

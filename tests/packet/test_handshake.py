@@ -26,7 +26,7 @@ pytestmark = pytest.mark.integration
 @pytest.mark.timeout(30)
 def test_syn_with_window_scale_gets_mss_and_window_scale_then_echo(echo: Rig) -> None:
     flow = echo.peer.flow(40001, PORT)
-    # No timestamps come back (tcpstack does not do them); SACK-permitted may.
+    # No timestamps come back (the SYN offers none, RFC 7323 3.2); SACK-permitted may.
     flow.send("S", 0, win=65535, options=[("MSS", 1400), ("WScale", 7), ("SAckOK", b"")])
     flow.expect("S.", 0, 1, win=SYNACK_WIN, options=SYNACK_OPTIONS_WS_MAYBE_SACK)
 

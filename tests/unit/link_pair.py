@@ -42,16 +42,22 @@ B_ADDR = bytes([10, 0, 0, 2])
 
 class FixedIsn(IsnGenerator):
     """An ISN generator that answers a fixed number per local address (default: one for all),
-    so a test can place the sequence space where it wants, e.g. just before the 2**32 wrap."""
+    so a test can place the sequence space where it wants, e.g. just before the 2**32 wrap;
+    and a fixed timestamp clock offset (default 0: TSval is the virtual time in ms)."""
 
-    def __init__(self, isn: int, per_address: dict[bytes, int] | None = None) -> None:
+    def __init__(self, isn: int, per_address: dict[bytes, int] | None = None, *,
+                 ts_offset: int = 0) -> None:
         super().__init__(secret=b"\x00" * 16)
         self._isn = isn
         self._per_address = per_address or {}
+        self._ts_offset = ts_offset
 
     def isn(self, local: bytes, local_port: int, remote: bytes, remote_port: int,
             now: float) -> int:
         return self._per_address.get(local, self._isn)
+
+    def ts_offset(self, local: bytes, remote: bytes) -> int:
+        return self._ts_offset
 
 
 @dataclass

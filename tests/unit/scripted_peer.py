@@ -83,6 +83,8 @@ class Sent:
             opts.append(f"mss {self.options.mss}")
         if self.options.sack_permitted:
             opts.append("sackOK")
+        if self.options.tsval is not None:
+            opts.append(f"TS val {self.options.tsval} ecr {self.options.tsecr}")
         if self.options.wscale is not None:
             opts.append(f"wscale {self.options.wscale}")
         if opts:
@@ -115,12 +117,14 @@ def decode(packet: bytes, time: float) -> Sent:
 
 
 class ScriptedPeer:
-    """The stack under test (STACK_ADDR) and a scripted peer (PEER_ADDR:`peer_port`)."""
+    """The stack under test (STACK_ADDR) and a scripted peer (PEER_ADDR:`peer_port`); the
+    stack's timestamp clock is `ts_offset` plus the virtual time in ms."""
 
     def __init__(self, config: TcpConfig | None = None, *, stack_isn: int = 1_000_000,
-                 peer_port: int = PEER_PORT) -> None:
+                 peer_port: int = PEER_PORT, ts_offset: int = 0) -> None:
         self.config = config or TcpConfig()
-        self.stack = NetworkStack(STACK_ADDR, self.config, FixedIsn(stack_isn))
+        self.stack = NetworkStack(STACK_ADDR, self.config,
+                                  FixedIsn(stack_isn, ts_offset=ts_offset))
         self.now = 0.0
         self.peer_port = peer_port
         self.stack_port: int | None = None  # where injected segments go unless told

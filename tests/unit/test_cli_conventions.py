@@ -90,9 +90,10 @@ def test_every_global_option_can_follow_listen(monkeypatch: pytest.MonkeyPatch,
     code, _, err = run_main(
         monkeypatch, capsys, "listen", "8080", "--discard", "--iface", "tcps7",
         "--address", "10.9.0.2", "--kernel-address", "10.9.0.1/24", "--mtu", "9000",
-        "--txqueuelen", "2000", "--no-offload", "--cc", "newreno", "--nodelay", "--msl", "2",
-        "--keepalive", "5,1,2", "--user-timeout", "3", "--receive-buffer", "65536",
-        "--receive-buffer-max", "1048576", "--trace", "--pcap", "/tmp/x.pcap")
+        "--txqueuelen", "2000", "--no-offload", "--cc", "newreno", "--nodelay",
+        "--no-timestamps", "--msl", "2", "--keepalive", "5,1,2", "--user-timeout", "3",
+        "--receive-buffer", "65536", "--receive-buffer-max", "1048576", "--trace", "--pcap",
+        "/tmp/x.pcap")
     assert (code, err) == (0, ""), err
     opts = recorded.opts
     assert (opts["iface"], opts["address"], opts["kernel_address"], opts["mtu"],
@@ -101,10 +102,10 @@ def test_every_global_option_can_follow_listen(monkeypatch: pytest.MonkeyPatch,
         "tcps7", "10.9.0.2", "10.9.0.1/24", 9000, 2000, False, True, False, "/tmp/x.pcap")
     config = opts["config"]
     assert isinstance(config, TcpConfig)
-    assert (config.congestion, config.nodelay, config.msl, config.keepalive,
+    assert (config.congestion, config.nodelay, config.timestamps, config.msl, config.keepalive,
             config.keepalive_idle, config.keepalive_interval, config.keepalive_count,
             config.user_timeout, config.receive_buffer, config.receive_buffer_max) == (
-        "newreno", True, 2.0, True, 5.0, 1.0, 2, 3.0, 65536, 1 << 20)
+        "newreno", True, False, 2.0, True, 5.0, 1.0, 2, 3.0, 65536, 1 << 20)
 
 
 def test_an_option_after_the_command_overrides_the_same_one_before(

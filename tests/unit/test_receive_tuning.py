@@ -5,9 +5,10 @@ turns it off.
 
 The path: 50 ms each way (a 100 ms round trip) and 5 MB/s each way, serialized packet by
 packet behind an unbounded queue (tests/unit/link_pair.py's `rate`). A full segment is 1500
-bytes on the wire carrying 1460 of data, so the link carries at most 5e6 * 1460 / 1500 =
-4,866,666 bytes of data a second, and its bandwidth-delay product is about 487 KB: nearly
-four times the initial 128 KiB buffer. Everything runs on the virtual clock, so every
+bytes on the wire carrying 1448 of data (the two stacks negotiate timestamps, 12 option bytes
+a segment), so the link carries at most 5e6 * 1448 / 1500 = 4,826,666 bytes of data a
+second, and its bandwidth-delay product is about 483 KB: nearly four times the initial
+128 KiB buffer. Everything runs on the virtual clock, so every
 number below is exact; the bounds beside them say why they are what they should be.
 """
 
@@ -23,8 +24,8 @@ from tests.unit.link_pair import Frame, LinkPair, WindowMonitor
 ONE_WAY = 0.05
 RTT = 2 * ONE_WAY
 RATE = 5e6
-MSS = 1460
-LINK_PAYLOAD_RATE = RATE * MSS / (MSS + 40)  # bytes of data a second the link can carry
+MSS = 1448  # 1460 less the timestamps both stacks negotiate
+LINK_PAYLOAD_RATE = RATE * MSS / (MSS + 52)  # bytes of data a second the link can carry
 INITIAL = 128 << 10
 SIZE = 5_000_000
 # After the ramp (slow start and the buffer's doubling take under 0.8 s here), the half
@@ -116,23 +117,23 @@ def test_a_long_fat_path_grows_the_window_past_the_bdp_and_fills_the_link() -> N
     tuning = run.server.rcv.tuning
     assert tuning is not None and tuning.rtt is not None
     # The receiver's RTT: the path's 100 ms plus what the sender's bursts queued behind.
-    assert tuning.rtt == 0.11500800000000111
+    assert tuning.rtt == 0.11561040000000122
     assert RTT < tuning.rtt < 2 * RTT
     # Each round trip the buffer became about twice (four times while reads doubled) what
     # was read in it, until the reads stopped growing at the link's rate: the space (the most
     # read in one round trip) is then the link's rate times that RTT.
-    assert run.capacities == [(0.0, INITIAL), (0.255716, 309520), (0.370724, 560640),
-                              (0.485732, 595680), (0.60104, 1267280), (0.716348, 2201680)]
-    assert tuning.space == 560640
+    assert run.capacities == [(0.0, INITIAL), (0.256021, 312768), (0.371631, 567616),
+                              (0.487242, 599472), (0.603152, 1268448), (0.719062, 2195168)]
+    assert tuning.space == 558928
     assert abs(tuning.space - LINK_PAYLOAD_RATE * tuning.rtt) < 2 * MSS
     # The buffer, rounded up to the scale's unit of 128 bytes.
-    assert max(run.windows.windows_sent["b"]) == 2201728
+    assert max(run.windows.windows_sent["b"]) == 2195200
     # Not window-limited: in the steady spell the link carried all it can (give or take the
     # segments cut at the spell's two ends).
     steady = run.read_by(STEADY + SPELL) - run.read_by(STEADY)
-    assert steady == 2433820
+    assert steady == 2413816
     assert LINK_PAYLOAD_RATE * SPELL - 2 * MSS < steady <= LINK_PAYLOAD_RATE * SPELL + MSS
-    assert run.duration == 1.631755999999908
+    assert run.duration == 1.6402943999999071
     assert run.duration > SIZE / LINK_PAYLOAD_RATE
 
 
@@ -145,10 +146,10 @@ def test_tuning_off_at_the_initial_size_is_window_limited() -> None:
     # At most one window per round trip: in the spell, at most five windows and the one in
     # flight at its start, about a quarter of what the link carries.
     steady = run.read_by(STEADY + SPELL) - run.read_by(STEADY)
-    assert steady == 632180
+    assert steady == 635672
     assert steady <= INITIAL * (SPELL / RTT + 1) < LINK_PAYLOAD_RATE * SPELL / 3
     # The whole transfer takes at least SIZE / INITIAL round trips: 2.6 times as long.
-    assert run.duration == 4.280236
+    assert run.duration == 4.277758400000002
     assert run.duration > SIZE / INITIAL * RTT
 
 
@@ -156,12 +157,12 @@ def test_the_window_stops_at_the_configured_maximum() -> None:
     limit = 256 << 10
     run = transfer(TcpConfig(receive_buffer_max=limit))
     assert run.server.rcv.wscale == 3  # chosen for the maximum: 65535 << 2 falls short
-    assert run.capacities == [(0.0, INITIAL), (0.255716, limit)]  # not 309,520
-    assert max(run.windows.windows_sent["b"]) == 260688 <= limit
+    assert run.capacities == [(0.0, INITIAL), (0.256021, limit)]  # not 312,768
+    assert max(run.windows.windows_sent["b"]) == 262144 <= limit
     steady = run.read_by(STEADY + SPELL) - run.read_by(STEADY)
-    assert steady == 1284800
+    assert steady == 1288720
     assert steady <= limit * (SPELL / RTT + 1) < LINK_PAYLOAD_RATE * SPELL
-    assert run.duration == 2.3896840000000155
+    assert run.duration == 2.4280608000000155
 
 
 def test_a_slow_reader_does_not_grow_the_buffer() -> None:
@@ -179,9 +180,9 @@ def test_a_slow_reader_does_not_grow_the_buffer() -> None:
 def test_a_reader_gets_the_buffer_its_reads_ask_for() -> None:
     # 64 KB every 100 ms (640 KB/s): the buffer grows to a few times what one round trip
     # reads (115 ms hold one read or two: 128 KiB is the space), a quarter of what a reader
-    # keeping up with the link is given (2,201,680 bytes).
+    # keeping up with the link is given (2,195,168 bytes).
     run = transfer(TcpConfig(), size=2_000_000, reader=Reader(RTT, 64 << 10))
-    assert run.capacities == [(0.0, INITIAL), (0.256016, 221920), (0.503024, 571008)]
+    assert run.capacities == [(0.0, INITIAL), (0.256321, 220096), (0.502431, 570624)]
     assert run.server.rcv.tuning is not None
     assert run.server.rcv.tuning.space == 128 << 10
     assert run.duration == 3.200000000000002  # set by the reads: 64 KB each 100 ms

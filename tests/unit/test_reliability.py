@@ -171,8 +171,10 @@ def test_receiver_reports_out_of_order_data_in_sack_blocks() -> None:
     dupacks = [f for f in pair.tcp_frames("b") if f.segment.options.sack]
     assert dupacks, "duplicate ACKs must carry SACK blocks"
     left, right = dupacks[0].segment.options.sack[0]
-    lost_seq = data_frames(pair, "a")[5].segment.seq
-    assert left == (lost_seq + MSS) & 0xFFFFFFFF and right > left
+    lost = data_frames(pair, "a")[5]
+    # The block starts where the lost segment ends: MSS less the timestamps' 12 bytes.
+    assert lost.payload_len == MSS - 12
+    assert left == (lost.segment.seq + MSS - 12) & 0xFFFFFFFF and right > left
 
 
 def test_several_losses_in_one_window_are_repaired_with_sack_without_timeout() -> None:

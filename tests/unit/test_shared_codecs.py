@@ -33,6 +33,7 @@ STACK = bytes([10, 77, 0, 2])
 PSEUDO = ipv4.pseudo_header_sum(KERNEL, STACK, ipv4.PROTO_TCP)
 LOG_OPTIONS = re.compile(r"options \[(.*)\], length \d+$")
 SACK_BLOCK = re.compile(r"\{(\d+):(\d+)\}")
+TIMESTAMPS = re.compile(r"val (\d+) ecr (\d+)")
 
 
 def sack(*blocks: tuple[int, int]) -> bytes:
@@ -87,6 +88,9 @@ def log_reading(options: bytes) -> Options | None:
             read.sack_permitted = True
         elif word == "sack":
             read.sack = tuple((int(a), int(b)) for a, b in SACK_BLOCK.findall(rest))
+        elif word == "TS":
+            val, ecr = TIMESTAMPS.fullmatch(rest).groups()  # type: ignore[union-attr]
+            read.tsval, read.tsecr = int(val), int(ecr)
     return read
 
 
@@ -188,13 +192,16 @@ def test_decode_options_lists_every_option_with_what_the_stack_takes_from_it() -
                  + bytes((1, 1)) + sack((1, 2)) + bytes((99, 3, 0xAB, 2, 3, 1)))
     fields: list[OptionField] = []
     options = decode_options(raw, fields)
-    assert options == Options(mss=1460, wscale=14, sack_permitted=True, sack=((1, 2),))
+    # The stack reads timestamps now (RFC 7323): bytes 0..7 are TSval 0x00010203, TSecr
+    # 0x04050607.
+    assert options == Options(mss=1460, wscale=14, sack_permitted=True, sack=((1, 2),),
+                              tsval=0x00010203, tsecr=0x04050607)
     assert fields == [
         OptionField(2, b"\x05\xb4", 1460),
         OptionField(1, b"", None),
         OptionField(3, b"\x0f", 15),
         OptionField(4, b"", True),
-        OptionField(8, bytes(range(8)), None),
+        OptionField(8, bytes(range(8)), (0x00010203, 0x04050607)),
         OptionField(1, b"", None),
         OptionField(1, b"", None),
         OptionField(5, struct.pack("!II", 1, 2), ((1, 2),)),

@@ -23,6 +23,10 @@ from tests.unit.link_pair import A_ADDR, B_ADDR, FixedIsn, Frame, LinkPair, Wind
 
 MB = 1 << 20
 
+# A full segment's payload: both stacks announce MSS 1460 and negotiate timestamps, whose 12
+# option bytes each segment carries (RFC 6691: the MSS counts no options).
+PAYLOAD = 1460 - 12
+
 
 def transfer(pair: LinkPair, sender: Connection, receiver: Connection, data: bytes, *,
              read_size: int = -1, timeout: float = 300.0,
@@ -79,7 +83,7 @@ def test_handshake_makes_both_sides_established_with_one_event_each() -> None:
     assert (client.snd.una, client.snd.nxt, client.rcv.nxt) == (1001, 1001, 5001)
     assert (server.snd.una, server.snd.nxt, server.rcv.nxt) == (5001, 5001, 1001)
     assert (server.remote_addr, server.remote_port) == (A_ADDR, client.local_port)
-    assert client.snd.mss == server.snd.mss == 1460
+    assert client.snd.mss == server.snd.mss == PAYLOAD  # 1460 announced, less the timestamps
     # The receive buffer may grow to 6 MiB (auto-tuning's default ceiling), which needs a
     # shift of 7 to fit in 16 bits (65535 << 6 falls short); both sides offered one.
     assert client.snd.wscale == server.snd.wscale == 7
@@ -212,11 +216,11 @@ def test_one_megabyte_both_directions_at_once_arrives_intact() -> None:
 def test_segments_are_full_sized_during_bulk_transfer() -> None:
     pair = LinkPair()
     client, server = pair.established_pair()
-    data = pattern(100 * 1460 + 7, seed=5)
+    data = pattern(100 * PAYLOAD + 7, seed=5)
     assert transfer(pair, client, server, data) == data
     sizes = [f.payload_len for f in data_frames(pair, "a")]
-    assert max(sizes) == 1460
-    assert sizes.count(1460) == 100
+    assert max(sizes) == PAYLOAD
+    assert sizes.count(PAYLOAD) == 100
     assert sum(sizes) == len(data)
 
 
@@ -507,7 +511,7 @@ def test_window_monitor_flags_a_sender_that_overruns_the_window() -> None:
 
 
 def test_slow_reader_closes_window_and_reopens_without_loss_or_deadlock() -> None:
-    capacity = 12 * 1460  # whole segments, so the sender can fill the window to zero
+    capacity = 12 * PAYLOAD  # whole segments, so the sender can fill the window to zero
     pair = LinkPair(config_b=TcpConfig(receive_buffer=capacity))
     monitor = WindowMonitor()
     pair.observers.append(monitor)
@@ -548,7 +552,7 @@ def test_slow_reader_closes_window_and_reopens_without_loss_or_deadlock() -> Non
 
 
 def test_lost_window_update_after_zero_window_is_recovered_by_persist_probe() -> None:
-    capacity = 12 * 1460
+    capacity = 12 * PAYLOAD
     lost: list[int] = []
 
     def drop(frame: Frame) -> bool:
@@ -577,7 +581,7 @@ def test_lost_window_update_after_zero_window_is_recovered_by_persist_probe() ->
 
 
 def test_lost_window_update_after_small_window_does_not_deadlock() -> None:
-    # The receiver's window shrinks to 324 bytes (16384 - 11 * 1460); the sender holds its
+    # The receiver's window shrinks to 456 bytes (16384 - 11 * PAYLOAD); the sender holds its
     # next segment back for SWS avoidance with nothing in flight. When the application
     # reads, the window update is lost. Something must still move the data (RFC 9293
     # 3.8.6.2.1's override timeout, or a probe as Linux sends): a lost ACK must not stall a
@@ -597,8 +601,8 @@ def test_lost_window_update_after_small_window_does_not_deadlock() -> None:
     data = pattern(100_000, seed=15)
     pair.send(client, data)
     pair.advance(0.1)  # the delayed ACK carrying the last window falls due
-    assert len(server.rcv.buffer) == 11 * 1460
-    assert client.snd.wnd == capacity - 11 * 1460
+    assert len(server.rcv.buffer) == 11 * PAYLOAD
+    assert client.snd.wnd == capacity - 11 * PAYLOAD
 
     reading = True
     got = bytearray(pair.read(server))
@@ -631,7 +635,7 @@ def test_push_flag_marks_the_segment_that_empties_the_queue() -> None:
     pair.settle()
     flags = [f.segment.flags for f in data_frames(pair, "a")]
     assert flags == [ACK, ACK, ACK | PSH]
-    assert [f.payload_len for f in data_frames(pair, "a")] == [1460, 1460, 80]
+    assert [f.payload_len for f in data_frames(pair, "a")] == [PAYLOAD, PAYLOAD, 3000 - 2 * PAYLOAD]
 
 
 def test_abort_sends_rst_and_peer_reports_reset() -> None:

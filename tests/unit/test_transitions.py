@@ -34,7 +34,13 @@ E = ConnEvent
 ISS = 1_000_000
 PEER = 5_000_000
 PEER_OPTIONS = tcpseg.encode_options(mss=1400, wscale=7)
-SYN_LINE = f"S seq {ISS} win 65535 <mss 1460,sackOK,wscale 5>"
+
+
+def syn_line(tsval: int = 0) -> str:
+    """Our SYN, sent at `tsval` ms of the virtual clock (FixedIsn's timestamp offset is 0)."""
+    return f"S seq {ISS} win 65535 <mss 1460,sackOK,TS val {tsval} ecr 0,wscale 5>"
+
+
 SYN_ACK_LINE = f"S. seq {ISS} ack {PEER + 1} win 65535 <mss 1460,wscale 5>"
 WIN = 32768       # 1 MB >> 5, nothing buffered
 WIN_FIN = 32768   # 1 MB less the FIN's byte, >> 5 rounded up (the edge never recedes)
@@ -129,9 +135,11 @@ def test_closed_connect_sends_syn_with_mss_and_wscale_and_goes_to_syn_sent() -> 
     peer = ScriptedPeer(config(), stack_isn=ISS)
     conn = peer.connect(80, local_port=50000)
     (syn,) = peer.take()
-    assert str(syn) == SYN_LINE
-    # Linux's layout: MSS, NOP NOP SACK-permitted, NOP window scale (RFC 7323 2.2).
-    assert syn.raw_options == bytes((2, 4, 0x05, 0xB4, 1, 1, 4, 2, 1, 3, 3, 5))
+    assert str(syn) == syn_line()
+    # Linux's layout: MSS, SACK-permitted, timestamps (TSval 0 at time 0, TSecr 0), NOP
+    # window scale (RFC 7323 2.2, 3.2).
+    assert syn.raw_options == bytes((2, 4, 0x05, 0xB4, 4, 2, 8, 10, 0, 0, 0, 0, 0, 0, 0, 0,
+                                     1, 3, 3, 5))
     assert (syn.src, syn.dst, syn.sport, syn.dport) == (STACK_ADDR, PEER_ADDR, 50000, 80)
     assert peer.states(conn) == [S.CLOSED, S.SYN_SENT]
     assert peer.events(conn) == []
@@ -141,7 +149,7 @@ def test_closed_connect_sends_syn_with_mss_and_wscale_and_goes_to_syn_sent() -> 
 def test_syn_sent_syn_ack_goes_to_established_and_sends_the_final_ack() -> None:
     peer = ScriptedPeer(config(), stack_isn=ISS)
     conn = peer.connect(80)
-    assert peer.take_lines() == [SYN_LINE]
+    assert peer.take_lines() == [syn_line()]
     reply = peer.inject(SYN | ACK, PEER, ISS + 1, options=PEER_OPTIONS)
     assert lines(reply) == [f". seq {ISS + 1} ack {PEER + 1} win {WIN}"]
     assert peer.states(conn) == [S.CLOSED, S.SYN_SENT, S.ESTABLISHED]
@@ -466,11 +474,12 @@ def test_listen_close_goes_to_closed() -> None:
 def test_syn_sent_retransmits_syn_with_backoff_then_times_out() -> None:
     peer = ScriptedPeer(config(syn_retries=3), stack_isn=ISS)
     conn = peer.connect(80)
-    assert peer.take_lines() == [SYN_LINE]
+    assert peer.take_lines() == [syn_line()]
     retransmitted = peer.advance(100.0)
     # RFC 6298 5.5: 1, 2, 4 s apart; the fourth timeout (8 s after the last SYN) gives up.
-    assert [(s.time, str(s)) for s in retransmitted] == [(1.0, SYN_LINE), (3.0, SYN_LINE),
-                                                         (7.0, SYN_LINE)]
+    assert [(s.time, str(s)) for s in retransmitted] == [(1.0, syn_line(1000)),
+                                                         (3.0, syn_line(3000)),
+                                                         (7.0, syn_line(7000))]
     assert peer.transitions[-1].time == 15.0
     assert peer.states(conn) == [S.CLOSED, S.SYN_SENT, S.CLOSED]
     assert peer.events(conn) == [E.TIMEOUT, E.CLOSED]
@@ -500,7 +509,7 @@ def test_syn_sent_syn_ack_after_a_retransmitted_syn_still_establishes() -> None:
     peer = ScriptedPeer(config(), stack_isn=ISS)
     conn = peer.connect(80)
     peer.take()
-    assert lines(peer.advance(1.5)) == [SYN_LINE]
+    assert lines(peer.advance(1.5)) == [syn_line(1000)]
     reply = peer.inject(SYN | ACK, PEER, ISS + 1, options=PEER_OPTIONS)
     assert lines(reply) == [f". seq {ISS + 1} ack {PEER + 1} win {WIN}"]
     assert conn.state is S.ESTABLISHED
@@ -732,7 +741,7 @@ def test_syn_sent_rst_without_an_acceptable_ack_is_ignored(flags: int, ack: int)
     assert peer.inject(flags, PEER, ack) == []
     assert conn.state is S.SYN_SENT
     assert peer.events(conn) == []
-    assert lines(peer.advance(1.0)) == [SYN_LINE]  # still trying
+    assert lines(peer.advance(1.0)) == [syn_line(1000)]  # still trying
 
 
 # ---------------------------------------------------------------------- abort
@@ -921,7 +930,8 @@ def test_sequence_numbers_wrap_past_2_to_the_32_mid_transfer_and_through_close()
 
     peer = ScriptedPeer(config(), stack_isn=iss)
     conn = peer.connect(80)
-    assert peer.take_lines() == [f"S seq {iss} win 65535 <mss 1460,sackOK,wscale 5>"]
+    assert peer.take_lines() == [
+        f"S seq {iss} win 65535 <mss 1460,sackOK,TS val 0 ecr 0,wscale 5>"]
     reply = peer.inject(SYN | ACK, peer_iss, iss + 1, options=PEER_OPTIONS)
     assert lines(reply) == [f". seq {iss + 1} ack {peer_iss + 1} win {WIN}"]
 
