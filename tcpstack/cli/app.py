@@ -52,6 +52,7 @@ def global_options(hidden: bool = False) -> list[click.Option]:
                help="Packets the kernel may queue on the TUN interface for the stack to "
                     "read; beyond them it drops (stat: tun_rx_queue_drops)."),
         option("--offload/--no-offload", default=True, show_default=True,
+               envvar="TCPSTACK_OFFLOAD", show_envvar=True,
                help="Let the kernel checksum and segment (TUN virtio-net header, GSO/TSO)."),
         option("--cc", "congestion", default="cubic", show_default=True,
                type=click.Choice(sorted(ALGORITHMS)), help="Congestion control algorithm."),

@@ -118,6 +118,24 @@ def test_an_option_after_the_command_overrides_the_same_one_before(
     assert recorded.opts["config"].msl == 5.0, "what was not repeated stays"
 
 
+@pytest.mark.parametrize(("env", "args", "offload"), [
+    ("0", [], False),
+    ("1", [], True),
+    ("0", ["--offload"], True),            # the command line wins over the environment
+    ("1", ["listen-after:--no-offload"], False),
+])
+def test_tcpstack_offload_in_the_environment_sets_the_offload_default(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        recorded: Recorded, env: str, args: list[str], offload: bool) -> None:
+    """CI runs the integration suite again with TCPSTACK_OFFLOAD=0 (.ci/run)."""
+    monkeypatch.setenv("TCPSTACK_OFFLOAD", env)
+    before = [a for a in args if not a.startswith("listen-after:")]
+    after = [a.removeprefix("listen-after:") for a in args if a.startswith("listen-after:")]
+    code, _, err = run_main(monkeypatch, capsys, *before, "listen", "80", "--echo", *after)
+    assert (code, err) == (0, "")
+    assert recorded.opts["offload"] is offload
+
+
 def test_verbose_and_iface_after_connect_and_stat(monkeypatch: pytest.MonkeyPatch,
                                                   capsys: pytest.CaptureFixture[str],
                                                   recorded: Recorded) -> None:
