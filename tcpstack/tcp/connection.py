@@ -193,7 +193,7 @@ class Connection:
         """Take received bytes; opening the window may make the next flush send an update."""
         self.on_change(self)
         data = self.rcv.read(max_bytes)
-        if data and self.state in RECEIVING and self.rcv.update_due():
+        if data and self.state in RECEIVING and self.rcv.update_due(len(data)):
             self.rcv.owe_ack_now()  # a window update (3.8.6.2.2)
         return data
 

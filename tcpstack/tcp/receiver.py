@@ -234,13 +234,16 @@ class Receiver:
         grow = (self.nxt + free - self.adv) & MASK
         return grow < HALF and grow >= min(self.capacity // 2, self.mss)
 
-    def update_due(self) -> bool:
-        """After a read: is the window worth an ACK of its own now? Only where it had closed
-        to half the buffer or less and would at least double (Linux's tcp_cleanup_rbuf rule);
-        otherwise the update rides on the next ACK, so a prompt reader does not turn every
-        segment into an ACK and defeat delayed ACK."""
+    def update_due(self, read: int) -> bool:
+        """After a read of `read` bytes: is the window worth an ACK of its own now? Only
+        where unread data had closed it to half the buffer or less and it would at least
+        double (Linux's tcp_cleanup_rbuf rule); otherwise the update rides on the next ACK,
+        so a prompt reader does not turn every segment into an ACK and defeat delayed ACK.
+        A window that is small only because the SYN's could not be scaled (65535 at most,
+        RFC 7323 2.2) has not closed: the first request's ACK still waits for its answer."""
         window = self.window
-        return (2 * window <= self.capacity
+        return (2 * (len(self.buffer) + read) >= self.capacity
+                and 2 * window <= self.capacity
                 and self.capacity - len(self.buffer) >= 2 * window
                 and self.window_would_grow())
 

@@ -42,3 +42,23 @@ def test_a_read_that_reopens_a_window_closed_past_half_is_announced_at_once() ->
     peer.take()
     assert peer.app_read(conn) == bytes(3 * MSS)
     assert lines(peer.take()) == [f". seq {ISS + 1} ack {PEER + 1 + 3 * MSS} win {4 * MSS}"]
+
+
+def test_a_first_request_read_at_once_waits_to_ride_on_the_answer() -> None:
+    """The SYN's window could not be scaled (65535 at most, RFC 7323 2.2), so right after
+    the handshake the window is below half a larger buffer without any unread data having
+    closed it: reading the first request announces nothing, and the answer carries the ACK
+    and the full window (one segment, not an ACK and then the data)."""
+    peer = ScriptedPeer(TcpConfig(receive_buffer=1 << 20), stack_isn=ISS)
+    peer.listen(80)
+    peer.inject(SYN, PEER, options=tcpseg.encode_options(mss=MSS, wscale=7))
+    peer.inject(ACK, PEER + 1, ISS + 1)
+    conn = peer.accepted()
+    request = b"GET / HTTP/1.1\r\n\r\n"
+    assert peer.inject(ACK, PEER + 1, ISS + 1, payload=request) == []
+    assert peer.app_read(conn) == request
+    assert peer.take() == []  # no window update of its own
+    peer.app_send(conn, b"answer")
+    assert lines(peer.take()) == [
+        f"P. seq {ISS + 1} ack {PEER + 1 + len(request)} win {(1 << 20) >> 5}"
+        " len 6"]
