@@ -62,6 +62,19 @@ def connections_in(ns: NetNS, state: str) -> list[dict[str, Any]]:
     return [c for c in snapshot(ns)["connections"] if c["state"] == state]
 
 
+def the_connection_in(ns: NetNS, state: str, timeout: float = 5.0) -> dict[str, Any]:
+    """The one connection in `state`, waiting (bounded) for it to get there: a peer's
+    "closed" line may come a pass before the stack's last state change."""
+    deadline = time.monotonic() + timeout
+    while True:
+        conns = snapshot(ns)["connections"]
+        matching = [c for c in conns if c["state"] == state]
+        if len(matching) == 1 or time.monotonic() > deadline:
+            assert len(matching) == 1, f"not one connection in {state}: {conns}"
+            return matching[0]
+        time.sleep(0.05)
+
+
 @pytest.mark.timeout(60)
 def test_stat_without_a_stack_is_one_line_and_exit_1(netns: NetNS) -> None:
     result = stat(netns)
@@ -128,7 +141,7 @@ def test_stat_shows_time_wait_after_an_active_close(netns: NetNS) -> None:
     line = closer.stdout.readline().decode()
     assert line.startswith("closed got 1000 bytes"), line + closer.stdout.read(4000).decode()
 
-    (conn,) = connections_in(netns, "TIME_WAIT")
+    conn = the_connection_in(netns, "TIME_WAIT")
     assert conn["peer"] == "10.77.0.1:5001"
     assert conn["local"].startswith("10.77.0.2:")
     assert conn["bytes_out"] == 1000 and conn["send_q"] == 0
