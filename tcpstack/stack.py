@@ -28,6 +28,7 @@ from tcpstack.net.checksum import Bytes
 from tcpstack.net.errors import MalformedPacket
 from tcpstack.net.ipv4 import PROTO_ICMP, PROTO_TCP
 from tcpstack.tcp import segment as tcpseg
+from tcpstack.tcp.challenge import ChallengeAckLimit
 from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.connection import Connection
 from tcpstack.tcp.events import Closed, Event, Reset
@@ -69,6 +70,8 @@ class NetworkStack:
         self.connections: dict[ConnKey, Connection] = {}
         self.listeners: dict[int, Listener] = {}
         self.counters: Counter[str] = Counter()
+        # RFC 5961 7: one budget of challenge ACKs for every connection of the stack.
+        self.challenges = ChallengeAckLimit(self.config.challenge_ack_limit)
         self.output: list[OutPacket] = []
         self.events: list[tuple[Connection, Event]] = []
         self.on_transition: Callable[[Connection, State, State], None] | None = None
@@ -279,7 +282,8 @@ class NetworkStack:
         conn = Connection(listener.config or self.config, self.address, seg.dport, src,
                           seg.sport, iss, passive=True, counters=self.counters,
                           segmentation=self.offload,
-                          ts_offset=self._isn.ts_offset(self.address, src))
+                          ts_offset=self._isn.ts_offset(self.address, src),
+                          challenges=self.challenges)
         conn.listener = listener
         conn.on_transition = self._transition_hook
         conn.on_change = self._changed
@@ -327,7 +331,8 @@ class NetworkStack:
         conn = Connection(config or self.config, self.address, local_port, remote,
                           remote_port, iss, passive=False, counters=self.counters,
                           segmentation=self.offload,
-                          ts_offset=self._isn.ts_offset(self.address, remote))
+                          ts_offset=self._isn.ts_offset(self.address, remote),
+                          challenges=self.challenges)
         conn.on_transition = self._transition_hook
         conn.on_change = self._changed
         self.connections[key] = conn

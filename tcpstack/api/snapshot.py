@@ -57,7 +57,8 @@ KNOWN_COUNTERS = (
     "tun_write_drops", "tun_write_errors", "retrans_segs",
     "persist_probes", "internal_errors", "rto_timeouts", "fast_retransmits",
     "sack_recoveries", "reno_recoveries", "lost_retransmits", "tlp_probes", "tlp_recoveries",
-    "rack_losses", "paws_rejected", "ts_missing_dropped",
+    "rack_losses", "paws_rejected", "ts_missing_dropped", "challenge_acks",
+    "challenge_acks_limited",
 )
 
 

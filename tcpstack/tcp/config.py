@@ -41,6 +41,7 @@ class TcpConfig:
     keepalive_count: int = 9        # TCP_KEEPCNT: unanswered probes before giving up
     user_timeout: float | None = None  # RFC 5482: abort when data stays unacked this long
     fin_wait_2_timeout: float = 60.0  # an orphaned FIN_WAIT_2 gives up (Linux tcp_fin_timeout)
+    challenge_ack_limit: int = 1000  # RFC 5961 7, per stack per second on average (0: none)
     tail_loss_probe: bool = True    # RFC 8985 7 TLP (Linux tcp_early_retrans >= 3)
     rack: bool = True               # RFC 8985 6 RACK loss detection with SACK (Linux
     #                                 tcp_recovery=1); off: RFC 6675's DupThresh and IsLost

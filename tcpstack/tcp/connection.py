@@ -27,6 +27,7 @@ from typing import Any
 
 from tcpstack.net.checksum import Bytes
 from tcpstack.tcp import congestion
+from tcpstack.tcp.challenge import ChallengeAckLimit
 from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.congestion import CongestionControl
 from tcpstack.tcp.events import (
@@ -97,7 +98,7 @@ class Connection:
     def __init__(self, config: TcpConfig, local_addr: bytes, local_port: int,
                  remote_addr: bytes, remote_port: int, iss: int, *, passive: bool,
                  counters: Counter[str] | None = None, segmentation: bool = False,
-                 ts_offset: int = 0) -> None:
+                 ts_offset: int = 0, challenges: ChallengeAckLimit | None = None) -> None:
         self.config = config
         self.local_addr = local_addr
         self.local_port = local_port
@@ -125,7 +126,7 @@ class Connection:
         self.tx = SegmentOutput(config, local_port, remote_port, snd=self.snd, rcv=self.rcv,
                                 loss=self.loss, cc=self.cc, rtt=self.rtt, timers=self.timers,
                                 counts=self.counts, counters=self.counters,
-                                ts=Timestamps(ts_offset))
+                                ts=Timestamps(ts_offset), challenges=challenges)
         self.deadline: float | None = None  # the earliest timer, which the stack keys on
         # (time, cwnd, ssthresh) samples for `tcpstack plot`, when asked for: a probe that
         # costs nothing while off.
@@ -262,7 +263,7 @@ class Connection:
             self._check_reset(handshake, now)
             return
         if arrival.flags & SYN:  # fourth: a SYN in a synchronized state (RFC 5961 4.2)
-            self.tx.ack()
+            self.tx.challenge_ack(now)
             return
         if not arrival.flags & ACK or not self._check_ack(handshake, arrival, now):  # fifth
             return
@@ -347,7 +348,7 @@ class Connection:
         """Second: RST (RFC 5961 3.2: only an exact match resets, others draw a challenge
         ACK)."""
         if seg.seq != self.rcv.nxt:
-            self.tx.ack()
+            self.tx.challenge_ack(now)
             return
         self._on_reset(now)
 
@@ -483,7 +484,7 @@ class Connection:
         in_flight = self.snd.in_flight
         if acked >= HALF:
             if (una - ack) & MASK > max(self.snd.max_wnd, 1):
-                self.tx.ack()  # RFC 5961 5.2: too old, challenge
+                self.tx.challenge_ack(now)  # RFC 5961 5.2: too old
                 return False
             acked = -1  # an old duplicate: ignore its ACK field
         elif acked > in_flight:

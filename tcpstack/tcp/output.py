@@ -13,6 +13,7 @@ from collections import Counter
 
 from tcpstack.net.checksum import Bytes
 from tcpstack.tcp import segment as tcpseg
+from tcpstack.tcp.challenge import ChallengeAckLimit
 from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.congestion import CongestionControl
 from tcpstack.tcp.loss_recovery import LossRecovery
@@ -29,14 +30,17 @@ from tcpstack.tcp.timestamps import Timestamps
 class SegmentOutput:
     """Builds and sends one connection's segments (see the module docstring)."""
 
-    __slots__ = ("cc", "config", "counters", "counts", "local_port", "loss", "rcv",
-                 "remote_port", "rtt", "segments", "snd", "timers", "ts")
+    __slots__ = ("cc", "challenges", "config", "counters", "counts", "local_port", "loss",
+                 "rcv", "remote_port", "rtt", "segments", "snd", "timers", "ts")
 
     def __init__(self, config: TcpConfig, local_port: int, remote_port: int, *, snd: Sender,
                  rcv: Receiver, loss: LossRecovery, cc: CongestionControl, rtt: RttEstimator,
                  timers: ConnectionTimers, counts: ConnectionCounts,
-                 counters: Counter[str], ts: Timestamps) -> None:
+                 counters: Counter[str], ts: Timestamps,
+                 challenges: ChallengeAckLimit | None = None) -> None:
         self.config = config
+        # The stack's one budget of challenge ACKs; a lone connection has its own.
+        self.challenges = challenges or ChallengeAckLimit(config.challenge_ack_limit)
         self.local_port = local_port
         self.remote_port = remote_port
         self.snd = snd
@@ -61,6 +65,15 @@ class SegmentOutput:
                 self.ack()
             elif self.timers.delack is None:
                 self.timers.delack = now + self.config.delayed_ack
+
+    def challenge_ack(self, now: float) -> None:
+        """RFC 5961's answer to a RST, a SYN or an ACK it will not act on, within the stack's
+        rate limit (section 7); counted either way."""
+        if self.challenges.allow(now):
+            self.counters["challenge_acks"] += 1
+            self.ack()
+        else:
+            self.counters["challenge_acks_limited"] += 1
 
     def ack(self) -> None:
         """A bare ACK at SND.MAX: for a duplicate, a challenge, a window update, a FIN."""
