@@ -20,6 +20,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import struct
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 
@@ -47,6 +48,12 @@ ConnKey = tuple[bytes, int, int]  # (remote address, remote port, local port)
 OutPacket = tuple[bytes, int]
 EventHandler = Callable[[Connection, Event], None]
 EPHEMERAL_PORTS = range(32768, 61000)  # Linux's ip_local_port_range
+# Path MTU discovery (RFC 1191): an MTU learnt from ICMP is kept this long per destination
+# (Linux's ip_rt_mtu_expires, 10 minutes), never below Linux's ip_rt_min_pmtu.
+PATH_MTU_EXPIRES = 600.0
+MIN_PATH_MTU = 552
+TCP_IP_HEADERS = 40
+_QUOTED_TCP = struct.Struct("!HHI")  # the quoted segment's ports and sequence number
 # Rounds of events and reactions within one pass; what is left over goes to the next pass.
 MAX_EVENT_ROUNDS = 16
 MAX_LOGGED_INTERNAL_ERRORS = 10
@@ -91,6 +98,8 @@ class NetworkStack:
         self.offload = offload
         # By peer address: its IPv4 header template and pseudo-header sum, for _frame.
         self._routes: dict[bytes, tuple[ipv4.HeaderTemplate, int]] = {}
+        # By peer address: the path MSS an ICMP "fragmentation needed" taught, until when.
+        self._path_mss: dict[bytes, tuple[int, float]] = {}
         # Shutdown: what each connection had received when close_all ran.
         self._received_at_close: dict[Connection, int] = {}
 
@@ -217,7 +226,7 @@ class NetworkStack:
             if ip.proto == PROTO_TCP:
                 self._receive_tcp(ip, now, checksum_trusted)
             elif ip.proto == PROTO_ICMP:
-                self._receive_icmp(ip)
+                self._receive_icmp(ip, now)
             else:
                 counters["ip_unknown_protocol"] += 1
         except MalformedPacket as exc:
@@ -225,12 +234,56 @@ class NetworkStack:
             counters["in_errors"] += 1
             log.debug("dropped packet: %s", exc)
 
-    def _receive_icmp(self, ip: ipv4.IPv4Packet) -> None:
+    def _receive_icmp(self, ip: ipv4.IPv4Packet, now: float) -> None:
         self.counters["icmp_in"] += 1
         reply = icmp.echo_reply(ip.payload)
         if reply is not None:
             self.output.append((ipv4.build(self.address, ip.src, PROTO_ICMP, reply), 0))
             self.counters["icmp_out"] += 1
+            return
+        error = icmp.error_of(ip.payload)
+        if error is not None:
+            self._icmp_error(error, now)
+
+    def _icmp_error(self, error: icmp.IcmpError, now: float) -> None:
+        """An ICMP error about one of our segments (RFC 5927): believed only when it quotes
+        a connection of ours and a sequence number in flight on it; the rest is counted."""
+        counters = self.counters
+        if error.proto != PROTO_TCP or error.src != self.address:
+            counters["icmp_unmatched"] += 1
+            return
+        sport, dport, seq = _QUOTED_TCP.unpack_from(error.transport)
+        conn = self.connections.get((error.dst, dport, sport))
+        if conn is None:
+            counters["icmp_unmatched"] += 1
+            return
+        path_mss = None
+        if error.fragmentation_needed:
+            if error.mtu < ipv4.MIN_MTU:
+                counters["icmp_bad_mtu"] += 1
+                return
+            # Linux's floor (ip_rt_min_pmtu): a forged tiny MTU must not cost a segment
+            # per few bytes.
+            path_mss = max(error.mtu, MIN_PATH_MTU) - TCP_IP_HEADERS
+        if not conn.icmp_error(seq, now, error=error.text, errno=error.errno,
+                               ends_attempt=error.ends_an_attempt, path_mss=path_mss):
+            counters["icmp_out_of_window"] += 1
+            return
+        counters["icmp_errors_accepted"] += 1
+        if path_mss is not None and conn.snd.path_mss == path_mss:
+            self._path_mss[error.dst] = (path_mss, now + PATH_MTU_EXPIRES)
+        self._dirty[conn] = None
+
+    def _path_mss_for(self, remote: bytes, now: float) -> int | None:
+        """What an ICMP "fragmentation needed" taught about the path to `remote`, while it
+        holds (RFC 1191 6.3: an estimate ages, so that a larger path MTU is found again)."""
+        known = self._path_mss.get(remote)
+        if known is None:
+            return None
+        if now >= known[1]:
+            del self._path_mss[remote]
+            return None
+        return known[0]
 
     def _receive_tcp(self, ip: ipv4.IPv4Packet, now: float, trusted: bool) -> None:
         src = ip.src
@@ -284,6 +337,7 @@ class NetworkStack:
                           segmentation=self.offload,
                           ts_offset=self._isn.ts_offset(self.address, src),
                           challenges=self.challenges)
+        conn.snd.path_mss = self._path_mss_for(src, now)
         conn.listener = listener
         conn.on_transition = self._transition_hook
         conn.on_change = self._changed
@@ -333,6 +387,7 @@ class NetworkStack:
                           segmentation=self.offload,
                           ts_offset=self._isn.ts_offset(self.address, remote),
                           challenges=self.challenges)
+        conn.snd.path_mss = self._path_mss_for(remote, now)
         conn.on_transition = self._transition_hook
         conn.on_change = self._changed
         self.connections[key] = conn

@@ -58,7 +58,8 @@ KNOWN_COUNTERS = (
     "persist_probes", "internal_errors", "rto_timeouts", "fast_retransmits",
     "sack_recoveries", "reno_recoveries", "lost_retransmits", "tlp_probes", "tlp_recoveries",
     "rack_losses", "paws_rejected", "ts_missing_dropped", "challenge_acks",
-    "challenge_acks_limited",
+    "challenge_acks_limited", "icmp_errors_accepted", "icmp_out_of_window", "icmp_unmatched",
+    "icmp_bad_mtu", "pmtu_lowered",
 )
 
 

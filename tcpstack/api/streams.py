@@ -19,7 +19,7 @@ from tcpstack.api.capture import Capture
 from tcpstack.api.control import ControlServer, ControlSocketInUse, control_path
 from tcpstack.api.preflight import check_addresses
 from tcpstack.api.snapshot import Snapshot, build_snapshot
-from tcpstack.api.transport import TcpTransport
+from tcpstack.api.transport import TcpTransport, unreachable_error
 from tcpstack.io.driver import PacketTap, StackDriver
 from tcpstack.io.impairment import Impairment
 from tcpstack.io.segment_log import SegmentLogger
@@ -35,6 +35,7 @@ from tcpstack.tcp.events import (
     Refused,
     Reset,
     TimedOut,
+    Unreachable,
 )
 from tcpstack.tcp.listener import Listener
 from tcpstack.tcp.state import State
@@ -131,6 +132,8 @@ class _PendingConnect:
                 self.future.set_exception(ConnectionRefusedError(error))
             case TimedOut(error=error):
                 self.future.set_exception(TimeoutError(error))
+            case Unreachable(error=error, errno=number):
+                self.future.set_exception(unreachable_error(number, error))
             case Reset(error=error):
                 self.future.set_exception(ConnectionResetError(error))
             case Closed(error=error):

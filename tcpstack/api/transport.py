@@ -9,6 +9,7 @@ writes wait in a backlog here and the protocol is paused so `drain()` blocks.
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 from typing import Any
 
@@ -23,12 +24,21 @@ from tcpstack.tcp.events import (
     Refused,
     Reset,
     TimedOut,
+    Unreachable,
     Writable,
 )
 from tcpstack.tcp.state import State
 
 DEFAULT_HIGH_WATER = 256 * 1024
 DEFAULT_LOW_WATER = 64 * 1024
+
+
+def unreachable_error(number: int, text: str) -> OSError:
+    """What a socket raises for an ICMP error that ended a connection attempt: OSError with
+    the errno (ConnectionRefusedError for a port unreachable), worded as the stack says."""
+    if number == errno.ECONNREFUSED:
+        return ConnectionRefusedError(number, text)
+    return OSError(number, text)
 
 
 def _address(addr: bytes, port: int) -> tuple[str, int]:
@@ -167,6 +177,8 @@ class TcpTransport(asyncio.Transport):
                 self.lose(TimeoutError(error))
             case Refused(error=error):
                 self.lose(ConnectionRefusedError(error))
+            case Unreachable(error=error, errno=number):
+                self.lose(unreachable_error(number, error))
             case Closed():
                 self.lose(None)
 

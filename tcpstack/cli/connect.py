@@ -57,10 +57,15 @@ async def _connect(opts: dict[str, object], host: str, port: int,
             reader, writer = await asyncio.wait_for(stack.open_connection(host, port), timeout)
         except ConnectionRefusedError:
             raise CommandFailed(f"connection to {where} refused") from None
-        except TimeoutError:
-            raise CommandFailed(f"connection to {where} timed out") from None
+        except TimeoutError as exc:
+            # What ICMP said about the path meanwhile, when it did: "(host unreachable)".
+            detail = str(exc).removeprefix("connection timed out").strip()
+            raise CommandFailed(f"connection to {where} timed out"
+                                + (f" {detail}" if detail else "")) from None
         except ConnectionError as exc:
             raise CommandFailed(f"connection to {where} failed: {exc}") from None
+        except OSError as exc:  # an ICMP error ended the attempt: "network unreachable"
+            raise CommandFailed(f"connection to {where} failed: {exc.strerror}") from None
         try:
             await relay(reader, writer, sys.stdin.fileno(), sys.stdout.buffer,
                         Progress(sys.stderr) if progress else None)

@@ -17,6 +17,7 @@ PROTO_TCP = 6
 
 HEADER = struct.Struct("!BBHHHBBH4s4s")
 HEADER_LEN = 20
+MIN_MTU = 68  # RFC 791: every host must take datagrams of 68 bytes unfragmented
 FLAG_DF = 0x4000
 FLAG_MF = 0x2000
 OFFSET_MASK = 0x1FFF

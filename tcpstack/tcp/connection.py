@@ -41,6 +41,7 @@ from tcpstack.tcp.events import (
     Refused,
     Reset,
     TimedOut,
+    Unreachable,
 )
 from tcpstack.tcp.loss_recovery import LossRecovery
 from tcpstack.tcp.output import SegmentOutput
@@ -51,6 +52,7 @@ from tcpstack.tcp.segment import ACK, FIN, RST, SYN, TIMESTAMPS_LEN, Options, Ou
 from tcpstack.tcp.sender import Sender
 from tcpstack.tcp.seq import HALF, MASK
 from tcpstack.tcp.state import (
+    IN_FLIGHT,
     KEEPALIVE,
     ON_ENTRY,
     RECEIVING,
@@ -712,6 +714,37 @@ class Connection:
             self.timers.keepalive_probes = 0
             self.timers.keepalive = now + self.config.keepalive_idle
 
+    # ------------------------------------------------------------------ ICMP
+
+    def icmp_error(self, seq: int, now: float, *, error: str, errno: int, ends_attempt: bool,
+                   path_mss: int | None = None) -> bool:
+        """An ICMP error about the segment at `seq` (RFC 5927, RFC 1122 4.2.3.9); True when
+        believed: an off-path forger must guess a sequence number in flight (5927 4.1).
+        `path_mss`: "fragmentation needed" (RFC 1191) says the path takes no more. An
+        attempt not yet established fails on `ends_attempt` (as Linux's connect does); once
+        synchronized every error is soft (5927 4.2): kept, reported if the connection times
+        out, never an abort."""
+        snd = self.snd
+        if self.state not in IN_FLIGHT or \
+                ((seq - snd.una) & MASK) >= ((snd.max - snd.una) & MASK):
+            return False
+        if path_mss is not None:
+            if snd.lower_mss(path_mss):
+                self.counters["pmtu_lowered"] += 1
+                self.cc.mss = snd.mss
+                # The segments in flight were too large for the path: send them again at
+                # the new size (RFC 1191 6.4); a lost-to-MTU segment is no congestion signal.
+                snd.nxt = snd.una
+                self.rtt.forget()
+            return True
+        if ends_attempt and (self.state is State.SYN_SENT or self.state is State.SYN_RCVD):
+            self.error = error
+            self.events.append(Unreachable(error, errno))
+            self._transition(Trigger.TIMEOUT_GIVE_UP, now)  # the attempt is given up
+            return True
+        snd.soft_error = error
+        return True
+
     def _give_up(self, error: str, now: float) -> None:
         self.error = error
         self.events.append(TimedOut(error))
@@ -727,7 +760,9 @@ class Connection:
                  self.config.synack_retries if state is State.SYN_RCVD else
                  self.config.max_retries)
         if self.timers.retries > limit:
-            self._give_up("connection timed out", now)
+            soft = self.snd.soft_error  # what ICMP said about the path meanwhile, if it did
+            self._give_up(f"connection timed out ({soft})" if soft else "connection timed out",
+                          now)
             return
         user_timeout = self.config.user_timeout
         if user_timeout is not None and now - self.timers.unacked_since >= user_timeout:

@@ -17,6 +17,7 @@ class ConnEvent(enum.Enum):
     RESET = "reset"              # the peer reset the connection
     REFUSED = "refused"          # our SYN was answered with RST
     TIMEOUT = "timeout"          # retransmissions gave up
+    UNREACHABLE = "unreachable"  # an ICMP error ended the connection attempt
     CLOSED = "closed"            # the connection is gone; no more events follow
 
 
@@ -59,12 +60,20 @@ class TimedOut:
 
 
 @dataclass(frozen=True, slots=True)
+class Unreachable:
+    error: str
+    errno: int  # what a socket would report (ENETUNREACH, EHOSTUNREACH, ECONNREFUSED, ...)
+    kind: ClassVar[ConnEvent] = ConnEvent.UNREACHABLE
+
+
+@dataclass(frozen=True, slots=True)
 class Closed:
     error: str | None = None  # why, when it ended otherwise than by a clean close
     kind: ClassVar[ConnEvent] = ConnEvent.CLOSED
 
 
-Event = Established | DataReady | EndOfData | Writable | Reset | Refused | TimedOut | Closed
+Event = (Established | DataReady | EndOfData | Writable | Reset | Refused | TimedOut
+         | Unreachable | Closed)
 
 # The events without data are values: one of each serves every connection.
 ESTABLISHED = Established()

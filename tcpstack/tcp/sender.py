@@ -23,8 +23,9 @@ MIN_SND_MSS = 48
 
 class Sender:
     __slots__ = ("buffer", "bytes_sent", "fin_queued", "fin_seq", "iss", "max", "max_wnd",
-                 "mss", "nodelay", "nxt", "seg_max", "segmentation", "syn_acked", "una",
-                 "want_writable", "wl1", "wl2", "wnd", "wscale", "wscale_offered")
+                 "mss", "nodelay", "nxt", "options_len", "path_mss", "seg_max", "segmentation",
+                 "soft_error", "syn_acked", "una", "want_writable", "wl1", "wl2", "wnd",
+                 "wscale", "wscale_offered")
 
     def __init__(self, config: TcpConfig, iss: int, segmentation: bool = False) -> None:
         self.iss = iss
@@ -48,16 +49,36 @@ class Sender:
         self.bytes_sent = 0  # application bytes acknowledged by the peer
         self.nodelay = config.nodelay  # TCP_NODELAY: no Nagle (RFC 9293 3.7.4)
         self.want_writable = False  # a send() did not fit: tell the application when it will
+        self.options_len = 0  # option bytes every segment carries (timestamps: 12)
+        # The path's MSS where an ICMP "fragmentation needed" lowered it (RFC 1191), and the
+        # last soft ICMP error about the path (RFC 1122 4.2.3.9), for a give-up to report.
+        self.path_mss: int | None = None
+        self.soft_error: str | None = None
 
     def take_mss(self, offered: int | None, ours: int, options: int = 0) -> None:
         """The payload of a full segment: the peer's MSS (536 without the option, RFC 9293
         3.7.1), at most ours, less the `options` every segment carries (RFC 6691: the MSS
         counts no options; 1448 with timestamps at 1460), at least MIN_SND_MSS; where the
         link segments (GSO) a segment may carry several, each cut with the same header."""
-        self.mss = max(min(offered if offered else tcpseg.DEFAULT_MSS, ours) - options,
-                       MIN_SND_MSS)
+        if self.path_mss is not None:
+            ours = min(ours, self.path_mss)
+        self.options_len = options
+        self._set_mss(min(offered if offered else tcpseg.DEFAULT_MSS, ours) - options)
+
+    def _set_mss(self, mss: int) -> None:
+        self.mss = max(mss, MIN_SND_MSS)
+        options = self.options_len
         self.seg_max = ((MAX_IP_PAYLOAD - options) // self.mss * self.mss if self.segmentation
                         else self.mss)
+
+    def lower_mss(self, path_mss: int) -> bool:
+        """The path takes segments of at most `path_mss` (an MTU less 40 header bytes, RFC
+        1191): True when that is smaller than what we send, which then shrinks to it."""
+        if path_mss - self.options_len >= self.mss:
+            return False
+        self.path_mss = path_mss
+        self._set_mss(path_mss - self.options_len)
+        return True
 
     @property
     def in_flight(self) -> int:

@@ -102,6 +102,8 @@ SENDING = frozenset({S.SYN_SENT, S.SYN_RCVD, S.ESTABLISHED, S.CLOSE_WAIT})
 RESET_REPORTED = frozenset({S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2, S.CLOSE_WAIT})
 # States that probe an idle peer when keepalive is on.
 KEEPALIVE = frozenset({S.ESTABLISHED, S.CLOSE_WAIT, S.FIN_WAIT_2})
+# States with segments of ours in flight, which an ICMP error may be about (RFC 5927).
+IN_FLIGHT = TRANSMITTING | {S.SYN_SENT, S.SYN_RCVD}
 
 # (state, trigger) -> (next state, what is sent): the RFC 9293 Figure 5 diagram, plus the
 # RST and abort arcs its section 3.10 adds.

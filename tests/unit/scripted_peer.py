@@ -154,6 +154,14 @@ class ScriptedPeer:
         self._take_output()
         return self._consume(before)
 
+    def inject_packet(self, packet: bytes) -> list[Sent]:
+        """Deliver one whole IP packet (an ICMP message, say) to the stack now; returns what
+        it sent in response."""
+        before = len(self.sent)
+        self.stack.service([packet], self.now)
+        self._take_output()
+        return self._consume(before)
+
     # ------------------------------------------------------------------ the clock
 
     def advance(self, seconds: float) -> list[Sent]:
