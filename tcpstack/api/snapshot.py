@@ -12,7 +12,7 @@
 A listener's `syn_queue` (the same as `half_open`) is its connections in SYN_RCVD, which
 count against `backlog`; `accept_queue` those established and handed to the application
 that it has not yet started serving (its handler has not run yet), as ss shows a Linux
-listener's accept queue in Recv-Q.
+listener's accept queue in Recv-Q, which `backlog` bounds as well (each queue on its own).
 `send_q` is the bytes queued and not yet acknowledged (sent or not), `recv_q` the bytes
 received and not yet read, `cwnd` and `ssthresh` are in bytes (`ssthresh` is null until the
 first loss sets it), `bytes_out` counts application bytes the peer acknowledged. Every
@@ -58,6 +58,7 @@ KNOWN_COUNTERS = (
     "persist_probes", "internal_errors", "rto_timeouts", "fast_retransmits",
     "sack_recoveries", "reno_recoveries", "lost_retransmits", "tlp_probes", "tlp_recoveries",
     "rack_losses", "paws_rejected", "ts_missing_dropped",
+    "syncookies_sent", "syncookies_recv", "syncookies_failed",
 )
 
 
@@ -155,7 +156,8 @@ def build_snapshot(network: NetworkStack, *, iface: str, kernel_address: str,
     listeners: list[ListenerInfo] = [
         {"state": listener.state.name, "local": f"{address}:{port}", "peer": "*:*",
          "port": port, "half_open": listener.half_open, "backlog": listener.backlog,
-         "syn_queue": listener.half_open, "accept_queue": accepting.get(port, 0)}
+         "syn_queue": listener.half_open,
+         "accept_queue": accepting.get(port, listener.accept_queue)}
         for port, listener in sorted(network.listeners.items())]
     connections = [connection_info(conn) for conn in sorted(
         network.connections.values(),
