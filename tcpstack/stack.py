@@ -51,6 +51,7 @@ ConnKey = tuple[bytes, int, int]  # (remote address, remote port, local port)
 OutPacket = tuple[bytes, int]
 EventHandler = Callable[[Connection, Event], None]
 EPHEMERAL_PORTS = range(32768, 61000)  # Linux's ip_local_port_range
+PORT_TABLE_LENGTH = 256  # RFC 6056 algorithm 4's table of counters
 # Rounds of events and reactions within one pass; what is left over goes to the next pass.
 MAX_EVENT_ROUNDS = 16
 MAX_LOGGED_INTERNAL_ERRORS = 10
@@ -94,7 +95,7 @@ class NetworkStack:
         if not ephemeral_ports:
             raise ValueError("no ephemeral ports to open connections from")
         self.ephemeral_ports = ephemeral_ports
-        self._next_port = ephemeral_ports.start
+        self._port_table = [0] * PORT_TABLE_LENGTH
         self.offload = offload
         # By peer address: its IPv4 header template and pseudo-header sum, for _frame.
         self._routes: dict[bytes, tuple[ipv4.HeaderTemplate, int]] = {}
@@ -406,11 +407,19 @@ class NetworkStack:
         return conn
 
     def _ephemeral_port(self, remote: bytes, remote_port: int) -> int:
+        """RFC 6056 3.3.4, algorithm 4 (double-hash port selection): the search starts at a
+        keyed hash of the destination plus a counter that only the destinations sharing
+        its table slot advance, so an off-path attacker cannot guess the port from the
+        ones it sees, while reconnecting to one destination still cycles through the
+        range. Always inside `ephemeral_ports` (a worker's own slice, api/workers.py)."""
         ports = self.ephemeral_ports
         span = len(ports)
+        offset, bucket = self._isn.port_hashes(self.address, remote, remote_port)
+        table = self._port_table
+        index = bucket % PORT_TABLE_LENGTH
         for _ in range(span):
-            port = self._next_port
-            self._next_port = ports.start + (port + 1 - ports.start) % span
+            port = ports.start + (offset + table[index]) % span
+            table[index] += 1
             if (remote, remote_port, port) not in self.connections and \
                     port not in self.listeners:
                 return port
