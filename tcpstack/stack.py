@@ -17,6 +17,7 @@ Timers are a heap of (deadline, connection) entries; `next_deadline()` says when
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import itertools
 import logging
@@ -29,6 +30,7 @@ from tcpstack.net.checksum import Bytes
 from tcpstack.net.errors import MalformedPacket
 from tcpstack.net.ipv4 import PROTO_ICMP, PROTO_TCP
 from tcpstack.tcp import segment as tcpseg
+from tcpstack.tcp import syncookies
 from tcpstack.tcp.challenge import ChallengeAckLimit
 from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.connection import Connection
@@ -37,9 +39,12 @@ from tcpstack.tcp.isn import IsnGenerator
 from tcpstack.tcp.listener import Listener, Verdict
 from tcpstack.tcp.reset import reset_reply
 from tcpstack.tcp.segment import OutSegment
+from tcpstack.tcp.seq import MASK
 from tcpstack.tcp.state import State
+from tcpstack.tcp.syncookies import SynCookies
 
 log = logging.getLogger("tcpstack")
+_SYN_RCVD = State.SYN_RCVD
 
 ConnKey = tuple[bytes, int, int]  # (remote address, remote port, local port)
 # An IP packet for the link and its GSO size: 0 when its checksums are complete; otherwise
@@ -54,9 +59,13 @@ PATH_MTU_EXPIRES = 600.0
 MIN_PATH_MTU = 552
 TCP_IP_HEADERS = 40
 _QUOTED_TCP = struct.Struct("!HHI")  # the quoted segment's ports and sequence number
+PORT_TABLE_LENGTH = 256  # RFC 6056 algorithm 4's table of counters
 # Rounds of events and reactions within one pass; what is left over goes to the next pass.
 MAX_EVENT_ROUNDS = 16
 MAX_LOGGED_INTERNAL_ERRORS = 10
+# Per peer address caches (pseudo-header sums, header templates): emptied when they reach
+# this size, so a flood from spoofed sources cannot grow them without bound.
+MAX_CACHED_PEERS = 4096
 
 
 class PortInUse(Exception):
@@ -66,7 +75,8 @@ class PortInUse(Exception):
 class NetworkStack:
     def __init__(self, address: bytes, config: TcpConfig | None = None,
                  isn: IsnGenerator | None = None, *, offload: bool = False,
-                 ephemeral_ports: range = EPHEMERAL_PORTS) -> None:
+                 ephemeral_ports: range = EPHEMERAL_PORTS,
+                 cookies: SynCookies | None = None) -> None:
         """`offload`: the link takes partial checksums and segments of up to 64 KB, which it
         cuts itself (a TUN with the virtio-net header): a capability of the link.
         `ephemeral_ports`: where active opens take their local port (a worker's own slice
@@ -74,6 +84,7 @@ class NetworkStack:
         self.address = address
         self.config = config or TcpConfig()
         self._isn = isn or IsnGenerator()
+        self.cookies = cookies or SynCookies()
         self.connections: dict[ConnKey, Connection] = {}
         self.listeners: dict[int, Listener] = {}
         self.counters: Counter[str] = Counter()
@@ -94,7 +105,7 @@ class NetworkStack:
         if not ephemeral_ports:
             raise ValueError("no ephemeral ports to open connections from")
         self.ephemeral_ports = ephemeral_ports
-        self._next_port = ephemeral_ports.start
+        self._port_table = [0] * PORT_TABLE_LENGTH
         self.offload = offload
         # By peer address: its IPv4 header template and pseudo-header sum, for _frame.
         self._routes: dict[bytes, tuple[ipv4.HeaderTemplate, int]] = {}
@@ -271,6 +282,8 @@ class NetworkStack:
             return
         counters["icmp_errors_accepted"] += 1
         if path_mss is not None and conn.snd.path_mss == path_mss:
+            if len(self._path_mss) >= MAX_CACHED_PEERS:
+                self._path_mss.clear()  # bounded whatever arrives, as the route cache is
             self._path_mss[error.dst] = (path_mss, now + PATH_MTU_EXPIRES)
         self._dirty[conn] = None
 
@@ -289,6 +302,8 @@ class NetworkStack:
         src = ip.src
         pseudo = self._pseudo.get(src)
         if pseudo is None:
+            if len(self._pseudo) >= MAX_CACHED_PEERS:
+                self._pseudo.clear()
             pseudo = self._pseudo[src] = ipv4.pseudo_header_sum(src, self.address, PROTO_TCP)
         seg = tcpseg.parse(ip.payload, pseudo, verify=not trusted)
         self.counters["segs_in"] += 1
@@ -297,6 +312,8 @@ class NetworkStack:
         conn = self.connections.get((src, seg.sport, seg.dport))
         iss = None
         if conn is not None:
+            if conn.state is _SYN_RCVD and self._accept_queue_full(conn, seg):
+                return
             conn.receive(seg, now)
             self._dirty[conn] = None
             if conn.reopen_iss is None:
@@ -313,11 +330,65 @@ class NetworkStack:
             self._reply_reset(src, seg)
             return
         verdict = listener.classify(seg)
+        if verdict is Verdict.COOKIE and iss is not None:
+            verdict = Verdict.OPEN  # a reopened TIME_WAIT keeps its ISN (as Linux does)
+        elif (verdict is Verdict.RESET and listener.cookies_until >= now
+              and self._open_from_cookie(listener, src, seg, now)):
+            return
         self.counters[verdict.value] += 1
         if verdict is Verdict.OPEN:
             self._open_passive(listener, src, seg, now, iss)
+        elif verdict is Verdict.COOKIE:
+            self._send_cookie(listener, src, seg, now)
         elif verdict is Verdict.RESET:
             self._reply_reset(src, seg)
+
+    def _accept_queue_full(self, conn: Connection, seg: tcpseg.Segment) -> bool:
+        """The ACK that would complete a passive open while its listener's accept queue is
+        full is dropped (Linux's ListenOverflows): the connection stays in SYN_RCVD, and
+        our SYN-ACK's retransmission draws the ACK again later."""
+        listener = conn.listener
+        if (isinstance(listener, Listener) and listener.accept_full
+                and seg.flags & (tcpseg.ACK | tcpseg.RST | tcpseg.SYN) == tcpseg.ACK):
+            self.counters["listen_overflows"] += 1
+            return True
+        return False
+
+    def _send_cookie(self, listener: Listener, src: bytes, seg: tcpseg.Segment,
+                     now: float) -> None:
+        """A SYN the SYN queue has no room for: a stateless SYN-ACK (tcp/syncookies.py)."""
+        reply = self.cookies.synack(listener.config or self.config, self.address, src, seg,
+                                    self._isn.ts_offset(self.address, src), now)
+        self.output.append(self._frame(src, reply))
+        self.counters["segs_out"] += 1
+        listener.cookies_until = now + syncookies.LIFETIME
+
+    def _open_from_cookie(self, listener: Listener, src: bytes, seg: tcpseg.Segment,
+                          now: float) -> bool:
+        """An ACK for a listener that has sent cookies lately: if it returns a valid one,
+        the connection opens as the SYN the cookie stands for would have (and the ACK,
+        with any data on it, is its first segment); if not, it is counted, and the caller
+        answers it as LISTEN answers any ACK (RFC 9293 3.10.7.2: a RST). An accept queue
+        without room drops it."""
+        if seg.flags & (tcpseg.SYN | tcpseg.RST):
+            return False
+        config = listener.config or self.config
+        syn = self.cookies.syn_of(config, self.address, src, seg, now)
+        if syn is None:
+            self.counters["syncookies_failed"] += 1
+            return False
+        if listener.accept_full:
+            self.counters["listen_overflows"] += 1
+            return True
+        self.counters["syncookies_recv"] += 1
+        self.counters["passive_opens"] += 1
+        conn = self._open_passive(listener, src, syn, now, (seg.ack - 1) & MASK)
+        conn.resume_from_cookie()
+        # Its TSecr is the cookie's TSval, up to 64 ticks behind when it was sent: no RTT
+        # sample from it.
+        conn.receive(dataclasses.replace(seg, options=dataclasses.replace(seg.options,
+                                                                          tsecr=0)), now)
+        return True
 
     def _reply_reset(self, src: bytes, seg: tcpseg.Segment) -> None:
         reply = reset_reply(seg)
@@ -329,7 +400,7 @@ class NetworkStack:
         self.counters["rst_out"] += 1
 
     def _open_passive(self, listener: Listener, src: bytes, seg: tcpseg.Segment,
-                      now: float, iss: int | None = None) -> None:
+                      now: float, iss: int | None = None) -> Connection:
         if iss is None:
             iss = self._isn.isn(self.address, seg.dport, src, seg.sport, now)
         conn = Connection(listener.config or self.config, self.address, seg.dport, src,
@@ -345,6 +416,7 @@ class NetworkStack:
         self.connections[(src, seg.sport, seg.dport)] = conn
         conn.accept_syn(seg, now)
         self._dirty[conn] = None
+        return conn
 
     def _transition_hook(self, conn: Connection, old: State, new: State) -> None:
         listener = conn.listener
@@ -366,7 +438,8 @@ class NetworkStack:
         or the stack's."""
         if port in self.listeners:
             raise PortInUse(f"port {port} is already listening")
-        listener = Listener(port, backlog if backlog is not None else self.config.backlog)
+        listener = Listener(port, backlog if backlog is not None else self.config.backlog,
+                            (config or self.config).syncookies)
         listener.config = config
         self.listeners[port] = listener
         return listener
@@ -396,11 +469,19 @@ class NetworkStack:
         return conn
 
     def _ephemeral_port(self, remote: bytes, remote_port: int) -> int:
+        """RFC 6056 3.3.4, algorithm 4 (double-hash port selection): the search starts at a
+        keyed hash of the destination plus a counter that only the destinations sharing
+        its table slot advance, so an off-path attacker cannot guess the port from the
+        ones it sees, while reconnecting to one destination still cycles through the
+        range. Always inside `ephemeral_ports` (a worker's own slice, api/workers.py)."""
         ports = self.ephemeral_ports
         span = len(ports)
+        offset, bucket = self._isn.port_hashes(self.address, remote, remote_port)
+        table = self._port_table
+        index = bucket % PORT_TABLE_LENGTH
         for _ in range(span):
-            port = self._next_port
-            self._next_port = ports.start + (port + 1 - ports.start) % span
+            port = ports.start + (offset + table[index]) % span
+            table[index] += 1
             if (remote, remote_port, port) not in self.connections and \
                     port not in self.listeners:
                 return port
@@ -454,6 +535,8 @@ class NetworkStack:
         offloads, and then the MSS the link is to cut the payload to)."""
         route = self._routes.get(remote)
         if route is None:  # the pseudo-header sum does not depend on the direction
+            if len(self._routes) >= MAX_CACHED_PEERS:
+                self._routes.clear()
             route = self._routes[remote] = (
                 ipv4.HeaderTemplate(self.address, remote, PROTO_TCP),
                 ipv4.pseudo_header_sum(remote, self.address, PROTO_TCP))

@@ -12,7 +12,7 @@
 A listener's `syn_queue` (the same as `half_open`) is its connections in SYN_RCVD, which
 count against `backlog`; `accept_queue` those established and handed to the application
 that it has not yet started serving (its handler has not run yet), as ss shows a Linux
-listener's accept queue in Recv-Q.
+listener's accept queue in Recv-Q, which `backlog` bounds as well (each queue on its own).
 `send_q` is the bytes queued and not yet acknowledged (sent or not), `recv_q` the bytes
 received and not yet read, `cwnd` and `ssthresh` are in bytes (`ssthresh` is null until the
 first loss sets it), `bytes_out` counts application bytes the peer acknowledged. Every
@@ -60,6 +60,7 @@ KNOWN_COUNTERS = (
     "rack_losses", "paws_rejected", "ts_missing_dropped", "challenge_acks",
     "challenge_acks_limited", "icmp_errors_accepted", "icmp_out_of_window", "icmp_unmatched",
     "icmp_bad_mtu", "pmtu_lowered",
+    "syncookies_sent", "syncookies_recv", "syncookies_failed",
 )
 
 
@@ -157,7 +158,8 @@ def build_snapshot(network: NetworkStack, *, iface: str, kernel_address: str,
     listeners: list[ListenerInfo] = [
         {"state": listener.state.name, "local": f"{address}:{port}", "peer": "*:*",
          "port": port, "half_open": listener.half_open, "backlog": listener.backlog,
-         "syn_queue": listener.half_open, "accept_queue": accepting.get(port, 0)}
+         "syn_queue": listener.half_open,
+         "accept_queue": accepting.get(port, listener.accept_queue)}
         for port, listener in sorted(network.listeners.items())]
     connections = [connection_info(conn) for conn in sorted(
         network.connections.values(),

@@ -70,10 +70,14 @@ class Server:
         self._handler = handler
         self._limit = limit
         self._closed = asyncio.Event()
-        # Connections handed to the application whose handler has not started yet: what
-        # waits in a Linux listener's accept queue (a loop busy elsewhere lets it grow).
-        self.accept_queue = 0
         listener.owner = self
+
+    @property
+    def accept_queue(self) -> int:
+        """Connections handed to the application whose handler has not started yet: what
+        waits in a Linux listener's accept queue (a loop busy elsewhere lets it grow). The
+        listener keeps the count, which its backlog bounds."""
+        return self.listener.accept_queue
 
     def accept(self, driver: StackDriver, conn: Connection) -> None:
         reader = asyncio.StreamReader(limit=self._limit, loop=driver.loop)
@@ -85,12 +89,12 @@ class Server:
         result = self._handler(reader, writer)
         if not asyncio.iscoroutine(result):
             return result  # a plain function: it has already run
-        self.accept_queue += 1
+        self.listener.accept_queue += 1
         return self._taken_up(result)
 
     async def _taken_up(self, handler: Coroutine[object, object, None]) -> None:
         """The handler's coroutine, which leaves the accept queue once the loop runs it."""
-        self.accept_queue -= 1
+        self.listener.accept_queue -= 1
         await handler
 
     def is_serving(self) -> bool:

@@ -59,6 +59,9 @@ def global_options(hidden: bool = False) -> list[click.Option]:
         option("--nodelay", is_flag=True, help="Disable Nagle's algorithm (TCP_NODELAY)."),
         option("--timestamps/--no-timestamps", default=True, show_default=True,
                help="Offer and answer RFC 7323 timestamps (RTT per ACK, PAWS)."),
+        option("--syncookies", default=1, show_default=True, type=click.IntRange(0, 2),
+               help="SYN cookies (RFC 4987) as Linux's tcp_syncookies: 0 off, 1 once a "
+                    "listener's SYN queue is full, 2 always."),
         option("--impair", metavar="SPEC", default=None,
                help="Impair the link for testing, like netem: e.g. 'loss=5%,delay=20ms,"
                     "jitter=5ms,duplicate=1%,reorder=5%,corrupt=1%,seed=7' (turns offload "
@@ -127,7 +130,7 @@ def settings(params: dict[str, Any]) -> dict[str, object]:
                        nodelay=params["nodelay"], user_timeout=params["user_timeout"],
                        receive_buffer=params["receive_buffer"],
                        receive_buffer_max=params["receive_buffer_max"],
-                       timestamps=params["timestamps"])
+                       timestamps=params["timestamps"], syncookies=params["syncookies"])
     if params["keepalive"] is not None:
         config.keepalive = True
         (config.keepalive_idle, config.keepalive_interval,

@@ -45,7 +45,9 @@ Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]
                    "does.")
 @click.option("--backlog", default=DEFAULT_BACKLOG, show_default=True,
               type=click.IntRange(1, 65535),
-              help="Most half-open connections waiting on the port (SYN queue).")
+              help="Most connections in each of the port's queues: half-open (SYN queue; "
+                   "beyond it, SYN cookies) and established but not yet served (accept "
+                   "queue).")
 @click.pass_context
 def listen(ctx: click.Context, port: tuple[str | None, int], echo: bool, discard: bool,
            http_dir: Path | None, backlog: int) -> None:

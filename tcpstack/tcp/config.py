@@ -31,7 +31,10 @@ class TcpConfig:
     synack_retries: int = 5         # SYN-ACK retransmissions before a half-open is dropped
     max_retries: int = 15           # data retransmissions before the connection aborts
     persist_max: float = 60.0       # longest interval between zero-window probes
-    backlog: int = DEFAULT_BACKLOG  # default listener backlog (half-open connections)
+    backlog: int = DEFAULT_BACKLOG  # default listener backlog: bounds the SYN queue (half-
+    #                                 open connections) and the accept queue, each on its own
+    syncookies: int = 1             # RFC 4987 SYN cookies, as Linux's tcp_syncookies: 0 off,
+    #                                 1 once a listener's SYN queue is full, 2 always
     congestion: str = "cubic"       # "cubic" (RFC 9438) or "newreno" (RFC 6582)
     delayed_ack: float = 0.04       # longest an ACK for in-order data waits (0: never waits)
     nodelay: bool = False           # TCP_NODELAY: no Nagle (RFC 9293 3.7.4)

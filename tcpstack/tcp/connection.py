@@ -181,6 +181,14 @@ class Connection:
         self.snd.wl1 = seg.seq
         self._transition(Trigger.RCV_SYN, now)
 
+    def resume_from_cookie(self) -> None:
+        """After accept_syn of the SYN a SYN cookie stood for: its SYN-ACK went out long
+        ago, statelessly (syncookies.py), so the one accept_syn built is taken back, with
+        its retransmission timer and its RTT timing (the ACK's arrival times nothing)."""
+        self.tx.segments.clear()
+        self.timers.rto = None
+        self.rtt.forget()
+
     def send(self, data: Bytes) -> int:
         """Queue application data; returns how many bytes fit in the send buffer."""
         self.on_change(self)

@@ -1,7 +1,9 @@
 """The listen backlog: a listener holds at most `backlog` half-open connections (SYN_RCVD).
-A SYN beyond that is dropped without an answer and counted (`listen_overflows`, Linux's
+With SYN cookies off (TcpConfig.syncookies=0, Linux's tcp_syncookies=0), a SYN beyond that
+is dropped without an answer and counted (`listen_overflows`, Linux's
 TcpExtListenOverflows), so the peer's own SYN retransmission tries again later, while the
-connections the listener already has go on being served."""
+connections the listener already has go on being served. (With cookies, the default, it
+gets a SYN cookie: test_syncookies.py.)"""
 
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ def _conn(peer: ScriptedPeer, sport: int) -> Connection:
 
 def test_syn_beyond_the_backlog_is_dropped_and_counted_while_the_listener_serves_the_rest(
         ) -> None:
-    peer = ScriptedPeer(TcpConfig(delayed_ack=0.0), stack_isn=ISS)
+    peer = ScriptedPeer(TcpConfig(delayed_ack=0.0, syncookies=0), stack_isn=ISS)
     listener = peer.listen(80, backlog=2)
     assert [s.flags for s in _syn(peer, 40001)] == [SYN | ACK]
     assert [s.flags for s in _syn(peer, 40002)] == [SYN | ACK]
@@ -61,7 +63,7 @@ def test_syn_beyond_the_backlog_is_dropped_and_counted_while_the_listener_serves
 
 
 def test_backlog_counts_half_open_connections_not_established_ones() -> None:
-    peer = ScriptedPeer(TcpConfig(delayed_ack=0.0), stack_isn=ISS)
+    peer = ScriptedPeer(TcpConfig(delayed_ack=0.0, syncookies=0), stack_isn=ISS)
     listener = peer.listen(80, backlog=1)
     _syn(peer, 40001)
     peer.inject(ACK, PEER + 1, ISS + 1, sport=40001)  # established: its slot is free
