@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Sequence
 from tcpstack.net import icmp, ipv4
 from tcpstack.net.checksum import Bytes
 from tcpstack.net.errors import MalformedPacket
+from tcpstack.net.fragments import FragmentReassembler
 from tcpstack.net.ipv4 import PROTO_ICMP, PROTO_TCP
 from tcpstack.tcp import segment as tcpseg
 from tcpstack.tcp import syncookies
@@ -109,6 +110,8 @@ class NetworkStack:
         self.offload = offload
         # By peer address: its IPv4 header template and pseudo-header sum, for _frame.
         self._routes: dict[bytes, tuple[ipv4.HeaderTemplate, int]] = {}
+        # IPv4 datagrams that arrive in fragments, until they are whole (bounded memory).
+        self._fragments = FragmentReassembler(self._count)
         # By peer address: the path MSS an ICMP "fragmentation needed" taught, until when.
         self._path_mss: dict[bytes, tuple[int, float]] = {}
         # Shutdown: what each connection had received when close_all ran.
@@ -230,7 +233,13 @@ class NetworkStack:
             counters["ipv6_dropped"] += 1  # the kernel's own IPv6 chatter; IPv6 is not served
             return
         try:
-            ip = ipv4.parse(packet)
+            try:
+                ip = ipv4.parse(packet)
+            except MalformedPacket as exc:
+                if exc.reason != "ip_fragment":
+                    raise
+                self._receive_fragment(packet, now)
+                return
             if ip.dst != self.address:
                 counters["ip_not_for_us"] += 1
                 return
@@ -245,6 +254,20 @@ class NetworkStack:
             counters["in_errors"] += 1
             log.debug("dropped packet: %s", exc)
 
+    def _receive_fragment(self, packet: Bytes, now: float) -> None:
+        """A fragment (its header already checked by ipv4.parse): held until its datagram is
+        whole (net/fragments.py), which then takes the normal path."""
+        counters = self.counters
+        counters["ip_frag_in"] += 1
+        if bytes(packet[16:20]) != self.address:
+            counters["ip_not_for_us"] += 1
+            return
+        ihl = (packet[0] & 0x0F) * 4
+        total = int.from_bytes(packet[2:4], "big")
+        whole = self._fragments.add(packet[:ihl], packet[ihl:total], now)
+        if whole is not None:
+            self.receive(whole, now)
+
     def _receive_icmp(self, ip: ipv4.IPv4Packet, now: float) -> None:
         self.counters["icmp_in"] += 1
         reply = icmp.echo_reply(ip.payload)
@@ -255,6 +278,9 @@ class NetworkStack:
         error = icmp.error_of(ip.payload)
         if error is not None:
             self._icmp_error(error, now)
+
+    def _count(self, reason: str) -> None:
+        self.counters[reason] += 1
 
     def _icmp_error(self, error: icmp.IcmpError, now: float) -> None:
         """An ICMP error about one of our segments (RFC 5927): believed only when it quotes

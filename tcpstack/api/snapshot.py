@@ -61,6 +61,8 @@ KNOWN_COUNTERS = (
     "challenge_acks_limited", "icmp_errors_accepted", "icmp_out_of_window", "icmp_unmatched",
     "icmp_bad_mtu", "pmtu_lowered",
     "syncookies_sent", "syncookies_recv", "syncookies_failed",
+    "ip_frag_in", "ip_frag_reassembled", "ip_frag_overlap", "ip_frag_tiny", "ip_frag_timeout",
+    "ip_frag_memory", "ip_frag_bad",
 )
 
 

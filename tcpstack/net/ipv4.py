@@ -67,7 +67,7 @@ def parse(packet: Bytes, strict: bool = True) -> IPv4Packet:
         if int.from_bytes(view[:ihl], "big") % 0xFFFF != 0:
             raise MalformedPacket("ip_bad_checksum")
         if frag & (FLAG_MF | OFFSET_MASK):
-            # Fragments are not reassembled yet; see docs/DECISIONS.md.
+            # Not a datagram on its own: the stack reassembles (net/fragments.py).
             raise MalformedPacket("ip_fragment")
     elif not ihl <= total <= n:
         total = n
