@@ -18,6 +18,7 @@ Timers are a heap of (deadline, connection) entries; `next_deadline()` says when
 from __future__ import annotations
 
 import dataclasses
+import errno
 import heapq
 import itertools
 import logging
@@ -71,6 +72,11 @@ MAX_CACHED_PEERS = 4096
 
 class PortInUse(Exception):
     pass
+
+
+class ConnectionLimit(OSError):
+    """The stack holds `TcpConfig.max_connections` connections: no more until some close
+    (an OSError with EAGAIN, as a socket call that cannot get resources now)."""
 
 
 class NetworkStack:
@@ -361,6 +367,8 @@ class NetworkStack:
         elif (verdict is Verdict.RESET and listener.cookies_until >= now
               and self._open_from_cookie(listener, src, seg, now)):
             return
+        if verdict is Verdict.OPEN and self._at_connection_limit():
+            return
         self.counters[verdict.value] += 1
         if verdict is Verdict.OPEN:
             self._open_passive(listener, src, seg, now, iss)
@@ -368,6 +376,14 @@ class NetworkStack:
             self._send_cookie(listener, src, seg, now)
         elif verdict is Verdict.RESET:
             self._reply_reset(src, seg)
+
+    def _at_connection_limit(self) -> bool:
+        """Memory stays bounded whatever arrives: at `max_connections` a new one is refused
+        (a SYN dropped, as a full SYN queue drops it, and counted)."""
+        if len(self.connections) < self.config.max_connections:
+            return False
+        self.counters["conn_limit_drops"] += 1
+        return True
 
     def _accept_queue_full(self, conn: Connection, seg: tcpseg.Segment) -> bool:
         """The ACK that would complete a passive open while its listener's accept queue is
@@ -405,6 +421,8 @@ class NetworkStack:
             return False
         if listener.accept_full:
             self.counters["listen_overflows"] += 1
+            return True
+        if self._at_connection_limit():
             return True
         self.counters["syncookies_recv"] += 1
         self.counters["passive_opens"] += 1
@@ -480,6 +498,9 @@ class NetworkStack:
         key = (remote, remote_port, local_port)
         if key in self.connections:
             raise PortInUse(f"local port {local_port} is in use to that peer")
+        if self._at_connection_limit():
+            raise ConnectionLimit(errno.EAGAIN, f"too many connections ({len(self.connections)}"
+                                  ", the stack's maximum)")
         iss = self._isn.isn(self.address, local_port, remote, remote_port, now)
         conn = Connection(config or self.config, self.address, local_port, remote,
                           remote_port, iss, passive=False, counters=self.counters,

@@ -63,6 +63,7 @@ KNOWN_COUNTERS = (
     "syncookies_sent", "syncookies_recv", "syncookies_failed",
     "ip_frag_in", "ip_frag_reassembled", "ip_frag_overlap", "ip_frag_tiny", "ip_frag_timeout",
     "ip_frag_memory", "ip_frag_bad",
+    "conn_limit_drops",
 )
 
 

@@ -30,6 +30,8 @@ class TcpConfig:
     syn_retries: int = 6            # SYN retransmissions before connect gives up (Linux: 6)
     synack_retries: int = 5         # SYN-ACK retransmissions before a half-open is dropped
     max_retries: int = 15           # data retransmissions before the connection aborts
+    orphan_retries: int = 8         # the same once the application let go (tcp_orphan_retries)
+    max_connections: int = 262_144  # connections at once; more SYNs and connects are refused
     persist_max: float = 60.0       # longest interval between zero-window probes
     backlog: int = DEFAULT_BACKLOG  # default listener backlog: bounds the SYN queue (half-
     #                                 open connections) and the accept queue, each on its own

@@ -766,6 +766,7 @@ class Connection:
         state = self.state
         limit = (self.config.syn_retries if state is State.SYN_SENT else
                  self.config.synack_retries if state is State.SYN_RCVD else
+                 self.config.orphan_retries if self.rcv.discard else
                  self.config.max_retries)
         if self.timers.retries > limit:
             soft = self.snd.soft_error  # what ICMP said about the path meanwhile, if it did
