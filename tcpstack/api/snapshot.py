@@ -64,6 +64,7 @@ KNOWN_COUNTERS = (
     "ip_frag_in", "ip_frag_reassembled", "ip_frag_overlap", "ip_frag_tiny", "ip_frag_timeout",
     "ip_frag_memory", "ip_frag_bad",
     "conn_limit_drops",
+    "ip_bad_option", "ip_source_route",
 )
 
 

@@ -66,12 +66,39 @@ def parse(packet: Bytes, strict: bool = True) -> IPv4Packet:
         # every packet read.
         if int.from_bytes(view[:ihl], "big") % 0xFFFF != 0:
             raise MalformedPacket("ip_bad_checksum")
+        if ihl > HEADER_LEN:
+            _check_options(view[HEADER_LEN:ihl])
         if frag & (FLAG_MF | OFFSET_MASK):
             # Not a datagram on its own: the stack reassembles (net/fragments.py).
             raise MalformedPacket("ip_fragment")
     elif not ihl <= total <= n:
         total = n
     return IPv4Packet(src, dst, proto, ttl, ident, ihl, view[ihl:total])
+
+
+OPT_EOL = 0
+OPT_NOP = 1
+# Loose and strict source routes, and record route's cousins that steer a reply: Linux drops
+# source-routed datagrams (accept_source_route = 0), as RFC 1122 3.3.5 lets a host do.
+SOURCE_ROUTES = frozenset({131, 137})
+
+
+def _check_options(options: memoryview) -> None:
+    """RFC 791 3.1's option format: EOL ends the list, NOP is one byte, every other option
+    is type, length (at least 2, within the header), value. Raises MalformedPacket."""
+    i, n = 0, len(options)
+    while i < n:
+        kind = options[i]
+        if kind == OPT_EOL:
+            return
+        if kind == OPT_NOP:
+            i += 1
+            continue
+        if i + 1 >= n or not 2 <= options[i + 1] <= n - i:
+            raise MalformedPacket("ip_bad_option", f"option {kind} overruns the header")
+        if kind in SOURCE_ROUTES:
+            raise MalformedPacket("ip_source_route", f"option {kind}")
+        i += options[i + 1]
 
 
 class HeaderTemplate:

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from scapy.layers.inet import IP, TCP
 
 from tcpstack.net import ipv4
+from tcpstack.net.checksum import checksum
 from tcpstack.net.errors import MalformedPacket
 from tests.unit.test_checksum import reference_checksum
 
@@ -172,3 +173,33 @@ def test_we_parse_scapy_built_packet() -> None:
     assert (ip.src, ip.dst, ip.proto, ip.ttl, ip.ident) == \
         (bytes([192, 0, 2, 7]), bytes([198, 51, 100, 9]), 6, 17, 4321)
     assert len(ip.payload) == 20 + 2
+
+
+def _with_options(options: bytes) -> bytes:
+    """A valid IPv4 packet whose header carries `options` (padded to whole words)."""
+    options += bytes(-len(options) % 4)
+    ihl = (20 + len(options)) // 4
+    payload = b"x" * 8
+    hdr = ipv4.HEADER.pack(0x40 | ihl, 0, 20 + len(options) + len(payload), 0, 0, 64, 6, 0,
+                           bytes(4), bytes(4)) + options
+    csum = checksum(hdr)
+    return hdr[:10] + csum.to_bytes(2, "big") + hdr[12:] + payload
+
+
+@pytest.mark.parametrize(("options", "reason"), [
+    (bytes([1, 1, 1, 0]), None),                     # NOPs, then EOL
+    (bytes([148, 4, 0, 0]), None),                   # router alert, well formed
+    (bytes([7, 7, 4, 0, 0, 0, 0]), None),            # record route
+    (bytes([148, 9, 0, 0]), "ip_bad_option"),        # length beyond the header
+    (bytes([148, 1, 0, 0]), "ip_bad_option"),        # length below 2
+    (bytes([1, 1, 1, 148]), "ip_bad_option"),        # no room for the length
+    (bytes([131, 7, 4, 0, 0, 0, 0]), "ip_source_route"),
+    (bytes([137, 7, 4, 0, 0, 0, 0]), "ip_source_route"),
+])
+def test_ip_options_are_checked_and_source_routes_refused(options: bytes,
+                                                          reason: str | None) -> None:
+    packet = _with_options(options)
+    if reason is None:
+        assert bytes(ipv4.parse(packet).payload) == b"x" * 8
+    else:
+        assert reason_of(packet) == reason
