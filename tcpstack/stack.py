@@ -49,6 +49,8 @@ EPHEMERAL_PORTS = range(32768, 61000)  # Linux's ip_local_port_range
 # Rounds of events and reactions within one pass; what is left over goes to the next pass.
 MAX_EVENT_ROUNDS = 16
 MAX_LOGGED_INTERNAL_ERRORS = 10
+_SYN_RCVD, _SYN_SENT, _CLOSED = State.SYN_RCVD, State.SYN_SENT, State.CLOSED
+_ESTABLISHED, _CLOSE_WAIT = State.ESTABLISHED, State.CLOSE_WAIT
 
 
 class PortInUse(Exception):
@@ -90,6 +92,10 @@ class NetworkStack:
         self._routes: dict[bytes, tuple[ipv4.HeaderTemplate, int]] = {}
         # Shutdown: what each connection had received when close_all ran.
         self._received_at_close: dict[Connection, int] = {}
+        # The hooks every connection gets, bound once: a bound method made per connection
+        # would be two objects more on each of thousands of idle connections.
+        self._on_change_hook = self._changed
+        self._on_transition_hook = self._transition_hook
 
     # ------------------------------------------------------------------ the service pass
 
@@ -281,22 +287,26 @@ class NetworkStack:
                           segmentation=self.offload,
                           ts_offset=self._isn.ts_offset(self.address, src))
         conn.listener = listener
-        conn.on_transition = self._transition_hook
-        conn.on_change = self._changed
+        conn.on_transition = self._on_transition_hook
+        conn.on_change = self._on_change_hook
         listener.half_open += 1
         self.connections[(src, seg.sport, seg.dport)] = conn
         conn.accept_syn(seg, now)
         self._dirty[conn] = None
 
     def _transition_hook(self, conn: Connection, old: State, new: State) -> None:
-        listener = conn.listener
-        if old is State.SYN_RCVD and isinstance(listener, Listener):
-            listener.half_open -= 1
-        if old is State.SYN_SENT and new is State.CLOSED:
-            self.counters["attempt_fails"] += 1
-        if new is State.CLOSED and old in (State.ESTABLISHED, State.CLOSE_WAIT) \
-                and conn.error is not None:
-            self.counters["estab_resets"] += 1
+        """Every state change of every connection: the listener's half-open count and the
+        counters. Runs several times per connection, so the states are module constants (an
+        enum member looked up on its class costs a Python-level getattr each time)."""
+        if old is _SYN_RCVD:
+            listener = conn.listener
+            if isinstance(listener, Listener):
+                listener.half_open -= 1
+        elif new is _CLOSED:
+            if old is _SYN_SENT:
+                self.counters["attempt_fails"] += 1
+            elif (old is _ESTABLISHED or old is _CLOSE_WAIT) and conn.error is not None:
+                self.counters["estab_resets"] += 1
         if self.on_transition is not None:
             self.on_transition(conn, old, new)
 
@@ -328,8 +338,8 @@ class NetworkStack:
                           remote_port, iss, passive=False, counters=self.counters,
                           segmentation=self.offload,
                           ts_offset=self._isn.ts_offset(self.address, remote))
-        conn.on_transition = self._transition_hook
-        conn.on_change = self._changed
+        conn.on_transition = self._on_transition_hook
+        conn.on_change = self._on_change_hook
         self.connections[key] = conn
         self.counters["active_opens"] += 1
         conn.connect(now)
