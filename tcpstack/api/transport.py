@@ -9,7 +9,8 @@ writes wait in a backlog here and the protocol is paused so `drain()` blocks.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
+import socket
+from types import MappingProxyType
 from typing import Any
 
 from tcpstack.io.driver import StackDriver
@@ -31,14 +32,24 @@ DEFAULT_HIGH_WATER = 256 * 1024
 DEFAULT_LOW_WATER = 64 * 1024
 
 
+# asyncio.BaseTransport keeps a dict of extra info per transport; ours answers from the
+# connection instead (get_extra_info), so every transport shares this empty one.
+_NO_EXTRA: MappingProxyType[str, Any] = MappingProxyType({})
+
+
 def _address(addr: bytes, port: int) -> tuple[str, int]:
-    return str(ipaddress.IPv4Address(addr)), port
+    return socket.inet_ntoa(addr), port
 
 
 class TcpTransport(asyncio.Transport):
+    # Slots, and no extra-info dict: one transport per connection, thousands of them idle.
+    __slots__ = ("_backlog", "_closing", "_conn", "_driver", "_eof_pending", "_eof_requested",
+                 "_high_water", "_loop", "_lost", "_low_water", "_protocol", "_reading_paused",
+                 "_writing_paused")
+
     def __init__(self, driver: StackDriver, conn: Connection,
                  protocol: asyncio.BaseProtocol) -> None:
-        super().__init__()
+        super().__init__(_NO_EXTRA)
         self._driver = driver
         self._loop = driver.loop
         self._conn = conn
@@ -52,9 +63,6 @@ class TcpTransport(asyncio.Transport):
         self._eof_requested = False
         self._closing = False
         self._lost = False
-        self._extra = {"peername": _address(conn.remote_addr, conn.remote_port),
-                       "sockname": _address(conn.local_addr, conn.local_port),
-                       "connection": conn}
         conn.owner = self
 
     @classmethod
@@ -71,7 +79,16 @@ class TcpTransport(asyncio.Transport):
     # ----------------------------------------------------------- asyncio.Transport
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return self._extra.get(name, default)
+        """"peername", "sockname" (formatted when asked: most applications never ask) and
+        "connection" (the tcpstack Connection)."""
+        conn = self._conn
+        if name == "peername":
+            return _address(conn.remote_addr, conn.remote_port)
+        if name == "sockname":
+            return _address(conn.local_addr, conn.local_port)
+        if name == "connection":
+            return conn
+        return default
 
     def is_closing(self) -> bool:
         return self._closing or self._lost
