@@ -1,5 +1,6 @@
-"""An asyncio Transport over one tcpstack Connection, so asyncio's own StreamReader,
-StreamWriter and StreamReaderProtocol work on it unchanged.
+"""An asyncio Transport over one tcpstack Connection, so asyncio's own StreamReader and
+StreamWriter work on it unchanged (through api.streams.StreamProtocol; asyncio's
+StreamReaderProtocol works on it too).
 
 Flow control both ways: when the protocol pauses reading, received bytes stay in the
 connection and its advertised window closes; when the connection's send buffer is full,
