@@ -46,7 +46,6 @@ from tcpstack.tcp.state import State
 from tcpstack.tcp.syncookies import SynCookies
 
 log = logging.getLogger("tcpstack")
-_SYN_RCVD = State.SYN_RCVD
 
 ConnKey = tuple[bytes, int, int]  # (remote address, remote port, local port)
 # An IP packet for the link and its GSO size: 0 when its checksums are complete; otherwise
@@ -68,6 +67,8 @@ MAX_LOGGED_INTERNAL_ERRORS = 10
 # Per peer address caches (pseudo-header sums, header templates): emptied when they reach
 # this size, so a flood from spoofed sources cannot grow them without bound.
 MAX_CACHED_PEERS = 4096
+_SYN_RCVD, _SYN_SENT, _CLOSED = State.SYN_RCVD, State.SYN_SENT, State.CLOSED
+_ESTABLISHED, _CLOSE_WAIT = State.ESTABLISHED, State.CLOSE_WAIT
 
 
 class PortInUse(Exception):
@@ -122,6 +123,10 @@ class NetworkStack:
         self._path_mss: dict[bytes, tuple[int, float]] = {}
         # Shutdown: what each connection had received when close_all ran.
         self._received_at_close: dict[Connection, int] = {}
+        # The hooks every connection gets, bound once: a bound method made per connection
+        # would be two objects more on each of thousands of idle connections.
+        self._on_change_hook = self._changed
+        self._on_transition_hook = self._transition_hook
 
     # ------------------------------------------------------------------ the service pass
 
@@ -454,8 +459,8 @@ class NetworkStack:
                           challenges=self.challenges)
         conn.snd.path_mss = self._path_mss_for(src, now)
         conn.listener = listener
-        conn.on_transition = self._transition_hook
-        conn.on_change = self._changed
+        conn.on_transition = self._on_transition_hook
+        conn.on_change = self._on_change_hook
         listener.half_open += 1
         self.connections[(src, seg.sport, seg.dport)] = conn
         conn.accept_syn(seg, now)
@@ -463,14 +468,18 @@ class NetworkStack:
         return conn
 
     def _transition_hook(self, conn: Connection, old: State, new: State) -> None:
-        listener = conn.listener
-        if old is State.SYN_RCVD and isinstance(listener, Listener):
-            listener.half_open -= 1
-        if old is State.SYN_SENT and new is State.CLOSED:
-            self.counters["attempt_fails"] += 1
-        if new is State.CLOSED and old in (State.ESTABLISHED, State.CLOSE_WAIT) \
-                and conn.error is not None:
-            self.counters["estab_resets"] += 1
+        """Every state change of every connection: the listener's half-open count and the
+        counters. Runs several times per connection, so the states are module constants (an
+        enum member looked up on its class costs a Python-level getattr each time)."""
+        if old is _SYN_RCVD:
+            listener = conn.listener
+            if isinstance(listener, Listener):
+                listener.half_open -= 1
+        elif new is _CLOSED:
+            if old is _SYN_SENT:
+                self.counters["attempt_fails"] += 1
+            elif (old is _ESTABLISHED or old is _CLOSE_WAIT) and conn.error is not None:
+                self.counters["estab_resets"] += 1
         if self.on_transition is not None:
             self.on_transition(conn, old, new)
 
@@ -508,8 +517,8 @@ class NetworkStack:
                           ts_offset=self._isn.ts_offset(self.address, remote),
                           challenges=self.challenges)
         conn.snd.path_mss = self._path_mss_for(remote, now)
-        conn.on_transition = self._transition_hook
-        conn.on_change = self._changed
+        conn.on_transition = self._on_transition_hook
+        conn.on_change = self._on_change_hook
         self.connections[key] = conn
         self.counters["active_opens"] += 1
         conn.connect(now)

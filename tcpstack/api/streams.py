@@ -12,7 +12,7 @@ import dataclasses
 import ipaddress
 import logging
 import os
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 
 from tcpstack.api.capture import Capture
@@ -59,6 +59,135 @@ SHUTDOWN_GRACE = 1.0
 SHUTDOWN_DRAIN = 0.1
 
 
+class StreamProtocol(asyncio.Protocol):
+    """Joins a TcpTransport to an asyncio StreamReader and StreamWriter, as asyncio's own
+    StreamReaderProtocol does for its transports, in a fraction of the memory: it is made
+    once per connection, and an idle connection is mostly its stream objects. Slots instead
+    of a dict; the reader held directly (asyncio holds it by weak reference, only to warn
+    about a reader dropped before its connection was made, which cannot happen here); no
+    deque of drain waiters (asyncio's first block is 760 bytes) but a list made when a
+    writer first waits; the future `wait_closed()` awaits made when it is first awaited;
+    a bound method as the handler task's done-callback, not a closure.
+
+    What the StreamWriter asks of its protocol (asyncio 3.11 to 3.13: `_drain_helper`,
+    `_get_close_waiter`, `_client_connected_cb`) is here under the same names, and
+    behaves as asyncio's; tests/unit/test_stream_protocol.py pins it. Not supported: start_tls
+    (a TcpTransport has no TLS either)."""
+
+    __slots__ = ("_client_connected_cb", "_closed", "_connection_lost", "_drain_waiters",
+                 "_loop", "_lost_exc", "_paused", "_reader", "_task", "_transport",
+                 "_writer")
+
+    def __init__(self, reader: asyncio.StreamReader,
+                 client_connected_cb: ClientHandler | None = None,
+                 loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self._loop = loop or asyncio.get_running_loop()
+        self._reader: asyncio.StreamReader | None = reader
+        self._client_connected_cb = client_connected_cb
+        self._writer: asyncio.StreamWriter | None = None  # kept, as asyncio keeps its own
+        self._task: asyncio.Task[None] | None = None  # the handler's: the loop's is weak
+        self._transport: asyncio.BaseTransport | None = None
+        self._paused = False
+        self._connection_lost = False
+        self._lost_exc: BaseException | None = None
+        self._drain_waiters: list[asyncio.Future[None]] | None = None
+        self._closed: asyncio.Future[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport
+        reader = self._reader
+        assert reader is not None and isinstance(transport, asyncio.Transport)
+        reader.set_transport(transport)
+        if self._client_connected_cb is None:
+            return
+        self._writer = writer = asyncio.StreamWriter(transport, self, reader, self._loop)
+        result = self._client_connected_cb(reader, writer)
+        if asyncio.iscoroutine(result):
+            self._task = self._loop.create_task(result)
+            self._task.add_done_callback(self._handler_done)
+
+    def _handler_done(self, task: asyncio.Task[None]) -> None:
+        """As asyncio's: a handler that raised is reported, and its connection closed."""
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            self._loop.call_exception_handler({
+                "message": "Unhandled exception in client_connected_cb",
+                "exception": exc, "transport": self._transport})
+            if self._transport is not None:
+                self._transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        if self._reader is not None:
+            self._reader.feed_data(data)
+
+    def eof_received(self) -> bool:
+        if self._reader is not None:
+            self._reader.feed_eof()
+        return True  # keep the sending side open: the application closes it
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        reader = self._reader
+        if reader is not None:
+            if exc is None:
+                reader.feed_eof()
+            else:
+                reader.set_exception(exc)
+        self._connection_lost = True
+        self._lost_exc = exc
+        if self._closed is not None:
+            self._settle(self._closed)
+        if self._paused and self._drain_waiters:  # writers blocked in drain() wake up
+            for waiter in self._drain_waiters:
+                if not waiter.done():
+                    if exc is None:
+                        waiter.set_result(None)
+                    else:
+                        waiter.set_exception(exc)
+        self._reader = self._writer = self._task = self._transport = None
+
+    def _settle(self, closed: asyncio.Future[None]) -> None:
+        if not closed.done():
+            if self._lost_exc is None:
+                closed.set_result(None)
+            else:
+                closed.set_exception(self._lost_exc)
+
+    # What StreamWriter calls (asyncio-private names, asyncio's behaviour).
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        for waiter in self._drain_waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def _drain_helper(self) -> None:
+        if self._connection_lost:
+            raise ConnectionResetError("Connection lost")
+        if not self._paused:
+            return
+        waiter: asyncio.Future[None] = self._loop.create_future()
+        if self._drain_waiters is None:
+            self._drain_waiters = []
+        waiters = self._drain_waiters
+        waiters.append(waiter)
+        try:
+            await waiter
+        finally:
+            waiters.remove(waiter)
+
+    def _get_close_waiter(self, stream: asyncio.StreamWriter) -> asyncio.Future[None]:
+        if self._closed is None:
+            self._closed = self._loop.create_future()
+            if self._connection_lost:
+                self._settle(self._closed)
+        return self._closed
+
+
 class Server:
     """What `start_server` returns: like asyncio.Server, for one listening port."""
 
@@ -80,8 +209,9 @@ class Server:
         return self.listener.accept_queue
 
     def accept(self, driver: StackDriver, conn: Connection) -> None:
-        reader = asyncio.StreamReader(limit=self._limit, loop=driver.loop)
-        protocol = asyncio.StreamReaderProtocol(reader, self._client_connected, loop=driver.loop)
+        loop = driver.loop
+        reader = asyncio.StreamReader(limit=self._limit, loop=loop)
+        protocol = StreamProtocol(reader, self._client_connected, loop)
         TcpTransport.attach(driver, conn, protocol)
 
     def _client_connected(self, reader: asyncio.StreamReader,
@@ -89,13 +219,16 @@ class Server:
         result = self._handler(reader, writer)
         if not asyncio.iscoroutine(result):
             return result  # a plain function: it has already run
+        # It waits in the accept queue until the loop runs its first step. The protocol
+        # makes the task as soon as this returns, which schedules that step after this
+        # callback, so the callback runs just before it. (Not a wrapping coroutine: that
+        # would stay alive, a frame more, for as long as the connection.)
         self.listener.accept_queue += 1
-        return self._taken_up(result)
+        asyncio.get_running_loop().call_soon(self._taken_up)
+        return result
 
-    async def _taken_up(self, handler: Coroutine[object, object, None]) -> None:
-        """The handler's coroutine, which leaves the accept queue once the loop runs it."""
+    def _taken_up(self) -> None:
         self.listener.accept_queue -= 1
-        await handler
 
     def is_serving(self) -> bool:
         return not self._closed.is_set()
@@ -416,7 +549,7 @@ class Stack:
                 conn.abort(driver.now())
             raise
         reader = asyncio.StreamReader(limit=limit, loop=loop)
-        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+        protocol = StreamProtocol(reader, loop=loop)
         transport = TcpTransport.attach(driver, conn, protocol)
         writer = asyncio.StreamWriter(transport, protocol, reader, loop)
         return reader, writer

@@ -1,5 +1,6 @@
-"""An asyncio Transport over one tcpstack Connection, so asyncio's own StreamReader,
-StreamWriter and StreamReaderProtocol work on it unchanged.
+"""An asyncio Transport over one tcpstack Connection, so asyncio's own StreamReader and
+StreamWriter work on it unchanged (through api.streams.StreamProtocol; asyncio's
+StreamReaderProtocol works on it too).
 
 Flow control both ways: when the protocol pauses reading, received bytes stay in the
 connection and its advertised window closes; when the connection's send buffer is full,
@@ -10,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import ipaddress
+import socket
+from types import MappingProxyType
 from typing import Any
 
 from tcpstack.io.driver import StackDriver
@@ -41,14 +43,24 @@ def unreachable_error(number: int, text: str) -> OSError:
     return OSError(number, text)
 
 
+# asyncio.BaseTransport keeps a dict of extra info per transport; ours answers from the
+# connection instead (get_extra_info), so every transport shares this empty one.
+_NO_EXTRA: MappingProxyType[str, Any] = MappingProxyType({})
+
+
 def _address(addr: bytes, port: int) -> tuple[str, int]:
-    return str(ipaddress.IPv4Address(addr)), port
+    return socket.inet_ntoa(addr), port
 
 
 class TcpTransport(asyncio.Transport):
+    # Slots, and no extra-info dict: one transport per connection, thousands of them idle.
+    __slots__ = ("_backlog", "_closing", "_conn", "_driver", "_eof_pending", "_eof_requested",
+                 "_high_water", "_loop", "_lost", "_low_water", "_protocol", "_reading_paused",
+                 "_writing_paused")
+
     def __init__(self, driver: StackDriver, conn: Connection,
                  protocol: asyncio.BaseProtocol) -> None:
-        super().__init__()
+        super().__init__(_NO_EXTRA)
         self._driver = driver
         self._loop = driver.loop
         self._conn = conn
@@ -62,9 +74,6 @@ class TcpTransport(asyncio.Transport):
         self._eof_requested = False
         self._closing = False
         self._lost = False
-        self._extra = {"peername": _address(conn.remote_addr, conn.remote_port),
-                       "sockname": _address(conn.local_addr, conn.local_port),
-                       "connection": conn}
         conn.owner = self
 
     @classmethod
@@ -81,7 +90,16 @@ class TcpTransport(asyncio.Transport):
     # ----------------------------------------------------------- asyncio.Transport
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return self._extra.get(name, default)
+        """"peername", "sockname" (formatted when asked: most applications never ask) and
+        "connection" (the tcpstack Connection)."""
+        conn = self._conn
+        if name == "peername":
+            return _address(conn.remote_addr, conn.remote_port)
+        if name == "sockname":
+            return _address(conn.local_addr, conn.local_port)
+        if name == "connection":
+            return conn
+        return default
 
     def is_closing(self) -> bool:
         return self._closing or self._lost

@@ -21,6 +21,7 @@ from tcpstack.cli.app import (
     make_stack,
     run,
     stop_on_signals,
+    tune_gc,
 )
 from tcpstack.link.tun import LinkError
 from tcpstack.services.echo import discard as discard_service
@@ -76,10 +77,12 @@ def _serve_workers(opts: dict[str, object], workers: int, handler: Handler, port
     """Every worker listens on `port` (api/workers.py); the parent reports once all are."""
     async def setup(stack: Stack) -> None:
         await stack.start_server(handler, port, backlog=backlog)
+        tune_gc()  # in each worker, once its stack is up
 
     def on_ready() -> None:
         log.info("listening on %s:%d with %d workers", opts["address"], port, workers)
 
+    tune_gc()  # before the fork: the workers inherit it, and share the frozen pages
     try:
         result = run_workers(workers, lambda tun, ports: make_stack(opts, tun, ports), setup,
                              on_ready)
@@ -97,6 +100,7 @@ async def _serve(opts: dict[str, object], handler: Handler, port: int, backlog: 
     await stack.start()
     try:
         await stack.start_server(handler, port, backlog=backlog)
+        tune_gc()  # what bringing the stack up allocated is there for good, too
         log.info("listening on %s:%d", stack.address, port)
         await stop
         log.info("shutting down")

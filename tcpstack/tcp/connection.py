@@ -70,6 +70,11 @@ from tcpstack.tcp.timestamps import Timestamps
 
 TransitionHook = Callable[[Any, State, State], None]  # (connection, old, new)
 
+# What a transition sends, as constants: each transition tests several, and an enum member
+# looked up on its class is a Python-level getattr.
+_SENDS_NONE, _SENDS_ACK, _SENDS_FIN, _SENDS_RST = Sends.NOTHING, Sends.ACK, Sends.FIN, Sends.RST
+_SENDS_SYN, _SENDS_SYN_ACK = Sends.SYN, Sends.SYN_ACK
+
 CWND_TRACE_LEN = 20_000      # samples kept per connection
 CWND_TRACE_INTERVAL = 0.001  # at most one sample a millisecond, except at losses
 
@@ -86,6 +91,10 @@ class Arrival:
 
 class ConnectionStateError(Exception):
     """An application call the connection's state does not allow."""
+
+
+def _unowned(conn: Any) -> None:
+    """The `on_change` of a connection no stack owns: nobody to tell."""
 
 
 class Connection:
@@ -111,8 +120,9 @@ class Connection:
         self.on_transition: TransitionHook | None = None
         self.listener: object | None = None  # the Listener that spawned a passive open
         self.owner: ConnectionOwner | None = None  # the application layer's, told each event
-        # Told of every application call; the owning stack installs it to flush us after.
-        self.on_change: Callable[[Any], None] = lambda conn: None
+        # Told of every application call; the owning stack installs it to flush us after
+        # (one callable shared by all its connections, not an object per connection).
+        self.on_change: Callable[[Any], None] = _unowned
         # Shared with the stack (nstat-style totals); a lone connection keeps its own.
         self.counters: Counter[str] = counters if counters is not None else Counter()
         self.counts = ConnectionCounts()  # this connection's own, for stat (ss -i)
@@ -809,13 +819,15 @@ class Connection:
         self.state = new
         if self.on_transition is not None:
             self.on_transition(self, old, new)
-        if sends is Sends.SYN or sends is Sends.SYN_ACK:
-            self.tx.send_syn(now, synack=sends is Sends.SYN_ACK)
-        elif sends is Sends.ACK:
+        if sends is _SENDS_NONE:
+            pass
+        elif sends is _SENDS_ACK:
             self.rcv.owe_ack_now()
-        elif sends is Sends.FIN:
+        elif sends is _SENDS_SYN or sends is _SENDS_SYN_ACK:
+            self.tx.send_syn(now, synack=sends is _SENDS_SYN_ACK)
+        elif sends is _SENDS_FIN:
             self.snd.fin_queued = True  # it goes after the queued data, at the flush
-        elif sends is Sends.RST:
+        elif sends is _SENDS_RST:
             self.tx.emit(RST, self.snd.max)
         entry = ON_ENTRY.get(new)
         if entry is not None:

@@ -18,9 +18,11 @@ class ReassemblyQueue:
 
     def __init__(self) -> None:
         # Disjoint, non-adjacent runs [start, start+len) in sequence space, as (start, data),
-        # kept in order of distance from RCV.NXT.
-        self._blocks: list[tuple[int, bytes]] = []
-        self._recent: list[int] = []  # starts of blocks, most recently touched first
+        # kept in order of distance from RCV.NXT. Both are lists only once a segment came out
+        # of order: until then the empty tuple, since an empty list costs 56 bytes and most
+        # connections never need one.
+        self._blocks: list[tuple[int, bytes]] | tuple[()] = ()
+        self._recent: list[int] | tuple[()] = ()  # starts of blocks, most recently touched first
         self.fin_seq: int | None = None  # where an out-of-order FIN sits
 
     def __bool__(self) -> bool:
@@ -61,16 +63,18 @@ class ReassemblyQueue:
         """The bytes that now continue at RCV.NXT (possibly empty), removed from the queue.
         Blocks wholly before RCV.NXT are dropped, a block straddling it is trimmed."""
         out = b""
-        while self._blocks:
-            block_seq, block = self._blocks[0]
+        blocks = self._blocks
+        while blocks:
+            assert isinstance(blocks, list)  # non-empty: add() made it one
+            block_seq, block = blocks[0]
             offset = (rcv_nxt - block_seq) & MASK
             if offset > len(block) and offset < (1 << 31):
-                self._blocks.pop(0)  # already covered by in-order data
+                blocks.pop(0)  # already covered by in-order data
                 self._forget(block_seq)
                 continue
             if offset >= (1 << 31):  # the block starts beyond RCV.NXT: a hole remains
                 break
-            self._blocks.pop(0)
+            blocks.pop(0)
             self._forget(block_seq)
             piece = block[offset:]
             out += piece
@@ -90,8 +94,14 @@ class ReassemblyQueue:
 
     def _touch(self, start: int) -> None:
         self._forget(start)
-        self._recent.insert(0, start)
+        recent = self._recent
+        if isinstance(recent, list):
+            recent.insert(0, start)
+        else:
+            self._recent = [start]
 
     def _forget(self, start: int) -> None:
-        with contextlib.suppress(ValueError):
-            self._recent.remove(start)
+        recent = self._recent
+        if isinstance(recent, list):
+            with contextlib.suppress(ValueError):
+                recent.remove(start)

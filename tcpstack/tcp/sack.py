@@ -6,7 +6,7 @@ from the SACKs of data sent after it (as Linux's lost-retransmit detection does)
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from tcpstack.tcp.recovery import DUPACK_THRESHOLD
 from tcpstack.tcp.seq import HALF, MASK
@@ -16,17 +16,19 @@ class SackScoreboard:
     __slots__ = ("_ranges", "resent")
 
     def __init__(self) -> None:
-        self._ranges: list[tuple[int, int]] = []  # disjoint [start, end), in sequence order
+        # Both start as the empty tuple, and become lists only when something is added: most
+        # connections never see a SACK block, and an empty list costs 56 bytes each.
+        self._ranges: Sequence[tuple[int, int]] = ()  # disjoint [start, end), in order
         # What this recovery resent: [start, end) and SND.MAX when it went. RFC 6675 keeps
         # one HighRxt pointer; a list lets one lost resend be sent again without the others.
-        self.resent: list[tuple[int, int, int]] = []
+        self.resent: Sequence[tuple[int, int, int]] = ()
 
     def __bool__(self) -> bool:
         return bool(self._ranges)
 
     def clear(self) -> None:
-        self._ranges = []
-        self.resent = []
+        self._ranges = ()
+        self.resent = ()
 
     def add(self, blocks: tuple[tuple[int, int], ...], snd_una: int, snd_max: int) -> int:
         """Record the peer's blocks, ignoring any not inside (SND.UNA, SND.MAX] (a block we
@@ -102,7 +104,11 @@ class SackScoreboard:
     # ------------------------------------------------------------------ resends
 
     def note_resent(self, start: int, end: int, snd_max: int) -> None:
-        self.resent.append((start, end, snd_max))
+        resent = self.resent
+        if isinstance(resent, list):
+            resent.append((start, end, snd_max))
+        else:
+            self.resent = [(start, end, snd_max)]
 
     def resent_within(self, start: int, end: int, snd_una: int) -> int:
         """Octets of [start, end) that this recovery resent (they count in flight)."""

@@ -17,6 +17,9 @@ class CongestionControl(ABC):
     (`on_recovery_end`) and retransmission timeouts (`on_timeout`). Loss recovery itself
     (which segment to resend, window inflation) is tcp/recovery.py's business."""
 
+    # Slots here and in each algorithm: one instance per connection, and a dict each would
+    # cost more than the three numbers it holds.
+    __slots__ = ("cwnd", "mss", "ssthresh")
     name = "base"
 
     def __init__(self, mss: int) -> None:

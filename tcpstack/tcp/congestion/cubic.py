@@ -11,6 +11,7 @@ ALPHA = 3 * (1 - BETA) / (1 + BETA)  # Reno-friendly additive increase (4.3)
 
 
 class Cubic(CongestionControl):
+    __slots__ = ("_epoch", "_k", "_w_est", "_w_last_max", "w_max")
     name = "cubic"
 
     def __init__(self, mss: int) -> None:

@@ -6,6 +6,7 @@ from tcpstack.tcp.congestion.base import CongestionControl
 
 
 class NewReno(CongestionControl):
+    __slots__ = ("_ca_acked",)
     name = "newreno"
 
     def __init__(self, mss: int) -> None:
