@@ -20,11 +20,12 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import struct
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 
 from tcpstack.net import icmp, ipv4
-from tcpstack.net.checksum import Bytes
+from tcpstack.net.checksum import Bytes, ones_complement_sum
 from tcpstack.net.errors import MalformedPacket
 from tcpstack.net.ipv4 import PROTO_ICMP, PROTO_TCP
 from tcpstack.tcp import segment as tcpseg
@@ -34,21 +35,36 @@ from tcpstack.tcp.events import Closed, Event, Reset
 from tcpstack.tcp.isn import IsnGenerator
 from tcpstack.tcp.listener import Listener, Verdict
 from tcpstack.tcp.reset import reset_reply
-from tcpstack.tcp.segment import OutSegment
+from tcpstack.tcp.segment import HEADER_LEN, OutSegment
 from tcpstack.tcp.state import State
 
 log = logging.getLogger("tcpstack")
 
 ConnKey = tuple[bytes, int, int]  # (remote address, remote port, local port)
-# An IP packet for the link and its GSO size: 0 when its checksums are complete; otherwise
-# (only where the link offloads) its TCP checksum holds just the pseudo-header sum, for the
-# link to finish, and a payload over the GSO size is for the link to cut to it.
-OutPacket = tuple[bytes, int]
+# An IP packet for the link, (headers, payload, GSO size): the IP and TCP headers as one
+# bytes object, then the payload as the connection's send buffer holds it (a view, which the
+# link writes behind the headers with one writev, so the payload is not copied into a packet
+# first; `packet_bytes` joins them for whoever needs the whole packet). The GSO size is 0
+# when the checksums are complete; otherwise (only where the link offloads) the TCP checksum
+# holds just the pseudo-header sum, for the link to finish, and a payload over the GSO size
+# is for the link to cut to it. The views pin the send buffer's storage (send_buffer.py):
+# a link writes the packets of a pass before the next, and a holder that keeps them
+# longer costs that buffer a copy.
+OutPacket = tuple[bytes, Bytes, int]
+# The IPv4 header and the TCP header without options, packed at once (one struct call).
+_IPV4_TCP = struct.Struct(ipv4.HEADER.format + tcpseg.HEADER.format.lstrip("!"))
+_pack_ipv4_tcp = _IPV4_TCP.pack
 EventHandler = Callable[[Connection, Event], None]
 EPHEMERAL_PORTS = range(32768, 61000)  # Linux's ip_local_port_range
 # Rounds of events and reactions within one pass; what is left over goes to the next pass.
 MAX_EVENT_ROUNDS = 16
 MAX_LOGGED_INTERNAL_ERRORS = 10
+
+
+def packet_bytes(packet: OutPacket) -> bytes:
+    """The whole IP packet of an OutPacket, headers and payload joined (a copy)."""
+    head, payload, _ = packet
+    return head + payload if payload else head
 
 
 class PortInUse(Exception):
@@ -226,7 +242,7 @@ class NetworkStack:
         self.counters["icmp_in"] += 1
         reply = icmp.echo_reply(ip.payload)
         if reply is not None:
-            self.output.append((ipv4.build(self.address, ip.src, PROTO_ICMP, reply), 0))
+            self.output.append((ipv4.build(self.address, ip.src, PROTO_ICMP, reply), b"", 0))
             self.counters["icmp_out"] += 1
 
     def _receive_tcp(self, ip: ipv4.IPv4Packet, now: float, trusted: bool) -> None:
@@ -268,8 +284,7 @@ class NetworkStack:
         if reply is None:
             return
         seq, ack, flags = reply
-        self.output.append(self._frame(src, OutSegment(seg.dport, seg.sport, seq, ack, flags, 0,
-                                                       b"", b"", 0)))
+        self._frame(src, seg.dport, seg.sport, [(seq, ack, flags, 0, b"", b"", 0)])
         self.counters["rst_out"] += 1
 
     def _open_passive(self, listener: Listener, src: bytes, seg: tcpseg.Segment,
@@ -367,9 +382,7 @@ class NetworkStack:
         segments = conn.output
         if segments:
             self.counters["segs_out"] += len(segments)
-            frame = self._frame
-            remote = conn.remote_addr
-            self.output.extend([frame(remote, seg) for seg in segments])
+            self._frame(conn.remote_addr, conn.local_port, conn.remote_port, segments)
             segments.clear()
         if conn.events:
             self.events.extend((conn, ev) for ev in conn.events)
@@ -388,24 +401,45 @@ class NetworkStack:
                 self._scheduled[conn] = deadline
                 heapq.heappush(self._timers, (deadline, next(self._tiebreak), conn))
 
-    def _frame(self, remote: bytes, seg: OutSegment) -> OutPacket:
-        """A connection's segment as an IP packet for the link: the IPv4 header and the TCP
-        header with its checksum (only the pseudo-header's, for the link to finish, when it
-        offloads, and then the MSS the link is to cut the payload to)."""
+    def _frame(self, remote: bytes, sport: int, dport: int, segments: list[OutSegment]) -> None:
+        """One connection's segments as IP packets for the link, onto `output`: the IPv4
+        header (from the per-peer template) and the TCP header with its checksum, packed
+        together. The checksum is summed from the header fields as numbers, the options and
+        the payload (with offload only the pseudo-header's, for the link to finish, which
+        then also cuts the payload to the MSS)."""
         route = self._routes.get(remote)
         if route is None:  # the pseudo-header sum does not depend on the direction
             route = self._routes[remote] = (
                 ipv4.HeaderTemplate(self.address, remote, PROTO_TCP),
                 ipv4.pseudo_header_sum(remote, self.address, PROTO_TCP))
         ip, pseudo = route
-        payload = seg.payload
-        if payload and self.offload:
-            hdr = tcpseg.build_header_partial(seg.sport, seg.dport, seg.seq, seg.ack, seg.flags,
-                                              seg.window, pseudo, seg.options, len(payload))
-            return b"".join((ip.build(len(hdr) + len(payload)), hdr, payload)), seg.mss
-        hdr = tcpseg.build_header(seg.sport, seg.dport, seg.seq, seg.ack, seg.flags,
-                                  seg.window, pseudo, seg.options, payload)
-        return b"".join((ip.build(len(hdr) + len(payload)), hdr, payload)), 0
+        ip_sum, ttl, src, dst = ip.base_sum, ip.ttl, ip.src, ip.dst
+        fixed = pseudo + sport + dport
+        offload = self.offload
+        append = self.output.append
+        for seq, ack, flags, window, options, payload, mss in segments:
+            n = len(payload)
+            hlen = HEADER_LEN + len(options)
+            if hlen & 3 or hlen > 60:
+                raise ValueError(f"options must pad the header to a multiple of 4 up to 60, "
+                                 f"not {hlen}")
+            total = ipv4.HEADER_LEN + hlen + n
+            off_flags = (hlen << 10) | flags
+            if n and offload:
+                csum = (pseudo + hlen + n) % 0xFFFF  # the link completes it
+            else:
+                tsum = (fixed + hlen + n + (seq >> 16) + (seq & 0xFFFF) + (ack >> 16)
+                        + (ack & 0xFFFF) + off_flags + window)
+                if options:
+                    tsum += int.from_bytes(options, "big")  # whole 16-bit words
+                if n:
+                    tsum += ones_complement_sum(payload)
+                csum = ~(tsum % 0xFFFF) & 0xFFFF
+                mss = 0
+            head = _pack_ipv4_tcp(0x45, 0, total, 0, ipv4.FLAG_DF, ttl, PROTO_TCP,
+                                  ~((ip_sum + total) % 0xFFFF) & 0xFFFF, src, dst,
+                                  sport, dport, seq, ack, off_flags, window, csum, 0)
+            append((head + options if options else head, payload, mss))
 
     def next_deadline(self) -> float | None:
         timers = self._timers
@@ -459,9 +493,8 @@ class NetworkStack:
             if conn.state in (State.TIME_WAIT, State.CLOSED):
                 continue
             if conn.state in (State.CLOSING, State.LAST_ACK):
-                self.output.append(self._frame(conn.remote_addr, OutSegment(
-                    conn.local_port, conn.remote_port, conn.snd.max, 0, tcpseg.RST, 0, b"", b"",
-                    0)))
+                self._frame(conn.remote_addr, conn.local_port, conn.remote_port,
+                            [(conn.snd.max, 0, tcpseg.RST, 0, b"", b"", 0)])
                 self.counters["rst_out"] += 1
             conn.abort(now)
         self._received_at_close = {}
