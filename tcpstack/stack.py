@@ -54,6 +54,8 @@ OutPacket = tuple[bytes, Bytes, int]
 # The IPv4 header and the TCP header without options, packed at once (one struct call).
 _IPV4_TCP = struct.Struct(ipv4.HEADER.format + tcpseg.HEADER.format.lstrip("!"))
 _pack_ipv4_tcp = _IPV4_TCP.pack
+_unpack_ipv4_tcp = _IPV4_TCP.unpack_from
+_IPV4_TCP_LEN = _IPV4_TCP.size
 EventHandler = Callable[[Connection, Event], None]
 EPHEMERAL_PORTS = range(32768, 61000)  # Linux's ip_local_port_range
 # Rounds of events and reactions within one pass; what is left over goes to the next pass.
@@ -219,6 +221,9 @@ class NetworkStack:
         """One IP packet from the link; a malformed one is counted by reason and dropped.
         `checksum_trusted`: the link vouches for the transport checksum (offload)."""
         counters = self.counters
+        if len(packet) >= _IPV4_TCP_LEN and packet[0] == 0x45 and packet[9] == PROTO_TCP:
+            self._receive_ipv4_tcp(packet, now, checksum_trusted)
+            return
         if packet and packet[0] >> 4 == 6:
             counters["ipv6_dropped"] += 1  # the kernel's own IPv6 chatter; IPv6 is not served
             return
@@ -234,9 +239,48 @@ class NetworkStack:
             else:
                 counters["ip_unknown_protocol"] += 1
         except MalformedPacket as exc:
-            counters[exc.reason] += 1
-            counters["in_errors"] += 1
-            log.debug("dropped packet: %s", exc)
+            self._malformed(exc)
+
+    def _receive_ipv4_tcp(self, packet: Bytes, now: float, trusted: bool) -> None:
+        """`receive` for nearly every packet: IPv4 without options, carrying TCP. Both
+        fixed headers in one unpack, and the checks of ipv4.parse (strict) and
+        tcpseg.parse in their order, with the same drop reasons; no IPv4Packet."""
+        (_vihl, _tos, total, _ident, frag, _ttl, _proto, _csum, src, dst, sport, dport, seq,
+         ack, off_flags, window, _tcsum, _urg) = _unpack_ipv4_tcp(packet)
+        try:
+            n = len(packet)
+            if total < ipv4.HEADER_LEN:
+                raise MalformedPacket("ip_bad_length", f"total length {total} below header 20")
+            if total > n:
+                raise MalformedPacket("ip_truncated", f"total length {total} beyond {n} bytes read")
+            view = memoryview(packet)
+            if int.from_bytes(view[:ipv4.HEADER_LEN], "big") % 0xFFFF != 0:
+                raise MalformedPacket("ip_bad_checksum")
+            if frag & (ipv4.FLAG_MF | ipv4.OFFSET_MASK):
+                raise MalformedPacket("ip_fragment")  # not reassembled: docs/DECISIONS.md
+            if dst != self.address:
+                self.counters["ip_not_for_us"] += 1
+                return
+            data = view[ipv4.HEADER_LEN:total]
+            tcp_len = total - ipv4.HEADER_LEN
+            if tcp_len < HEADER_LEN:
+                raise MalformedPacket("tcp_truncated", f"{tcp_len} bytes")
+            pseudo = self._pseudo.get(src)
+            if pseudo is None:
+                pseudo = self._pseudo[src] = ipv4.pseudo_header_sum(src, self.address,
+                                                                    PROTO_TCP)
+            if not trusted and (ones_complement_sum(data) + pseudo + tcp_len) % 0xFFFF:
+                raise MalformedPacket("tcp_bad_checksum")
+            seg = tcpseg.from_fields(data, sport, dport, seq, ack, off_flags, window)
+            self._demux_tcp(src, seg, now)
+        except MalformedPacket as exc:
+            self._malformed(exc)
+
+    def _malformed(self, exc: MalformedPacket) -> None:
+        counters = self.counters
+        counters[exc.reason] += 1
+        counters["in_errors"] += 1
+        log.debug("dropped packet: %s", exc)
 
     def _receive_icmp(self, ip: ipv4.IPv4Packet) -> None:
         self.counters["icmp_in"] += 1
@@ -250,7 +294,9 @@ class NetworkStack:
         pseudo = self._pseudo.get(src)
         if pseudo is None:
             pseudo = self._pseudo[src] = ipv4.pseudo_header_sum(src, self.address, PROTO_TCP)
-        seg = tcpseg.parse(ip.payload, pseudo, verify=not trusted)
+        self._demux_tcp(src, tcpseg.parse(ip.payload, pseudo, verify=not trusted), now)
+
+    def _demux_tcp(self, src: bytes, seg: tcpseg.Segment, now: float) -> None:
         self.counters["segs_in"] += 1
         if seg.flags & tcpseg.RST:
             self.counters["rst_in"] += 1

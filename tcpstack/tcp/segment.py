@@ -119,6 +119,15 @@ def parse(data: memoryview, pseudo_sum: int, verify: bool = True) -> Segment:
     if verify and (ones_complement_sum(data) + pseudo_sum + n) % 0xFFFF != 0:
         raise MalformedPacket("tcp_bad_checksum")
     sport, dport, seq, ack, off_flags, window, _csum, _urg = HEADER.unpack_from(data)
+    return from_fields(data, sport, dport, seq, ack, off_flags, window)
+
+
+def from_fields(data: memoryview, sport: int, dport: int, seq: int, ack: int, off_flags: int,
+                window: int) -> Segment:
+    """The rest of `parse`, once the caller has checked the length (at least HEADER_LEN)
+    and the checksum, and unpacked the fixed header of `data` (the stack unpacks it
+    together with the IPv4 header): the data offset, the options, the payload."""
+    n = len(data)
     offset = (off_flags >> 12) * 4
     if offset < HEADER_LEN or offset > n:
         raise MalformedPacket("tcp_bad_offset", f"data offset {offset} in {n} bytes")
