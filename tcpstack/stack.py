@@ -56,6 +56,8 @@ _IPV4_TCP = struct.Struct(ipv4.HEADER.format + tcpseg.HEADER.format.lstrip("!"))
 _pack_ipv4_tcp = _IPV4_TCP.pack
 _unpack_ipv4_tcp = _IPV4_TCP.unpack_from
 _IPV4_TCP_LEN = _IPV4_TCP.size
+_IP_HEADER_LEN = ipv4.HEADER_LEN
+_DF = ipv4.FLAG_DF
 EventHandler = Callable[[Connection, Event], None]
 EPHEMERAL_PORTS = range(32768, 61000)  # Linux's ip_local_port_range
 # Rounds of events and reactions within one pass; what is left over goes to the next pass.
@@ -469,7 +471,7 @@ class NetworkStack:
             if hlen & 3 or hlen > 60:
                 raise ValueError(f"options must pad the header to a multiple of 4 up to 60, "
                                  f"not {hlen}")
-            total = ipv4.HEADER_LEN + hlen + n
+            total = _IP_HEADER_LEN + hlen + n
             off_flags = (hlen << 10) | flags
             if n and offload:
                 csum = (pseudo + hlen + n) % 0xFFFF  # the link completes it
@@ -482,7 +484,7 @@ class NetworkStack:
                     tsum += ones_complement_sum(payload)
                 csum = ~(tsum % 0xFFFF) & 0xFFFF
                 mss = 0
-            head = _pack_ipv4_tcp(0x45, 0, total, 0, ipv4.FLAG_DF, ttl, PROTO_TCP,
+            head = _pack_ipv4_tcp(0x45, 0, total, 0, _DF, ttl, PROTO_TCP,
                                   ~((ip_sum + total) % 0xFFFF) & 0xFFFF, src, dst,
                                   sport, dport, seq, ack, off_flags, window, csum, 0)
             append((head + options if options else head, payload, mss))
