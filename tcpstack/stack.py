@@ -27,7 +27,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 
 from tcpstack.net import icmp, ipv4
-from tcpstack.net.checksum import Bytes
+from tcpstack.net.checksum import Bytes, ones_complement_sum
 from tcpstack.net.errors import MalformedPacket
 from tcpstack.net.fragments import FragmentReassembler
 from tcpstack.net.ipv4 import PROTO_ICMP, PROTO_TCP
@@ -40,7 +40,7 @@ from tcpstack.tcp.events import Closed, Event, Reset
 from tcpstack.tcp.isn import IsnGenerator
 from tcpstack.tcp.listener import Listener, Verdict
 from tcpstack.tcp.reset import reset_reply
-from tcpstack.tcp.segment import OutSegment
+from tcpstack.tcp.segment import HEADER_LEN, OutSegment
 from tcpstack.tcp.seq import MASK
 from tcpstack.tcp.state import State
 from tcpstack.tcp.syncookies import SynCookies
@@ -48,10 +48,23 @@ from tcpstack.tcp.syncookies import SynCookies
 log = logging.getLogger("tcpstack")
 
 ConnKey = tuple[bytes, int, int]  # (remote address, remote port, local port)
-# An IP packet for the link and its GSO size: 0 when its checksums are complete; otherwise
-# (only where the link offloads) its TCP checksum holds just the pseudo-header sum, for the
-# link to finish, and a payload over the GSO size is for the link to cut to it.
-OutPacket = tuple[bytes, int]
+# An IP packet for the link, (headers, payload, GSO size): the IP and TCP headers as one
+# bytes object, then the payload as the connection's send buffer holds it (a view, which the
+# link writes behind the headers with one writev, so the payload is not copied into a packet
+# first; `packet_bytes` joins them for whoever needs the whole packet). The GSO size is 0
+# when the checksums are complete; otherwise (only where the link offloads) the TCP checksum
+# holds just the pseudo-header sum, for the link to finish, and a payload over the GSO size
+# is for the link to cut to it. The views pin the send buffer's storage (send_buffer.py):
+# a link writes the packets of a pass before the next, and a holder that keeps them
+# longer costs that buffer a copy.
+OutPacket = tuple[bytes, Bytes, int]
+# The IPv4 header and the TCP header without options, packed at once (one struct call).
+_IPV4_TCP = struct.Struct(ipv4.HEADER.format + tcpseg.HEADER.format.lstrip("!"))
+_pack_ipv4_tcp = _IPV4_TCP.pack
+_unpack_ipv4_tcp = _IPV4_TCP.unpack_from
+_IPV4_TCP_LEN = _IPV4_TCP.size
+_IP_HEADER_LEN = ipv4.HEADER_LEN
+_DF = ipv4.FLAG_DF
 EventHandler = Callable[[Connection, Event], None]
 EPHEMERAL_PORTS = range(32768, 61000)  # Linux's ip_local_port_range
 # Path MTU discovery (RFC 1191): an MTU learnt from ICMP is kept this long per destination
@@ -68,7 +81,16 @@ MAX_LOGGED_INTERNAL_ERRORS = 10
 # this size, so a flood from spoofed sources cannot grow them without bound.
 MAX_CACHED_PEERS = 4096
 _SYN_RCVD, _SYN_SENT, _CLOSED = State.SYN_RCVD, State.SYN_SENT, State.CLOSED
+_RESERVED_BITS = 0x0F00  # the header's four reserved bits, in the offset-and-flags word
+_SYN_ACK_RST_FIN = tcpseg.SYN | tcpseg.ACK | tcpseg.RST | tcpseg.FIN
+_SYN_FIN = tcpseg.SYN | tcpseg.FIN
 _ESTABLISHED, _CLOSE_WAIT = State.ESTABLISHED, State.CLOSE_WAIT
+
+
+def packet_bytes(packet: OutPacket) -> bytes:
+    """The whole IP packet of an OutPacket, headers and payload joined (a copy)."""
+    head, payload, _ = packet
+    return head + payload if payload else head
 
 
 class PortInUse(Exception):
@@ -240,6 +262,9 @@ class NetworkStack:
         """One IP packet from the link; a malformed one is counted by reason and dropped.
         `checksum_trusted`: the link vouches for the transport checksum (offload)."""
         counters = self.counters
+        if len(packet) >= _IPV4_TCP_LEN and packet[0] == 0x45 and packet[9] == PROTO_TCP:
+            self._receive_ipv4_tcp(packet, now, checksum_trusted)
+            return
         if packet and packet[0] >> 4 == 6:
             counters["ipv6_dropped"] += 1  # the kernel's own IPv6 chatter; IPv6 is not served
             return
@@ -257,13 +282,55 @@ class NetworkStack:
             if ip.proto == PROTO_TCP:
                 self._receive_tcp(ip, now, checksum_trusted)
             elif ip.proto == PROTO_ICMP:
+                self._check_source(ip.src)  # no echo to a broadcast source (smurf)
                 self._receive_icmp(ip, now)
             else:
                 counters["ip_unknown_protocol"] += 1
         except MalformedPacket as exc:
-            counters[exc.reason] += 1
-            counters["in_errors"] += 1
-            log.debug("dropped packet: %s", exc)
+            self._malformed(exc)
+
+    def _receive_ipv4_tcp(self, packet: Bytes, now: float, trusted: bool) -> None:
+        """`receive` for nearly every packet: IPv4 without options, carrying TCP. Both
+        fixed headers in one unpack, and the checks of ipv4.parse (strict) and
+        tcpseg.parse in their order, with the same drop reasons; no IPv4Packet."""
+        (_vihl, _tos, total, _ident, frag, _ttl, _proto, _csum, src, dst, sport, dport, seq,
+         ack, off_flags, window, _tcsum, _urg) = _unpack_ipv4_tcp(packet)
+        try:
+            n = len(packet)
+            if total < ipv4.HEADER_LEN:
+                raise MalformedPacket("ip_bad_length", f"total length {total} below header 20")
+            if total > n:
+                raise MalformedPacket("ip_truncated", f"total length {total} beyond {n} bytes read")
+            view = memoryview(packet)
+            if int.from_bytes(view[:ipv4.HEADER_LEN], "big") % 0xFFFF != 0:
+                raise MalformedPacket("ip_bad_checksum")
+            if frag & (ipv4.FLAG_MF | ipv4.OFFSET_MASK):
+                self._receive_fragment(packet, now)  # held until the datagram is whole
+                return
+            if dst != self.address:
+                self.counters["ip_not_for_us"] += 1
+                return
+            data = view[ipv4.HEADER_LEN:total]
+            tcp_len = total - ipv4.HEADER_LEN
+            if tcp_len < HEADER_LEN:
+                raise MalformedPacket("tcp_truncated", f"{tcp_len} bytes")
+            pseudo = self._pseudo.get(src)
+            if pseudo is None:  # a source not seen lately: is it one a host can have?
+                pseudo = self._new_source(src)
+            if not trusted and (ones_complement_sum(data) + pseudo + tcp_len) % 0xFFFF:
+                raise MalformedPacket("tcp_bad_checksum")
+            seg = tcpseg.from_fields(data, sport, dport, seq, ack, off_flags, window)
+            if off_flags & _RESERVED_BITS:
+                self.counters["tcp_reserved_bits"] += 1  # counted, ignored (RFC 9293 3.1)
+            self._demux_tcp(src, seg, now)
+        except MalformedPacket as exc:
+            self._malformed(exc)
+
+    def _malformed(self, exc: MalformedPacket) -> None:
+        counters = self.counters
+        counters[exc.reason] += 1
+        counters["in_errors"] += 1
+        log.debug("dropped packet: %s", exc)
 
     def _receive_fragment(self, packet: Bytes, now: float) -> None:
         """A fragment (its header already checked by ipv4.parse): held until its datagram is
@@ -283,7 +350,7 @@ class NetworkStack:
         self.counters["icmp_in"] += 1
         reply = icmp.echo_reply(ip.payload)
         if reply is not None:
-            self.output.append((ipv4.build(self.address, ip.src, PROTO_ICMP, reply), 0))
+            self.output.append((ipv4.build(self.address, ip.src, PROTO_ICMP, reply), b"", 0))
             self.counters["icmp_out"] += 1
             return
         error = icmp.error_of(ip.payload)
@@ -339,13 +406,39 @@ class NetworkStack:
         src = ip.src
         pseudo = self._pseudo.get(src)
         if pseudo is None:
-            if len(self._pseudo) >= MAX_CACHED_PEERS:
-                self._pseudo.clear()
-            pseudo = self._pseudo[src] = ipv4.pseudo_header_sum(src, self.address, PROTO_TCP)
+            pseudo = self._new_source(src)
         seg = tcpseg.parse(ip.payload, pseudo, verify=not trusted)
-        self.counters["segs_in"] += 1
-        if seg.flags & tcpseg.RST:
-            self.counters["rst_in"] += 1
+        if ip.payload[12] & (_RESERVED_BITS >> 8):  # counted once the segment is sound
+            self.counters["tcp_reserved_bits"] += 1
+        self._demux_tcp(src, seg, now)
+
+    def _check_source(self, src: bytes) -> None:
+        first = src[0]
+        if src == self.address:
+            raise MalformedPacket("ip_land", "our own address as the source")
+        if first == 0 or first == 127 or first >= 224:
+            raise MalformedPacket("ip_bad_source", f"source {'.'.join(map(str, src))}")
+
+    def _new_source(self, src: bytes) -> int:
+        """A TCP source not in the cache: refused if no host can have it (RFC 1122 3.2.1.3:
+        this network, loopback, multicast, broadcast and reserved addresses; our own, as in
+        the LAND attack), else its pseudo-header sum, cached."""
+        self._check_source(src)
+        if len(self._pseudo) >= MAX_CACHED_PEERS:
+            self._pseudo.clear()
+        pseudo = self._pseudo[src] = ipv4.pseudo_header_sum(src, self.address, PROTO_TCP)
+        return pseudo
+
+    def _demux_tcp(self, src: bytes, seg: tcpseg.Segment, now: float) -> None:
+        counters = self.counters
+        counters["segs_in"] += 1
+        flags = seg.flags
+        if flags & tcpseg.RST:
+            counters["rst_in"] += 1
+        if not flags & _SYN_ACK_RST_FIN:
+            counters["tcp_no_flags"] += 1  # a NULL scan: RFC 9293 still answers it
+        elif flags & _SYN_FIN == _SYN_FIN:
+            counters["tcp_syn_fin"] += 1
         conn = self.connections.get((src, seg.sport, seg.dport))
         iss = None
         if conn is not None:
@@ -406,7 +499,7 @@ class NetworkStack:
         """A SYN the SYN queue has no room for: a stateless SYN-ACK (tcp/syncookies.py)."""
         reply = self.cookies.synack(listener.config or self.config, self.address, src, seg,
                                     self._isn.ts_offset(self.address, src), now)
-        self.output.append(self._frame(src, reply))
+        self._frame(src, seg.dport, seg.sport, [reply])
         self.counters["segs_out"] += 1
         listener.cookies_until = now + syncookies.LIFETIME
 
@@ -444,8 +537,7 @@ class NetworkStack:
         if reply is None:
             return
         seq, ack, flags = reply
-        self.output.append(self._frame(src, OutSegment(seg.dport, seg.sport, seq, ack, flags, 0,
-                                                       b"", b"", 0)))
+        self._frame(src, seg.dport, seg.sport, [(seq, ack, flags, 0, b"", b"", 0)])
         self.counters["rst_out"] += 1
 
     def _open_passive(self, listener: Listener, src: bytes, seg: tcpseg.Segment,
@@ -564,9 +656,7 @@ class NetworkStack:
         segments = conn.output
         if segments:
             self.counters["segs_out"] += len(segments)
-            frame = self._frame
-            remote = conn.remote_addr
-            self.output.extend([frame(remote, seg) for seg in segments])
+            self._frame(conn.remote_addr, conn.local_port, conn.remote_port, segments)
             segments.clear()
         if conn.events:
             self.events.extend((conn, ev) for ev in conn.events)
@@ -585,10 +675,12 @@ class NetworkStack:
                 self._scheduled[conn] = deadline
                 heapq.heappush(self._timers, (deadline, next(self._tiebreak), conn))
 
-    def _frame(self, remote: bytes, seg: OutSegment) -> OutPacket:
-        """A connection's segment as an IP packet for the link: the IPv4 header and the TCP
-        header with its checksum (only the pseudo-header's, for the link to finish, when it
-        offloads, and then the MSS the link is to cut the payload to)."""
+    def _frame(self, remote: bytes, sport: int, dport: int, segments: list[OutSegment]) -> None:
+        """One connection's segments as IP packets for the link, onto `output`: the IPv4
+        header (from the per-peer template) and the TCP header with its checksum, packed
+        together. The checksum is summed from the header fields as numbers, the options and
+        the payload (with offload only the pseudo-header's, for the link to finish, which
+        then also cuts the payload to the MSS)."""
         route = self._routes.get(remote)
         if route is None:  # the pseudo-header sum does not depend on the direction
             if len(self._routes) >= MAX_CACHED_PEERS:
@@ -597,14 +689,33 @@ class NetworkStack:
                 ipv4.HeaderTemplate(self.address, remote, PROTO_TCP),
                 ipv4.pseudo_header_sum(remote, self.address, PROTO_TCP))
         ip, pseudo = route
-        payload = seg.payload
-        if payload and self.offload:
-            hdr = tcpseg.build_header_partial(seg.sport, seg.dport, seg.seq, seg.ack, seg.flags,
-                                              seg.window, pseudo, seg.options, len(payload))
-            return b"".join((ip.build(len(hdr) + len(payload)), hdr, payload)), seg.mss
-        hdr = tcpseg.build_header(seg.sport, seg.dport, seg.seq, seg.ack, seg.flags,
-                                  seg.window, pseudo, seg.options, payload)
-        return b"".join((ip.build(len(hdr) + len(payload)), hdr, payload)), 0
+        ip_sum, ttl, src, dst = ip.base_sum, ip.ttl, ip.src, ip.dst
+        fixed = pseudo + sport + dport
+        offload = self.offload
+        append = self.output.append
+        for seq, ack, flags, window, options, payload, mss in segments:
+            n = len(payload)
+            hlen = HEADER_LEN + len(options)
+            if hlen & 3 or hlen > 60:
+                raise ValueError(f"options must pad the header to a multiple of 4 up to 60, "
+                                 f"not {hlen}")
+            total = _IP_HEADER_LEN + hlen + n
+            off_flags = (hlen << 10) | flags
+            if n and offload:
+                csum = (pseudo + hlen + n) % 0xFFFF  # the link completes it
+            else:
+                tsum = (fixed + hlen + n + (seq >> 16) + (seq & 0xFFFF) + (ack >> 16)
+                        + (ack & 0xFFFF) + off_flags + window)
+                if options:
+                    tsum += int.from_bytes(options, "big")  # whole 16-bit words
+                if n:
+                    tsum += ones_complement_sum(payload)
+                csum = ~(tsum % 0xFFFF) & 0xFFFF
+                mss = 0
+            head = _pack_ipv4_tcp(0x45, 0, total, 0, _DF, ttl, PROTO_TCP,
+                                  ~((ip_sum + total) % 0xFFFF) & 0xFFFF, src, dst,
+                                  sport, dport, seq, ack, off_flags, window, csum, 0)
+            append((head + options if options else head, payload, mss))
 
     def next_deadline(self) -> float | None:
         timers = self._timers
@@ -658,9 +769,8 @@ class NetworkStack:
             if conn.state in (State.TIME_WAIT, State.CLOSED):
                 continue
             if conn.state in (State.CLOSING, State.LAST_ACK):
-                self.output.append(self._frame(conn.remote_addr, OutSegment(
-                    conn.local_port, conn.remote_port, conn.snd.max, 0, tcpseg.RST, 0, b"", b"",
-                    0)))
+                self._frame(conn.remote_addr, conn.local_port, conn.remote_port,
+                            [(conn.snd.max, 0, tcpseg.RST, 0, b"", b"", 0)])
                 self.counters["rst_out"] += 1
             conn.abort(now)
         self._received_at_close = {}

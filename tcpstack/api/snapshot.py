@@ -65,6 +65,7 @@ KNOWN_COUNTERS = (
     "ip_frag_memory", "ip_frag_bad",
     "conn_limit_drops",
     "ip_bad_option", "ip_source_route",
+    "ip_land", "ip_bad_source", "tcp_reserved_bits", "tcp_no_flags", "tcp_syn_fin",
 )
 
 

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from tcpstack.io.impairment import ImpairedPath, Impairment
 from tcpstack.link.tun import TunDevice
 from tcpstack.net.checksum import Bytes
-from tcpstack.stack import EventHandler, NetworkStack, OutPacket
+from tcpstack.stack import EventHandler, NetworkStack, OutPacket, packet_bytes
 
 log = logging.getLogger("tcpstack")
 
@@ -169,17 +169,17 @@ class StackDriver:
 
     def _write(self, packets: list[OutPacket]) -> None:
         if self._outbound is not None:  # an impaired link: no offload, so no GSO sizes
-            for packet, _ in packets:
-                self._outbound.send(packet)
+            for packet in packets:
+                self._outbound.send(packet_bytes(packet))  # it holds them: a copy of its own
             return
-        for packet, gso_size in packets:
-            self._write_one(packet, gso_size)
+        for headers, payload, gso_size in packets:
+            self._write_one(headers, payload, gso_size)
 
-    def _write_one(self, packet: bytes, gso_size: int = 0) -> None:
+    def _write_one(self, headers: bytes, payload: Bytes = b"", gso_size: int = 0) -> None:
         if self.tap is not None:
-            self.tap(packet, True)
+            self.tap(headers + payload if payload else headers, True)
         try:
-            self.tun.write(packet, gso_size)
+            self.tun.write(headers, payload, gso_size)
         except BlockingIOError:
             self.stack.counters["tun_write_drops"] += 1
         except OSError as exc:

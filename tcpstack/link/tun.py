@@ -17,8 +17,11 @@ import ipaddress
 import os
 import struct
 import threading
+from typing import TypeAlias
 
 from tcpstack.link import virtio
+
+Bytes: TypeAlias = bytes | bytearray | memoryview  # as net.checksum's: the link is below net
 
 TUN_PATH = "/dev/net/tun"
 TUNSETIFF = 0x400454CA
@@ -142,15 +145,18 @@ class TunDevice:
             return frame, False
         return memoryview(frame)[virtio.HEADER_LEN:], virtio.checksum_trusted(frame)
 
-    def write(self, packet: bytes, gso_size: int = 0) -> None:
-        """One IP packet. `gso_size` (offload only): its TCP checksum holds only the
-        pseudo-header sum, and a payload larger than `gso_size` is to be cut to it."""
+    def write(self, headers: bytes, payload: Bytes = b"", gso_size: int = 0) -> None:
+        """One IP packet, `headers` then `payload`, gathered by one writev (so the payload
+        is not copied into a packet first). `gso_size` (offload only): `headers` are the IP
+        and TCP headers, the TCP checksum holds only the pseudo-header sum, and a payload
+        larger than `gso_size` is to be cut to it."""
         if not self.offload:
-            os.write(self.fd, packet)
+            os.writev(self.fd, (headers, payload))
         elif gso_size:
-            os.writev(self.fd, (virtio.tcp_partial(packet, gso_size), packet))
+            os.writev(self.fd, (virtio.tcp_partial(headers, len(payload), gso_size), headers,
+                                payload))
         else:
-            os.writev(self.fd, (virtio.NONE, packet))
+            os.writev(self.fd, (virtio.NONE, headers, payload))
 
     def close(self) -> None:
         if self._ipr is not None:

@@ -25,14 +25,15 @@ NONE = bytes(HEADER_LEN)  # a packet whose checksums are all filled in
 TCP_CSUM_OFFSET = 16
 
 
-def tcp_partial(packet: bytes, gso_size: int) -> bytes:
+def tcp_partial(headers: bytes, payload_len: int, gso_size: int) -> bytes:
     """The header for an IPv4 packet carrying a TCP segment whose checksum field holds only
     the pseudo-header sum: the kernel finishes the checksum, and cuts the payload into
-    `gso_size` pieces when it is larger (the header lengths are read from the packet)."""
-    ip_len = (packet[0] & 0x0F) * 4
-    headers = ip_len + (packet[ip_len + 12] >> 4) * 4
-    if len(packet) - headers > gso_size:
-        return HEADER.pack(F_NEEDS_CSUM, GSO_TCPV4, headers, gso_size, ip_len, TCP_CSUM_OFFSET)
+    `gso_size` pieces when it is larger. `headers` is the packet's IP and TCP headers,
+    options included, and nothing else."""
+    ip_len = (headers[0] & 0x0F) * 4
+    if payload_len > gso_size:
+        return HEADER.pack(F_NEEDS_CSUM, GSO_TCPV4, len(headers), gso_size, ip_len,
+                           TCP_CSUM_OFFSET)
     return HEADER.pack(F_NEEDS_CSUM, GSO_NONE, 0, 0, ip_len, TCP_CSUM_OFFSET)
 
 

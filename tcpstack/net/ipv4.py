@@ -103,10 +103,11 @@ def _check_options(options: memoryview) -> None:
 
 class HeaderTemplate:
     """IPv4 headers for one (src, dst, proto): the checksum of the fixed fields is precomputed,
-    so building a header costs one pack and one addition. Sent with DF and identification 0,
+    so building a header costs one pack and one addition (the stack's framing packs it with
+    the TCP header from `base_sum` and the fields). Sent with DF and identification 0,
     which RFC 6864 allows for atomic datagrams."""
 
-    __slots__ = ("_base_sum", "dst", "proto", "src", "ttl")
+    __slots__ = ("base_sum", "dst", "proto", "src", "ttl")
 
     def __init__(self, src: bytes, dst: bytes, proto: int, ttl: int = DEFAULT_TTL) -> None:
         self.src = src
@@ -114,11 +115,11 @@ class HeaderTemplate:
         self.proto = proto
         self.ttl = ttl
         fixed = HEADER.pack(0x45, 0, 0, 0, FLAG_DF, ttl, proto, 0, src, dst)
-        self._base_sum = ones_complement_sum(fixed)
+        self.base_sum = ones_complement_sum(fixed)
 
     def build(self, payload_len: int) -> bytes:
         total = HEADER_LEN + payload_len
-        csum = ~((self._base_sum + total) % 0xFFFF) & 0xFFFF
+        csum = ~((self.base_sum + total) % 0xFFFF) & 0xFFFF
         return HEADER.pack(0x45, 0, total, 0, FLAG_DF, self.ttl, self.proto, csum,
                            self.src, self.dst)
 

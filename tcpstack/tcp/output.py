@@ -26,12 +26,15 @@ from tcpstack.tcp.state import TRANSMITTING, State
 from tcpstack.tcp.timers import ConnectionCounts, ConnectionTimers
 from tcpstack.tcp.timestamps import Timestamps
 
+NO_WINDOW = -1   # SegmentOutput.window outside a flush: each segment asks rcv.advertise()
+WINDOW_DUE = -2  # ... within one, until its first segment has asked
+
 
 class SegmentOutput:
     """Builds and sends one connection's segments (see the module docstring)."""
 
     __slots__ = ("cc", "challenges", "config", "counters", "counts", "local_port", "loss",
-                 "rcv", "remote_port", "rtt", "segments", "snd", "timers", "ts")
+                 "rcv", "remote_port", "rtt", "segments", "snd", "timers", "ts", "window")
 
     def __init__(self, config: TcpConfig, local_port: int, remote_port: int, *, snd: Sender,
                  rcv: Receiver, loss: LossRecovery, cc: CongestionControl, rtt: RttEstimator,
@@ -53,9 +56,23 @@ class SegmentOutput:
         self.counters = counters
         self.ts = ts
         self.segments: list[OutSegment] = []  # for the stack to frame and send
+        # The window field of this flush's segments, once the first has asked for it
+        # (NO_WINDOW outside a flush and before); see flush.
+        self.window = NO_WINDOW
 
     def flush(self, now: float, state: State) -> None:
-        """Send what the windows allow, then any ACK that cannot wait."""
+        """Send what the windows allow, then any ACK that cannot wait.
+
+        Nothing on the receive side changes while a flush sends (RCV.NXT, the unread bytes,
+        the buffer's size), and `advertise` gives the same field when asked again, so it is
+        asked once per flush, by the first segment that goes, not once per segment."""
+        self.window = WINDOW_DUE
+        try:
+            self._flush(now, state)
+        finally:
+            self.window = NO_WINDOW
+
+    def _flush(self, now: float, state: State) -> None:
         if state in TRANSMITTING:
             self.send_data(now)
             if self.loss.probe.restart:
@@ -90,7 +107,11 @@ class SegmentOutput:
         elif flags & SYN:
             window = self.rcv.syn_window()
         else:
-            window = self.rcv.advertise()
+            window = self.window
+            if window < 0:
+                window = self.rcv.advertise()
+                if self.window == WINDOW_DUE:
+                    self.window = window  # the rest of this flush's segments carry it too
             ts = self.ts.ok
             if ts:
                 options = self.ts.option(True)
@@ -98,9 +119,8 @@ class SegmentOutput:
                 # Every ACK sent while data waits beyond a hole reports it (RFC 2018 4); beside
                 # the timestamps three blocks fit in the 40 bytes of option space.
                 options += tcpseg.encode_sack(self.rcv.ooo.sack_blocks(3 if ts else 4))
-        self.segments.append(OutSegment(self.local_port, self.remote_port, seq,
-                                      self.rcv.nxt if flags & ACK else 0, flags, window,
-                                      options, payload, self.snd.mss))
+        self.segments.append((seq, self.rcv.nxt if flags & ACK else 0, flags, window, options,
+                              payload, self.snd.mss))
         self.counts.segments_out += 1
         if flags & ACK:
             self.ts.last_ack_sent = self.rcv.nxt

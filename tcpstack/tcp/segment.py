@@ -58,20 +58,13 @@ _FLAG_NAMES = ((FIN, "F"), (SYN, "S"), (RST, "R"), (PSH, "P"), (ACK, "."), (URG,
                (ECE, "E"), (CWR, "W"))
 
 
-class OutSegment(NamedTuple):
-    """A segment a connection sends: its header fields and a view of its payload, for the
-    stack to frame (TCP checksum, IP header) and the link to carry. `mss` is the size a link
-    that segments large payloads (GSO) cuts this one to."""
-
-    sport: int
-    dport: int
-    seq: int
-    ack: int
-    flags: int
-    window: int
-    options: bytes
-    payload: Bytes
-    mss: int
+# A segment a connection sends, for the stack to frame (TCP checksum, IP header) and the link
+# to carry: (seq, ack, flags, window, options, payload, mss). The ports are the connection's,
+# which the stack adds; `payload` is a view of the send buffer, valid until the link has
+# written the packet; `mss` is the size a link that segments large payloads (GSO) cuts this
+# one to. A plain tuple, not a NamedTuple: one is built per segment, and a NamedTuple's
+# constructor (a Python function) costs four times a tuple display.
+OutSegment: TypeAlias = tuple[int, int, int, int, bytes, Bytes, int]
 
 
 @dataclass(slots=True)
@@ -126,6 +119,15 @@ def parse(data: memoryview, pseudo_sum: int, verify: bool = True) -> Segment:
     if verify and (ones_complement_sum(data) + pseudo_sum + n) % 0xFFFF != 0:
         raise MalformedPacket("tcp_bad_checksum")
     sport, dport, seq, ack, off_flags, window, _csum, _urg = HEADER.unpack_from(data)
+    return from_fields(data, sport, dport, seq, ack, off_flags, window)
+
+
+def from_fields(data: memoryview, sport: int, dport: int, seq: int, ack: int, off_flags: int,
+                window: int) -> Segment:
+    """The rest of `parse`, once the caller has checked the length (at least HEADER_LEN)
+    and the checksum, and unpacked the fixed header of `data` (the stack unpacks it
+    together with the IPv4 header): the data offset, the options, the payload."""
+    n = len(data)
     offset = (off_flags >> 12) * 4
     if offset < HEADER_LEN or offset > n:
         raise MalformedPacket("tcp_bad_offset", f"data offset {offset} in {n} bytes")
@@ -254,6 +256,14 @@ def encode_sack(blocks: list[tuple[int, int]]) -> bytes:
         _SACK_BLOCK.pack(left, right) for left, right in blocks)
 
 
+def header_sum(sport: int, dport: int, seq: int, ack: int, off_flags: int, window: int) -> int:
+    """The one's complement sum of the fixed header's 16-bit words, checksum and urgent
+    pointer zero, from the fields themselves (no packing; see net/checksum.py for why a sum
+    of words may be reduced modulo 0xFFFF at the end)."""
+    return (sport + dport + (seq >> 16) + (seq & 0xFFFF) + (ack >> 16) + (ack & 0xFFFF)
+            + off_flags + window)
+
+
 def build_header(sport: int, dport: int, seq: int, ack: int, flags: int, window: int,
                  pseudo_sum: int, options: bytes = b"", payload: Bytes = b"") -> bytes:
     """The encoded header (options included) whose checksum covers `payload` too; the caller
@@ -261,15 +271,15 @@ def build_header(sport: int, dport: int, seq: int, ack: int, flags: int, window:
     offset = HEADER_LEN + len(options)
     if offset & 3 or offset > 60:
         raise ValueError(f"options must pad the header to a multiple of 4 up to 60, not {offset}")
-    total = pseudo_sum + offset + len(payload)
+    off_flags = (offset << 10) | flags
+    total = (pseudo_sum + offset + len(payload)
+             + header_sum(sport, dport, seq, ack, off_flags, window))
     if payload:
         total += ones_complement_sum(payload)
     if options:
-        total += ones_complement_sum(options)
-    # The checksum field is zero while summing, so the fixed fields can be packed once.
-    fields = (sport, dport, seq, ack, (offset << 10) | flags, window)
-    total += ones_complement_sum(HEADER.pack(*fields, 0, 0))
-    return HEADER.pack(*fields, ~(total % 0xFFFF) & 0xFFFF, 0) + options
+        total += int.from_bytes(options, "big")  # whole words: the length is a multiple of 4
+    return HEADER.pack(sport, dport, seq, ack, off_flags, window, ~(total % 0xFFFF) & 0xFFFF,
+                       0) + options
 
 
 def build_header_partial(sport: int, dport: int, seq: int, ack: int, flags: int, window: int,

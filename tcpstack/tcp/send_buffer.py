@@ -11,7 +11,14 @@ class SendBuffer:
     """A bounded queue indexed from SND.UNA: offset 0 is the oldest unacknowledged byte.
 
     Acknowledged bytes are dropped by moving a head index; the storage is compacted only
-    once the dead prefix is large, so an ACK costs no memmove."""
+    once the dead prefix is large, so an ACK costs no memmove.
+
+    `peek` returns a view, not a copy: the segment carries it to the link, which writes it
+    with the headers (writev), so a byte is copied once, into the kernel. A bytearray with
+    a view alive cannot be resized (BufferError); the views live from a flush until the link
+    has written the pass's packets, when no append or ACK comes, but a holder that keeps a
+    packet longer (a test's delayed link) must not break the buffer: then the storage is left
+    to the views, unchanged for ever, and the buffer moves on in a copy."""
 
     __slots__ = ("_buf", "_head", "capacity")
 
@@ -31,16 +38,25 @@ class SendBuffer:
         """Queue as much of `data` as fits; return how many bytes were taken."""
         n = min(len(data), self.capacity - len(self))
         if n > 0:
-            self._buf += data[:n] if n < len(data) else data
+            chunk = data[:n] if n < len(data) else data
+            try:
+                self._buf += chunk
+            except BufferError:  # a view is alive: see the class docstring
+                self._buf = self._buf[self._head:] + chunk
+                self._head = 0
         return max(n, 0)
 
-    def peek(self, offset: int, n: int) -> bytearray:
+    def peek(self, offset: int, n: int) -> memoryview:
+        """A view of `n` bytes from `offset`; their value never changes (class docstring)."""
         start = self._head + offset
-        return self._buf[start:start + n]
+        return memoryview(self._buf)[start:start + n]
 
     def consume(self, n: int) -> None:
         """Drop the `n` oldest bytes (they were acknowledged)."""
         self._head += n
         if self._head >= _COMPACT_AT and self._head * 2 >= len(self._buf):
-            del self._buf[:self._head]
+            try:
+                del self._buf[:self._head]
+            except BufferError:  # a view is alive: see the class docstring
+                self._buf = self._buf[self._head:]
             self._head = 0

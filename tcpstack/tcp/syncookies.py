@@ -147,8 +147,7 @@ class SynCookies:
                 timestamps=(tsval, opts.tsval))
         else:
             options = tcpseg.encode_options(mss=config.mss)
-        return OutSegment(syn.dport, syn.sport, cookie, (syn.seq + 1) & MASK, SYN | ACK,
-                          window, options, b"", config.mss)
+        return (cookie, (syn.seq + 1) & MASK, SYN | ACK, window, options, b"", config.mss)
 
     def syn_of(self, config: TcpConfig, local: bytes, remote: bytes, ack: Segment,
                now: float) -> Segment | None:

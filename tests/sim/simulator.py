@@ -69,7 +69,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple, NoReturn
 
 from tcpstack.net import ipv4
-from tcpstack.stack import NetworkStack
+from tcpstack.stack import NetworkStack, packet_bytes
 from tcpstack.tcp import segment as tcpseg
 from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.connection import Connection
@@ -665,7 +665,7 @@ class Simulation:
             self.fail(f"{where} (IP header) was not counted as ip_bad_checksum")
 
     def _transmit(self, sender: str, stack: NetworkStack) -> None:
-        packets = [packet for packet, _ in stack.output]  # no offload: no GSO
+        packets = [packet_bytes(p) for p in stack.output]  # no offload: no GSO
         stack.output.clear()
         wire = self.wires[sender]
         peer = self.wires[wire.receiver]

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from tcpstack.api.transport import TcpTransport
 from tcpstack.io.driver import StackDriver
 from tcpstack.net import ipv4
+from tcpstack.net.checksum import Bytes
 from tcpstack.net.ipv4 import PROTO_TCP
 from tcpstack.stack import NetworkStack
 from tcpstack.tcp import segment as tcpseg
@@ -54,9 +55,9 @@ class FakeTun:
         from a TUN descriptor."""
         return self._stack_end.recv(65536), False
 
-    def write(self, packet: bytes, gso_size: int = 0) -> None:
+    def write(self, headers: bytes, payload: Bytes = b"", gso_size: int = 0) -> None:
         assert gso_size == 0, "a link without offload is never handed a GSO packet"
-        self._stack_end.send(packet)
+        self._stack_end.sendmsg((headers, payload))  # one datagram, gathered as TUN's writev
 
     def close(self) -> None:
         self._stack_end.close()

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tcpstack.net import ipv4
-from tcpstack.stack import NetworkStack
+from tcpstack.stack import NetworkStack, packet_bytes
 from tcpstack.tcp import segment as tcpseg
 from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.connection import Connection
@@ -204,7 +204,7 @@ class LinkPair:
             stack = self.stack(name)
             stack.service((), self.now)  # what the application's calls changed
             _check_internal_errors(stack)
-            packets = [packet for packet, _ in stack.output]  # no offload: no GSO
+            packets = [packet_bytes(p) for p in stack.output]  # no offload: no GSO
             stack.output.clear()
             for packet in packets:
                 frame = Frame(next(self._numbers), self.now, name, packet)

@@ -33,7 +33,7 @@ from typing import Any
 
 from tcpstack.net import ipv4
 from tcpstack.net.ipv4 import PROTO_TCP
-from tcpstack.stack import NetworkStack
+from tcpstack.stack import NetworkStack, packet_bytes
 from tcpstack.tcp import connection as connection_module
 from tcpstack.tcp import listener as listener_module
 from tcpstack.tcp import segment as tcpseg
@@ -228,8 +228,8 @@ class ScriptedPeer:
         if self.stack.counters["internal_errors"]:
             raise AssertionError("internal error in the stack") \
                 from self.stack.last_internal_error
-        for packet, _ in self.stack.output:
-            self.sent.append(decode(packet, self.now))
+        for packet in self.stack.output:
+            self.sent.append(decode(packet_bytes(packet), self.now))
         self.stack.output.clear()
 
     def _consume(self, start: int) -> list[Sent]:
@@ -309,7 +309,7 @@ def recording_triggers() -> Iterator[list[Entry]]:
 
 
 def _sends_mismatch(sends: Sends, conn: Connection, segments: list[OutSegment]) -> str | None:
-    flags = [tcpseg.flags_str(seg.flags) for seg in segments]
+    flags = [tcpseg.flags_str(flags) for _, _, flags, *_ in segments]
     if sends in (Sends.SYN, Sends.SYN_ACK, Sends.RST):
         expected = {Sends.SYN: ["S"], Sends.SYN_ACK: ["S."], Sends.RST: ["R"]}[sends]
         return None if flags == expected else f"table says {sends}, sent {flags}"

@@ -14,7 +14,7 @@ from tcpstack.net import ipv4
 from tcpstack.net.checksum import checksum
 from tcpstack.net.fragments import FragmentReassembler
 from tcpstack.net.ipv4 import FLAG_MF, HEADER, PROTO_TCP
-from tcpstack.stack import NetworkStack
+from tcpstack.stack import NetworkStack, packet_bytes
 from tcpstack.tcp import segment as tcpseg
 
 SRC = bytes([10, 77, 0, 1])
@@ -127,7 +127,8 @@ def test_the_stack_serves_a_segment_that_arrives_in_fragments() -> None:
     pieces = [_fragment(tcp[at:at + 96], at, at + 96 < len(tcp), ident=42)
               for at in range(0, len(tcp), 96)]
     stack.service([hdr + payload for hdr, payload in reversed(pieces)], 0.0)
-    ((reply, _),) = stack.output
+    (out,) = stack.output
+    reply = packet_bytes(out)
     seg = tcpseg.parse(ipv4.parse(reply).payload, ipv4.pseudo_header_sum(DST, SRC, PROTO_TCP))
     assert (seg.flags, seg.ack) == (tcpseg.SYN | tcpseg.ACK, 5001)
     assert (stack.counters["ip_frag_in"], stack.counters["ip_frag_reassembled"],

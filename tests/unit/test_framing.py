@@ -15,7 +15,7 @@ from tcpstack.link.tun import TunDevice
 from tcpstack.net import ipv4
 from tcpstack.net.checksum import checksum
 from tcpstack.net.ipv4 import PROTO_TCP
-from tcpstack.stack import NetworkStack
+from tcpstack.stack import NetworkStack, packet_bytes
 from tcpstack.tcp import segment as tcpseg
 from tcpstack.tcp.segment import ACK, SYN
 from tests.unit.link_pair import A_ADDR, B_ADDR, FixedIsn
@@ -41,9 +41,11 @@ def test_a_connection_emits_segments_and_the_stack_frames_them() -> None:
     (conn,) = stack.connections.values()
     conn.send(b"x" * 100)
     stack.service([], 0.0)
-    ((packet, gso_size),) = stack.output
+    ((headers, payload, gso_size),) = stack.output
     assert gso_size == 0  # complete checksums: nothing left for the link
-    ip = ipv4.parse(packet)  # checks the IPv4 header and its checksum
+    # The headers, IPv4 and TCP, are one object; the payload is the send buffer's, not a copy.
+    assert (len(headers), type(payload), payload) == (40, memoryview, b"x" * 100)
+    ip = ipv4.parse(headers + payload)  # checks the IPv4 header and its checksum
     assert (ip.src, ip.dst, ip.proto) == (A_ADDR, B_ADDR, PROTO_TCP)
     seg = tcpseg.parse(ip.payload, ipv4.pseudo_header_sum(A_ADDR, B_ADDR, PROTO_TCP))
     assert (seg.seq, seg.ack, bytes(seg.payload)) == (1001, 5001, b"x" * 100)
@@ -54,9 +56,9 @@ def test_with_offload_a_large_segment_carries_the_gso_size_and_a_partial_checksu
     (conn,) = stack.connections.values()
     conn.send(b"y" * (3 * MSS))
     stack.service([], 0.0)
-    ((packet, gso_size),) = stack.output
+    ((headers, payload, gso_size),) = stack.output
     assert gso_size == MSS
-    ip = ipv4.parse(packet)
+    ip = ipv4.parse(headers + payload)
     assert len(ip.payload) == 20 + 3 * MSS
     # Only the pseudo-header is summed; the link finishes the checksum the way this does
     # (Linux's CHECKSUM_PARTIAL: sum from csum_start, store the complement at csum_offset).
@@ -79,10 +81,11 @@ def test_the_link_writes_the_virtio_header_before_a_gso_packet() -> None:
     (conn,) = stack.connections.values()
     conn.send(b"z" * (2 * MSS))
     stack.service([], 0.0)
-    ((packet, gso_size),) = stack.output
+    ((headers, payload, gso_size),) = stack.output
+    packet = packet_bytes(stack.output[0])
     tun, read_end, write_end = _link_over_a_pipe(offload=True)
     try:
-        tun.write(packet, gso_size)
+        tun.write(headers, payload, gso_size)
         frame = os.read(read_end, 65536)
     finally:
         os.close(read_end)
@@ -98,12 +101,13 @@ def test_the_link_marks_a_short_partial_packet_without_gso_and_others_complete()
     (conn,) = stack.connections.values()
     conn.send(b"s" * 100)
     stack.service([], 0.0)
-    ((packet, gso_size),) = stack.output
+    ((headers, payload, gso_size),) = stack.output
+    packet = packet_bytes(stack.output[0])
     tun, read_end, write_end = _link_over_a_pipe(offload=True)
     try:
-        tun.write(packet, gso_size)
+        tun.write(headers, payload, gso_size)
         partial = os.read(read_end, 65536)
-        tun.write(packet[:40], 0)
+        tun.write(packet[:40])
         complete = os.read(read_end, 65536)
     finally:
         os.close(read_end)
@@ -118,6 +122,9 @@ def test_without_offload_the_link_writes_the_bare_ip_packet() -> None:
     try:
         tun.write(b"\x45" + bytes(39))
         assert os.read(read_end, 65536) == b"\x45" + bytes(39)
+        # Headers and payload apart are gathered into one packet (one writev, one read).
+        tun.write(b"\x45" + bytes(39), memoryview(b"payload"))
+        assert os.read(read_end, 65536) == b"\x45" + bytes(39) + b"payload"
     finally:
         os.close(read_end)
         os.close(write_end)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import struct
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -119,3 +120,46 @@ def test_a_bug_in_packet_processing_costs_one_packet_not_the_driver() -> None:
         loop.close()
     assert seen == [b"first", b"second"]
     assert stack.counters["internal_errors"] == 2
+
+
+def _syn_from(src: bytes, flags: int = tcpseg.SYN, dport: int = 80,
+              reserved: int = 0) -> bytes:
+    pseudo = ipv4.pseudo_header_sum(src, LOCAL, PROTO_TCP)
+    tcp = bytearray(tcpseg.build(40000, dport, 1, 0, flags, 1000, pseudo, b""))
+    if reserved:
+        tcp[12] |= reserved
+        tcp[16:18] = b"\0\0"
+        tcp[16:18] = checksum(bytes(tcp), pseudo + len(tcp)).to_bytes(2, "big")
+    return ipv4.build(src, LOCAL, PROTO_TCP, bytes(tcp))
+
+
+@pytest.mark.parametrize(("src", "reason"), [
+    (LOCAL, "ip_land"),                      # our own address: the LAND attack
+    (bytes([224, 0, 0, 1]), "ip_bad_source"),  # multicast
+    (bytes([255, 255, 255, 255]), "ip_bad_source"),
+    (bytes([0, 0, 0, 0]), "ip_bad_source"),
+    (bytes([127, 0, 0, 1]), "ip_bad_source"),
+])
+def test_syns_from_sources_no_host_can_have_are_counted_and_unanswered(src: bytes,
+                                                                     reason: str) -> None:
+    stack = _stack()
+    stack.service([_syn_from(src)], 0.0)
+    assert (stack.counters[reason], stack.counters["in_errors"], stack.output,
+            stack.connections) == (1, 1, [], {})
+
+
+def test_an_echo_request_from_a_broadcast_source_is_not_answered() -> None:
+    stack = _stack()
+    request = bytes([8, 0, 0xF7, 0xFF, 0, 0, 0, 0])
+    stack.service([ipv4.build(bytes([255, 255, 255, 255]), LOCAL, 1, request)], 0.0)
+    assert (stack.counters["ip_bad_source"], stack.output) == (1, [])
+
+
+def test_null_syn_fin_and_reserved_bits_are_counted_and_handled_as_rfc_9293_says() -> None:
+    stack = _stack()
+    stack.service([_syn_from(PEER, flags=0, dport=81)], 0.0)   # a NULL scan of a closed port
+    assert stack.counters["tcp_no_flags"] == 1 and stack.counters["rst_out"] == 1
+    stack.service([_syn_from(PEER, flags=tcpseg.SYN | tcpseg.FIN)], 0.0)
+    assert stack.counters["tcp_syn_fin"] == 1 and not stack.connections  # dropped
+    stack.service([_syn_from(PEER, reserved=0x0E)], 0.0)  # reserved bits: ignored, counted
+    assert stack.counters["tcp_reserved_bits"] == 1 and len(stack.connections) == 1

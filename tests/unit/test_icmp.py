@@ -99,8 +99,8 @@ def test_stack_answers_ping_addressed_to_it() -> None:
     stack.receive(bytes(IP(src="10.0.0.1", dst="10.0.0.2") / ICMP(type=8, id=9, seq=4) / b"x"),
                   0.0)
     assert len(stack.output) == 1
-    ((packet, gso_size),) = stack.output
-    assert gso_size == 0
+    ((packet, payload, gso_size),) = stack.output
+    assert (payload, gso_size) == (b"", 0)
     ip = ipv4.parse(packet)
     assert (ip.src, ip.dst, ip.proto) == (bytes([10, 0, 0, 2]), bytes([10, 0, 0, 1]), 1)
     assert bytes(ip.payload)[0] == icmp.ECHO_REPLY

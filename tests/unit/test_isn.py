@@ -9,7 +9,7 @@ import pytest
 
 from tcpstack.net import ipv4
 from tcpstack.net.ipv4 import PROTO_TCP
-from tcpstack.stack import NetworkStack
+from tcpstack.stack import NetworkStack, packet_bytes
 from tcpstack.tcp import segment as tcpseg
 from tcpstack.tcp.isn import IsnGenerator
 from tcpstack.tcp.segment import ACK, SYN
@@ -76,7 +76,7 @@ def test_active_opens_take_the_isn_of_their_four_tuple_and_time() -> None:
                                                                     local_port=50000)
     assert (later.snd.iss - first.snd.iss) & MASK == TICKS_PER_SECOND
     stack.flush(2.0)
-    syns = [decode(packet, 2.0) for packet, _ in stack.output]
+    syns = [decode(packet_bytes(packet), 2.0) for packet in stack.output]
     assert [(s.flags, s.seq) for s in syns] == [(SYN, first.snd.iss), (SYN, other_port.snd.iss)]
 
 
@@ -87,7 +87,7 @@ def _syn_ack_seq(stack: NetworkStack, sport: int, now: float) -> int:
                        tcpseg.encode_options(mss=1460))
     stack.receive(ipv4.build(PEER_ADDR, STACK_ADDR, PROTO_TCP, syn), now)
     stack.flush(now)
-    replies = [decode(packet, now) for packet, _ in stack.output]
+    replies = [decode(packet_bytes(packet), now) for packet in stack.output]
     stack.output.clear()
     assert [r.flags for r in replies] == [SYN | ACK]
     return replies[0].seq

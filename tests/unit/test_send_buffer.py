@@ -112,3 +112,23 @@ def test_operations_match_a_bytes_model(capacity: int,
         assert len(buf) == len(model)
         assert buf.space == capacity - len(model)
     assert buf.peek(0, len(model)) == model
+
+
+def test_peek_is_a_view_and_a_view_kept_alive_survives_appends_and_compaction() -> None:
+    data = random.Random(3).randbytes(150_000)
+    buf = SendBuffer(1 << 20)
+    buf.append(data)
+    view = buf.peek(100_000, 1460)
+    assert isinstance(view, memoryview) and view == data[100_000:101_460]
+    # A holder keeps the view (a test's delayed link): the buffer cannot resize its storage,
+    # so it moves to a copy, and the view's bytes stay what they were.
+    buf.append(b"tail")
+    buf.consume(100_000)  # large enough to compact
+    buf.append(b"more")
+    assert view == data[100_000:101_460]
+    assert len(buf) == 50_008
+    assert buf.peek(0, 50_008) == data[100_000:] + b"tail" + b"more"
+    assert len(buf._buf) == 50_008  # the acknowledged prefix left with the old storage
+    del view
+    buf.consume(50_000)
+    assert buf.peek(0, 100) == b"tailmore"

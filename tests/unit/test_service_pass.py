@@ -13,7 +13,7 @@ from tcpstack.api.streams import Stack
 from tcpstack.io.driver import StackDriver
 from tcpstack.net import ipv4
 from tcpstack.net.ipv4 import PROTO_TCP
-from tcpstack.stack import NetworkStack
+from tcpstack.stack import NetworkStack, packet_bytes
 from tcpstack.tcp import segment as tcpseg
 from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.connection import Connection
@@ -53,7 +53,8 @@ class PassLog:
         def logged(*args: Any) -> None:
             real(*args)
             now = args[1] if name == "service" else args[0]
-            self.passes.append((name, now, [str(decode(p, now)) for p, _ in stack.output]))
+            sent = [str(decode(packet_bytes(p), now)) for p in stack.output]
+            self.passes.append((name, now, sent))
         setattr(stack, name, logged)
 
     def since(self, mark: int) -> list[tuple[str, list[str]]]:
@@ -215,7 +216,7 @@ def test_a_timer_handler_that_raises_costs_its_connection_and_no_other_timer() -
     assert stack.next_deadline() == 1.5  # the other connection's SYN timer stands
 
     stack.on_timer(1.5)
-    assert [(s.flags, s.sport) for s in (decode(p, 1.5) for p, _ in stack.output)] == \
+    assert [(s.flags, s.sport) for s in (decode(packet_bytes(p), 1.5) for p in stack.output)] == \
         [(SYN, 50002)]
     assert stack.next_deadline() == 3.5  # and it goes on, backed off (RFC 6298 5.5)
 
@@ -234,7 +235,7 @@ def test_an_established_connection_whose_timer_raises_is_reset() -> None:
     peer.stack.on_timer(0.04)  # directly: the harness would fail on the internal error
 
     assert peer.stack.counters["internal_errors"] == 1
-    assert lines([decode(p, 0.04) for p, _ in peer.stack.output]) == [
+    assert lines([decode(packet_bytes(p), 0.04) for p in peer.stack.output]) == [
         f"R seq {syn_ack.seq + 1} win 0"]
     assert conn.state is State.CLOSED
     assert [ev for c, ev in peer.stack.events if c is conn][-2:] == \
@@ -286,7 +287,7 @@ def test_an_application_handler_that_raises_costs_the_event_not_the_pass() -> No
     # The pass went on to its flush: two full segments are acknowledged at once. Nothing
     # was read, so the window is the SYN-ACK's 65535 less those bytes (unscaled: the
     # peer's SYN offered no window scale).
-    assert lines([decode(p, 0.0) for p, _ in peer.stack.output]) == [
+    assert lines([decode(packet_bytes(p), 0.0) for p in peer.stack.output]) == [
         f". seq {syn_ack.seq + 1} ack {PEER_ISS + 1 + 2 * MSS} win {65535 - 2 * MSS}"]
 
 
@@ -308,7 +309,7 @@ def test_a_connection_whose_output_raises_is_reset_and_the_others_still_send() -
     peer.stack.service((), 0.0)  # directly: the harness would fail on the internal error
 
     assert peer.stack.counters["internal_errors"] == 1
-    sent = [decode(p, 0.0) for p, _ in peer.stack.output]
+    sent = [decode(packet_bytes(p), 0.0) for p in peer.stack.output]
     assert [(s.dport, s.flags, s.payload) for s in sent] == [
         (40001, RST, b""), (40002, ACK | PSH, b"sent")]
     assert broken.state is State.CLOSED

@@ -11,6 +11,7 @@ from collections.abc import Callable
 import pytest
 
 from tcpstack.net import ipv4
+from tcpstack.stack import packet_bytes
 from tcpstack.tcp import segment as tcpseg
 from tcpstack.tcp import seq
 from tcpstack.tcp.config import TcpConfig
@@ -153,7 +154,8 @@ def test_ack_to_closed_port_gets_rst_with_seq_from_ack() -> None:
     pseudo = ipv4.pseudo_header_sum(A_ADDR, B_ADDR, ipv4.PROTO_TCP)
     stray = tcpseg.build(40000, 81, 500, 0xABCDEF01, ACK, 1000, pseudo, b"", b"hello")
     pair.b.receive(ipv4.build(A_ADDR, B_ADDR, ipv4.PROTO_TCP, stray), pair.now)
-    ((packet, _),) = pair.b.output
+    (out,) = pair.b.output
+    packet = packet_bytes(out)
     ip = ipv4.parse(packet)
     reply = tcpseg.parse(ip.payload, ipv4.pseudo_header_sum(B_ADDR, A_ADDR, ipv4.PROTO_TCP))
     assert (reply.flags, reply.seq, reply.ack) == (RST, 0xABCDEF01, 0)

@@ -324,7 +324,8 @@ def test_gso_segments_are_cut_at_mss_less_the_timestamps() -> None:
     conn.flush(0.125)
     # The initial window of 10 segments goes as one segment for the link to cut into 1448s,
     # each with a copy of the header and its 12 option bytes.
-    assert [(len(s.payload), s.mss, len(s.options)) for s in conn.output] == [
+    assert [(len(payload), mss, len(options))
+            for _, _, _, _, options, payload, mss in conn.output] == [
         (10 * PAYLOAD, PAYLOAD, 12)]
     # The largest such segment still fits an IPv4 packet with its options.
     assert conn.snd.seg_max == 45 * PAYLOAD

@@ -5,8 +5,11 @@ delayed ACK intends (RFC 5681 4.2), not one per segment."""
 
 from __future__ import annotations
 
+import pytest
+
 from tcpstack.tcp import segment as tcpseg
 from tcpstack.tcp.config import TcpConfig
+from tcpstack.tcp.receiver import Receiver
 from tcpstack.tcp.segment import ACK, SYN
 from tests.unit.scripted_peer import ScriptedPeer, lines
 
@@ -62,3 +65,23 @@ def test_a_first_request_read_at_once_waits_to_ride_on_the_answer() -> None:
     assert lines(peer.take()) == [
         f"P. seq {ISS + 1} ack {PEER + 1 + len(request)} win {(1 << 20) >> 5}"
         " len 6"]
+def test_a_burst_asks_for_the_window_once_and_every_segment_carries_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    peer = _established(1 << 20)
+    conn = peer.accepted()
+    asked: list[int] = []
+    advertise = Receiver.advertise
+
+    def counted(rcv: Receiver) -> int:
+        asked.append(field := advertise(rcv))
+        return field
+
+    monkeypatch.setattr(Receiver, "advertise", counted)
+    peer.app_send(conn, bytes(10 * MSS))
+    sent = peer.take()
+    assert [len(s.payload) for s in sent] == [MSS] * 10  # the initial window (RFC 6928)
+    assert asked == [0xFFFF]  # one flush, one question (unscaled: the peer offered no scale)
+    assert {s.window for s in sent} == {asked[0]}
+    # Outside a flush (a timer's retransmission) each segment asks again.
+    peer.advance_to(conn.timers.rto or 0.0)
+    assert len(asked) == 2
