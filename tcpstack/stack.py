@@ -75,6 +75,9 @@ class NetworkStack:
         self.on_event: EventHandler | None = None  # the application, fed within each pass
         self.request_service: Callable[[], None] | None = None  # "run a pass soon" (the driver)
         self.last_internal_error: Exception | None = None  # the newest, for logs and tests
+        # Events handed to on_event so far: the driver watches it to know when a pass gave
+        # the application something to react to (a task it woke may write next).
+        self.events_delivered = 0
         self._in_pass = False
         self._dirty: dict[Connection, None] = {}
         self._timers: list[tuple[float, int, Connection]] = []
@@ -145,6 +148,7 @@ class NetworkStack:
                 break
             events = self.events
             self.events = []
+            self.events_delivered += len(events)
             for conn, event in events:
                 try:
                     handler(conn, event)
