@@ -16,7 +16,10 @@ iteration, each scheduled with `call_soon` during the pass. The driver schedules
 taken its step: if they wrote (or read, or closed), that is the kicked pass, and a reply
 leaves in the iteration of its write, as from a kernel socket, instead of one iteration
 later; their writes still share one pass, and nothing of the application runs inside
-`write`. If they did nothing, the turn costs one empty callback.
+`write`. If they did nothing, the turn costs one empty callback. That pass does not read
+the TUN first, as other kicked passes do: the drain before it ended at EAGAIN an iteration
+ago, and whatever came since makes the descriptor readable for the loop's next poll, so a
+read would almost always be one more EAGAIN per reply.
 
 Why drain until EAGAIN: the kernel holds the packets it routes to us in a ring of
 txqueuelen packets and drops what finds it full, so the queue must be emptied as fast as it
@@ -60,6 +63,7 @@ class StackDriver:
         # which becomes a pass if a kick comes before it runs.
         self._pass_soon: asyncio.Handle | None = None
         self._kicked_for = False  # whether _pass_soon has been asked for a pass
+        self._held = False  # whether _pass_soon is a held turn (it reads no TUN)
         self._delivered = 0  # stack.events_delivered when the driver last looked
         self._late: list[Bytes] = []  # packets the impaired link delivered since the last pass
         self._running = False
@@ -104,16 +108,20 @@ class StackDriver:
         this one, when a turn is held for the application's reactions)."""
         self._kicked_for = True
         if self._pass_soon is None:
+            self._held = False
             self._pass_soon = self.loop.call_soon(self._kicked)
 
     def _kicked(self) -> None:
         self._pass_soon = None
         if not self._kicked_for:
             return  # a held turn the application did not use
-        if self._running:
+        if self._running and not self._held:
             self._on_readable()  # what has arrived joins the pass
         else:
-            self._service()  # before start or after stop: the TUN is not ours to read
+            # Before start or after stop the TUN is not ours to read; after a held turn
+            # the drain has just been done.
+            self._service()
+            self._hold_turn()
 
     def _hold_turn(self) -> None:
         """After the passes of one callback: if they handed the application events, hold a
@@ -122,6 +130,7 @@ class StackDriver:
         if delivered != self._delivered:
             self._delivered = delivered
             if self._pass_soon is None:
+                self._held = True
                 self._pass_soon = self.loop.call_soon(self._kicked)
 
     def _on_readable(self) -> None:
