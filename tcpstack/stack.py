@@ -49,6 +49,7 @@ EPHEMERAL_PORTS = range(32768, 61000)  # Linux's ip_local_port_range
 # Rounds of events and reactions within one pass; what is left over goes to the next pass.
 MAX_EVENT_ROUNDS = 16
 MAX_LOGGED_INTERNAL_ERRORS = 10
+CLOSED = State.CLOSED  # a global, not an attribute lookup, once per connection per pass
 
 
 class PortInUse(Exception):
@@ -103,13 +104,14 @@ class NetworkStack:
         one flag per packet: the link vouches for its transport checksum (offload)."""
         self._in_pass = True
         try:
-            receive = self.receive
-            flags: Iterable[bool] = itertools.repeat(False) if trusted is None else trusted
-            for packet, vouched in zip(packets, flags, strict=False):
-                try:
-                    receive(packet, now, vouched)
-                except Exception as exc:  # a bug must cost one packet, not the stack
-                    self._internal_error(exc, "processing a packet (dropped)")
+            if packets:  # none: the pass that flushes what the application did
+                receive = self.receive
+                flags: Iterable[bool] = itertools.repeat(False) if trusted is None else trusted
+                for packet, vouched in zip(packets, flags, strict=False):
+                    try:
+                        receive(packet, now, vouched)
+                    except Exception as exc:  # a bug must cost one packet, not the stack
+                        self._internal_error(exc, "processing a packet (dropped)")
             self._finish_pass(now)
         finally:
             self._in_pass = False
@@ -159,10 +161,11 @@ class NetworkStack:
             self.request_service()  # more rounds than one pass allows: the next pass goes on
 
     def _take_events(self) -> None:
-        events = self.events
+        append = self.events.append
         for conn in self._dirty:
             if conn.events:
-                events.extend((conn, ev) for ev in conn.events)
+                for ev in conn.events:  # mostly one: a loop costs less than a generator
+                    append((conn, ev))
                 conn.events.clear()
 
     def _changed(self, conn: Connection) -> None:
@@ -373,12 +376,14 @@ class NetworkStack:
             self.counters["segs_out"] += len(segments)
             frame = self._frame
             remote = conn.remote_addr
-            self.output.extend([frame(remote, seg) for seg in segments])
+            append = self.output.append
+            for seg in segments:  # mostly one: a loop costs less than a comprehension
+                append(frame(remote, seg))
             segments.clear()
         if conn.events:
             self.events.extend((conn, ev) for ev in conn.events)
             conn.events.clear()
-        if conn.state is State.CLOSED:
+        if conn.state is CLOSED:
             key = (conn.remote_addr, conn.remote_port, conn.local_port)
             if self.connections.get(key) is conn:
                 del self.connections[key]

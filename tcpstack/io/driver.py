@@ -137,11 +137,15 @@ class StackDriver:
         """Drain the TUN until EAGAIN, one service pass per batch, for at most READ_BUDGET
         seconds; the first pass also flushes what a kick asked for."""
         loop = self.loop
-        deadline = loop.time() + READ_BUDGET
+        now = loop.time()  # the batch's time: when it was waiting to be read
+        deadline = now + READ_BUDGET
         while True:
             batch, trusted, drained = self._read_batch()
-            self._service(batch, trusted)
-            if drained or not self._running or loop.time() >= deadline:
+            self._service(batch, trusted, now)
+            if drained or not self._running:
+                break
+            now = loop.time()
+            if now >= deadline:
                 break
         self._hold_turn()
 
@@ -184,7 +188,7 @@ class StackDriver:
         self._hold_turn()
 
     def _service(self, batch: list[Bytes] | None = None,
-                 trusted: list[bool] | None = None) -> None:
+                 trusted: list[bool] | None = None, now: float | None = None) -> None:
         """One pass for a batch read from the TUN (and what a kick asked for), or for the
         packets the impaired link delivered late."""
         if self._pass_soon is not None:
@@ -196,7 +200,7 @@ class StackDriver:
             trusted = [False] * len(self._late) + (trusted or [])
             packets = self._late + packets
             self._late = []
-        self.stack.service(packets, self.loop.time(), trusted)
+        self.stack.service(packets, self.loop.time() if now is None else now, trusted)
         self._after_pass()
 
     def _after_pass(self) -> None:
@@ -211,19 +215,25 @@ class StackDriver:
             for packet, _ in packets:
                 self._outbound.send(packet)
             return
-        for packet, gso_size in packets:
-            self._write_one(packet, gso_size)
+        self._put(packets)
 
     def _write_one(self, packet: bytes, gso_size: int = 0) -> None:
-        if self.tap is not None:
-            self.tap(packet, True)
-        try:
-            self.tun.write(packet, gso_size)
-        except BlockingIOError:
-            self.stack.counters["tun_write_drops"] += 1
-        except OSError as exc:
-            self.stack.counters["tun_write_errors"] += 1
-            log.debug("TUN write failed: %s", exc)
+        """One packet the impaired link delivers to the TUN."""
+        self._put([(packet, gso_size)])
+
+    def _put(self, packets: list[OutPacket]) -> None:
+        tap = self.tap
+        write = self.tun.write
+        for packet, gso_size in packets:
+            if tap is not None:
+                tap(packet, True)
+            try:
+                write(packet, gso_size)
+            except BlockingIOError:
+                self.stack.counters["tun_write_drops"] += 1
+            except OSError as exc:
+                self.stack.counters["tun_write_errors"] += 1
+                log.debug("TUN write failed: %s", exc)
 
     def _arm_timer(self) -> None:
         deadline = self.stack.next_deadline()
