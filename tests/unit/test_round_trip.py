@@ -138,3 +138,74 @@ def test_a_round_trip_is_two_passes_and_two_tun_reads() -> None:
     assert [packets for _, packets in ledger.passes] == [1, 0] * 20
     assert [got for _, got in ledger.reads] == [True, False] * 20
     assert [sent.flags for _, sent in ledger.writes] == [ACK | PSH] * 20
+
+
+async def _respond(yield_between: bool, config: TcpConfig | None = None
+                   ) -> tuple[Ledger, list[Sent], list[Sent]]:
+    """A request, answered in two writes (a head, then a body) by the task it wakes, with
+    Nagle on (the default); `yield_between`: the task gives the loop a turn between them.
+    What the stack wrote before the peer's ACK of the first reply segment, and after."""
+    async with driven_stack(config) as d:
+        ledger = Ledger()
+        done = asyncio.Event()
+
+        async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.read(100)
+            ledger.app_writes.append(ledger.ticks)
+            writer.write(b"HTTP/1.1 200 OK\r\n\r\n")
+            if yield_between:
+                await asyncio.sleep(0)
+            ledger.app_writes.append(ledger.ticks)
+            writer.write(b"body")
+            await writer.drain()
+            done.set()
+
+        _serve(d, respond)
+        syn_ack = await d.peer.handshake()
+        await d.peer.quiet(0.02)
+        asyncio.get_running_loop().call_soon(ledger.tick)
+        await asyncio.sleep(0)
+        _instrument(d, ledger)
+        ours = syn_ack.seq + 1
+        d.peer.send(ACK | PSH, PEER_ISS + 1, ours, payload=b"GET")
+        await asyncio.wait_for(done.wait(), 2)
+        before = await d.peer.quiet(0.01)  # well below the 40 ms delayed-ACK timeout
+        d.peer.send(ACK, PEER_ISS + 4, ours + len(before[0].payload))
+        after = await d.peer.quiet(0.01)
+        return ledger, before, after
+
+
+def test_a_response_in_two_writes_of_one_step_leaves_at_once_as_one_segment() -> None:
+    """Head and body written in one step of the task the request woke: one segment, in
+    the iteration of the writes; Nagle has nothing to hold (nothing was in flight), and
+    no delayed-ACK wait comes into it."""
+    ledger, before, after = asyncio.run(asyncio.wait_for(_respond(False), 10))
+    assert [(s.flags, s.payload) for s in before] == [
+        (ACK | PSH, b"HTTP/1.1 200 OK\r\n\r\nbody")]
+    assert after == []
+    (written, _), = [(tick, s) for tick, s in ledger.writes if s.payload]
+    assert ledger.app_writes == [written, written]
+
+
+def test_a_second_write_after_a_yield_waits_for_the_ack_under_nagle() -> None:
+    """The head leaves in the iteration of its write; the body, written a turn later with
+    the head unacknowledged and less than an MSS, is Nagle's to hold (RFC 9293 3.7.4) and
+    leaves with the pass that reads the peer's ACK: as a kernel socket with Nagle on
+    behaves. The held turn changes nothing here: the head left no later than before."""
+    ledger, before, after = asyncio.run(asyncio.wait_for(_respond(True), 10))
+    assert [s.payload for s in before] == [b"HTTP/1.1 200 OK\r\n\r\n"]
+    assert [s.payload for s in after] == [b"body"]
+    head_written = next(tick for tick, s in ledger.writes if s.payload)
+    assert head_written == ledger.app_writes[0]
+
+
+def test_with_nodelay_a_second_write_after_a_yield_goes_on_the_next_turn() -> None:
+    """TCP_NODELAY (asyncio's default on kernel sockets): the body does not wait for the
+    ACK; it leaves in the pass its own write asked for, one iteration after the head."""
+    ledger, before, after = asyncio.run(asyncio.wait_for(
+        _respond(True, TcpConfig(nodelay=True)), 10))
+    assert [s.payload for s in before] == [b"HTTP/1.1 200 OK\r\n\r\n", b"body"]
+    assert after == []
+    head, body = (tick for tick, s in ledger.writes if s.payload)
+    assert head == ledger.app_writes[0]
+    assert body == ledger.app_writes[1] + 1
