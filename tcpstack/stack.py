@@ -126,6 +126,9 @@ class NetworkStack:
         self.on_event: EventHandler | None = None  # the application, fed within each pass
         self.request_service: Callable[[], None] | None = None  # "run a pass soon" (the driver)
         self.last_internal_error: Exception | None = None  # the newest, for logs and tests
+        # Events handed to on_event so far: the driver watches it to know when a pass gave
+        # the application something to react to (a task it woke may write next).
+        self.events_delivered = 0
         self._in_pass = False
         self._dirty: dict[Connection, None] = {}
         self._timers: list[tuple[float, int, Connection]] = []
@@ -159,13 +162,14 @@ class NetworkStack:
         one flag per packet: the link vouches for its transport checksum (offload)."""
         self._in_pass = True
         try:
-            receive = self.receive
-            flags: Iterable[bool] = itertools.repeat(False) if trusted is None else trusted
-            for packet, vouched in zip(packets, flags, strict=False):
-                try:
-                    receive(packet, now, vouched)
-                except Exception as exc:  # a bug must cost one packet, not the stack
-                    self._internal_error(exc, "processing a packet (dropped)")
+            if packets:  # none: the pass that flushes what the application did
+                receive = self.receive
+                flags: Iterable[bool] = itertools.repeat(False) if trusted is None else trusted
+                for packet, vouched in zip(packets, flags, strict=False):
+                    try:
+                        receive(packet, now, vouched)
+                    except Exception as exc:  # a bug must cost one packet, not the stack
+                        self._internal_error(exc, "processing a packet (dropped)")
             self._finish_pass(now)
         finally:
             self._in_pass = False
@@ -204,6 +208,7 @@ class NetworkStack:
                 break
             events = self.events
             self.events = []
+            self.events_delivered += len(events)
             for conn, event in events:
                 try:
                     handler(conn, event)
@@ -214,10 +219,11 @@ class NetworkStack:
             self.request_service()  # more rounds than one pass allows: the next pass goes on
 
     def _take_events(self) -> None:
-        events = self.events
+        append = self.events.append
         for conn in self._dirty:
             if conn.events:
-                events.extend((conn, ev) for ev in conn.events)
+                for ev in conn.events:  # mostly one: a loop costs less than a generator
+                    append((conn, ev))
                 conn.events.clear()
 
     def _changed(self, conn: Connection) -> None:
@@ -661,7 +667,7 @@ class NetworkStack:
         if conn.events:
             self.events.extend((conn, ev) for ev in conn.events)
             conn.events.clear()
-        if conn.state is State.CLOSED:
+        if conn.state is _CLOSED:
             key = (conn.remote_addr, conn.remote_port, conn.local_port)
             if self.connections.get(key) is conn:
                 del self.connections[key]

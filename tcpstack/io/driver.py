@@ -9,6 +9,18 @@ application call made outside a pass asks for one through the stack's `request_s
 which is `kick` here: coalesced, and dropped when a pass runs first, since that pass flushes
 whatever changed; a kicked pass drains the TUN too.
 
+Why a pass that handed the application events holds the next loop turn: those events woke
+the application's tasks (a StreamReader's waiter, a drain), which asyncio runs on the next
+iteration, each scheduled with `call_soon` during the pass. The driver schedules its own
+`call_soon` after them, so it runs in that same iteration once every task the pass woke has
+taken its step: if they wrote (or read, or closed), that is the kicked pass, and a reply
+leaves in the iteration of its write, as from a kernel socket, instead of one iteration
+later; their writes still share one pass, and nothing of the application runs inside
+`write`. If they did nothing, the turn costs one empty callback. That pass does not read
+the TUN first, as other kicked passes do: the drain before it ended at EAGAIN an iteration
+ago, and whatever came since makes the descriptor readable for the loop's next poll, so a
+read would almost always be one more EAGAIN per reply.
+
 Why drain until EAGAIN: the kernel holds the packets it routes to us in a ring of
 txqueuelen packets and drops what finds it full, so the queue must be emptied as fast as it
 fills, not one batch per loop iteration while the application's tasks and timers take their
@@ -47,7 +59,12 @@ class StackDriver:
         self.tap: PacketTap | None = None  # sees every packet in and out (for --pcap)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
-        self._pass_soon: asyncio.Handle | None = None  # a pass asked for by kick
+        # A pass asked for by kick, or a turn held for the application's reactions (below),
+        # which becomes a pass if a kick comes before it runs.
+        self._pass_soon: asyncio.Handle | None = None
+        self._kicked_for = False  # whether _pass_soon has been asked for a pass
+        self._held = False  # whether _pass_soon is a held turn (it reads no TUN)
+        self._delivered = 0  # stack.events_delivered when the driver last looked
         self._late: list[Bytes] = []  # packets the impaired link delivered since the last pass
         self._running = False
         stack.request_service = self.kick
@@ -87,26 +104,50 @@ class StackDriver:
         self.stack.on_event = handler
 
     def kick(self) -> None:
-        """Run a service pass soon: once per loop iteration however often it is asked."""
+        """Run a service pass soon: once per loop iteration however often it is asked (in
+        this one, when a turn is held for the application's reactions)."""
+        self._kicked_for = True
         if self._pass_soon is None:
+            self._held = False
             self._pass_soon = self.loop.call_soon(self._kicked)
 
     def _kicked(self) -> None:
-        if self._running:
+        self._pass_soon = None
+        if not self._kicked_for:
+            return  # a held turn the application did not use
+        if self._running and not self._held:
             self._on_readable()  # what has arrived joins the pass
         else:
-            self._service()  # before start or after stop: the TUN is not ours to read
+            # Before start or after stop the TUN is not ours to read; after a held turn
+            # the drain has just been done.
+            self._service()
+            self._hold_turn()
+
+    def _hold_turn(self) -> None:
+        """After the passes of one callback: if they handed the application events, hold a
+        turn behind the tasks they woke (the module's docstring says why)."""
+        delivered = self.stack.events_delivered
+        if delivered != self._delivered:
+            self._delivered = delivered
+            if self._pass_soon is None:
+                self._held = True
+                self._pass_soon = self.loop.call_soon(self._kicked)
 
     def _on_readable(self) -> None:
         """Drain the TUN until EAGAIN, one service pass per batch, for at most READ_BUDGET
         seconds; the first pass also flushes what a kick asked for."""
         loop = self.loop
-        deadline = loop.time() + READ_BUDGET
+        now = loop.time()  # the batch's time: when it was waiting to be read
+        deadline = now + READ_BUDGET
         while True:
             batch, trusted, drained = self._read_batch()
-            self._service(batch, trusted)
-            if drained or not self._running or loop.time() >= deadline:
-                return
+            self._service(batch, trusted, now)
+            if drained or not self._running:
+                break
+            now = loop.time()
+            if now >= deadline:
+                break
+        self._hold_turn()
 
     def _read_batch(self) -> tuple[list[Bytes], list[bool], bool]:
         """Up to READ_BATCH packets and their vouched flags; whether the TUN is drained."""
@@ -144,20 +185,22 @@ class StackDriver:
         self._timer_at = None
         self.stack.on_timer(now)
         self._after_pass()
+        self._hold_turn()
 
     def _service(self, batch: list[Bytes] | None = None,
-                 trusted: list[bool] | None = None) -> None:
+                 trusted: list[bool] | None = None, now: float | None = None) -> None:
         """One pass for a batch read from the TUN (and what a kick asked for), or for the
         packets the impaired link delivered late."""
         if self._pass_soon is not None:
             self._pass_soon.cancel()  # this pass flushes whatever the kick was for
             self._pass_soon = None
+        self._kicked_for = False
         packets = batch or []
         if self._late:
             trusted = [False] * len(self._late) + (trusted or [])
             packets = self._late + packets
             self._late = []
-        self.stack.service(packets, self.loop.time(), trusted)
+        self.stack.service(packets, self.loop.time() if now is None else now, trusted)
         self._after_pass()
 
     def _after_pass(self) -> None:
@@ -172,19 +215,25 @@ class StackDriver:
             for packet in packets:
                 self._outbound.send(packet_bytes(packet))  # it holds them: a copy of its own
             return
-        for headers, payload, gso_size in packets:
-            self._write_one(headers, payload, gso_size)
+        self._put(packets)
 
     def _write_one(self, headers: bytes, payload: Bytes = b"", gso_size: int = 0) -> None:
-        if self.tap is not None:
-            self.tap(headers + payload if payload else headers, True)
-        try:
-            self.tun.write(headers, payload, gso_size)
-        except BlockingIOError:
-            self.stack.counters["tun_write_drops"] += 1
-        except OSError as exc:
-            self.stack.counters["tun_write_errors"] += 1
-            log.debug("TUN write failed: %s", exc)
+        """One packet the impaired link delivers to the TUN."""
+        self._put([(headers, payload, gso_size)])
+
+    def _put(self, packets: list[OutPacket]) -> None:
+        tap = self.tap
+        write = self.tun.write
+        for headers, payload, gso_size in packets:
+            if tap is not None:
+                tap(headers + payload if payload else headers, True)
+            try:
+                write(headers, payload, gso_size)
+            except BlockingIOError:
+                self.stack.counters["tun_write_drops"] += 1
+            except OSError as exc:
+                self.stack.counters["tun_write_errors"] += 1
+                log.debug("TUN write failed: %s", exc)
 
     def _arm_timer(self) -> None:
         deadline = self.stack.next_deadline()
