@@ -84,6 +84,9 @@ _SYN_RCVD, _SYN_SENT, _CLOSED = State.SYN_RCVD, State.SYN_SENT, State.CLOSED
 _RESERVED_BITS = 0x0F00  # the header's four reserved bits, in the offset-and-flags word
 _SYN_ACK_RST_FIN = tcpseg.SYN | tcpseg.ACK | tcpseg.RST | tcpseg.FIN
 _SYN_FIN = tcpseg.SYN | tcpseg.FIN
+# Where a connection the application closed may linger, waiting on its peer.
+ORPHANED_STATES = frozenset({State.FIN_WAIT_1, State.FIN_WAIT_2, State.CLOSING,
+                             State.LAST_ACK})
 _ESTABLISHED, _CLOSE_WAIT = State.ESTABLISHED, State.CLOSE_WAIT
 
 
@@ -144,6 +147,10 @@ class NetworkStack:
         self._routes: dict[bytes, tuple[ipv4.HeaderTemplate, int]] = {}
         # IPv4 datagrams that arrive in fragments, until they are whole (bounded memory).
         self._fragments = FragmentReassembler(self._count)
+        # Connections the application let go that are still finishing, oldest first, and
+        # those beyond the limit, to reset at the next flush.
+        self._orphans: dict[Connection, None] = {}
+        self._orphans_over: list[Connection] = []
         # By peer address: the path MSS an ICMP "fragmentation needed" taught, until when.
         self._path_mss: dict[bytes, tuple[int, float]] = {}
         # Shutdown: what each connection had received when close_all ran.
@@ -578,6 +585,13 @@ class NetworkStack:
                 self.counters["attempt_fails"] += 1
             elif (old is _ESTABLISHED or old is _CLOSE_WAIT) and conn.error is not None:
                 self.counters["estab_resets"] += 1
+        if new in ORPHANED_STATES:
+            if conn.rcv.discard and conn not in self._orphans:
+                self._orphans[conn] = None
+                if len(self._orphans) > self.config.max_orphans:
+                    self._orphans_over.append(conn)  # reset at the flush, not mid-transition
+        elif conn in self._orphans:
+            del self._orphans[conn]
         if self.on_transition is not None:
             self.on_transition(conn, old, new)
 
@@ -646,6 +660,8 @@ class NetworkStack:
     def flush(self, now: float) -> None:
         """The last step of a pass: let every changed connection send what it owes, and
         gather its packets and events."""
+        if self._orphans_over:
+            self._reset_orphans(now)
         while self._dirty:
             dirty = self._dirty
             self._dirty = {}
@@ -657,6 +673,17 @@ class NetworkStack:
                     self._fail(conn, now)
                     continue
                 self._collect(conn)
+
+    def _reset_orphans(self, now: float) -> None:
+        """More orphans (closed by the application, still finishing) than `max_orphans`:
+        the newest are reset, as Linux does past tcp_max_orphans ("too many orphaned
+        sockets"), so that peers that never answer cannot hold the stack's memory."""
+        over, self._orphans_over = self._orphans_over, []
+        for conn in over:
+            if conn in self._orphans and len(self._orphans) > self.config.max_orphans:
+                self.counters["orphan_resets"] += 1
+                conn.abort(now)
+                self._dirty[conn] = None
 
     def _collect(self, conn: Connection) -> None:
         segments = conn.output

@@ -63,7 +63,7 @@ KNOWN_COUNTERS = (
     "syncookies_sent", "syncookies_recv", "syncookies_failed",
     "ip_frag_in", "ip_frag_reassembled", "ip_frag_overlap", "ip_frag_tiny", "ip_frag_timeout",
     "ip_frag_memory", "ip_frag_bad",
-    "conn_limit_drops",
+    "conn_limit_drops", "orphan_resets",
     "ip_bad_option", "ip_source_route",
     "ip_land", "ip_bad_source", "tcp_reserved_bits", "tcp_no_flags", "tcp_syn_fin",
 )

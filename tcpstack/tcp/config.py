@@ -32,6 +32,7 @@ class TcpConfig:
     max_retries: int = 15           # data retransmissions before the connection aborts
     orphan_retries: int = 8         # the same once the application let go (tcp_orphan_retries)
     max_connections: int = 262_144  # connections at once; more SYNs and connects are refused
+    max_orphans: int = 65_536       # closed by the application, still finishing (tcp_max_orphans)
     persist_max: float = 60.0       # longest interval between zero-window probes
     backlog: int = DEFAULT_BACKLOG  # default listener backlog: bounds the SYN queue (half-
     #                                 open connections) and the accept queue, each on its own
