@@ -4,6 +4,7 @@ and `tcpstack listen` half-closing first towards a kernel client."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -295,3 +296,25 @@ def test_connect_outside_the_subnet_is_routed_through_the_kernel(netns: NetNS) -
     result = netns.run([TCPSTACK, "connect", "10.99.0.1", "5015"], timeout=30)
     assert result.returncode == 0, result.stderr
     assert read_line(server) == "eof 0\n"
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("code", "message"), [
+    (3, "connection to 10.77.0.9:9999 refused"),
+    (1, "connection to 10.77.0.9:9999 failed: host unreachable"),
+])
+def test_an_icmp_unreachable_fails_a_connect_at_once_with_a_clear_message(
+        netns: NetNS, start_connect: StartConnect, tmp_path: Path, code: int,
+        message: str) -> None:
+    """A router answers tcpstack's SYN with an ICMP destination unreachable (RFC 5927,
+    RFC 1122 4.2.3.9): the connect fails on it, long before its SYN retransmissions end."""
+    router = netns.popen([sys.executable, PEERS / "icmp_answer.py", "tcps0", "10.77.0.9",
+                          str(code)], stdout=subprocess.PIPE)
+    log = tmp_path / "connect.log"
+    started = time.monotonic()
+    proc = start_connect(netns, "10.77.0.9", 9999, log)
+    assert proc.wait(timeout=20) == 1
+    assert time.monotonic() - started < 5.0  # the first SYN retransmission would be at 1 s
+    assert log.read_text().strip().splitlines()[-1] == f"tcpstack: error: {message}"
+    out, _ = router.communicate(timeout=10)
+    assert "seq" in json.loads(out)
