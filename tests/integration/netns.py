@@ -214,6 +214,14 @@ def curl(ns: NetNS, *args: str, timeout: float = 60.0) -> subprocess.CompletedPr
                   timeout=timeout + 5)
 
 
+def slow_download(ns: NetNS, path: str, out: Path, rate: str,
+                  timeout: float = 90.0) -> subprocess.Popen[bytes]:
+    """curl fetching `path` into `out` in the background at `rate` (curl's --limit-rate), so
+    that it lasts while a test does something to the stack; its stderr is a pipe."""
+    return ns.popen(["curl", "-q", "--noproxy", "*", "--max-time", str(timeout), "-sS",
+                     "--limit-rate", rate, "-o", str(out), url(path)], stderr=subprocess.PIPE)
+
+
 def url(path: str, port: int = 80) -> str:
     return f"http://{STACK_ADDRESS}:{port}/{path.lstrip('/')}"
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import RandomFile, StartStack
-from .netns import KERNEL_ADDRESS, PEERS, STACK_ADDRESS, NetNS, sha256_file, url
+from .netns import KERNEL_ADDRESS, PEERS, STACK_ADDRESS, NetNS, sha256_file, slow_download
 
 pytestmark = pytest.mark.integration
 
@@ -42,9 +41,7 @@ def test_a_sweep_of_blind_rsts_syns_and_data_neither_resets_nor_corrupts_a_downl
     expected = random_file(http_root / "blob.bin", SIZE)
     stack = start_stack(netns, "80", "--http", http_root)
     out = tmp_path / "got.bin"
-    download = netns.popen(["curl", "-q", "--noproxy", "*", "--max-time", "90", "-sS",
-                            "--limit-rate", "4M", "-o", str(out), url("blob.bin")],
-                           stderr=subprocess.PIPE)
+    download = slow_download(netns, "blob.bin", out, "4M")
     port = _client_port(netns)
     started = time.monotonic()
     attack = netns.run([sys.executable, PEERS / "blind_inject.py", "tcps0", KERNEL_ADDRESS,

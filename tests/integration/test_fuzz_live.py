@@ -6,14 +6,13 @@ an address nobody owns, so none can belong to the download's connection."""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from .conftest import RandomFile, StartStack
-from .netns import PEERS, NetNS, sha256_file, url
+from .netns import PEERS, NetNS, sha256_file, slow_download
 
 pytestmark = pytest.mark.integration
 
@@ -29,9 +28,7 @@ def test_a_download_survives_a_flood_of_random_and_mutated_packets(
     stack = start_stack(netns, "80", "--http", http_root)
     out = tmp_path / "got.bin"
     # A rate limit keeps the download going for the whole flood.
-    download = netns.popen(["curl", "-q", "--noproxy", "*", "--max-time", "90", "-sS",
-                            "--limit-rate", "10M", "-o", str(out), url("blob.bin")],
-                           stderr=subprocess.PIPE)
+    download = slow_download(netns, "blob.bin", out, "10M")
     flood = netns.run([sys.executable, PEERS / "fuzz_flood.py", "tcps0", str(PACKETS), "12"],
                       timeout=90)
     assert flood.returncode == 0, flood.stderr

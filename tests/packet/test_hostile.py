@@ -5,9 +5,13 @@ path's size, and one that quotes nothing in flight changes nothing."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from scapy.layers.inet import ICMP, IP, TCP, fragment
 from scapy.packet import Raw
+
+from tests.integration.netns import TCPSTACK
 
 from .conftest import PEER_WIN, PORT, WIN_EMPTY, Rig, establish, roundtrip
 from .peer import MASK, PEER_ADDRESS, STACK_ADDRESS, Flow
@@ -93,3 +97,32 @@ def test_fragmentation_needed_quoting_nothing_in_flight_changes_nothing(echo: Ri
     # The right edge has stayed since the first echo (less than an MSS read since): the
     # window is what is left of it, rounded up to the 32-byte unit.
     flow.expect("P.", 6, 6 + len(DATA), win=WIN_EMPTY - (5 + len(DATA)) // 32, payload=DATA)
+
+
+@pytest.mark.timeout(30)
+def test_overlapping_tiny_and_unfinished_fragment_trains_are_dropped_and_counted(
+        echo: Rig) -> None:
+    flow = establish(echo, 40820)
+    segment = _segment(flow, 1, DATA, ident=0x5151)
+    raw = bytes(segment[IP].payload)  # the TCP segment, its checksum right
+    header = dict(src=PEER_ADDRESS, dst=STACK_ADDRESS, proto=6)
+
+    def piece(ident: int, offset: int, data: bytes, more: bool) -> IP:
+        return IP(id=ident, frag=offset // 8, flags="MF" if more else 0, **header) / Raw(data)
+
+    # Overlapping: the second piece starts inside the first.
+    echo.peer.inject(piece(1, 0, raw[:400], True))
+    echo.peer.inject(piece(1, 392, raw[392:], False))
+    # Tiny first fragment (RFC 1858): 8 bytes cannot hold the TCP flags.
+    echo.peer.inject(piece(2, 0, raw[:8], True))
+    echo.peer.inject(piece(2, 8, raw[8:], False))
+    # Never finished: the last piece never comes.
+    echo.peer.inject(piece(3, 0, raw[:400], True))
+    flow.expect_nothing(0.5)  # none of them became a segment
+    roundtrip(flow, 1, 1, b"still fine")
+    stat = echo.ns.run([TCPSTACK, "stat", "--counters", "--json"], timeout=20)
+    assert stat.returncode == 0, stat.stderr
+    counters = json.loads(stat.stdout)
+    assert counters.get("ip_frag_overlap") == 1
+    assert counters.get("ip_frag_tiny") == 2
+    assert counters.get("ip_frag_reassembled", 0) == 0
