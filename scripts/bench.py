@@ -109,6 +109,7 @@ def row_specs(args: argparse.Namespace) -> list[tuple[str, str, str, str]]:
     size, lossy = rep.format_size(args.size), rep.format_size(args.loss_size)
     return [
         ("ab", "ab", f"new connections/s, `ab -n {n} -c {c}`, {SMALL_SIZE}-byte file", "req/s"),
+        ("ab", "abcpu", "  CPU of the server per 1,000 connections", "s"),
         ("wrk", "wrk", f"keep-alive requests/s, `wrk -t 1 -c {c} -d {args.wrk_seconds}s`",
          "req/s"),
         ("opens", "opens", f"connections opened/s, one client, sequential ({args.opens}: "
@@ -258,10 +259,12 @@ class Bench:
 
     def run_ab(self, t: Target, n: int, c: int, backlog: int | None) -> rep.AbResult:
         with self.server(t, "http", backlog=backlog) as srv:
+            before = cpu_seconds(srv.proc.pid)
             out = self.procs.check(["ip", "netns", "exec", srv.ns, "ab", "-q", "-r", "-s", "30",
                                     "-n", str(n), "-c", str(c),
                                     f"http://{srv.host}:{srv.port}/{SMALL}"],
                                    self.args.timeout)
+            self.cpu = cpu_seconds(srv.proc.pid) - before  # every process of the server
             self.drops = tun_tx_dropped(self.ns_stack) if t.kind == "tcpstack" else None
         result = rep.parse_ab(out)
         if result.complete != n or result.failed or result.non_2xx:
@@ -270,7 +273,11 @@ class Bench:
         return result
 
     def bench_ab(self, t: Target) -> dict[str, float]:
-        return {"ab": self.run_ab(t, self.args.requests, 50, None).requests_per_second}
+        result = self.run_ab(t, self.args.requests, 50, None)
+        # CPU per 1,000 connections, the workers' summed: what says whether the stack scales
+        # with cores (issue 11: no more per connection at 2 workers than at 1).
+        return {"ab": result.requests_per_second,
+                "abcpu": self.cpu / self.args.requests * 1000}
 
     def bench_backlog(self, t: Target) -> dict[str, float]:
         r = self.run_ab(t, self.args.backlog_requests, 500, 4096)
@@ -397,6 +404,7 @@ class Bench:
 
     run_number = 1
     drops: float | None = None
+    cpu = 0.0  # CPU seconds of the server's processes during the last ab
 
     def close(self) -> None:
         self.procs.stop_all()
