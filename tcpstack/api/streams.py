@@ -461,7 +461,7 @@ class Stack:
 
     def snapshot(self) -> Snapshot:
         """What `tcpstack stat` shows (api/snapshot.py), with the link's counters as last
-        read (`read_link_counters`, which the control socket awaits first)."""
+        read (`read_link_counters`; `fresh_snapshot` reads them first)."""
         uptime = self.driver.now() - self._started_at if self.driver is not None else 0.0
         return build_snapshot(self.network, iface=self.iface,
                               kernel_address=str(self.kernel_interface), uptime=uptime,
