@@ -26,12 +26,12 @@ import struct
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 
-from tcpstack.net import icmp, ipv4, udp
+from tcpstack.net import icmp, ipv4
 from tcpstack.net.checksum import Bytes, ones_complement_sum
 from tcpstack.net.errors import MalformedPacket
 from tcpstack.net.fragments import FragmentReassembler
-from tcpstack.net.icmp_rate import IcmpRateLimit
 from tcpstack.net.ipv4 import PROTO_ICMP, PROTO_TCP
+from tcpstack.net.udp import PROTO_UDP
 from tcpstack.tcp import segment as tcpseg
 from tcpstack.tcp import syncookies
 from tcpstack.tcp.challenge import ChallengeAckLimit
@@ -45,13 +45,8 @@ from tcpstack.tcp.segment import HEADER_LEN, OutSegment
 from tcpstack.tcp.seq import MASK
 from tcpstack.tcp.state import State
 from tcpstack.tcp.syncookies import SynCookies
-from tcpstack.udp.endpoint import (
-    DATAGRAM_COST,
-    DEFAULT_RCVBUF,
-    DEFAULT_SNDBUF,
-    UdpEndpoint,
-    UdpPorts,
-)
+from tcpstack.udp.endpoint import DEFAULT_RCVBUF, DEFAULT_SNDBUF, UdpEndpoint
+from tcpstack.udp.layer import UdpLayer
 
 log = logging.getLogger("tcpstack")
 
@@ -75,6 +70,7 @@ _IP_HEADER_LEN = ipv4.HEADER_LEN
 _DF = ipv4.FLAG_DF
 EventHandler = Callable[[Connection, Event], None]
 EPHEMERAL_PORTS = range(32768, 61000)  # Linux's ip_local_port_range
+DEFAULT_MTU = 1500
 # Path MTU discovery (RFC 1191): an MTU learnt from ICMP is kept this long per destination
 # (Linux's ip_rt_mtu_expires, 10 minutes), never below Linux's ip_rt_min_pmtu.
 PATH_MTU_EXPIRES = 600.0
@@ -96,16 +92,6 @@ _SYN_FIN = tcpseg.SYN | tcpseg.FIN
 ORPHANED_STATES = frozenset({State.FIN_WAIT_1, State.FIN_WAIT_2, State.CLOSING,
                              State.LAST_ACK})
 _ESTABLISHED, _CLOSE_WAIT = State.ESTABLISHED, State.CLOSE_WAIT
-PROTO_UDP = udp.PROTO_UDP
-DEFAULT_MTU = 1500
-UDP_IP_HEADERS = ipv4.HEADER_LEN + udp.HEADER_LEN
-_QUOTED_PORTS = struct.Struct("!HH")
-# The destination unreachable codes whose error a connected UDP socket reports (and ends
-# its next call with), as Linux's icmp_err_convert marks them fatal: protocol and port
-# unreachable, network and host unknown, administratively prohibited, filtered.
-# "Fragmentation needed" is reported too (EMSGSIZE: the stack sends with DF, as Linux with
-# IP_PMTUDISC_DO). The soft ones (network or host unreachable, time exceeded) are not.
-UDP_HARD_UNREACHABLE = frozenset({2, 3, 6, 7, 9, 10, 13})
 
 
 def packet_bytes(packet: OutPacket) -> bytes:
@@ -178,16 +164,9 @@ class NetworkStack:
         # would be two objects more on each of thousands of idle connections.
         self._on_change_hook = self._changed
         self._on_transition_hook = self._transition_hook
-        # UDP (udp/endpoint.py): the bound endpoints; those given datagrams or errors in
-        # this pass, for `on_ready` at its end; those with datagrams framed and not yet
-        # handed to the link (their send charge is released when the pass ends); by peer
-        # address, the IPv4 header template; and the rate of ICMP errors we send.
-        self.mtu = mtu
-        self.udp = UdpPorts(ephemeral_ports)
-        self._udp_ready: dict[UdpEndpoint, None] = {}
-        self._udp_sending: dict[UdpEndpoint, None] = {}
-        self._udp_routes: dict[bytes, ipv4.HeaderTemplate] = {}
-        self.icmp_limit = IcmpRateLimit()
+        # UDP's endpoints and demultiplexing (udp/layer.py), writing onto our output.
+        self.udp = UdpLayer(address, self.counters, self.output, ephemeral_ports, mtu,
+                            self._udp_path_mtu, self._learn_path_mtu)
 
     # ------------------------------------------------------------------ the service pass
 
@@ -237,8 +216,8 @@ class NetworkStack:
 
     def _finish_pass(self, now: float) -> None:
         """The rest of a pass: events to the application, which may react, then one flush."""
-        if self._udp_ready:
-            self._deliver_udp()
+        if self.udp.has_ready:  # datagrams first: they need no flush to be answered
+            self.events_delivered += self.udp.deliver(self._udp_owner_failed)
         handler = self.on_event
         for _ in range(MAX_EVENT_ROUNDS):
             self._take_events()
@@ -253,8 +232,7 @@ class NetworkStack:
                 except Exception as exc:
                     self._internal_error(exc, "delivering an event to the application")
         self.flush(now)
-        if self._udp_sending:
-            self._udp_sent()
+        self.udp.sent()
         if handler is not None and self.events and self.request_service is not None:
             self.request_service()  # more rounds than one pass allows: the next pass goes on
 
@@ -332,7 +310,7 @@ class NetworkStack:
                 self._receive_icmp(ip, now)
             elif ip.proto == PROTO_UDP:
                 self._check_source(ip.src)  # nor a port unreachable (RFC 1122 3.2.2)
-                self._receive_udp(ip.src, ip.dst, memoryview(packet)[
+                self.udp.receive(ip.src, ip.dst, memoryview(packet)[
                     :ip.header_len + len(ip.payload)], ip.payload, now, checksum_trusted)
             else:
                 counters["ip_unknown_protocol"] += 1
@@ -415,7 +393,7 @@ class NetworkStack:
         a connection of ours and a sequence number in flight on it; the rest is counted."""
         counters = self.counters
         if error.proto == PROTO_UDP and error.src == self.address:
-            self._udp_icmp_error(error, now)
+            self.udp.icmp_error(error, now)
             return
         if error.proto != PROTO_TCP or error.src != self.address:
             counters["icmp_unmatched"] += 1
@@ -695,171 +673,46 @@ class NetworkStack:
                 return port
         raise PortInUse("no free ephemeral port")
 
-    # ------------------------------------------------------------------ UDP
+    # ------------------------------------------------------------------ UDP (udp/layer.py)
 
     def udp_open(self, port: int | None = None, *, rcvbuf: int = DEFAULT_RCVBUF,
                  sndbuf: int = DEFAULT_SNDBUF) -> UdpEndpoint:
-        """A UDP endpoint bound to `port` (None or 0: a free ephemeral port); raises
-        OSError(EADDRINUSE) for a port bound already."""
-        return self.udp.bind(port, rcvbuf, sndbuf)
+        """A UDP endpoint bound to `port` (None or 0: a free ephemeral one); OSError
+        (EADDRINUSE) for a port bound already. UDP's ports are not TCP's."""
+        return self.udp.open(port, rcvbuf, sndbuf)
 
     def udp_connect(self, endpoint: UdpEndpoint, remote: bytes, port: int) -> None:
-        """Connect `endpoint` to (remote, port), as connect(2) on a datagram socket: it
-        then takes datagrams from there only, sends there by default and is told of the
-        errors its datagrams draw."""
-        if not 0 < port < 65536:
-            raise ValueError(f"invalid port {port}: must be 1-65535")
-        endpoint.remote_addr = remote
-        endpoint.remote_port = port
+        """As connect(2) on a datagram socket: the endpoint then takes datagrams from
+        (remote, port) only, sends there by default and hears of the errors it draws."""
+        self.udp.connect(endpoint, remote, port)
 
     def udp_close(self, endpoint: UdpEndpoint) -> None:
-        """Unbind `endpoint`: what is queued for it is dropped; later datagrams to its
-        port draw port unreachable."""
-        self.udp.unbind(endpoint)
-        self._udp_ready.pop(endpoint, None)
+        """Unbind: what is queued is dropped, and the port is closed again."""
+        self.udp.close(endpoint)
 
     def udp_sendto(self, endpoint: UdpEndpoint, data: Bytes, now: float,
                    remote: bytes | None = None, port: int = 0) -> None:
-        """Send one datagram from `endpoint` to (remote, port), or to its connected remote.
-        Raises OSError as sendto(2) would: the error an ICMP message left pending (taken, as
-        the kernel's sk_err is), EMSGSIZE beyond the path MTU (no fragmenting: DF is set),
-        EAGAIN when the send buffer is full, EDESTADDRREQ with no destination."""
-        if endpoint.closed:
-            raise OSError(errno.EBADF, "the UDP endpoint is closed")
-        pending = endpoint.take_error()
-        if pending is not None:
-            raise OSError(pending[0], pending[1])
-        if remote is None:
-            if endpoint.remote_addr is None:
-                raise OSError(errno.EDESTADDRREQ, "no destination: the endpoint is not "
-                              "connected")
-            remote, port = endpoint.remote_addr, endpoint.remote_port
-        if not 0 < port < 65536:
-            raise OSError(errno.EINVAL, f"invalid port {port}: must be 1-65535")
-        mtu = self._udp_mtu(remote, now)
-        if UDP_IP_HEADERS + len(data) > mtu:
-            raise OSError(errno.EMSGSIZE, f"a {len(data)}-byte datagram does not fit the "
-                          f"path MTU of {mtu} (at most {mtu - UDP_IP_HEADERS})")
-        cost = len(data) + DATAGRAM_COST
-        if endpoint.sending >= endpoint.sndbuf:  # as Linux: one over it, then no more
-            self.counters["udp_sndbuf_errors"] += 1
-            raise BlockingIOError(errno.EAGAIN, "the UDP send buffer is full")
-        payload = bytes(data)  # the caller may reuse its buffer before the link writes it
-        self.output.append((self._frame_udp(remote, endpoint.local_port, port, payload),
-                            payload, 0))
-        self.counters["udp_out_datagrams"] += 1
-        endpoint.sending += cost
-        self._udp_sending[endpoint] = None
+        """One datagram to (remote, port), or to the connected remote; OSError as
+        sendto(2) (UdpLayer.sendto). Outside a pass it asks for one, after which the link
+        writes it; within one it leaves with the pass's output."""
+        self.udp.sendto(endpoint, data, now, remote, port)
         if not self._in_pass and self.request_service is not None:
-            self.request_service()  # the driver writes the output after the pass it runs
+            self.request_service()
 
-    def _udp_mtu(self, remote: bytes, now: float) -> int:
-        """The MTU towards `remote`: what ICMP taught of its path (RFC 1191), while it
-        holds, else the link's."""
+    def _udp_path_mtu(self, remote: bytes, now: float) -> int | None:
         path_mss = self._path_mss_for(remote, now)
-        if path_mss is not None:
-            return min(self.mtu, path_mss + TCP_IP_HEADERS)
-        return self.mtu
+        return None if path_mss is None else path_mss + TCP_IP_HEADERS
 
-    def _frame_udp(self, remote: bytes, sport: int, dport: int, payload: bytes) -> bytes:
-        """The IPv4 and UDP headers of one datagram (the checksum over the payload)."""
-        if len(remote) != 4:
-            raise OSError(errno.EAFNOSUPPORT, "UDP is sent over IPv4 only")
-        ip = self._udp_routes.get(remote)
-        if ip is None:
-            if len(self._udp_routes) >= MAX_CACHED_PEERS:
-                self._udp_routes.clear()
-            ip = self._udp_routes[remote] = ipv4.HeaderTemplate(self.address, remote,
-                                                                 PROTO_UDP)
-        length = udp.HEADER_LEN + len(payload)
-        return ip.build(length) + udp.HEADER.pack(
-            sport, dport, length, udp.checksum(self.address, remote, sport, dport, payload))
+    def _learn_path_mtu(self, remote: bytes, mtu: int, now: float) -> None:
+        """"Fragmentation needed" quoting a datagram of ours: the path MTU, kept as the
+        path MSS TCP keeps for it (RFC 1191), within Linux's floor."""
+        if len(self._path_mss) >= MAX_CACHED_PEERS:
+            self._path_mss.clear()
+        self._path_mss[remote] = (max(mtu, MIN_PATH_MTU) - TCP_IP_HEADERS,
+                                  now + PATH_MTU_EXPIRES)
 
-    def _receive_udp(self, src: bytes, dst: bytes, datagram: Bytes, payload: Bytes,
-                     now: float, trusted: bool) -> None:
-        """A UDP datagram for us: `datagram` is the whole IP datagram (what a port
-        unreachable quotes), `payload` its UDP part. Counted as nstat's Udp* counters."""
-        counters = self.counters
-        try:
-            dgram = udp.parse(payload, src, dst, verify=not trusted)
-        except MalformedPacket as exc:
-            counters["udp_in_errors"] += 1
-            if exc.reason == "udp_bad_checksum":
-                counters["udp_in_csum_errors"] += 1
-            raise
-        endpoint = self.udp.lookup(dgram.dport, src, dgram.sport)
-        if endpoint is None:
-            counters["udp_no_ports"] += 1
-            self._port_unreachable(src, datagram, now)
-            return
-        if not endpoint.deliver(bytes(dgram.payload), src, dgram.sport):
-            counters["udp_rcvbuf_errors"] += 1
-            counters["udp_in_errors"] += 1
-            return
-        counters["udp_in_datagrams"] += 1
-        self._udp_ready[endpoint] = None
-
-    def _port_unreachable(self, src: bytes, datagram: Bytes, now: float) -> None:
-        """ICMP port unreachable for a datagram to a closed port (RFC 1122 4.1.3.1),
-        within the ICMP rate limit (net/icmp_rate.py)."""
-        if not self.icmp_limit.allow(src, now):
-            self.counters["icmp_rate_limited"] += 1
-            return
-        if len(src) != 4:
-            return  # ICMPv6's own (not built here)
-        message = icmp.unreachable(icmp.PORT_UNREACHABLE, datagram)
-        self.output.append((ipv4.build(self.address, src, PROTO_ICMP, message), b"", 0))
-        self.counters["icmp_out"] += 1
-        self.counters["icmp_port_unreachable_out"] += 1
-
-    def _udp_icmp_error(self, error: icmp.IcmpError, now: float) -> None:
-        """An ICMP error quoting one of our datagrams: it goes to the endpoint that sent
-        it when that one is connected to the quoted destination and the error is a hard
-        one (as Linux without IP_RECVERR); "fragmentation needed" also teaches the path MTU.
-        UDP has no sequence number to check it against (RFC 5927 5.1): the ports and the
-        connected remote are all there is."""
-        counters = self.counters
-        sport, dport = _QUOTED_PORTS.unpack_from(error.transport)
-        endpoint = self.udp.lookup(sport, error.dst, dport)
-        if endpoint is None:
-            counters["icmp_unmatched"] += 1
-            return
-        if error.fragmentation_needed:
-            if error.mtu < ipv4.MIN_MTU:
-                counters["icmp_bad_mtu"] += 1
-                return
-            if len(self._path_mss) >= MAX_CACHED_PEERS:
-                self._path_mss.clear()
-            self._path_mss[error.dst] = (max(error.mtu, MIN_PATH_MTU) - TCP_IP_HEADERS,
-                                         now + PATH_MTU_EXPIRES)
-        hard = error.icmp_type == icmp.DEST_UNREACHABLE and (
-            error.code in UDP_HARD_UNREACHABLE or error.fragmentation_needed)
-        if not endpoint.connected or not hard:
-            counters["udp_icmp_ignored"] += 1
-            return
-        counters["icmp_errors_accepted"] += 1
-        endpoint.report(error.errno, error.text)
-        self._udp_ready[endpoint] = None
-
-    def _deliver_udp(self) -> None:
-        """The pass's arrivals and errors to each endpoint's owner (which takes them, and
-        may answer within the pass); an owner-less endpoint keeps them queued."""
-        ready, self._udp_ready = self._udp_ready, {}
-        for endpoint in ready:
-            on_ready = endpoint.on_ready
-            if on_ready is None or endpoint.closed:
-                continue
-            self.events_delivered += 1
-            try:
-                on_ready(endpoint)
-            except Exception as exc:
-                self._internal_error(exc, "delivering datagrams to the application")
-
-    def _udp_sent(self) -> None:
-        """The pass is over and the link takes its output: the send charges are freed."""
-        for endpoint in self._udp_sending:
-            endpoint.sending = 0
-        self._udp_sending = {}
+    def _udp_owner_failed(self, exc: Exception) -> None:
+        self._internal_error(exc, "delivering datagrams to the application")
 
     # ------------------------------------------------------------------ output and timers
 
