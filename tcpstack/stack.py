@@ -216,8 +216,9 @@ class NetworkStack:
 
     def _finish_pass(self, now: float) -> None:
         """The rest of a pass: events to the application, which may react, then one flush."""
-        if self.udp.has_ready:  # datagrams first: they need no flush to be answered
-            self.events_delivered += self.udp.deliver(self._udp_owner_failed)
+        udp = self.udp
+        if udp.ready:  # datagrams first: they need no flush to be answered
+            self.events_delivered += udp.deliver(self._udp_owner_failed)
         handler = self.on_event
         for _ in range(MAX_EVENT_ROUNDS):
             self._take_events()
@@ -232,7 +233,8 @@ class NetworkStack:
                 except Exception as exc:
                     self._internal_error(exc, "delivering an event to the application")
         self.flush(now)
-        self.udp.sent()
+        if udp.sending:
+            udp.sent()
         if handler is not None and self.events and self.request_service is not None:
             self.request_service()  # more rounds than one pass allows: the next pass goes on
 

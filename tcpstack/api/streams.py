@@ -564,7 +564,7 @@ class Stack:
             remote_addr: tuple[str, int] | None = None, *,
             rcvbuf: int | None = None) -> tuple[DatagramTransport, asyncio.DatagramProtocol]:
         """A UDP endpoint, as `loop.create_datagram_endpoint`: bound to `local_addr`'s port
-        (host: the stack's address, or "" / "0.0.0.0" for any; port 0 or no local_addr: an
+        (host: the stack's address, or "", "0.0.0.0" or "::" for any; port 0 or no local_addr: an
         ephemeral port), connected to `remote_addr` when given. Returns (transport,
         protocol) once `connection_made` has run; `rcvbuf` sets the receive queue's bound
         (SO_RCVBUF, bytes). Raises OSError(EADDRINUSE) for a port bound already,
@@ -572,7 +572,7 @@ class Stack:
         port = 0
         if local_addr is not None:
             host = str(local_addr[0])
-            if host not in ("", "0.0.0.0"):
+            if host not in ("", "0.0.0.0", "::"):
                 local, port = parse_address(local_addr, "local_addr")
                 if local != self.network.address:
                     raise OSError(errno.EADDRNOTAVAIL, f"cannot bind to {host}: not the "

@@ -68,8 +68,10 @@ class UdpLayer:
         self.icmp_limit = IcmpRateLimit()
         self._path_mtu = path_mtu
         self._learn_path_mtu = learn_path_mtu
-        self._ready: dict[UdpEndpoint, None] = {}    # given datagrams or errors this pass
-        self._sending: dict[UdpEndpoint, None] = {}  # with datagrams not yet on the link
+        # Endpoints given datagrams or errors in this pass, and those with datagrams framed
+        # and not yet on the link: the stack looks at both once per pass.
+        self.ready: dict[UdpEndpoint, None] = {}
+        self.sending: dict[UdpEndpoint, None] = {}
         self._routes: dict[bytes, ipv4.HeaderTemplate] = {}  # by peer address
 
     # ------------------------------------------------------------------ the application's
@@ -86,7 +88,7 @@ class UdpLayer:
 
     def close(self, endpoint: UdpEndpoint) -> None:
         self.ports.unbind(endpoint)
-        self._ready.pop(endpoint, None)
+        self.ready.pop(endpoint, None)
 
     def sendto(self, endpoint: UdpEndpoint, data: Bytes, now: float,
                remote: bytes | None = None, port: int = 0) -> None:
@@ -122,7 +124,7 @@ class UdpLayer:
                             payload, 0))
         self.counters["udp_out_datagrams"] += 1
         endpoint.sending += len(payload) + DATAGRAM_COST
-        self._sending[endpoint] = None
+        self.sending[endpoint] = None
 
     def _headers(self, remote: bytes, sport: int, dport: int, payload: bytes) -> bytes:
         """The IPv4 and UDP headers of one datagram, the checksum over the payload."""
@@ -160,7 +162,7 @@ class UdpLayer:
             counters["udp_in_errors"] += 1
             return
         counters["udp_in_datagrams"] += 1
-        self._ready[endpoint] = None
+        self.ready[endpoint] = None
 
     def _port_unreachable(self, src: bytes, datagram: Bytes, now: float) -> None:
         if not self.icmp_limit.allow(src, now):
@@ -195,13 +197,13 @@ class UdpLayer:
             return
         counters["icmp_errors_accepted"] += 1
         endpoint.report(error.errno, error.text)
-        self._ready[endpoint] = None
+        self.ready[endpoint] = None
 
     def deliver(self, on_error: Callable[[Exception], None]) -> int:
         """The pass's arrivals and errors to each endpoint's owner, which takes them and may
         answer within the pass (an owner-less endpoint keeps them queued); how many owners
         were called. An owner that raises is reported to `on_error`, the rest go on."""
-        ready, self._ready = self._ready, {}
+        ready, self.ready = self.ready, {}
         called = 0
         for endpoint in ready:
             on_ready = endpoint.on_ready
@@ -214,13 +216,8 @@ class UdpLayer:
                 on_error(exc)
         return called
 
-    @property
-    def has_ready(self) -> bool:
-        return bool(self._ready)
-
     def sent(self) -> None:
         """The pass is over and the link takes its output: the send charges are freed."""
-        if self._sending:
-            for endpoint in self._sending:
-                endpoint.sending = 0
-            self._sending = {}
+        for endpoint in self.sending:
+            endpoint.sending = 0
+        self.sending = {}
