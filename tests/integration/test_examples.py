@@ -40,3 +40,31 @@ def test_echo_server_example_echoes_a_kernel_client(netns: NetNS) -> None:
     finally:
         status = stop_process(server)
     assert status == 0
+
+
+UDP_CLIENT = """
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(5)
+for data in (b"one", b"", bytes(1472)):
+    s.sendto(data, ("10.77.0.2", 7))
+    got, addr = s.recvfrom(2000)
+    assert (got, addr) == (data, ("10.77.0.2", 7)), (len(got), addr)
+print("echoed", s.getsockname()[1])
+"""
+
+
+@pytest.mark.timeout(60)
+def test_udp_echo_example_echoes_a_kernel_client(netns: NetNS) -> None:
+    server = netns.popen([sys.executable, "-u", EXAMPLES / "udp_echo.py", "7"],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        assert read_line(server, timeout=20).strip() == "udp echo server on port 7"
+        result = netns.run([sys.executable, "-c", UDP_CLIENT], timeout=30)
+        assert result.stdout.startswith("echoed "), result.stderr
+        port = result.stdout.split()[1]
+        assert [read_line(server).strip() for _ in range(3)] == [
+            f"10.77.0.1:{port} sent {n} bytes" for n in (3, 0, 1472)]
+    finally:
+        status = stop_process(server)
+    assert status == 0
