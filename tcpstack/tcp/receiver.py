@@ -117,7 +117,9 @@ class Receiver:
         # The scale is sent once, in the SYN, so it is chosen for the largest the buffer may
         # become (RFC 7323 2.3), as Linux chooses it for tcp_rmem[2].
         self.wscale = wscale_for(limit) if config.window_scaling else 0
-        self.buffer = bytearray()      # in order, not yet read by the application
+        # In order, not yet read by the application: a bytearray only while it holds
+        # bytes (an empty one is 56 bytes, and most connections are idle most of the time).
+        self.buffer: bytearray | bytes = b""
         self.ooo = ReassemblyQueue()   # beyond a hole, waiting for it to fill
         self.discard = False  # the application reads no more: data is acked and dropped
         self.data_event_pending = False  # a DATA event is out and not yet answered by a read
@@ -165,7 +167,10 @@ class Receiver:
             return False
         tell = False
         if not self.discard:
-            self.buffer += data
+            if self.buffer:
+                self.buffer += data
+            else:
+                self.buffer = bytearray(data)
             if not self.data_event_pending:
                 self.data_event_pending = tell = True
         self.nxt = (self.nxt + n) & MASK
@@ -188,10 +193,10 @@ class Receiver:
         buf = self.buffer
         if max_bytes < 0 or max_bytes >= len(buf):
             data = bytes(buf)
-            buf.clear()
+            self.buffer = b""
         else:
             data = bytes(buf[:max_bytes])
-            del buf[:max_bytes]
+            del buf[:max_bytes]  # type: ignore[union-attr]  # not all of it: a bytearray
         self.data_event_pending = False
         self.bytes_read += len(data)
         return data
