@@ -487,7 +487,7 @@ class Connection:
         self.rcv.mss = self.config.mss - overhead
         self.cc.set_mss(self.snd.mss)
         self.loss.sack = opts.sack_permitted and self.config.sack
-        self.loss.rack.active = self.loss.sack and self.config.rack
+        self.loss.rack_on = self.loss.sack and self.config.rack
         if opts.wscale is not None and self.config.window_scaling:
             self.snd.wscale = opts.wscale
             self.snd.wscale_offered = True
@@ -533,7 +533,7 @@ class Connection:
                     self.timers.persist = None
         if acked > 0:
             self._on_new_ack(ack, acked, seg.options, now)
-        rack_lost = (acked > 0 or bool(sack)) and self.loss.rack.active and self._rack_on_ack(
+        rack_lost = (acked > 0 or bool(sack)) and self.loss.rack_on and self._rack_on_ack(
             sack, now)
         if duplicate:
             self._on_duplicate_ack(now)
@@ -607,7 +607,7 @@ class Connection:
         action = loss.episode.on_duplicate_ack(
             self.cc, una, self.snd.max, now, sack=by_sack,
             lost=by_sack and not loss.episode.active and loss.first_is_lost(una, self.snd.mss),
-            count=not (by_sack and loss.rack.active))  # RACK replaces DupThresh (RFC 8985 6)
+            count=not (by_sack and loss.rack_on))  # RACK replaces DupThresh (RFC 8985 6)
         if action is Action.RETRANSMIT:  # fast retransmit (RFC 5681 3.2, RFC 6675 5 step 4)
             self._recovery_started(now, by_sack, before)
         elif self.loss.episode.active and self.loss.episode.sack:

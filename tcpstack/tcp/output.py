@@ -214,8 +214,8 @@ class SegmentOutput:
         seq = snd.nxt
         self.emit(flags, seq, snd.buffer.peek((seq - snd.una) & MASK, n))
         end = (seq + n) & MASK
-        if self.loss.rack.active:
-            self.loss.rack.sent(seq, end, now, snd.max)
+        if self.loss.rack_on:
+            self.loss.rack_sent(seq, end, now, snd.max)
         if seq == snd.max:
             self.rtt.time(end, now)
         else:
@@ -232,7 +232,7 @@ class SegmentOutput:
         """Fast retransmit with SACK (RFC 6675 5, step 4.3): the first hole goes at once,
         whatever the pipe says, unless the last recovery resent it and that resend may still
         arrive; then what the pipe allows. With RACK, the first segment it deems lost."""
-        if self.loss.rack.active:
+        if self.loss.rack_on:
             self._send_recovery(now, force_first=True)
             return
         self.forget_lost_resends()
@@ -253,13 +253,12 @@ class SegmentOutput:
         snd = self.snd
         buf = snd.buffer
         mss = snd.mss
-        rack = self.loss.rack
-        resend, room = self.loss.plan(snd.una, snd.max, mss, self.cc.cwnd, len(buf),
-                                      force_first)
+        loss = self.loss
+        resend, room = loss.plan(snd.una, snd.max, mss, self.cc.cwnd, len(buf), force_first)
         for seq, n in resend:
             self.emit(ACK, seq, buf.peek((seq - snd.una) & MASK, n))
-            if rack.active:
-                rack.sent(seq, (seq + n) & MASK, now, snd.max)
+            if loss.rack_on:
+                loss.rack_sent(seq, (seq + n) & MASK, now, snd.max)
             self.count_retransmit(fast=True)
         if resend:
             self.rtt.forget()  # Karn: the timed segment may be among those resent
@@ -308,8 +307,8 @@ class SegmentOutput:
                 flags |= FIN
             start = (una + offset) & MASK
             self.emit(flags, start, buf.peek(offset, data - offset))
-            if self.loss.rack.active and data > offset:
-                self.loss.rack.sent(start, (una + data) & MASK, now, self.snd.max)
+            if self.loss.rack_on and data > offset:
+                self.loss.rack_sent(start, (una + data) & MASK, now, self.snd.max)
             self.count_retransmit()
             tlp.sent(start, self.snd.max, retransmitted=True)
         self.counters["tlp_probes"] += 1
@@ -327,8 +326,8 @@ class SegmentOutput:
         n = min(self.snd.mss, len(buf))
         if n:
             self.emit(ACK, self.snd.una, buf.peek(0, n))
-            if self.loss.rack.active:
-                self.loss.rack.sent(self.snd.una, (self.snd.una + n) & MASK, now, self.snd.max)
+            if self.loss.rack_on:
+                self.loss.rack_sent(self.snd.una, (self.snd.una + n) & MASK, now, self.snd.max)
         elif self.snd.fin_queued:
             self.emit(FIN | ACK, self.snd.una)
             n = 1
