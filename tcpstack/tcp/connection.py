@@ -391,11 +391,12 @@ class Connection:
             # Beyond a hole: keep it for later and send the immediate duplicate ACK of
             # RFC 5681 4.2, which also tells a SACK sender what arrived.
             window = self.rcv.window
-            self.rcv.ooo.add(seq, bytes(payload), self.rcv.nxt, window)
+            queue = self.rcv.reassembly()
+            queue.add(seq, bytes(payload), self.rcv.nxt, window)
             if flags & FIN:
                 fin_at = (seq + len(payload)) & MASK
                 if ((fin_at - self.rcv.nxt) & MASK) < window:
-                    self.rcv.ooo.fin_seq = fin_at
+                    queue.fin_seq = fin_at
             self.tx.ack()
             return
         if payload:
@@ -404,23 +405,25 @@ class Connection:
                 if len(payload) > fit:  # beyond the window: keep what fits, and no FIN
                     payload = payload[:fit]
                     flags &= ~FIN
-                if self.rcv.ooo:
+                ooo = self.rcv.ooo
+                if ooo:
                     # Where this segment overlaps data queued beyond the hole, the queued
                     # bytes arrived first and are the ones kept, as between two out-of-order
                     # segments (docs/DECISIONS.md): the segment joins the queue under them.
-                    self.rcv.ooo.add(seq, bytes(payload), seq, fit)
+                    ooo.add(seq, bytes(payload), seq, fit)
                 else:
                     self._deliver(payload)
-                if self.rcv.ooo:
+                if ooo:
                     # The segment filled (part of) a hole: ACK at once (RFC 5681 4.2).
-                    self._deliver(self.rcv.ooo.pop_ready(self.rcv.nxt))
+                    self._deliver(ooo.pop_ready(self.rcv.nxt))
                     self.tx.ack()
-                    if self.rcv.ooo.fin_seq == self.rcv.nxt:
+                    if ooo.fin_seq == self.rcv.nxt:
                         flags |= FIN  # a FIN that arrived early is now in order
                         seq = self.rcv.nxt - len(payload)
             seq = (seq + len(payload)) & MASK
         if flags & FIN and seq == self.rcv.nxt:
-            self.rcv.ooo.fin_seq = None
+            if self.rcv.ooo is not None:
+                self.rcv.ooo.fin_seq = None
             self.rcv.nxt = (self.rcv.nxt + 1) & MASK
             self._on_fin(now)
 

@@ -120,7 +120,9 @@ class Receiver:
         # In order, not yet read by the application: a bytearray only while it holds
         # bytes (an empty one is 56 bytes, and most connections are idle most of the time).
         self.buffer: bytearray | bytes = b""
-        self.ooo = ReassemblyQueue()   # beyond a hole, waiting for it to fill
+        # Beyond a hole, waiting for it to fill: made for the first segment out of order
+        # (`reassembly`), as most connections never see one.
+        self.ooo: ReassemblyQueue | None = None
         self.discard = False  # the application reads no more: data is acked and dropped
         self.data_event_pending = False  # a DATA event is out and not yet answered by a read
         self.ack_pending = False  # an ACK is owed; it may wait for the delayed-ACK timer
@@ -181,6 +183,13 @@ class Receiver:
         if self.unacked_bytes >= 2 * self.mss:
             self.ack_now = True
         return tell
+
+    def reassembly(self) -> ReassemblyQueue:
+        """The queue for data beyond a hole, made when first needed."""
+        ooo = self.ooo
+        if ooo is None:
+            ooo = self.ooo = ReassemblyQueue()
+        return ooo
 
     def owe_ack_now(self) -> None:
         self.ack_pending = self.ack_now = True
