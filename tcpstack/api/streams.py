@@ -60,6 +60,9 @@ SHUTDOWN_GRACE = 1.0
 SHUTDOWN_DRAIN = 0.1
 
 
+# The name of every task that runs a connection's handler (Task.get_name()).
+HANDLER_TASK_NAME = "tcpstack-handler"
+
 # One finished future per loop for every StreamWriter (stream_writer).
 _done_future: asyncio.Future[None] | None = None
 
@@ -126,10 +129,12 @@ class StreamProtocol(asyncio.Protocol):
         result = self._client_connected_cb(reader, writer)
         if asyncio.iscoroutine(result):
             # The task and its done-callback share one context (each would copy its own),
-            # and the callback is this protocol itself (`__call__`), not a bound method:
-            # two objects fewer for as long as the connection lives.
+            # the callback is this protocol itself (`__call__`), not a bound method, and
+            # every handler task has the same name (asyncio formats a "Task-N" for each):
+            # three objects fewer for as long as the connection lives.
             context = contextvars.copy_context()
-            self._task = self._loop.create_task(result, context=context)
+            self._task = self._loop.create_task(result, name=HANDLER_TASK_NAME,
+                                                context=context)
             self._task.add_done_callback(self, context=context)
 
     def __call__(self, task: asyncio.Task[None]) -> None:
