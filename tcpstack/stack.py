@@ -145,6 +145,9 @@ class NetworkStack:
         self.offload = offload
         # By peer address: its IPv4 header template and pseudo-header sum, for _frame.
         self._routes: dict[bytes, tuple[ipv4.HeaderTemplate, int]] = {}
+        # Peer addresses, each as one object that all connections from the peer share
+        # (every packet's address is a bytes object of its own, 37 bytes for IPv4).
+        self._peer_addresses: dict[bytes, bytes] = {}
         # IPv4 datagrams that arrive in fragments, until they are whole (bounded memory).
         self._fragments = FragmentReassembler(self._count)
         # Connections the application let go that are still finishing, oldest first, and
@@ -557,6 +560,7 @@ class NetworkStack:
                       now: float, iss: int | None = None) -> Connection:
         if iss is None:
             iss = self._isn.isn(self.address, seg.dport, src, seg.sport, now)
+        src = self._shared_address(src)
         conn = Connection(listener.config or self.config, self.address, seg.dport, src,
                           seg.sport, iss, passive=True, counters=self.counters,
                           segmentation=self.offload,
@@ -571,6 +575,17 @@ class NetworkStack:
         conn.accept_syn(seg, now)
         self._dirty[conn] = None
         return conn
+
+    def _shared_address(self, address: bytes) -> bytes:
+        """`address` as the one object the peer's connections share (bounded like the
+        other per-peer caches: a flood of sources only starts it over)."""
+        peers = self._peer_addresses
+        shared = peers.get(address)
+        if shared is None:
+            if len(peers) >= MAX_CACHED_PEERS:
+                peers.clear()
+            shared = peers[address] = address
+        return shared
 
     def _transition_hook(self, conn: Connection, old: State, new: State) -> None:
         """Every state change of every connection: the listener's half-open count and the
