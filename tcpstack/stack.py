@@ -234,7 +234,7 @@ class NetworkStack:
             if conn.events:
                 for ev in conn.events:  # mostly one: a loop costs less than a generator
                     append((conn, ev))
-                conn.events.clear()
+                conn.events = ()  # no list kept while there are none (Connection.events)
 
     def _changed(self, conn: Connection) -> None:
         """A connection's on_change hook: the application called into it."""
@@ -252,7 +252,7 @@ class NetworkStack:
     def _fail(self, conn: Connection, now: float) -> None:
         """Nothing about `conn` can be trusted after a bug in its code: reset it (the peer
         gets a RST where ABORT sends one) and tell the application it was reset."""
-        conn.events.append(Reset("internal error"))
+        conn.add_event(Reset("internal error"))
         try:
             conn.abort(now)
         except Exception as exc:
@@ -263,10 +263,10 @@ class NetworkStack:
             self._collect(conn)  # its RST and events; it leaves the tables
             return
         # ABORT raised as well, or leaves this state alone (TIME_WAIT): drop it unannounced.
-        conn.output.clear()
-        conn.events.append(Closed(conn.error))
+        conn.output = ()
+        conn.add_event(Closed(conn.error))
         self.events.extend((conn, ev) for ev in conn.events)
-        conn.events.clear()
+        conn.events = ()
         key = (conn.remote_addr, conn.remote_port, conn.local_port)
         if self.connections.get(key) is conn:
             del self.connections[key]
@@ -705,10 +705,10 @@ class NetworkStack:
         if segments:
             self.counters["segs_out"] += len(segments)
             self._frame(conn.remote_addr, conn.local_port, conn.remote_port, segments)
-            segments.clear()
+            conn.output = ()  # no list kept while there are none (Connection.output)
         if conn.events:
             self.events.extend((conn, ev) for ev in conn.events)
-            conn.events.clear()
+            conn.events = ()
         if conn.state is _CLOSED:
             key = (conn.remote_addr, conn.remote_port, conn.local_port)
             if self.connections.get(key) is conn:

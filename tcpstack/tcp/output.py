@@ -55,7 +55,10 @@ class SegmentOutput:
         self.counts = counts
         self.counters = counters
         self.ts = ts
-        self.segments: list[OutSegment] = []  # for the stack to frame and send
+        # For the stack to frame and send: a list only while it holds segments, else the
+        # empty tuple, which the stack puts back when it takes them (an empty list is 56
+        # bytes, kept by every idle connection).
+        self.segments: list[OutSegment] | tuple[()] = ()
         # The window field of this flush's segments, once the first has asked for it
         # (NO_WINDOW outside a flush and before); see flush.
         self.window = NO_WINDOW
@@ -119,8 +122,13 @@ class SegmentOutput:
                 # Every ACK sent while data waits beyond a hole reports it (RFC 2018 4); beside
                 # the timestamps three blocks fit in the 40 bytes of option space.
                 options += tcpseg.encode_sack(self.rcv.ooo.sack_blocks(3 if ts else 4))
-        self.segments.append((seq, self.rcv.nxt if flags & ACK else 0, flags, window, options,
-                              payload, self.snd.mss))
+        segment = (seq, self.rcv.nxt if flags & ACK else 0, flags, window, options, payload,
+                   self.snd.mss)
+        segments = self.segments
+        if isinstance(segments, list):
+            segments.append(segment)
+        else:
+            self.segments = [segment]
         self.counts.segments_out += 1
         if flags & ACK:
             self.ts.last_ack_sent = self.rcv.nxt
