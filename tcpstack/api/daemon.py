@@ -349,7 +349,7 @@ class Daemon:
         # control connection: a pending connect becomes a bridge the client cannot cancel.
         task = asyncio.current_task()
         if task is not None:
-            client.connects.discard(task)  # type: ignore[arg-type]
+            client.connects.discard(task)
         self._connections += 1
         try:
             await bridge(reader, writer, ours)
