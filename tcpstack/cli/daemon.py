@@ -53,8 +53,11 @@ BRIDGE_GRACE = 1.0
                    "discarded).")
 @click.pass_context
 def up(ctx: click.Context, background: bool, group: str | None, log_file: Path | None) -> None:
-    """Run a stack as a daemon that other processes attach to (listen --attach,
-    connect --attach, tcpstack.attach()) until SIGTERM or tcpstack down."""
+    """Run a stack as a daemon that other processes attach to.
+
+    Processes use it with listen --attach, connect --attach and tcpstack.attach() in
+    Python, each connection handed to them as a file descriptor; it runs until SIGINT,
+    SIGTERM or tcpstack down."""
     opts = dict(ctx.obj)
     if int(str(opts.get("workers", 1))) != 1:
         raise click.UsageError("the daemon runs one stack: --workers 1")

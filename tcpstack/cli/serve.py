@@ -60,8 +60,10 @@ class HttpSpec(click.ParamType):  # type: ignore[type-arg]
 @click.pass_context
 def serve(ctx: click.Context, echo_ports: tuple[int, ...], discard_ports: tuple[int, ...],
           http_specs: tuple[tuple[int, Path], ...], backlog: int) -> None:
-    """Serve several services on one stack until interrupted, e.g.
-    serve --echo 7 --discard 9 --http 80:./docs."""
+    """Run echo, discard and HTTP services on several ports of one stack.
+
+    Each option is repeatable, e.g. serve --echo 7 --discard 9 --http 80:./docs --echo 7007;
+    runs until SIGINT or SIGTERM, as listen does."""
     services: list[Service] = [("echo", port, echo_service) for port in echo_ports]
     services += [("discard", port, discard_service) for port in discard_ports]
     services += [("http", port, file_server(path)) for port, path in http_specs]
