@@ -171,7 +171,13 @@ class Attached:
 
     def _call(self, request: dict[str, Any], timeout: float | None = 30.0) -> Message:
         ident = next(self._ids)
-        self._send({"version": PROTOCOL_VERSION, "id": ident, **request})
+        try:
+            self._send({"version": PROTOCOL_VERSION, "id": ident, **request})
+        except ConnectionError:
+            # It may have said why before it hung up (a refusal): that is the error to give.
+            with contextlib.suppress(TimeoutError):
+                self._wait(lambda: False, time.monotonic() + 1.0, "word from the daemon")
+            raise
         deadline = None if timeout is None else time.monotonic() + timeout
         self._wait(lambda: ident in self._replies, deadline, f"reply to {request['op']}")
         with self._cond:

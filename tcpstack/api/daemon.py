@@ -40,6 +40,7 @@ from tcpstack.api.attach_protocol import (
     refusal,
 )
 from tcpstack.api.bridge import bridge
+from tcpstack.api.control import sweep_stale
 from tcpstack.api.streams import Server, Stack
 from tcpstack.link.tun import LinkError
 from tcpstack.stack import PortInUse
@@ -222,6 +223,7 @@ class Daemon:
                 raise DaemonInUse(f"a tcpstack daemon already serves {self.path} (same "
                                   "interface, same network namespace)")
             self.path.unlink()  # left by a daemon that was killed
+        sweep_stale(self.path.parent, pattern="attach-*.sock")
         server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old_umask = os.umask(0o177)  # no moment at which the file is more open than meant
         try:

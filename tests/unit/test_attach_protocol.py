@@ -226,7 +226,7 @@ def test_a_reply_error_becomes_the_matching_exception(tmp_path: Path) -> None:
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     with attach(path=path) as client:
-        with pytest.raises(ConnectionRefusedError, match="10.77.0.1:9 refused"):
+        with pytest.raises(ConnectionRefusedError, match=r"10\.77\.0\.1:9 refused"):
             client.connect("10.77.0.1", 9)
         with pytest.raises(OSError, match="port 7 is already listening"):
             client.listen(7)
