@@ -24,6 +24,7 @@ import logging
 import os
 import socket
 import struct
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ from tcpstack.api.control import sweep_stale
 from tcpstack.api.streams import Server, Stack
 from tcpstack.link.tun import LinkError
 from tcpstack.stack import PortInUse
+from tcpstack.tcp.config import DEFAULT_BACKLOG
 
 log = logging.getLogger("tcpstack")
 
@@ -293,10 +295,23 @@ class Daemon:
     async def listen(self, client: _Client, port: int, backlog: int | None) -> dict[str, Any]:
         self._next_listener += 1
         number = self._next_listener
+        limit = backlog or DEFAULT_BACKLOG
+        handing = 0
 
         async def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            # Connections waiting to be sent to a client that does not read its control
+            # connection are its accept queue: beyond the backlog, refused with a RST.
+            nonlocal handing
+            if handing >= limit:
+                writer.transport.abort()
+                return
+            handing += 1
             await self._hand_over(client, reader, writer,
-                                  {"event": "accepted", "listener": number})
+                                  {"event": "accepted", "listener": number}, sent=handed)
+
+        def handed() -> None:
+            nonlocal handing
+            handing -= 1
 
         try:
             server = await self.stack.start_server(accepted, port, backlog=backlog)
@@ -331,8 +346,10 @@ class Daemon:
             await client.send({"id": ident, "ok": False, "kind": kind, "error": error})
 
     async def _hand_over(self, client: _Client, reader: asyncio.StreamReader,
-                         writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
-        """Give `client` its end of a socketpair for the connection, then bridge ours."""
+                         writer: asyncio.StreamWriter, message: dict[str, Any],
+                         sent: Callable[[], None] | None = None) -> None:
+        """Give `client` its end of a socketpair for the connection (then call `sent`,
+        whether that worked or not), then bridge ours."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         peer = writer.get_extra_info("peername")
         local = writer.get_extra_info("sockname")
@@ -347,6 +364,8 @@ class Daemon:
             return
         finally:
             theirs.close()  # the client's copy is the one that counts now
+            if sent is not None:
+                sent()
         # From here the connection lives as long as its descriptor, not the client's
         # control connection: a pending connect becomes a bridge the client cannot cancel.
         task = asyncio.current_task()
