@@ -85,13 +85,12 @@ async def _serve(opts: dict[str, object], services: list[Service], backlog: int)
     stop = stop_on_signals()
     await stack.start()
     try:
-        for kind, port, handler in sorted(services, key=lambda s: s[1]):
+        services = sorted(services, key=lambda service: service[1])
+        for _, port, handler in services:
             await stack.start_server(handler, port, backlog=backlog)  # type: ignore[arg-type]
-            log.info("serving %s on %s:%d", kind, stack.address, port)
         tune_gc()
         log.info("listening on %s: %s", stack.address,
-                 ", ".join(f"{port} ({kind})" for kind, port, _ in sorted(
-                     services, key=lambda s: s[1])))
+                 ", ".join(f"{port} ({kind})" for kind, port, _ in services))
         await stop
         log.info("shutting down")
     finally:
