@@ -66,6 +66,7 @@ async def serve_attached(iface: str, address: str | None, handler: Handler, port
     stop = stop_on_signals()
     client = await _attach(iface)
     served: set[asyncio.Task[None]] = set()
+    accepting: asyncio.Future[None] | None = None
     try:
         ours = client.status()["address"]
         if address is not None and address != ours:
@@ -95,9 +96,10 @@ async def serve_attached(iface: str, address: str | None, handler: Handler, port
         log.info("shutting down")
     finally:
         client.close()  # wakes the thread in accept()
-        for task in served:
+        for task in (*served, *([accepting] if accepting is not None else [])):
             task.cancel()
-        await asyncio.gather(*served, return_exceptions=True)
+        await asyncio.gather(*served, *([accepting] if accepting else []),
+                             return_exceptions=True)
 
 
 async def connect_attached(iface: str, host: str, port: int, timeout: float | None,
