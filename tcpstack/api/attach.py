@@ -263,12 +263,10 @@ class Attached:
                     self._gone = f"the daemon at {self.path} closed the connection"
                 return
             try:
-                messages = self._decoder.feed(data, fds)
+                for message in self._decoder.feed(data, fds):
+                    self._dispatch(message)
             except ProtocolError as exc:
                 self._gone = f"the daemon at {self.path} broke the protocol: {exc}"
-                return
-            for message in messages:
-                self._dispatch(message)
 
     def _dispatch(self, message: Message) -> None:
         body = message.body

@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 import os
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,17 +80,21 @@ class Decoder:
         self._fds: deque[int] = deque()
         self._max_line = max_line
 
-    def feed(self, data: bytes, fds: list[int] | tuple[int, ...] = ()) -> list[Message]:
+    def feed(self, data: bytes, fds: list[int] | tuple[int, ...] = ()) -> Iterator[Message]:
+        """Take what one recvmsg returned; iterating the result gives the complete lines in
+        order, and raises ProtocolError on reaching a broken one (after those before it
+        have been handled, as a peer that sent them would expect)."""
         self._fds.extend(fds)
         self._buffer += data
-        out: list[Message] = []
+        return self._lines()
+
+    def _lines(self) -> Iterator[Message]:
         while (end := self._buffer.find(b"\n")) >= 0:
             line = bytes(self._buffer[:end])
             del self._buffer[:end + 1]
-            out.append(self._message(line))
+            yield self._message(line)
         if len(self._buffer) > self._max_line:
             raise ProtocolError(f"a line longer than {self._max_line} bytes")
-        return out
 
     def _message(self, line: bytes) -> Message:
         try:

@@ -35,8 +35,8 @@ def test_encode_is_one_compact_json_line() -> None:
 def test_lines_split_across_reads_and_joined_in_one_read_decode_alike() -> None:
     decoder = Decoder()
     wire = encode({"id": 1}) + encode({"id": 2, "x": "y"})
-    assert decoder.feed(wire[:5]) == []
-    got = decoder.feed(wire[5:])
+    assert list(decoder.feed(wire[:5])) == []
+    got = list(decoder.feed(wire[5:]))
     assert [m.body for m in got] == [{"id": 1}, {"id": 2, "x": "y"}]
     assert [m.fd for m in got] == [None, None]
 
@@ -62,7 +62,7 @@ def test_descriptors_passed_with_scm_rights_go_to_the_lines_that_carry_them_in_o
         messages = []
         while len(messages) < 3:
             data, fds, _, _ = socket.recv_fds(b, 4096, 4)
-            messages += decoder.feed(data, fds)
+            messages += list(decoder.feed(data, fds))
     assert [m.body.get("n") for m in messages] == [1, None, 2]
     assert messages[1].fd is None
     fds = [m.fd for m in messages if m.fd is not None]
@@ -73,13 +73,20 @@ def test_descriptors_passed_with_scm_rights_go_to_the_lines_that_carry_them_in_o
 
 def test_a_line_claiming_a_descriptor_that_never_came_is_a_protocol_error() -> None:
     with pytest.raises(ProtocolError, match="carries a descriptor came without one"):
-        Decoder().feed(encode({"fd": 1}))
+        list(Decoder().feed(encode({"fd": 1})))
+
+
+def test_the_lines_before_a_broken_one_are_given_first() -> None:
+    messages = Decoder().feed(encode({"id": 1}) + b"oops\n" + encode({"id": 2}))
+    assert next(messages).body == {"id": 1}
+    with pytest.raises(ProtocolError, match="not JSON"):
+        next(messages)
 
 
 def test_close_closes_the_descriptors_no_line_took() -> None:
     decoder = Decoder()
     fd = _pipe_with(b"x")
-    decoder.feed(b"", [fd])
+    assert list(decoder.feed(b"", [fd])) == []
     decoder.close()
     with pytest.raises(OSError):
         os.fstat(fd)
@@ -92,7 +99,7 @@ def test_close_closes_the_descriptors_no_line_took() -> None:
 ])
 def test_malformed_input_is_a_protocol_error_saying_how(wire: bytes, error: str) -> None:
     with pytest.raises(ProtocolError, match=error):
-        Decoder().feed(wire)
+        list(Decoder().feed(wire))
 
 
 def _req(**fields: object) -> dict[str, object]:
