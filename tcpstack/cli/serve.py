@@ -9,6 +9,7 @@ import click
 
 from tcpstack.cli.app import (
     GLOBAL_OPTION_NAMES,
+    CommandFailed,
     PortType,
     also_after_command,
     cli,
@@ -18,6 +19,7 @@ from tcpstack.cli.app import (
     stop_on_signals,
     tune_gc,
 )
+from tcpstack.services.datagram import UdpEcho
 from tcpstack.services.echo import discard as discard_service
 from tcpstack.services.echo import echo as echo_service
 from tcpstack.services.http import file_server
@@ -55,32 +57,39 @@ class HttpSpec(click.ParamType):  # type: ignore[type-arg]
               help="Discard on PORT (repeatable).")
 @click.option("--http", "http_specs", multiple=True, type=HttpSpec(),
               help="Serve the files of DIR over HTTP on PORT (repeatable).")
+@click.option("--udp-echo", "udp_echo_ports", multiple=True, type=PortType(), metavar="PORT",
+              help="Echo UDP datagrams on PORT (repeatable).")
 @click.option("--backlog", default=DEFAULT_BACKLOG, show_default=True,
               type=click.IntRange(1, 65535), help="Each port's queues, as for listen.")
 @click.pass_context
 def serve(ctx: click.Context, echo_ports: tuple[int, ...], discard_ports: tuple[int, ...],
-          http_specs: tuple[tuple[int, Path], ...], backlog: int) -> None:
-    """Run echo, discard and HTTP services on several ports of one stack.
+          http_specs: tuple[tuple[int, Path], ...], udp_echo_ports: tuple[int, ...],
+          backlog: int) -> None:
+    """Run echo, discard, HTTP and UDP echo services on several ports of one stack.
 
-    Each option is repeatable, e.g. serve --echo 7 --discard 9 --http 80:./docs --echo 7007;
-    runs until SIGINT or SIGTERM, as listen does."""
+    Each option is repeatable, e.g. serve --echo 7 --discard 9 --http 80:./docs --echo 7007
+    --udp-echo 7; runs until SIGINT or SIGTERM, as listen does."""
     services: list[Service] = [("echo", port, echo_service) for port in echo_ports]
     services += [("discard", port, discard_service) for port in discard_ports]
     services += [("http", port, file_server(path)) for port, path in http_specs]
-    if not services:
-        raise click.UsageError("give at least one service: --echo PORT, --discard PORT or "
-                               "--http PORT:DIR")
-    ports = [port for _, port, _ in services]
-    twice = sorted({port for port in ports if ports.count(port) > 1})
-    if twice:
-        raise click.UsageError(f"port {twice[0]} is given to more than one service")
+    udp: list[Service] = [("udp echo", port, UdpEcho) for port in udp_echo_ports]
+    if not services and not udp:
+        raise click.UsageError("give at least one service: --echo PORT, --discard PORT, "
+                               "--http PORT:DIR or --udp-echo PORT")
+    for given in (services, udp):  # TCP and UDP ports are apart, as in the kernel
+        ports = [port for _, port, _ in given]
+        twice = sorted({port for port in ports if ports.count(port) > 1})
+        if twice:
+            kind = "UDP port" if given is udp else "port"
+            raise click.UsageError(f"{kind} {twice[0]} is given to more than one service")
     opts = dict(ctx.obj)
     if int(str(opts.get("workers", 1))) != 1:
         raise click.UsageError("serve runs one stack: --workers 1")
-    run(_serve(opts, services, backlog))
+    run(_serve(opts, services, backlog, udp))
 
 
-async def _serve(opts: dict[str, object], services: list[Service], backlog: int) -> None:
+async def _serve(opts: dict[str, object], services: list[Service], backlog: int,
+                 udp: list[Service] | None = None) -> None:
     stack = make_stack(opts)
     stop = stop_on_signals()
     await stack.start()
@@ -88,9 +97,17 @@ async def _serve(opts: dict[str, object], services: list[Service], backlog: int)
         services = sorted(services, key=lambda service: service[1])
         for _, port, handler in services:
             await stack.start_server(handler, port, backlog=backlog)  # type: ignore[arg-type]
+        udp = sorted(udp or [], key=lambda service: service[1])
+        for _, port, protocol in udp:
+            try:
+                await stack.create_datagram_endpoint(protocol,  # type: ignore[arg-type]
+                                                     local_addr=("", port))
+            except OSError as exc:
+                raise CommandFailed(f"cannot bind UDP port {port}: {exc.strerror or exc}"
+                                    ) from None
         tune_gc()
         log.info("listening on %s: %s", stack.address,
-                 ", ".join(f"{port} ({kind})" for kind, port, _ in services))
+                 ", ".join(f"{port} ({kind})" for kind, port, _ in [*services, *udp]))
         await stop
         log.info("shutting down")
     finally:

@@ -360,15 +360,29 @@ def test_attach_without_a_daemon_says_so_in_one_line(netns: NetNS) -> None:
     assert netns.run(["ip", "link", "show", "tcps0"]).returncode != 0  # nothing brought up
 
 
-def test_serve_runs_echo_discard_and_http_on_one_stack(
+UDP_CLIENT = """
+import os, socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(5)
+s.connect(("10.77.0.2", 7))
+for n in range(20):
+    data = os.urandom(1 + 60 * n)
+    s.send(data)
+    assert s.recv(2048) == data, n
+print("echoed 20 datagrams")
+"""
+
+
+def test_serve_runs_echo_discard_http_and_udp_echo_on_one_stack(
         netns: NetNS, tmp_path: Path, http_root: Path) -> None:
     file_sha = write_random_file(http_root / "file.bin", SIZE)
     log_path = tmp_path / "serve.log"
     with log_path.open("wb") as log:
         serve = netns.popen([TCPSTACK, "serve", "--echo", "7", "--discard", "9", "--http",
-                             f"80:{http_root}", "--echo", "7007"], stderr=log)
+                             f"80:{http_root}", "--echo", "7007", "--udp-echo", "7"],
+                            stderr=log)
     wait_logged(log_path, "tcpstack: listening on 10.77.0.2: 7 (echo), 9 (discard), "
-                "80 (http), 7007 (echo)", serve)
+                "80 (http), 7007 (echo), 7 (udp echo)", serve)
     clients = {port: peer(netns, "exchange-client", STACK_ADDRESS, port, SIZE)
                for port in (7, 7007, 9)}
     fetched = curl(netns, "-sS", "-o", str(tmp_path / "got.bin"), url("file.bin"))
@@ -379,6 +393,8 @@ def test_serve_runs_echo_discard_and_http_on_one_stack(
         assert echoed["received"] == SIZE and echoed["received_sha"] == echoed["sent_sha"]
     discarded = result(clients[9])
     assert (discarded["sent"], discarded["received"]) == (SIZE, 0)
+    datagrams = netns.run([sys.executable, "-c", UDP_CLIENT], timeout=30)
+    assert datagrams.stdout == "echoed 20 datagrams\n", datagrams.stderr
     snapshot = json.loads(netns.run([TCPSTACK, "stat", "--json"]).stdout)
     assert sorted(lst["local"] for lst in snapshot["listeners"]) == [
         "10.77.0.2:7", "10.77.0.2:7007", "10.77.0.2:80", "10.77.0.2:9"]

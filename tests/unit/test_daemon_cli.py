@@ -54,17 +54,21 @@ def test_serve_takes_each_service_repeatedly(monkeypatch: pytest.MonkeyPatch,
                                              calls: list[tuple[str, tuple[Any, ...]]],
                                              tmp_path: Path) -> None:
     code, _, err = run_main(monkeypatch, capsys, "serve", "--echo", "7", "--discard", "9",
-                            "--http", f"80:{tmp_path}", "--echo", "7007", "--backlog", "64")
+                            "--http", f"80:{tmp_path}", "--echo", "7007", "--backlog", "64",
+                            "--udp-echo", "7", "--udp-echo", "9")
     assert (code, err) == (0, "")
-    ((name, (opts, services, backlog)),) = calls
+    ((name, (opts, services, backlog, udp)),) = calls
     assert name == "serve" and backlog == 64 and opts["iface"] == "tcps0"
     assert [(kind, port) for kind, port, _ in services] == [
         ("echo", 7), ("echo", 7007), ("discard", 9), ("http", 80)]
+    assert [(kind, port) for kind, port, _ in udp] == [("udp echo", 7), ("udp echo", 9)]
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    ([], "give at least one service: --echo PORT, --discard PORT or --http PORT:DIR"),
+    ([], "give at least one service: --echo PORT, --discard PORT, --http PORT:DIR or "
+         "--udp-echo PORT"),
     (["--echo", "7", "--discard", "7"], "port 7 is given to more than one service"),
+    (["--udp-echo", "7", "--udp-echo", "7"], "UDP port 7 is given to more than one service"),
     (["--http", "80"], "Invalid value for '--http': '80' is not PORT:DIR (e.g. 80:./docs)"),
     (["--http", "80:/no/such/dir"], "Invalid value for '--http': '/no/such/dir' is not a "
                                     "directory"),
@@ -116,3 +120,13 @@ def test_attach_runs_the_service_and_relay_on_the_daemons_interface(
     assert (iface, address, port, backlog) == ("tcps4", "10.77.0.2", 7, 9)
     assert (connect_name, connect_args) == ("connect --attach",
                                             ("tcps0", "10.77.0.1", 5000, 3.0, False))
+
+
+def test_listen_udp_with_attach_is_a_usage_error(monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str],
+                                                 calls: list[tuple[str, tuple[Any, ...]]]
+                                                 ) -> None:
+    code, _, err = run_main(monkeypatch, capsys, "listen", "--udp", "7", "--echo", "--attach")
+    assert (code, err) == (2, "tcpstack: error: --attach serves TCP only: the daemon has no "
+                              "UDP yet (see 'tcpstack listen --help')\n")
+    assert calls == []
