@@ -401,3 +401,48 @@ def test_serve_runs_echo_discard_http_and_udp_echo_on_one_stack(
     assert stop_process(serve) == 0
     assert re.search(r"^tcpstack: counters: .*\bpassive_opens=4\b",
                      log_path.read_text(), re.MULTILINE), log_path.read_text()
+
+
+CHATTERS = """
+import socket, sys, time
+def join(port):
+    s = socket.create_connection(("10.77.0.2", port), timeout=10)
+    s.settimeout(10)
+    return s, s.makefile("rb")
+alice, alice_in = join(6667)
+bob, bob_in = join(6667)
+carol, carol_in = join(6668)
+time.sleep(0.5)  # each room has seen its joins
+alice.sendall(b"hello bob\\n")
+print(bob_in.readline().decode(), end="")
+bob.sendall(b"hi alice\\n")
+print(alice_in.readline().decode(), end="")
+carol.settimeout(1.0)
+try:
+    print("carol heard", carol.recv(100))
+except TimeoutError:
+    print("carol heard nothing")
+print("alice", alice.getsockname()[1], "bob", bob.getsockname()[1])
+"""
+
+
+def test_chat_example_rooms_in_two_processes_share_one_daemon(
+        netns: NetNS, start_daemon: Callable[..., Daemon]) -> None:
+    daemon = start_daemon(netns)
+    example = Path(__file__).resolve().parents[2] / "examples" / "chat_server.py"
+    rooms = [netns.popen([sys.executable, "-u", example, str(port)], stdout=subprocess.PIPE)
+             for port in (6667, 6668)]
+    assert [read_line(room, timeout=20) for room in rooms] == [
+        "chat on port 6667\n", "chat on port 6668\n"]
+    assert sorted(lst["local"] for lst in daemon.snapshot()["listeners"]) == [
+        "10.77.0.2:6667", "10.77.0.2:6668"]  # two processes, one stack
+    chat = netns.run([sys.executable, "-c", CHATTERS], timeout=40)
+    assert chat.returncode == 0, chat.stderr
+    heard_by_bob, heard_by_alice, carol, ports = chat.stdout.splitlines()
+    _, alice_port, _, bob_port = ports.split()
+    assert heard_by_bob == f"10.77.0.1:{alice_port}: hello bob"
+    assert heard_by_alice == f"10.77.0.1:{bob_port}: hi alice"
+    assert carol == "carol heard nothing"  # the other room, the other process
+    for room in rooms:
+        assert stop_process(room) == 0
+    daemon.wait_holds("both rooms gone", listeners=0, clients=1)
