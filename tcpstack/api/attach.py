@@ -45,9 +45,10 @@ class NoDaemonRunning(ConnectionError):
     """Nothing serves the attach socket: no `tcpstack up` on that interface here."""
 
 
-def _address(value: Any) -> tuple[str, int]:
-    host, port = value
-    return str(host), int(port)
+def _address(value: Any) -> tuple[Any, ...]:
+    """A peer's address as the socket module gives it: (host, port), or for IPv6 (host,
+    port, flowinfo, scope_id) when the daemon sends those."""
+    return (str(value[0]), int(value[1]), *(int(v) for v in value[2:]))
 
 
 _ERRORS: dict[str, type[OSError]] = {
@@ -73,7 +74,7 @@ class AttachedListener:
         self.backlog = backlog
         self.closed = False
 
-    def accept(self, timeout: float | None = None) -> tuple[socket.socket, tuple[str, int]]:
+    def accept(self, timeout: float | None = None) -> tuple[socket.socket, tuple[Any, ...]]:
         """The next connection and its peer's (host, port); TimeoutError after `timeout`
         seconds, ConnectionError when the daemon has gone or the listener was closed."""
         fd, peer = self._client._accept(self, timeout)
@@ -103,7 +104,7 @@ class Attached:
         self._reading = False
         self._decoder = Decoder()
         self._replies: dict[int, Message] = {}
-        self._queues: dict[int, deque[tuple[int, tuple[str, int]]]] = {}
+        self._queues: dict[int, deque[tuple[int, tuple[Any, ...]]]] = {}
         self._listeners: dict[int, AttachedListener] = {}
         self._gone: str | None = None  # why the control connection ended, once it has
         self._refused = False
@@ -197,7 +198,7 @@ class Attached:
                                       f"{exc.strerror or exc}") from None
 
     def _accept(self, listener: AttachedListener,
-                timeout: float | None) -> tuple[int, tuple[str, int]]:
+                timeout: float | None) -> tuple[int, tuple[Any, ...]]:
         deadline = None if timeout is None else time.monotonic() + timeout
 
         def ready() -> bool:

@@ -241,3 +241,10 @@ def test_a_reply_error_becomes_the_matching_exception(tmp_path: Path) -> None:
     assert [r["op"] for r in seen] == ["status", "connect", "listen"]
     assert seen[1] == {"version": 1, "id": 2, "op": "connect", "host": "10.77.0.1",
                        "port": 9, "timeout": None}
+
+
+def test_peer_addresses_come_as_the_socket_module_gives_them() -> None:
+    from tcpstack.api.attach import _address
+
+    assert _address(["10.77.0.1", 40000]) == ("10.77.0.1", 40000)
+    assert _address(["fd77::1", 40000, 0, 0]) == ("fd77::1", 40000, 0, 0)  # IPv6's four
