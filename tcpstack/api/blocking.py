@@ -123,7 +123,7 @@ class socket(_std.socket):
     Stack or StackThread to use instead of the default one (use_stack)."""
 
     __slots__ = ("_error_reported", "_failure", "_far", "_link", "_listening", "_local",
-                 "_options", "_pending", "_side_given", "_state", "_thread")
+                 "_options", "_pending", "_remembered", "_side_given", "_state", "_thread")
 
     def __init__(self, family: int = _std.AF_INET, type: int = _std.SOCK_STREAM,
                  proto: int = 0, fileno: int | None = None, *,
@@ -149,7 +149,8 @@ class socket(_std.socket):
         self._listening: Listening | None = None
         self._pending: Any = None  # a non-blocking connect's future
         self._failure: OSError | None = None  # ... and its error, until reported
-        self._options: dict[str, int] = {}
+        self._options: dict[str, int] = {}  # the TcpConfig fields set by setsockopt
+        self._remembered: dict[tuple[int, int], int] = {}  # SO_REUSEADDR, SO_REUSEPORT
         self._error_reported = False
         if type & _std.SOCK_NONBLOCK:
             self.setblocking(False)
@@ -172,6 +173,7 @@ class socket(_std.socket):
         sock._pending = None
         sock._failure = None
         sock._options = {}
+        sock._remembered = {}
         sock._error_reported = False
         return sock
 
@@ -474,7 +476,7 @@ class socket(_std.socket):
         self._check_open()
         key = (level, optname)
         if key in _REMEMBERED:
-            self._options[f"remembered:{level}:{optname}"] = _int_value(value)
+            self._remembered[key] = _int_value(value)
             return
         name = _OPTIONS.get(key)
         if name is None:
@@ -509,7 +511,7 @@ class socket(_std.socket):
                 error = self._pending_error()
                 return error.errno or errno.EIO if error is not None else 0
         if (level, optname) in _REMEMBERED:
-            return self._options.get(f"remembered:{level}:{optname}", 0)
+            return self._remembered.get((level, optname), 0)
         name = _OPTIONS.get((level, optname))
         if name is None:
             raise oserror(errno.ENOPROTOOPT)

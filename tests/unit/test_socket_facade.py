@@ -1,0 +1,387 @@
+"""tcpstack.socket without a network: two whole Stacks back to back, each in its background
+thread, their TUN devices the two ends of one SOCK_SEQPACKET pair (stack A 10.77.0.2 is the
+clients', stack B 10.77.0.1 the servers'). Every facade call runs as in a real program:
+the sockets, the bridges and the threads are real; only the wire is a socket pair."""
+
+from __future__ import annotations
+
+import errno
+import select
+import selectors
+import socket as kernel
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+import tcpstack.socket as ts
+from tcpstack.api.background import StackThread
+from tcpstack.api.streams import Stack
+from tcpstack.net.checksum import Bytes
+from tcpstack.tcp.config import TcpConfig
+from tcpstack.tcp.connection import Connection
+
+TIMEOUT = 5.0
+A_ADDR, B_ADDR = "10.77.0.2", "10.77.0.1"
+BLACKHOLE = "10.77.0.9"  # no stack has it: B counts the SYNs as ip_not_for_us
+
+
+class WiredTun:
+    """One end of the wire, shaped as TunDevice is to a Stack that was handed it."""
+
+    offload = False
+
+    def __init__(self, end: kernel.socket) -> None:
+        self._end = end
+        end.setblocking(False)
+        self.fd = end.fileno()
+
+    def read(self) -> tuple[bytes, bool]:
+        return self._end.recv(65536), False
+
+    def write(self, headers: bytes, payload: Bytes = b"", gso_size: int = 0) -> None:
+        self._end.sendmsg((headers, payload))
+
+    def queue_drops(self) -> int | None:
+        return None
+
+    def close(self) -> None:
+        self._end.close()
+
+
+@dataclass
+class Wire:
+    a: StackThread
+    b: StackThread
+
+    def connection(self, thread: StackThread) -> Connection:
+        """The one established connection of `thread`'s stack."""
+        conns = thread.call(lambda: [c for c in thread.stack.network.connections.values()])
+        assert len(conns) == 1, conns
+        return conns[0]
+
+
+@pytest.fixture
+def wire() -> Iterator[Wire]:
+    end_a, end_b = kernel.socketpair(kernel.AF_UNIX, kernel.SOCK_SEQPACKET)
+    config = TcpConfig(msl=0.5)
+    stack_a = Stack(address=A_ADDR, kernel_address=f"{B_ADDR}/24", control=False,
+                    tun=WiredTun(end_a), config=config)  # type: ignore[arg-type]
+    stack_b = Stack(address=B_ADDR, kernel_address=f"{A_ADDR}/24", control=False,
+                    tun=WiredTun(end_b), config=TcpConfig(msl=0.5))  # type: ignore[arg-type]
+    a = StackThread(stack_a)
+    b = StackThread(stack_b)
+    try:
+        yield Wire(a, b)
+    finally:
+        a.close(grace=1.0)
+        b.close(grace=1.0)
+
+
+def _server(wire: Wire, port: int = 5000) -> ts.socket:
+    server = ts.socket(ts.AF_INET, ts.SOCK_STREAM, stack=wire.b)
+    server.settimeout(TIMEOUT)
+    server.bind(("", port))
+    server.listen()
+    return server
+
+
+def _pair(wire: Wire, port: int = 5000) -> tuple[ts.socket, ts.socket, ts.socket]:
+    server = _server(wire, port)
+    client = ts.socket(stack=wire.a)
+    client.settimeout(TIMEOUT)
+    client.connect((B_ADDR, port))
+    accepted, _ = server.accept()
+    accepted.settimeout(TIMEOUT)
+    return server, client, accepted
+
+
+def _readable(sock: kernel.socket, wait: float = 0.0) -> bool:
+    return bool(select.select([sock], [], [], wait)[0])
+
+
+def test_the_module_is_shaped_like_socket() -> None:
+    assert ts.timeout is kernel.timeout and ts.error is OSError
+    assert ts.gaierror is kernel.gaierror
+    assert (ts.AF_INET, ts.SOCK_STREAM, ts.TCP_NODELAY, ts.SHUT_WR) == \
+        (kernel.AF_INET, kernel.SOCK_STREAM, kernel.TCP_NODELAY, kernel.SHUT_WR)
+    assert ts.IP_TOS == kernel.IP_TOS  # one the module does not list, from the socket module
+    assert ts._GLOBAL_DEFAULT_TIMEOUT is kernel._GLOBAL_DEFAULT_TIMEOUT  # type: ignore[attr-defined]
+    with pytest.raises(AttributeError):
+        ts.no_such_thing  # noqa: B018
+
+
+def test_a_socket_is_a_real_socket_before_any_stack_exists() -> None:
+    with ts.socket() as sock:  # makes no stack: nothing asked for one yet
+        assert isinstance(sock, kernel.socket)
+        assert (sock.family, sock.type, sock.proto) == (kernel.AF_INET, kernel.SOCK_STREAM, 0)
+        assert sock.getsockname() == ("0.0.0.0", 0)
+        with pytest.raises(OSError) as info:
+            sock.getpeername()
+        assert info.value.errno == errno.ENOTCONN
+        with pytest.raises(OSError) as info:
+            sock.recv(10)
+        assert info.value.errno == errno.ENOTCONN
+    assert sock.fileno() == -1
+    with pytest.raises(OSError) as info:
+        ts.socket(kernel.AF_UNIX)
+    assert info.value.errno == errno.EAFNOSUPPORT
+
+
+def test_connect_accept_and_data_both_ways(wire: Wire) -> None:
+    server, client, accepted = _pair(wire)
+    assert client.getpeername() == (B_ADDR, 5000)
+    local = client.getsockname()
+    assert local[0] == A_ADDR and 32768 <= local[1] < 61000
+    assert accepted.getpeername() == local
+    assert accepted.getsockname() == (B_ADDR, 5000)
+    up = bytes(range(256)) * 4000  # more than the socketpairs and windows hold at once
+    sender = threading.Thread(target=client.sendall, args=(up,))
+    sender.start()
+    got = bytearray()
+    while len(got) < len(up):
+        got += accepted.recv(65536)
+    sender.join(TIMEOUT)
+    assert bytes(got) == up
+    accepted.sendall(b"down")
+    assert client.recv(100) == b"down"
+    for sock in (server, client, accepted):
+        sock.close()
+
+
+def test_fileno_is_readable_exactly_when_recv_has_data(wire: Wire) -> None:
+    server, client, accepted = _pair(wire)
+    assert not _readable(client)
+    accepted.sendall(b"x")
+    assert _readable(client, TIMEOUT)
+    sel = selectors.DefaultSelector()
+    sel.register(client, selectors.EVENT_READ)
+    assert [key.fileobj for key, _ in sel.select(TIMEOUT)] == [client]
+    assert client.recv(10) == b"x"
+    assert sel.select(0) == []
+    sel.close()
+    for sock in (server, client, accepted):
+        sock.close()
+
+
+def test_half_close_travels_both_ways(wire: Wire) -> None:
+    server, client, accepted = _pair(wire)
+    client.sendall(b"request")
+    client.shutdown(ts.SHUT_WR)
+    assert accepted.recv(100) == b"request"
+    assert accepted.recv(100) == b""  # the FIN
+    accepted.sendall(b"answer after the FIN")
+    accepted.close()
+    got = b""
+    while chunk := client.recv(100):
+        got += chunk
+    assert got == b"answer after the FIN"
+    client.close()
+    server.close()
+
+
+def test_makefile_reads_lines(wire: Wire) -> None:
+    server, client, accepted = _pair(wire)
+    accepted.sendall(b"first line\nsecond line\nno newline")
+    accepted.shutdown(ts.SHUT_WR)
+    with client.makefile("rb") as lines:
+        assert lines.readline() == b"first line\n"
+        assert lines.readline() == b"second line\n"
+        assert lines.read() == b"no newline"
+    writer = client.makefile("w", encoding="ascii")
+    writer.write("written through a file\n")
+    writer.flush()
+    writer.close()
+    assert accepted.makefile("rb").readline() == b"written through a file\n"
+    for sock in (server, client, accepted):
+        sock.close()
+
+
+def test_refused_connect_has_the_kernels_errno(wire: Wire) -> None:
+    client = ts.socket(stack=wire.a)
+    client.settimeout(TIMEOUT)
+    with pytest.raises(ConnectionRefusedError) as info:
+        client.connect((B_ADDR, 5999))
+    assert info.value.errno == errno.ECONNREFUSED
+    assert client.connect_ex((B_ADDR, 5999)) == errno.ECONNREFUSED
+    client.close()
+
+
+def test_connect_to_a_blackhole_times_out_within_the_socket_timeout(wire: Wire) -> None:
+    client = ts.socket(stack=wire.a)
+    client.settimeout(0.3)
+    started = time.monotonic()
+    with pytest.raises(ts.timeout):
+        client.connect((BLACKHOLE, 80))
+    assert 0.3 <= time.monotonic() - started < 2.0
+    assert client.connect_ex((BLACKHOLE, 80)) == errno.EAGAIN  # as socket.connect_ex
+    # The abandoned attempts are gone from the stack, not left retransmitting SYNs.
+    assert wire.a.call(lambda: len(wire.a.stack.network.connections)) == 0
+    client.close()
+
+
+def test_recv_times_out_as_a_kernel_socket_does(wire: Wire) -> None:
+    server, client, accepted = _pair(wire)
+    client.settimeout(0.2)
+    started = time.monotonic()
+    with pytest.raises(ts.timeout):
+        client.recv(10)
+    assert 0.2 <= time.monotonic() - started < 1.5
+    client.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        client.recv(10)
+    for sock in (server, client, accepted):
+        sock.close()
+
+
+def test_a_reset_raises_connection_reset_once(wire: Wire) -> None:
+    server, client, accepted = _pair(wire)
+    conn = wire.connection(wire.b)
+    wire.b.call(lambda: conn.abort(wire.b.stack.driver.now()))  # type: ignore[union-attr]
+    with pytest.raises(ConnectionResetError) as info:
+        client.recv(100)
+    assert info.value.errno == errno.ECONNRESET
+    assert client.recv(100) == b""  # reported once, as a kernel's pending error
+    with pytest.raises(BrokenPipeError):
+        client.send(b"x")
+    for sock in (server, client, accepted):
+        sock.close()
+
+
+def test_a_reset_under_a_blocked_sendall_raises_connection_reset(wire: Wire) -> None:
+    server, client, accepted = _pair(wire)
+    conn = wire.connection(wire.b)
+    timer = threading.Timer(0.3, lambda: wire.b.call(
+        lambda: conn.abort(wire.b.stack.driver.now())))  # type: ignore[union-attr]
+    timer.start()
+    with pytest.raises(ConnectionResetError):
+        client.sendall(b"x" * 50_000_000)  # the peer never reads: this blocks until reset
+    timer.join()
+    for sock in (server, client, accepted):
+        sock.close()
+
+
+def test_socket_options_reach_the_connection(wire: Wire) -> None:
+    server = _server(wire)
+    client = ts.socket(stack=wire.a)
+    client.settimeout(TIMEOUT)
+    client.setsockopt(ts.SOL_SOCKET, ts.SO_RCVBUF, 16384)  # before: it sizes the window
+    client.setsockopt(ts.SOL_SOCKET, ts.SO_REUSEADDR, 1)
+    client.connect((B_ADDR, 5000))
+    accepted, _ = server.accept()
+    conn = wire.connection(wire.a)
+    assert conn.rcv.capacity == 16384 and conn.rcv.tuning is None
+    assert wire.connection(wire.b).snd.wnd <= 16384  # what B was told
+    assert not conn.snd.nodelay and conn.timers.keepalive is None
+    client.setsockopt(ts.IPPROTO_TCP, ts.TCP_NODELAY, 1)
+    client.setsockopt(ts.SOL_SOCKET, ts.SO_KEEPALIVE, 1)
+    client.setsockopt(ts.SOL_SOCKET, ts.SO_SNDBUF, 50_000)
+    assert conn.snd.nodelay and conn.timers.keepalive is not None
+    assert conn.snd.buffer.capacity == 50_000
+    assert conn.config.keepalive and not wire.a.stack.config.keepalive  # its own copy
+    assert client.getsockopt(ts.IPPROTO_TCP, ts.TCP_NODELAY) == 1
+    assert client.getsockopt(ts.SOL_SOCKET, ts.SO_RCVBUF) == 16384
+    assert client.getsockopt(ts.SOL_SOCKET, ts.SO_KEEPALIVE, 4) == b"\x01\0\0\0"
+    assert client.getsockopt(ts.SOL_SOCKET, ts.SO_TYPE) == ts.SOCK_STREAM
+    assert client.getsockopt(ts.SOL_SOCKET, ts.SO_ERROR) == 0
+    assert accepted.getsockopt(ts.IPPROTO_TCP, ts.TCP_NODELAY) == 0
+    with pytest.raises(OSError) as info:
+        client.setsockopt(ts.IPPROTO_TCP, kernel.TCP_CORK, 1)
+    assert info.value.errno == errno.ENOPROTOOPT
+    for sock in (server, client, accepted):
+        sock.close()
+
+
+def test_a_listener_is_readable_exactly_while_connections_wait(wire: Wire) -> None:
+    server = _server(wire)
+    assert server.getsockopt(ts.SOL_SOCKET, ts.SO_ACCEPTCONN) == 1
+    assert not _readable(server)
+    clients = [ts.create_connection((B_ADDR, 5000), timeout=TIMEOUT, stack=wire.a)
+               for _ in range(2)]
+    assert _readable(server, TIMEOUT)
+    first, _ = server.accept()
+    assert _readable(server)  # one more waits
+    second, peer = server.accept()
+    assert peer == clients[1].getsockname()
+    assert not _readable(server)
+    server.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        server.accept()
+    server.settimeout(0.2)
+    with pytest.raises(ts.timeout):
+        server.accept()
+    for sock in (server, first, second, *clients):
+        sock.close()
+
+
+def test_bind_checks_the_address_and_port(wire: Wire) -> None:
+    server = _server(wire)
+    other = ts.socket(stack=wire.b)
+    with pytest.raises(OSError) as info:
+        other.bind(("", 5000))
+    assert info.value.errno == errno.EADDRINUSE
+    with pytest.raises(OSError) as info:
+        other.bind(("192.0.2.1", 5001))
+    assert info.value.errno == errno.EADDRNOTAVAIL
+    other.bind((B_ADDR, 0))
+    port = other.getsockname()[1]
+    assert 32768 <= port < 61000
+    other.listen(5)
+    client = ts.create_connection((B_ADDR, port), timeout=TIMEOUT, stack=wire.a)
+    accepted, _ = other.accept()
+    assert accepted.getsockname() == (B_ADDR, port)
+    for sock in (server, other, client, accepted):
+        sock.close()
+
+
+def test_a_closed_listener_resets_what_waits_and_refuses_more(wire: Wire) -> None:
+    server = _server(wire)
+    waiting = ts.create_connection((B_ADDR, 5000), timeout=TIMEOUT, stack=wire.a)
+    assert _readable(server, TIMEOUT)
+    server.close()
+    with pytest.raises(ConnectionResetError):
+        waiting.recv(10)
+    with pytest.raises(ConnectionRefusedError):
+        ts.create_connection((B_ADDR, 5000), timeout=TIMEOUT, stack=wire.a)
+    waiting.close()
+
+
+def test_a_non_blocking_connect_completes_in_the_background(wire: Wire) -> None:
+    server = _server(wire)
+    client = ts.socket(stack=wire.a)
+    client.setblocking(False)
+    assert client.connect_ex((B_ADDR, 5000)) == errno.EINPROGRESS
+    client.send(b"early")  # waits in the socketpair until the connection is up
+    accepted, _ = server.accept()
+    assert accepted.recv(100) == b"early"
+    assert client.getsockopt(ts.SOL_SOCKET, ts.SO_ERROR) == 0
+    assert client.getpeername() == (B_ADDR, 5000)
+    for sock in (server, client, accepted):
+        sock.close()
+
+
+def test_a_failed_non_blocking_connect_reports_through_so_error(wire: Wire) -> None:
+    client = ts.socket(stack=wire.a)
+    client.setblocking(False)
+    with pytest.raises(BlockingIOError) as info:
+        client.connect((B_ADDR, 5999))
+    assert info.value.errno == errno.EINPROGRESS
+    assert _readable(client, TIMEOUT)  # the failure ends it as a kernel's does
+    assert client.getsockopt(ts.SOL_SOCKET, ts.SO_ERROR) == errno.ECONNREFUSED
+    assert client.getsockopt(ts.SOL_SOCKET, ts.SO_ERROR) == 0  # read once
+    client.close()
+
+
+def test_closing_sends_what_was_written_then_a_fin(wire: Wire) -> None:
+    server, client, accepted = _pair(wire)
+    data = b"last words " * 20_000
+    client.sendall(data)
+    client.close()
+    got = b""
+    while chunk := accepted.recv(65536):
+        got += chunk
+    assert got == data
+    server.close()
+    accepted.close()
