@@ -121,6 +121,12 @@ class Link:
             self.error = exc if exc is not None else task.result()
         self.done.set()
 
+    def cancel(self) -> None:
+        self._task.cancel()
+
+    async def wait(self) -> None:
+        await asyncio.gather(self._task, return_exceptions=True)
+
     def on_done(self, callback: Any) -> None:
         """`callback()` in the loop thread once the bridge has ended."""
         self._task.add_done_callback(lambda _: callback())
@@ -368,6 +374,11 @@ class StackThread:
                                              for link, _ in links):
             await asyncio.sleep(0.02)
         await self.stack.close()
+        # The stack ended every connection; bridges still waiting on a program that keeps
+        # its descriptor open end here, closing their ends (the program reads end-of-file).
+        for link in list(self._links):
+            link.cancel()
+        await asyncio.gather(*(link.wait() for link in list(self._links)))
 
     def _stop_loop(self) -> None:
         if self._thread is None:

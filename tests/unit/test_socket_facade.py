@@ -58,9 +58,10 @@ class Wire:
 
     def connection(self, thread: StackThread) -> Connection:
         """The one established connection of `thread`'s stack."""
-        conns = thread.call(lambda: [c for c in thread.stack.network.connections.values()])
+        conns = thread.call(lambda: list(thread.stack.network.connections.values()))
         assert len(conns) == 1, conns
-        return conns[0]
+        conn: Connection = conns[0]
+        return conn
 
 
 @pytest.fixture
@@ -302,7 +303,7 @@ def test_a_listener_is_readable_exactly_while_connections_wait(wire: Wire) -> No
                for _ in range(2)]
     assert _readable(server, TIMEOUT)
     first, _ = server.accept()
-    assert _readable(server)  # one more waits
+    assert _readable(server, TIMEOUT)  # one more waits (or is about to: B sees its ACK)
     second, peer = server.accept()
     assert peer == clients[1].getsockname()
     assert not _readable(server)
