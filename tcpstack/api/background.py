@@ -280,16 +280,19 @@ class StackThread:
         return getattr(self.stack.config, name)
 
     def connect(self, far: socket.socket, host: str, port: int, *, local_port: int | None,
-                options: Mapping[str, object], timeout: float | None
+                options: Mapping[str, object], timeout: float | None, filler: int = 0
                 ) -> concurrent.futures.Future[Link]:
         """Open a connection to `host`:`port` and bridge it to `far` once established;
         the future fails with the socket's error (the caller maps it). `timeout` bounds
-        the handshake (None: the SYN retransmissions do)."""
-        return self.start(self._connect(far, host, port, local_port, options, timeout))
+        the handshake (None: the SYN retransmissions do). `filler`: bytes the program
+        wrote to keep its end unwritable while connecting, discarded before the bridge
+        starts (api/blocking.py)."""
+        return self.start(self._connect(far, host, port, local_port, options, timeout,
+                                        filler))
 
     async def _connect(self, far: socket.socket, host: str, port: int,
                        local_port: int | None, options: Mapping[str, object],
-                       timeout: float | None) -> Link:
+                       timeout: float | None, filler: int) -> Link:
         opening = self.stack.open_connection(host, port, options=options,
                                              local_port=local_port)
         if timeout is None:
@@ -299,6 +302,10 @@ class StackThread:
                 reader, writer = await asyncio.wait_for(opening, timeout)
             except TimeoutError:
                 raise TimeoutError("timed out") from None  # the socket's own timeout
+        far.setblocking(False)
+        loop = asyncio.get_running_loop()
+        while filler > 0:
+            filler -= len(await loop.sock_recv(far, filler))
         link = Link(self, writer, asyncio.ensure_future(bridge(reader, writer, far)))
         self.track(link, far)
         return link

@@ -122,8 +122,21 @@ class socket(_std.socket):
     """A TCP socket (SOCK_STREAM) on tcpstack: see the module docstring. `stack` is a
     Stack or StackThread to use instead of the default one (use_stack)."""
 
-    __slots__ = ("_error_reported", "_failure", "_far", "_link", "_listening", "_local",
-                 "_options", "_pending", "_remembered", "_side_given", "_state", "_thread")
+    __slots__ = (
+        "_error_reported",
+        "_failure",
+        "_far",
+        "_link",
+        "_listening",
+        "_local",
+        "_options",
+        "_pending",
+        "_remembered",
+        "_side_given",
+        "_sndbuf",
+        "_state",
+        "_thread",
+    )
 
     def __init__(self, family: int = _std.AF_INET, type: int = _std.SOCK_STREAM,
                  proto: int = 0, fileno: int | None = None, *,
@@ -152,6 +165,7 @@ class socket(_std.socket):
         self._options: dict[str, int] = {}  # the TcpConfig fields set by setsockopt
         self._remembered: dict[tuple[int, int], int] = {}  # SO_REUSEADDR, SO_REUSEPORT
         self._error_reported = False
+        self._sndbuf = 0  # the descriptor's send buffer to restore after a connect's filler
         if type & _std.SOCK_NONBLOCK:
             self.setblocking(False)
 
@@ -175,6 +189,7 @@ class socket(_std.socket):
         sock._options = {}
         sock._remembered = {}
         sock._error_reported = False
+        sock._sndbuf = 0
         return sock
 
     def __repr__(self) -> str:
@@ -243,12 +258,13 @@ class socket(_std.socket):
         assert far is not None
         local_port = self._local[1] if self._local and self._local[1] else None
         timeout = self.gettimeout()
+        filler = self._fill() if timeout == 0.0 else 0
         future = self.side.connect(far, host, port, local_port=local_port,
                                    options=dict(self._options),
-                                   timeout=None if timeout == 0.0 else timeout)
+                                   timeout=None if timeout == 0.0 else timeout,
+                                   filler=filler)
         if timeout == 0.0:
-            # Non-blocking: it goes on in the loop. What is written meanwhile waits in the
-            # socketpair and leaves once the connection is up (docs/DECISIONS.md).
+            # Non-blocking: it goes on in the loop, the descriptor unwritable until then.
             self._state = "connecting"
             self._pending = future
             future.add_done_callback(self._connected_later)
@@ -262,11 +278,34 @@ class socket(_std.socket):
             raise socket_error(exc) from None
         self._became_connected(link)
 
+    def _fill(self) -> int:
+        """Make the descriptor unwritable, as a connecting TCP socket is, so that
+        selectors-based code waits for EVENT_WRITE until the connection is up: a send
+        buffer cut to the minimum and filled. The loop reads the filler before it bridges
+        (then the descriptor becomes writable); the buffer's size comes back with the
+        first read or write after (`_restore_buffer`). Returns the filler's length."""
+        self._sndbuf = _std.socket.getsockopt(self, _std.SOL_SOCKET, _std.SO_SNDBUF)
+        _std.socket.setsockopt(self, _std.SOL_SOCKET, _std.SO_SNDBUF, 1)
+        chunk = bytes(4096)
+        filled = 0
+        while True:
+            try:
+                filled += _std.socket.send(self, chunk, _std.MSG_DONTWAIT)
+            except BlockingIOError:
+                return filled
+
+    def _restore_buffer(self) -> None:
+        if self._sndbuf and self._state == "connected":
+            # Linux's getsockopt gives twice what setsockopt set (its bookkeeping share).
+            _std.socket.setsockopt(self, _std.SOL_SOCKET, _std.SO_SNDBUF, self._sndbuf // 2)
+            self._sndbuf = 0
+
     def _became_connected(self, link: StreamLink) -> None:
         self._link = link
         self._far = None
         self._local = _as_family(link.sockname, self.family)
         self._state = "connected"
+        self._restore_buffer()
 
     def _connected_later(self, future: Any) -> None:
         """A non-blocking connect finished (in the loop thread)."""
@@ -377,6 +416,8 @@ class socket(_std.socket):
             raise oserror(errno.EBADF)
 
     def _check_stream(self) -> None:
+        if self._pending is not None:
+            self._settle_pending()
         if self._state not in ("connected", "connecting"):
             error = self._pending_error()
             if error is not None:

@@ -349,18 +349,48 @@ def test_a_closed_listener_resets_what_waits_and_refuses_more(wire: Wire) -> Non
     waiting.close()
 
 
-def test_a_non_blocking_connect_completes_in_the_background(wire: Wire) -> None:
+def _writable(sock: kernel.socket, wait: float = 0.0) -> bool:
+    return bool(select.select([], [sock], [], wait)[1])
+
+
+def test_a_non_blocking_connect_is_writable_once_connected(wire: Wire) -> None:
     server = _server(wire)
     client = ts.socket(stack=wire.a)
     client.setblocking(False)
     assert client.connect_ex((B_ADDR, 5000)) == errno.EINPROGRESS
-    client.send(b"early")  # waits in the socketpair until the connection is up
-    accepted, _ = server.accept()
-    assert accepted.recv(100) == b"early"
+    assert _writable(client, TIMEOUT)
     assert client.getsockopt(ts.SOL_SOCKET, ts.SO_ERROR) == 0
     assert client.getpeername() == (B_ADDR, 5000)
+    accepted, _ = server.accept()
+    accepted.settimeout(TIMEOUT)
+    client.setblocking(True)
+    client.sendall(b"after the filler" * 100_000)  # the descriptor's buffer is back
+    got = b""
+    while len(got) < 1_600_000:
+        got += accepted.recv(65536)
+    assert got == b"after the filler" * 100_000  # and the filler never reached the peer
     for sock in (server, client, accepted):
         sock.close()
+
+
+def test_a_connecting_socket_is_not_writable(wire: Wire) -> None:
+    client = ts.socket(stack=wire.a)
+    client.setblocking(False)
+    assert client.connect_ex((BLACKHOLE, 80)) == errno.EINPROGRESS
+    assert not _writable(client, 0.3)  # as a kernel socket in SYN_SENT
+    assert not _readable(client)
+    with pytest.raises(BlockingIOError):
+        client.send(b"too early")
+    with pytest.raises(OSError) as info:
+        client.connect((BLACKHOLE, 80))
+    assert info.value.errno == errno.EALREADY
+    client.close()
+    # Closing abandoned the attempt: the stack forgets it.
+    deadline = time.monotonic() + TIMEOUT
+    while wire.a.call(lambda: len(wire.a.stack.network.connections)) and \
+            time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert wire.a.call(lambda: len(wire.a.stack.network.connections)) == 0
 
 
 def test_a_failed_non_blocking_connect_reports_through_so_error(wire: Wire) -> None:
