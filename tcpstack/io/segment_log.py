@@ -39,6 +39,7 @@ from typing import cast
 from tcpstack.net import ipv4
 from tcpstack.net.checksum import Bytes
 from tcpstack.net.errors import MalformedPacket
+from tcpstack.net.udp import PROTO_UDP
 from tcpstack.tcp.segment import (
     ACK,
     FIN,
@@ -69,6 +70,7 @@ _MASK = 0xFFFFFFFF
 _MAX_FLOWS = 4096  # connections whose bases are remembered; forgotten all at once beyond
 _ICMP_TYPES = {0: "echo reply", 3: "unreachable", 8: "echo request", 11: "time exceeded"}
 _ICMP_ECHO = (0, 8)
+_UDP_PORTS = struct.Struct("!HHH")  # source port, destination port, length
 
 Endpoint = tuple[bytes, int]
 FlowKey = tuple[Endpoint, Endpoint]  # the two endpoints, the lower first
@@ -152,6 +154,9 @@ class SegmentFormatter:
                 ident, number = _ECHO.unpack_from(payload, 4)
                 kind += f", id {ident}, seq {number}"
             return f"IP {src_text} > {dst_text}: ICMP {kind}, length {len(payload)}"
+        if ip.proto == PROTO_UDP and len(payload) >= 8:
+            sport, dport, length = _UDP_PORTS.unpack_from(payload)
+            return f"IP {src_text}.{sport} > {dst_text}.{dport}: UDP, length {length - 8}"
         return f"IP {src_text} > {dst_text}: ip-proto-{ip.proto}, length {len(payload)}"
 
     def _format_tcp(self, src: bytes, dst: bytes, src_text: str, dst_text: str,

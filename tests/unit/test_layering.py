@@ -1,6 +1,7 @@
 """Each layer imports only the layers below it (docs/ARCHITECTURE.md): link -> net -> tcp ->
-stack -> io -> api -> services -> cli, with analysis (offline captures) beside services and
-the public `tcpstack.socket` module (the socket facade) in the api layer."""
+stack -> io -> api -> services -> cli, with udp beside tcp, analysis (offline captures)
+beside services, and the public `tcpstack.socket` module (the socket facade) in the api
+layer."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from pathlib import Path
 import tcpstack
 
 ROOT = Path(tcpstack.__file__).parent
-ORDER = {"link": 0, "net": 1, "tcp": 2, "stack": 3, "io": 4, "api": 5, "socket": 5,
-         "services": 6, "analysis": 6, "cli": 7}
+ORDER = {"link": 0, "net": 1, "tcp": 2, "udp": 2, "stack": 3, "io": 4, "api": 5,
+         "socket": 5, "services": 6, "analysis": 6, "cli": 7}
 
 
 def _layer(module: str) -> str | None:
