@@ -138,6 +138,20 @@ class socket(_std.socket):
         "_thread",
     )
 
+    # What a subclass changes: its type, its protocol, the socketpair that carries its data.
+    _KIND = _std.SOCK_STREAM
+    _PROTOCOL = _std.IPPROTO_TCP
+    _PAIR = _std.SOCK_STREAM
+
+    def __new__(cls, family: int = _std.AF_INET, type: int = _std.SOCK_STREAM,
+                proto: int = 0, fileno: int | None = None, *,
+                stack: Stack | StackThread | None = None) -> socket:
+        if cls is socket and type & ~_FLAGS == _std.SOCK_DGRAM:
+            from tcpstack.api.blocking_dgram import DatagramSocket
+            cls = DatagramSocket  # socket(AF_INET, SOCK_DGRAM) is a UDP socket
+        sock: socket = super().__new__(cls)
+        return sock
+
     def __init__(self, family: int = _std.AF_INET, type: int = _std.SOCK_STREAM,
                  proto: int = 0, fileno: int | None = None, *,
                  stack: Stack | StackThread | None = None) -> None:
@@ -147,11 +161,12 @@ class socket(_std.socket):
         if family not in (_std.AF_INET, _std.AF_INET6):
             raise oserror(errno.EAFNOSUPPORT, "tcpstack sockets are AF_INET or AF_INET6")
         kind = type & ~_FLAGS
-        if kind != _std.SOCK_STREAM:
-            raise oserror(errno.ESOCKTNOSUPPORT, "tcpstack sockets are SOCK_STREAM")
-        if proto not in (0, _std.IPPROTO_TCP):
+        if kind != self._KIND:
+            raise oserror(errno.ESOCKTNOSUPPORT, "tcpstack sockets are SOCK_STREAM or "
+                          "SOCK_DGRAM")
+        if proto not in (0, self._PROTOCOL):
             raise oserror(errno.EPROTONOSUPPORT)
-        program, far = _std.socketpair(_std.AF_UNIX, _std.SOCK_STREAM)
+        program, far = _std.socketpair(_std.AF_UNIX, self._PAIR)
         super().__init__(family, kind, proto, fileno=program.detach())
         self._far: _std.socket | None = far  # the stack's end, until connect or listen
         self._side_given = stack
@@ -544,7 +559,7 @@ class socket(_std.socket):
             if optname == _std.SO_DOMAIN:
                 return int(self.family)
             if optname == _std.SO_PROTOCOL:
-                return _std.IPPROTO_TCP
+                return self._PROTOCOL
             if optname == _std.SO_ACCEPTCONN:
                 return int(self._state == "listening")
             if optname == _std.SO_ERROR:

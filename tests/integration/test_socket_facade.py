@@ -104,3 +104,13 @@ def test_socket_options_show_in_tcpstack_stat(netns: NetNS) -> None:
     # size; again on the live connection: the new size; TCP_NODELAY reached it.
     assert seen == {"rcv_buf_before": 8192, "rcv_space_before": None, "rcv_buf_after": 4096,
                     "nodelay": True, "getsockopt": [4096, 1]}
+
+
+@pytest.mark.timeout(60)
+def test_udp_sockets_with_kernel_peers_both_ways(netns: NetNS) -> None:
+    seen = _scenario(netns, "udp")
+    kernel = ["10.77.0.1", 7600]
+    assert seen["echoed"] == [[5, "ALPHA", kernel], [4, "BETA", kernel], [1400, "XXXXX", kernel]]
+    assert seen["served"] == [["desserts", ["10.77.0.2", 7700]],
+                              ["reward", ["10.77.0.2", 7700]]]
+    assert seen["refused"] == ["ConnectionRefusedError", 111]  # the port unreachable

@@ -317,7 +317,68 @@ def selectors_echo() -> dict[str, Any]:
             "facade_clients": selector_clients((KERNEL, 7500), 4, 300_000)}
 
 
+def udp() -> dict[str, Any]:
+    """A facade UDP client of a kernel echo server, a facade UDP echo server for a kernel
+    client (select-driven), and a connected facade socket refused by a closed port."""
+    ts.default_stack()
+    kernel_echo = kernel.socket(kernel.AF_INET, kernel.SOCK_DGRAM)
+    kernel_echo.bind((KERNEL, 7600))
+
+    def echo_kernel() -> None:
+        while True:
+            data, addr = kernel_echo.recvfrom(65536)
+            kernel_echo.sendto(data.upper(), addr)
+    threading.Thread(target=echo_kernel, daemon=True).start()
+    client = ts.socket(ts.AF_INET, ts.SOCK_DGRAM)
+    client.settimeout(10)
+    echoed = []
+    for word in (b"alpha", b"beta", b"x" * 1400):
+        client.sendto(word, (KERNEL, 7600))
+        data, source = client.recvfrom(65536)
+        echoed.append([len(data), data[:5].decode(), list(source)])
+    client.close()
+
+    server = ts.socket(ts.AF_INET, ts.SOCK_DGRAM)
+    server.bind(("", 7700))
+    stop = threading.Event()
+
+    def echo_facade() -> None:
+        sel = selectors.DefaultSelector()
+        sel.register(server, selectors.EVENT_READ)
+        while not stop.is_set():
+            if sel.select(0.1):
+                data, addr = server.recvfrom(65536)
+                server.sendto(data[::-1], addr)
+        sel.close()
+    serving = threading.Thread(target=echo_facade)
+    serving.start()
+    peer = kernel.socket(kernel.AF_INET, kernel.SOCK_DGRAM)
+    peer.settimeout(10)
+    peer.bind((KERNEL, 0))
+    served = []
+    for word in (b"stressed", b"drawer"):
+        peer.sendto(word, ("10.77.0.2", 7700))
+        data, source = peer.recvfrom(100)
+        served.append([data.decode(), list(source)])
+    stop.set()
+    serving.join(10)
+    server.close()
+
+    refused = ts.socket(ts.AF_INET, ts.SOCK_DGRAM)
+    refused.settimeout(2)
+    refused.connect((KERNEL, 7699))
+    refused.send(b"anyone?")
+    try:
+        refused.recv(100)
+        outcome: list[Any] = ["answered"]
+    except ConnectionRefusedError as exc:
+        outcome = [type(exc).__name__, exc.errno]
+    refused.close()
+    return {"echoed": echoed, "served": served, "refused": outcome}
+
+
 SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
+    "udp": udp,
     "http": http_fetch, "lines": lines, "timeouts": timeouts, "reset": reset,
     "options": options, "selectors": selectors_echo}
 

@@ -416,3 +416,81 @@ def test_closing_sends_what_was_written_then_a_fin(wire: Wire) -> None:
     assert got == data
     server.close()
     accepted.close()
+
+
+# ---------------------------------------------------------------------- UDP
+
+
+def _udp(thread: StackThread, port: int = 0) -> ts.socket:
+    sock = ts.socket(ts.AF_INET, ts.SOCK_DGRAM, stack=thread)
+    sock.settimeout(TIMEOUT)
+    if port:
+        sock.bind(("", port))
+    return sock
+
+
+def test_a_datagram_socket_is_a_udp_socket() -> None:
+    with ts.socket(ts.AF_INET, ts.SOCK_DGRAM) as sock:
+        assert isinstance(sock, ts.socket)
+        assert (sock.type, sock.getsockopt(ts.SOL_SOCKET, kernel.SO_PROTOCOL)) == \
+            (ts.SOCK_DGRAM, ts.IPPROTO_UDP)
+        with pytest.raises(OSError) as info:
+            sock.listen()
+        assert info.value.errno == errno.EOPNOTSUPP
+        with pytest.raises(OSError) as info:
+            sock.send(b"to whom?")
+        assert info.value.errno == errno.EDESTADDRREQ
+
+
+def test_datagrams_keep_their_boundaries_and_addresses(wire: Wire) -> None:
+    server = _udp(wire.b, 5300)
+    client = _udp(wire.a)
+    assert not _readable(server)
+    with pytest.raises(OSError) as info:
+        client.sendto(b"x" * 1473, (B_ADDR, 5300))  # the MTU is 1500: no fragmenting
+    assert info.value.errno == errno.EMSGSIZE
+    for payload in (b"one", b"", b"three" * 294):
+        assert client.sendto(payload, (B_ADDR, 5300)) == len(payload)
+    source = client.getsockname()
+    assert source[0] == A_ADDR and source[1] != 0  # bound by its first sendto
+    assert _readable(server, TIMEOUT)
+    assert server.recvfrom(100) == (b"one", source)
+    assert server.recvfrom(100) == (b"", source)
+    assert server.recvfrom(10) == (b"threethree", source)  # cut as a kernel cuts it
+    assert not _readable(server)
+    server.sendto(b"reply", source)
+    buffer = bytearray(16)
+    assert client.recvfrom_into(buffer) == (5, (B_ADDR, 5300))
+    assert bytes(buffer[:5]) == b"reply"
+    server.settimeout(0.2)
+    with pytest.raises(ts.timeout):
+        server.recvfrom(100)
+    server.close()
+    client.close()
+
+
+def test_a_connected_datagram_socket_sends_and_hears_refusal(wire: Wire) -> None:
+    server = _udp(wire.b, 5301)
+    client = _udp(wire.a)
+    client.connect((B_ADDR, 5301))
+    assert client.getpeername() == (B_ADDR, 5301)
+    client.send(b"hello")
+    data, source = server.recvfrom(100)
+    assert data == b"hello"
+    server.sendto(b"back", source)
+    assert client.recv(100) == b"back"
+    server.close()
+    deadline = time.monotonic() + TIMEOUT
+    # The port is closed now: B answers with port unreachable, which the connected
+    # socket's next recv raises.
+    while True:
+        client.send(b"anyone?")
+        try:
+            client.settimeout(0.3)
+            client.recv(100)
+        except ConnectionRefusedError as exc:
+            assert exc.errno == errno.ECONNREFUSED
+            break
+        except ts.timeout:
+            assert time.monotonic() < deadline, "no port unreachable came back"
+    client.close()
