@@ -127,6 +127,7 @@ class socket(_std.socket):
         "_failure",
         "_far",
         "_link",
+        "_listened_with",
         "_listening",
         "_local",
         "_options",
@@ -179,6 +180,7 @@ class socket(_std.socket):
         self._failure: OSError | None = None  # ... and its error, until reported
         self._options: dict[str, int] = {}  # the TcpConfig fields set by setsockopt
         self._remembered: dict[tuple[int, int], int] = {}  # SO_REUSEADDR, SO_REUSEPORT
+        self._listened_with: dict[str, int] = {}  # the options given to listen()
         self._error_reported = False
         self._sndbuf = 0  # the descriptor's send buffer to restore after a connect's filler
         if type & _std.SOCK_NONBLOCK:
@@ -203,6 +205,7 @@ class socket(_std.socket):
         sock._failure = None
         sock._options = {}
         sock._remembered = {}
+        sock._listened_with = {}
         sock._error_reported = False
         sock._sndbuf = 0
         return sock
@@ -388,8 +391,9 @@ class socket(_std.socket):
         if self._local is None:
             self.bind(("", 0))
         assert self._local is not None and self._far is not None
+        self._listened_with = dict(self._options)
         self._listening = self.side.listen(self._far, self._local[1], max(backlog, 1),
-                                           dict(self._options))
+                                           self._listened_with)
         self._far = None
         self._state = "listening"
 
@@ -417,6 +421,11 @@ class socket(_std.socket):
         sock = type(self).bridged(program, self.family, link, self._thread)
         if _std.getdefaulttimeout() is None and self.gettimeout():
             sock.setblocking(True)  # as socket.accept: not the listener's timeout
+        # The connection took the listener's options as they were at listen(); those set
+        # on the listener since then reach it now, as Linux copies them at accept.
+        for name, value in self._options.items():
+            if self._listened_with.get(name) != value:
+                link.set_option(name, value)
         sock._options = dict(self._options)
         return sock, _as_family(link.peername, self.family)
 

@@ -295,6 +295,22 @@ def test_socket_options_reach_the_connection(wire: Wire) -> None:
         sock.close()
 
 
+def test_options_set_on_a_listener_reach_the_connections_it_accepts(wire: Wire) -> None:
+    server = ts.socket(stack=wire.b)
+    server.settimeout(TIMEOUT)
+    server.setsockopt(ts.SOL_SOCKET, ts.SO_RCVBUF, 20_000)  # before listen: from the SYN on
+    server.bind(("", 5000))
+    server.listen()
+    server.setsockopt(ts.IPPROTO_TCP, ts.TCP_NODELAY, 1)  # after: from accept on
+    client = ts.create_connection((B_ADDR, 5000), timeout=TIMEOUT, stack=wire.a)
+    accepted, _ = server.accept()
+    conn = wire.connection(wire.b)
+    assert (conn.rcv.capacity, conn.snd.nodelay) == (20_000, True)
+    assert accepted.getsockopt(ts.IPPROTO_TCP, ts.TCP_NODELAY) == 1
+    for sock in (server, client, accepted):
+        sock.close()
+
+
 def test_a_listener_is_readable_exactly_while_connections_wait(wire: Wire) -> None:
     server = _server(wire)
     assert server.getsockopt(ts.SOL_SOCKET, ts.SO_ACCEPTCONN) == 1
