@@ -392,6 +392,15 @@ class StackThread:
     def address(self) -> str:
         return str(self.stack.address)
 
+    @property
+    def addresses(self) -> set[str]:
+        """The stack's own addresses, as text (its IPv6 one too, where it has one)."""
+        own = {str(self.stack.address)}
+        address6 = getattr(self.stack, "address6", None)
+        if address6 is not None:
+            own.add(str(address6))
+        return own
+
     def config_value(self, name: str) -> Any:
         return getattr(self.stack.config, name)
 

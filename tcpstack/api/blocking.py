@@ -374,7 +374,7 @@ class socket(_std.socket):
             raise oserror(errno.EINVAL)
         host, port = self._resolve(address)
         side = self.side
-        if host not in ("0.0.0.0", "::", side.address):
+        if host not in ("0.0.0.0", "::") and host not in side.addresses:
             raise oserror(errno.EADDRNOTAVAIL, f"the stack's address is {side.address}")
         if port == 0:
             port = side.free_port()

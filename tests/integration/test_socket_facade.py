@@ -114,3 +114,29 @@ def test_udp_sockets_with_kernel_peers_both_ways(netns: NetNS) -> None:
     assert seen["served"] == [["desserts", ["10.77.0.2", 7700]],
                               ["reward", ["10.77.0.2", 7700]]]
     assert seen["refused"] == ["ConnectionRefusedError", 111]  # the port unreachable
+
+
+RECEIVER = """
+import hashlib, socket, sys
+server = socket.create_server(("0.0.0.0", int(sys.argv[1])))
+print("listening", flush=True)
+conn, _ = server.accept()
+digest, size = hashlib.sha256(), 0
+while chunk := conn.recv(65536):
+    digest.update(chunk)
+    size += len(chunk)
+print(size, digest.hexdigest(), flush=True)
+"""
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("closing", ["close", "open"])
+def test_what_a_program_wrote_arrives_though_it_exits_at_once(netns: NetNS,
+                                                               closing: str) -> None:
+    receiver = netns.popen([sys.executable, "-c", RECEIVER, "7800"], stdout=subprocess.PIPE)
+    try:
+        assert read_line(receiver) == "listening\n"
+        seen = _scenario(netns, "leave", "7800", "4000000", closing)
+        assert read_line(receiver, timeout=30) == f"4000000 {seen['sha256']}\n"
+    finally:
+        stop_process(receiver)

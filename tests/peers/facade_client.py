@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import random
 import selectors
 import socket as kernel
 import struct
@@ -377,7 +378,28 @@ def udp() -> dict[str, Any]:
     return {"echoed": echoed, "served": served, "refused": outcome}
 
 
+def leave(port: str, size: str, closing: str) -> dict[str, Any]:
+    """Send `size` bytes to a kernel receiver on port `port` and exit at once: with the
+    socket closed ("close") or left open ("open"), what it wrote must still arrive."""
+    ts.default_stack()
+    data = random.Random(7).randbytes(int(size))
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            sock = ts.create_connection((KERNEL, int(port)), timeout=10)
+            break
+        except ConnectionRefusedError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+    sock.sendall(data)
+    if closing == "close":
+        sock.close()
+    return {"sha256": hashlib.sha256(data).hexdigest()}
+
+
 SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
+    "leave": leave,
     "udp": udp,
     "http": http_fetch, "lines": lines, "timeouts": timeouts, "reset": reset,
     "options": options, "selectors": selectors_echo}
