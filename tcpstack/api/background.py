@@ -147,6 +147,10 @@ class Link:
             _apply_option(self.connection, name, value, driver.now() if driver else 0.0)
         self._runner.call(apply)
 
+    def reset(self) -> None:
+        """Reset the connection (from any thread, not waiting)."""
+        self._runner.call_soon(self.abort)
+
     def abort(self) -> None:
         """Reset the connection (from the loop thread)."""
         transport = self._writer.transport
@@ -198,14 +202,13 @@ class Listening:
             self.closed = True
             pending = list(self._queue)
             self._queue.clear()
-        for program, _ in pending:
-            program.close()
 
         def stop() -> None:
             if self.server is not None:
                 self.server.close()
-            for _, link in pending:
-                link.abort()
+            for program, link in pending:
+                link.abort()  # before its descriptor closes, which would be a FIN
+                program.close()
             self._signal.close()
         self._runner.call_soon(stop)
 

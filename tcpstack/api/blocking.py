@@ -18,6 +18,7 @@ stack can stand behind the same class with objects of the same shape (`bridged`)
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import errno
 import ipaddress
@@ -42,6 +43,7 @@ _OPTIONS: dict[tuple[int, int], str] = {
 _REMEMBERED = {(_std.SOL_SOCKET, _std.SO_REUSEADDR), (_std.SOL_SOCKET, _std.SO_REUSEPORT)}
 _FLAGS = _std.SOCK_NONBLOCK | _std.SOCK_CLOEXEC
 _INT = struct.Struct("i")
+_LINGER = struct.Struct("ii")  # struct linger: l_onoff, l_linger
 # The socket module's own sentinel: http.client passes it to create_connection.
 _GLOBAL_DEFAULT_TIMEOUT: Any = _std._GLOBAL_DEFAULT_TIMEOUT  # type: ignore[attr-defined]
 
@@ -55,6 +57,8 @@ class StreamLink(Protocol):
     error: BaseException | None
 
     def set_option(self, name: str, value: int) -> None: ...
+
+    def reset(self) -> None: ...
 
 
 _default_lock = threading.Lock()
@@ -336,7 +340,13 @@ class socket(_std.socket):
     def _settle_pending(self) -> None:
         """A non-blocking connect that finished: connected, or failed with `_failure`."""
         future = self._pending
-        if future is None or not future.done() or self._state != "connecting":
+        if future is None or self._state != "connecting":
+            return
+        if not future.done() and self._sndbuf and self._poll(select.POLLOUT):
+            # Writable: the loop has read the filler, so the attempt is settled or about
+            # to be (the connection is up, or failed and its end closed).
+            concurrent.futures.wait([future], SETTLE)
+        if not future.done():
             return
         self._pending = None
         if future.cancelled():
@@ -465,9 +475,13 @@ class socket(_std.socket):
         return error if error is not None else exc
 
     def _hung_up(self) -> bool:
+        return self._poll(select.POLLIN, select.POLLHUP)
+
+    def _poll(self, events: int, wanted: int | None = None) -> bool:
+        """Whether the descriptor shows `wanted` (default: `events`) right now."""
         poller = select.poll()
-        poller.register(self.fileno(), select.POLLIN)
-        return any(events & select.POLLHUP for _, events in poller.poll(0))
+        poller.register(self.fileno(), events)
+        return any(got & (events if wanted is None else wanted) for _, got in poller.poll(0))
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
         self._check_stream()
@@ -543,6 +557,13 @@ class socket(_std.socket):
         if key in _REMEMBERED:
             self._remembered[key] = _int_value(value)
             return
+        if key == (_std.SOL_SOCKET, _std.SO_LINGER):
+            if not isinstance(value, bytes | bytearray) or len(value) < _LINGER.size:
+                raise oserror(errno.EINVAL)
+            onoff, seconds = _LINGER.unpack_from(value)
+            self._remembered[key] = 1 if onoff else 0
+            self._remembered[(_std.SOL_SOCKET, -1)] = seconds  # the linger time
+            return
         name = _OPTIONS.get(key)
         if name is None:
             raise oserror(errno.ENOPROTOOPT)
@@ -558,6 +579,8 @@ class socket(_std.socket):
 
     def getsockopt(self, level: int, optname: int, buflen: int | None = None) -> Any:
         self._check_open()
+        if (level, optname) == (_std.SOL_SOCKET, _std.SO_LINGER) and buflen is not None:
+            return _LINGER.pack(*self._linger())[:buflen]
         value = self._option_value(level, optname)
         return value if buflen is None else _INT.pack(value)[:buflen]
 
@@ -575,7 +598,8 @@ class socket(_std.socket):
                 self._settle_pending()
                 error = self._pending_error()
                 return error.errno or errno.EIO if error is not None else 0
-        if (level, optname) in _REMEMBERED:
+        if (level, optname) in _REMEMBERED or \
+                (level, optname) == (_std.SOL_SOCKET, _std.SO_LINGER):
             return self._remembered.get((level, optname), 0)
         name = _OPTIONS.get((level, optname))
         if name is None:
@@ -588,10 +612,17 @@ class socket(_std.socket):
                        else self.side.config_value("receive_buffer_initial"))
         return int(self.side.config_value(name))
 
+    def _linger(self) -> tuple[int, int]:
+        return (self._remembered.get((_std.SOL_SOCKET, _std.SO_LINGER), 0),
+                self._remembered.get((_std.SOL_SOCKET, -1), 0))
+
     # ------------------------------------------------------------------ closing
 
     def _real_close(self, _ss: Any = _std.socket) -> None:
         self._settle_pending()
+        if self._state == "connected" and self._link is not None and \
+                self._linger() == (1, 0):
+            self._link.reset()  # SO_LINGER 0: close() aborts with a RST, as Linux's does
         super()._real_close()  # type: ignore[misc]
         state, self._state = self._state, "closed"
         if self._listening is not None:

@@ -9,6 +9,7 @@ import errno
 import select
 import selectors
 import socket as kernel
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -249,6 +250,17 @@ def test_a_reset_raises_connection_reset_once(wire: Wire) -> None:
         client.send(b"x")
     for sock in (server, client, accepted):
         sock.close()
+
+
+def test_so_linger_zero_makes_close_a_reset(wire: Wire) -> None:
+    server, client, accepted = _pair(wire)
+    client.setsockopt(ts.SOL_SOCKET, ts.SO_LINGER, struct.pack("ii", 1, 0))
+    assert client.getsockopt(ts.SOL_SOCKET, ts.SO_LINGER, 8) == struct.pack("ii", 1, 0)
+    client.close()
+    with pytest.raises(ConnectionResetError):
+        accepted.recv(100)
+    server.close()
+    accepted.close()
 
 
 def test_a_reset_under_a_blocked_sendall_raises_connection_reset(wire: Wire) -> None:
