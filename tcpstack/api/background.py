@@ -91,6 +91,8 @@ def _apply_option(conn: Connection, name: str, value: int, now: float) -> None:
         conn.set_receive_buffer(value)
     elif name == "send_buffer":
         conn.set_send_buffer(value)
+    elif name in ("keepalive_idle", "keepalive_interval", "keepalive_count"):
+        conn.set_keepalive_timing(now, **{name: value})
     else:
         raise ValueError(f"no live socket option {name!r}")
 

@@ -38,6 +38,9 @@ _OPTIONS: dict[tuple[int, int], str] = {
     (_std.SOL_SOCKET, _std.SO_KEEPALIVE): "keepalive",
     (_std.SOL_SOCKET, _std.SO_RCVBUF): "receive_buffer",
     (_std.SOL_SOCKET, _std.SO_SNDBUF): "send_buffer",
+    (_std.IPPROTO_TCP, _std.TCP_KEEPIDLE): "keepalive_idle",  # seconds, as Linux's
+    (_std.IPPROTO_TCP, _std.TCP_KEEPINTVL): "keepalive_interval",
+    (_std.IPPROTO_TCP, _std.TCP_KEEPCNT): "keepalive_count",
 }
 # Accepted and remembered, with nothing to do: the stack has no TIME_WAIT bind conflict.
 _REMEMBERED = {(_std.SOL_SOCKET, _std.SO_REUSEADDR), (_std.SOL_SOCKET, _std.SO_REUSEPORT)}

@@ -244,6 +244,15 @@ class Connection:
         self.timers.keepalive = (now + self.config.keepalive_idle
                                  if on and self.state in KEEPALIVE else None)
 
+    def set_keepalive_timing(self, now: float, **timing: float) -> None:
+        """TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT (keepalive_idle, keepalive_interval,
+        keepalive_count): this connection's own copy of the config takes them, and an
+        idle timer already running restarts with the new idle time from now."""
+        self.on_change(self)
+        self.config = dataclasses.replace(self.config, **timing)  # type: ignore[arg-type]
+        if self.timers.keepalive is not None and self.timers.keepalive_probes == 0:
+            self.timers.keepalive = now + self.config.keepalive_idle
+
     def set_receive_buffer(self, size: int) -> None:
         """SO_RCVBUF: a fixed buffer from now on, as Linux locks it (no more auto-tuning).
         The window scale was fixed by the SYN, and a smaller buffer never pulls back the
