@@ -62,6 +62,8 @@ def oserror(number: int, detail: str | None = None) -> OSError:
 
 def socket_error(exc: BaseException) -> OSError:
     """What a kernel socket raises for the stack's error `exc`: the same class, with errno."""
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return exc
     if isinstance(exc, ConnectionRefusedError):
         return oserror(errno.ECONNREFUSED)
     if isinstance(exc, ConnectionResetError):
@@ -77,8 +79,6 @@ def socket_error(exc: BaseException) -> OSError:
         return oserror(errno.EAFNOSUPPORT, str(exc))
     if isinstance(exc, ValueError):  # check_destination: no connection there could work
         return oserror(errno.ENETUNREACH, str(exc))
-    if isinstance(exc, OSError) and exc.errno is not None:
-        return exc
     return oserror(errno.EIO, str(exc) or type(exc).__name__)
 
 
@@ -423,15 +423,18 @@ class StackThread:
     async def _connect(self, far: socket.socket, host: str, port: int,
                        local_port: int | None, options: Mapping[str, object],
                        timeout: float | None, filler: int) -> Link:
-        opening = self.stack.open_connection(host, port, options=options,
-                                             local_port=local_port)
-        if timeout is None:
-            reader, writer = await opening
-        else:
+        async def opening() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
             try:
-                reader, writer = await asyncio.wait_for(opening, timeout)
-            except TimeoutError:
-                raise TimeoutError("timed out") from None  # the socket's own timeout
+                return await self.stack.open_connection(host, port, options=options,
+                                                        local_port=local_port)
+            except Exception as exc:  # as the kernel's errno: ETIMEDOUT after the SYNs
+                raise socket_error(exc) from None
+        try:
+            reader, writer = await asyncio.wait_for(opening(), timeout)
+        except TimeoutError as exc:
+            if exc.errno is not None:
+                raise
+            raise TimeoutError("timed out") from None  # the socket's own timeout
         far.setblocking(False)
         loop = asyncio.get_running_loop()
         while filler > 0:

@@ -64,39 +64,38 @@ class StreamLink(Protocol):
     def reset(self) -> None: ...
 
 
-_default_lock = threading.Lock()
+# Sockets of several threads may bring the default stack up at once: one starts it.
+_lock = threading.RLock()
 _default: StackThread | None = None
 _threads: dict[int, StackThread] = {}
 
 
 def use_stack(stack: Stack | None = None, **settings: Any) -> StackThread:
-    """Choose the stack that sockets made without a `stack` argument use: `stack` (run in
-    a background thread unless it is running already), or a new Stack made from
-    `settings` (Stack's arguments: iface, address, kernel_address, mtu, config, ...).
-    A stack chosen before is closed when it was the facade's own."""
+    """Choose the stack that sockets made without a `stack` argument use from now on:
+    `stack` (run in a background thread unless it is running already), or a new Stack made
+    from `settings` (Stack's arguments: iface, address, kernel_address, mtu, config, ...).
+    Sockets made before keep theirs, which stays up until the program exits."""
     global _default
-    thread = _thread_for(stack if stack is not None else Stack(**settings))
-    with _default_lock:
-        old, _default = _default, thread
-    if old is not None and old is not thread and old.stack not in (stack,):
-        old.close()
-    return thread
+    with _lock:
+        _default = _thread_for(stack if stack is not None else Stack(**settings))
+        return _default
 
 
 def default_stack() -> StackThread:
     """The facade's stack, brought up with the CLI's defaults on first use."""
     global _default
-    with _default_lock:
+    with _lock:
         if _default is None:
             _default = _thread_for(Stack())
         return _default
 
 
 def _thread_for(stack: Stack) -> StackThread:
-    found = _threads.get(id(stack))
-    if found is None or found.stack is not stack:
-        found = _threads[id(stack)] = StackThread(stack)
-    return found
+    with _lock:
+        found = _threads.get(id(stack))
+        if found is None or found.stack is not stack:
+            found = _threads[id(stack)] = StackThread(stack)
+        return found
 
 
 def _side(stack: Stack | StackThread | None) -> StackThread:
@@ -298,8 +297,9 @@ class socket(_std.socket):
             link = future.result()
         except BaseException as exc:
             future.cancel()
-            if isinstance(exc, (_std.timeout, KeyboardInterrupt)):
-                raise
+            if isinstance(exc, KeyboardInterrupt) or \
+                    (isinstance(exc, TimeoutError) and exc.errno is None):
+                raise  # the socket's own timeout: socket.timeout("timed out")
             raise socket_error(exc) from None
         self._became_connected(link)
 
@@ -361,7 +361,7 @@ class socket(_std.socket):
             exc = future.exception()
             self._state = "failed"
             self._far = None  # closed by _connected_later
-            self._failure = exc if isinstance(exc, _std.timeout) else socket_error(exc)
+            self._failure = socket_error(exc)
 
     def _pending_error(self, consume: bool = True) -> OSError | None:
         """The error a failed non-blocking connect or a broken connection holds."""

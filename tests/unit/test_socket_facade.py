@@ -224,6 +224,20 @@ def test_connect_to_a_blackhole_times_out_within_the_socket_timeout(wire: Wire) 
     client.close()
 
 
+def test_connect_without_a_timeout_gives_up_with_etimedout(wire: Wire) -> None:
+    def few_retries() -> None:
+        config = wire.a.stack.config
+        config.syn_retries, config.initial_rto = 1, 0.1
+    wire.a.call(few_retries)
+    client = ts.socket(stack=wire.a)
+    assert client.gettimeout() is None
+    with pytest.raises(TimeoutError) as info:
+        client.connect((BLACKHOLE, 80))  # the SYN and one retransmission go unanswered
+    assert info.value.errno == errno.ETIMEDOUT
+    assert client.connect_ex((BLACKHOLE, 80)) == errno.ETIMEDOUT
+    client.close()
+
+
 def test_recv_times_out_as_a_kernel_socket_does(wire: Wire) -> None:
     server, client, accepted = _pair(wire)
     client.settimeout(0.2)
