@@ -277,6 +277,11 @@ class socket(_std.socket):
             raise oserror(errno.EISCONN)
         if self._state == "listening":
             raise oserror(errno.EINVAL)
+        if self._state == "failed":
+            error = self._pending_error()
+            raise error if error is not None else oserror(
+                errno.ECONNABORTED, "a socket whose non-blocking connect failed cannot "
+                "connect again: make a new one")
         host, port = self._resolve(address)
         far = self._far
         assert far is not None
