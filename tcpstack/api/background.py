@@ -180,8 +180,8 @@ class Listening:
         self._runner.track(link, far)
         with self._lock:
             if self.closed:
+                link.abort()  # as a closed listener's: a RST, before the descriptor goes
                 program.close()
-                link.abort()
                 return
             self._queue.append((program, link))
             if len(self._queue) == 1:
