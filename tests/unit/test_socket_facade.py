@@ -8,12 +8,16 @@ from __future__ import annotations
 import errno
 import select
 import selectors
+import shutil
 import socket as kernel
+import ssl
 import struct
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -199,6 +203,38 @@ def test_makefile_reads_lines(wire: Wire) -> None:
     assert accepted.makefile("rb").readline() == b"written through a file\n"
     for sock in (server, client, accepted):
         sock.close()
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_tls_runs_over_facade_sockets(wire: Wire, tmp_path: Path) -> None:
+    """ssl wraps a facade socket as it wraps a kernel one (it takes the descriptor over),
+    so https through http.client or urllib works on the facade too."""
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", f"/CN={B_ADDR}", "-addext", f"subjectAltName=IP:{B_ADDR}",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True,
+                   timeout=60)
+    server = _server(wire)
+    served: list[bytes] = []
+
+    def serve() -> None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        conn, _ = server.accept()
+        with context.wrap_socket(conn, server_side=True) as tls:
+            served.append(tls.recv(100))
+            tls.sendall(b"secret answer")
+    thread = threading.Thread(target=serve)
+    thread.start()
+    context = ssl.create_default_context(cafile=str(cert))
+    client = ts.create_connection((B_ADDR, 5000), timeout=TIMEOUT, stack=wire.a)
+    with context.wrap_socket(client, server_hostname=B_ADDR) as tls:
+        tls.sendall(b"secret question")
+        assert tls.recv(100) == b"secret answer"
+        assert tls.version() in ("TLSv1.2", "TLSv1.3")
+    thread.join(TIMEOUT)
+    assert served == [b"secret question"]
+    server.close()
 
 
 def test_refused_connect_has_the_kernels_errno(wire: Wire) -> None:
