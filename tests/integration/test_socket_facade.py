@@ -101,9 +101,10 @@ def test_a_kernel_peers_reset_is_connection_reset(netns: NetNS) -> None:
 def test_socket_options_show_in_tcpstack_stat(netns: NetNS) -> None:
     seen = _scenario(netns, "options")
     # SO_RCVBUF before connect: a fixed buffer (no auto-tuning, so no rcv_space) of that
-    # size; again on the live connection: the new size; TCP_NODELAY reached it.
+    # size, the window the kernel was given (ss's snd_wnd); again on the live connection:
+    # the new size; TCP_NODELAY reached it.
     assert seen == {"rcv_buf_before": 8192, "rcv_space_before": None, "rcv_buf_after": 4096,
-                    "nodelay": True, "getsockopt": [4096, 1]}
+                    "kernel_snd_wnd": 8192, "nodelay": True, "getsockopt": [4096, 1]}
 
 
 @pytest.mark.timeout(60)

@@ -10,6 +10,7 @@ import hashlib
 import http.client
 import json
 import random
+import re
 import selectors
 import socket as kernel
 import struct
@@ -191,6 +192,7 @@ def options() -> dict[str, Any]:
     sock.setsockopt(ts.SOL_SOCKET, ts.SO_RCVBUF, 8192)
     sock.connect((KERNEL, 7400))
     before = stat_connection(sock)
+    seen_by_kernel = kernel_send_window(7400)
     sock.setsockopt(ts.SOL_SOCKET, ts.SO_RCVBUF, 4096)
     sock.setsockopt(ts.IPPROTO_TCP, ts.TCP_NODELAY, 1)
     after = stat_connection(sock)
@@ -198,10 +200,20 @@ def options() -> dict[str, Any]:
                 if c.remote_port == 7400)
     result = {"rcv_buf_before": before["rcv_buf"], "rcv_space_before": before["rcv_space"],
               "rcv_buf_after": after["rcv_buf"], "nodelay": conn.snd.nodelay,
+              "kernel_snd_wnd": seen_by_kernel,
               "getsockopt": [sock.getsockopt(ts.SOL_SOCKET, ts.SO_RCVBUF),
                              sock.getsockopt(ts.IPPROTO_TCP, ts.TCP_NODELAY)]}
     sock.close()
     return result
+
+
+def kernel_send_window(port: int) -> int:
+    """The window the kernel's end of the connection on `port` was given (ss -ti)."""
+    out = subprocess.run(["ss", "-tin", "state", "established", "sport", f"= :{port}"],
+                         capture_output=True, text=True, timeout=20, check=True).stdout
+    found = re.search(r"\bsnd_wnd:(\d+)", out)
+    assert found, out
+    return int(found.group(1))
 
 
 def stat_connection(sock: ts.socket) -> dict[str, Any]:
