@@ -31,6 +31,7 @@ from typing import Any, Protocol
 
 from tcpstack.api.background import SETTLE, Listening, StackThread, oserror, socket_error
 from tcpstack.api.streams import Stack
+from tcpstack.link.tun import LinkError
 
 # Socket options and the TcpConfig field each one sets.
 _OPTIONS: dict[tuple[int, int], str] = {
@@ -94,7 +95,11 @@ def _thread_for(stack: Stack) -> StackThread:
     with _lock:
         found = _threads.get(id(stack))
         if found is None or found.stack is not stack:
-            found = _threads[id(stack)] = StackThread(stack)
+            try:
+                found = StackThread(stack)
+            except LinkError as exc:  # an OSError, which socket code is ready to catch
+                raise oserror(errno.ENETDOWN, f"tcpstack cannot come up: {exc}") from exc
+            _threads[id(stack)] = found
         return found
 
 

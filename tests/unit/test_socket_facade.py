@@ -136,6 +136,17 @@ def test_a_socket_is_a_real_socket_before_any_stack_exists() -> None:
     assert info.value.errno == errno.EAFNOSUPPORT
 
 
+def test_a_stack_that_cannot_come_up_is_an_oserror() -> None:
+    end, other = kernel.socketpair(kernel.AF_UNIX, kernel.SOCK_SEQPACKET)
+    stack = Stack(address=A_ADDR, kernel_address=f"{B_ADDR}/24", control=False,
+                  tun=WiredTun(end), pcap="/nonexistent/dir/run.pcap")  # type: ignore[arg-type]
+    other.close()
+    with ts.socket(stack=stack) as sock, pytest.raises(OSError) as info:
+        sock.connect((B_ADDR, 80))
+    assert info.value.errno == errno.ENETDOWN
+    assert "tcpstack cannot come up" in str(info.value)
+
+
 def test_connect_accept_and_data_both_ways(wire: Wire) -> None:
     server, client, accepted = _pair(wire)
     assert client.getpeername() == (B_ADDR, 5000)
