@@ -337,6 +337,7 @@ class StackThread:
         self._thread: threading.Thread | None = None
         self._links: dict[Link, socket.socket] = {}  # live bridges, by their far ends
         self._closed = False
+        self._pid = os.getpid()
         if stack.driver is not None:
             self.loop = stack.driver.loop
             return
@@ -365,6 +366,7 @@ class StackThread:
 
     def start(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         """Run `coro` on the loop without waiting (a non-blocking connect)."""
+        self._check_caller()
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     def call(self, func: Any, *args: Any) -> Any:
@@ -376,12 +378,17 @@ class StackThread:
     def call_soon(self, func: Any, *args: Any) -> None:
         """Call `func(*args)` on the loop, not waiting (safe from any thread, and after the
         loop stopped: then nothing is left to do)."""
-        if self.loop.is_closed():
-            return
+        if self.loop.is_closed() or os.getpid() != self._pid:
+            return  # (a forked child: the loop is the parent's)
         with contextlib.suppress(RuntimeError):  # closed meanwhile
             self.loop.call_soon_threadsafe(func, *args)
 
     def _check_caller(self) -> None:
+        if os.getpid() != self._pid:
+            # A forked child (ForkingMixIn) has the descriptors but not the loop's thread:
+            # data still flows, a call that needs the stack would wait for ever.
+            raise RuntimeError("the tcpstack stack runs in the parent process: a forked "
+                               "child can read, write and close its sockets, no more")
         if self._thread is None:
             try:
                 running = asyncio.get_running_loop()
@@ -511,7 +518,7 @@ class StackThread:
         the program left open are shut down for writing, as its exit would close them,
         and every connection gets `grace` seconds to deliver what was written and send
         its FIN; then the stack closes as Stack.close does."""
-        if self._closed or self.loop.is_closed():
+        if self._closed or self.loop.is_closed() or os.getpid() != self._pid:
             return
         self._closed = True
         if self._thread is None:

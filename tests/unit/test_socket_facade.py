@@ -6,6 +6,7 @@ the sockets, the bridges and the threads are real; only the wire is a socket pai
 from __future__ import annotations
 
 import errno
+import os
 import select
 import selectors
 import shutil
@@ -246,6 +247,29 @@ def test_tls_runs_over_facade_sockets(wire: Wire, tmp_path: Path) -> None:
     thread.join(TIMEOUT)
     assert served == [b"secret question"]
     server.close()
+
+
+def test_a_forked_child_uses_its_sockets_data_path_only(wire: Wire) -> None:
+    server, client, accepted = _pair(wire)
+    pid = os.fork()
+    if pid == 0:  # the child: what ForkingMixIn's handlers do, and no more
+        status = 1
+        try:
+            accepted.sendall(accepted.recv(100).upper())
+            try:
+                accepted.setsockopt(ts.IPPROTO_TCP, ts.TCP_NODELAY, 1)
+            except RuntimeError:
+                status = 0  # refused at once, not a wait for a loop it does not have
+            accepted.close()
+        finally:
+            os._exit(status)
+    client.sendall(b"to the child")
+    assert client.recv(100) == b"TO THE CHILD"
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    client.setsockopt(ts.IPPROTO_TCP, ts.TCP_NODELAY, 1)  # the parent's still work
+    for sock in (server, client, accepted):
+        sock.close()
 
 
 def test_refused_connect_has_the_kernels_errno(wire: Wire) -> None:
