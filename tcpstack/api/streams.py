@@ -14,7 +14,7 @@ import errno
 import ipaddress
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 
 from tcpstack.api.capture import Capture
@@ -521,9 +521,12 @@ class Stack:
             else:
                 conn.abort(self.driver.now() if self.driver else 0.0)
 
-    def _config_for(self, congestion: str | None, nodelay: bool | None) -> TcpConfig | None:
-        """The stack's TCP settings with per-listener or per-connection overrides."""
-        changes: dict[str, object] = {}
+    def _config_for(self, congestion: str | None, nodelay: bool | None,
+                    options: Mapping[str, object] | None = None) -> TcpConfig | None:
+        """The stack's TCP settings with per-listener or per-connection overrides;
+        `options` names other TcpConfig fields (what the socket facade's setsockopt set
+        before the connection existed: keepalive, receive_buffer, send_buffer)."""
+        changes: dict[str, object] = dict(options or {})
         if congestion is not None:
             tcp_congestion.create(congestion, self.config.mss)  # fails early on a bad name
             changes["congestion"] = congestion
@@ -533,13 +536,14 @@ class Stack:
 
     async def start_server(self, handler: ClientHandler, port: int, *,
                            backlog: int | None = None, limit: int = STREAM_LIMIT,
-                           congestion: str | None = None, nodelay: bool | None = None
-                           ) -> Server:
-        """Listen on `port`; `congestion` ("cubic", "newreno") and `nodelay` override the
-        stack's settings for this port's connections."""
+                           congestion: str | None = None, nodelay: bool | None = None,
+                           options: Mapping[str, object] | None = None) -> Server:
+        """Listen on `port`; `congestion` ("cubic", "newreno"), `nodelay` and `options`
+        (other TcpConfig fields) override the stack's settings for this port's
+        connections."""
         if not 0 < port < 65536:
             raise ValueError(f"invalid port {port}: must be 1-65535")
-        config = self._config_for(congestion, nodelay)
+        config = self._config_for(congestion, nodelay, options)
         await self.start()
         listener = self.network.listen(port, backlog, config)
         server = Server(self, listener, handler, limit)
@@ -568,17 +572,22 @@ class Stack:
         raise ValueError(f"cannot connect to {remote}: {reason}")
 
     async def open_connection(self, host: str, port: int, *, limit: int = STREAM_LIMIT,
-                              congestion: str | None = None, nodelay: bool | None = None
+                              congestion: str | None = None, nodelay: bool | None = None,
+                              options: Mapping[str, object] | None = None,
+                              local_port: int | None = None
                               ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """An active open to `host`:`port`; `options` as for start_server, `local_port`
+        one the caller chose (bind) rather than an ephemeral one."""
         if not 0 < port < 65536:
             raise ValueError(f"invalid port {port}: must be 1-65535")
         remote = self.check_destination(host)
-        config = self._config_for(congestion, nodelay)
+        config = self._config_for(congestion, nodelay, options)
         await self.start()
         driver = self.driver
         assert driver is not None
         loop = driver.loop
-        conn = self.network.connect(remote.packed, port, driver.now(), config=config)
+        conn = self.network.connect(remote.packed, port, driver.now(), local_port,
+                                    config=config)
         future: asyncio.Future[None] = loop.create_future()
         _PendingConnect(conn, future)
         try:

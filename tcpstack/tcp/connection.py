@@ -20,6 +20,7 @@ the timers' expiry and the state changes. Sequence comparisons are written inlin
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -237,6 +238,48 @@ class Connection:
         acknowledged and dropped, and an orphaned FIN_WAIT_2 gives up after a while."""
         self.on_change(self)
         self.rcv.discard = True
+
+    # Socket options set on a live connection (the socket facade's setsockopt); before the
+    # connection exists they are TcpConfig fields.
+
+    def set_nodelay(self, on: bool) -> None:
+        """TCP_NODELAY: with it on, what Nagle held back leaves at the next flush, as Linux
+        pushes pending data when the option is set."""
+        self.on_change(self)
+        self.snd.nodelay = on
+
+    def set_keepalive(self, on: bool, now: float) -> None:
+        """SO_KEEPALIVE (RFC 1122 4.2.3.6): probing starts after `keepalive_idle` of silence
+        from now, or stops. The config may be shared: this connection takes its own copy."""
+        self.on_change(self)
+        if on != self.config.keepalive:
+            self.config = dataclasses.replace(self.config, keepalive=on)
+        self.timers.keepalive_probes = 0
+        self.timers.keepalive = (now + self.config.keepalive_idle
+                                 if on and self.state in KEEPALIVE else None)
+
+    def set_keepalive_timing(self, now: float, **timing: float) -> None:
+        """TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT (keepalive_idle, keepalive_interval,
+        keepalive_count): this connection's own copy of the config takes them, and an
+        idle timer already running restarts with the new idle time from now."""
+        self.on_change(self)
+        self.config = dataclasses.replace(self.config, **timing)  # type: ignore[arg-type]
+        if self.timers.keepalive is not None and self.timers.keepalive_probes == 0:
+            self.timers.keepalive = now + self.config.keepalive_idle
+
+    def set_receive_buffer(self, size: int) -> None:
+        """SO_RCVBUF: a fixed buffer from now on, as Linux locks it (no more auto-tuning).
+        The window scale was fixed by the SYN, and a smaller buffer never pulls back the
+        edge already advertised (RFC 9293 3.8.6.2.2): the window closes as data arrives."""
+        self.on_change(self)
+        self.rcv.tuning = None
+        self.rcv.capacity = max(size, 1)
+
+    def set_send_buffer(self, size: int) -> None:
+        """SO_SNDBUF: what may be queued and unacknowledged from now on; data already queued
+        beyond it stays (sends wait until the buffer drains below the new size)."""
+        self.on_change(self)
+        self.snd.buffer.capacity = max(size, 1)
 
     def close(self, now: float) -> None:
         """Graceful close of our sending side (shutdown(SHUT_WR) and close() on the wire):

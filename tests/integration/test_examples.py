@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 from pathlib import Path
@@ -68,3 +69,24 @@ def test_udp_echo_example_echoes_a_kernel_client(netns: NetNS) -> None:
     finally:
         status = stop_process(server)
     assert status == 0
+
+
+@pytest.mark.timeout(90)
+def test_http_client_example_fetches_from_a_kernel_server(netns: NetNS, tmp_path: Path) -> None:
+    body = bytes(range(256)) * 4000 + b"end"
+    (tmp_path / "file").write_bytes(body)
+    # On every address: it listens before the example brings up tcps0 and 10.77.0.1.
+    server = netns.popen([sys.executable, "-m", "http.server", "--bind", "0.0.0.0",
+                          "--directory", tmp_path, "8000"])
+    try:
+        ready = netns.run(["sh", "-c", "until nc -z 127.0.0.1 8000; do sleep 0.1; done"],
+                          timeout=20)
+        assert ready.returncode == 0
+        result = netns.run([sys.executable, EXAMPLES / "http_client.py",
+                            "http://10.77.0.1:8000/file"], timeout=60)
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.splitlines()
+        assert lines[0].startswith("connected from 10.77.0.2:"), result.stdout
+        assert lines[1] == f"200 {len(body)} {hashlib.sha256(body).hexdigest()}"
+    finally:
+        stop_process(server)

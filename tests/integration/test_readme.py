@@ -252,6 +252,11 @@ def test_udp_echoes_refuses_a_closed_port_and_stat_lists_the_socket(tour: Tour) 
     assert counters["icmp_port_unreachable_out"] == counters["udp_no_ports"], counters
 
 
+def test_the_socket_facade_fetches_with_http_client(tour: Tour) -> None:
+    step = tour.step("tcpstack.socket.create_connection")
+    assert step.stdout == "200 text/markdown 10.77.0.2\n", step.stdout + step.stderr
+
+
 def _shape(text: str) -> list[str]:
     """Lines with every number as `#`, runs of blanks as one, rules as one `─`: what stays the
     same between two runs of `tcpstack stat`."""

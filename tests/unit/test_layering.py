@@ -1,6 +1,7 @@
 """Each layer imports only the layers below it (docs/ARCHITECTURE.md): link -> net -> tcp ->
-stack -> io -> api -> services -> cli, with udp beside tcp and analysis (offline captures)
-beside services."""
+stack -> io -> api -> services -> cli, with udp beside tcp, analysis (offline captures)
+beside services, and the public `tcpstack.socket` module (the socket facade) in the api
+layer."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import tcpstack
 
 ROOT = Path(tcpstack.__file__).parent
 ORDER = {"link": 0, "net": 1, "tcp": 2, "udp": 2, "stack": 3, "io": 4, "api": 5,
-         "services": 6, "analysis": 6, "cli": 7}
+         "socket": 5, "services": 6, "analysis": 6, "cli": 7}
 
 
 def _layer(module: str) -> str | None:
