@@ -33,6 +33,7 @@ IFF_VNET_HDR = 0x4000
 TUNSETOFFLOAD = 0x400454D0
 TUN_F_CSUM = 0x01
 TUN_F_TSO4 = 0x02
+TUN_F_TSO6 = 0x04
 IFNAMSIZ = 16
 # Packets the kernel may queue towards us while the stack is busy (Linux's default is 500):
 # room for a burst of several thousand, see docs/DECISIONS.md.
@@ -84,7 +85,7 @@ class TunDevice:
                 flags |= IFF_MULTI_QUEUE | (0 if attach else IFF_TUN_EXCL)
             fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", self.name.encode(), flags))
             if self.offload:
-                fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4)
+                fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)
         except OSError as exc:
             os.close(fd)
             if exc.errno == errno.EBUSY:

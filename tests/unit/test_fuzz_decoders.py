@@ -21,7 +21,7 @@ PSEUDO = ipv4.pseudo_header_sum(PEER, LOCAL, PROTO_TCP)
 # except that, as in Linux's ICMP MIB, a malformed ICMP message counts in icmp_in (every
 # message received) and in in_errors both, and that a datagram reassembled from fragments
 # (each counted in ip_frag_in) then takes the normal path as one packet more.
-OUTCOMES = ("segs_in", "icmp_in", "in_errors", "ipv6_dropped", "ip_not_for_us",
+OUTCOMES = ("segs_in", "icmp_in", "in_errors", "ip6_disabled", "ip_not_for_us",
             "ip_unknown_protocol", "ip_frag_in")
 ICMP_ERRORS = ("icmp_bad_checksum", "icmp_truncated")
 
