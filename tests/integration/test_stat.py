@@ -116,7 +116,8 @@ def test_stat_shows_established_connection_with_growing_byte_counts(
     assert snap["version"] == 1 and snap["iface"] == "tcps0"
     assert snap["listeners"] == [{"state": "LISTEN", "local": "10.77.0.2:5000", "peer": "*:*",
                                   "port": 5000, "half_open": 0, "backlog": 4096,
-                                  "syn_queue": 0, "accept_queue": 0}]
+                                  "syn_queue": 0, "accept_queue": 0,
+                                  "local6": "[fd77::2]:5000"}]
     table = stat(netns)
     assert table.returncode == 0, table.stderr
     lines = table.stdout.splitlines()
