@@ -238,6 +238,16 @@ def test_connect_sends_hello_to_nc(tour: Tour) -> None:
     assert connect.stdout == "hello\n", connect.stderr  # from `cat got.txt`
 
 
+def test_ipv6_serves_curl_6_answers_ping_6_and_connects_to_nc_6(tour: Tour) -> None:
+    six = tour.step("connect fd77::1 5000")
+    assert six.stdout.startswith("200\n"), six.stdout + six.stderr  # curl's %{http_code}
+    assert re.search(r"^1 packets transmitted, 1 received, 0% packet loss", six.stdout,
+                     re.MULTILINE), six.stdout
+    assert "listening on 10.77.0.2:80 and [fd77::2]:80" in six.stderr, six.stderr
+    assert (tour.cwd / "got6.txt").read_bytes() == b"hello\n"
+    assert six.stdout.endswith("\nhello\n"), six.stdout  # from `cat got6.txt`
+
+
 def _shape(text: str) -> list[str]:
     """Lines with every number as `#`, runs of blanks as one, rules as one `─`: what stays the
     same between two runs of `tcpstack stat`."""
