@@ -117,6 +117,20 @@ def test_syn_cookies_over_ipv6() -> None:
     pair.run_until(lambda: server.read() == b"after the cookie")
 
 
+def test_an_in_window_reset_draws_a_challenge_ack_over_ipv6() -> None:
+    """RFC 5961 3.2: a RST inside the window but not at RCV.NXT is answered, not obeyed."""
+    pair = LinkPair(ipv6=True)
+    client, server = pair.established_pair()
+    blind = _tcp6(A6_ADDR, B6_ADDR, client.local_port, 80, (server.rcv.nxt + 100) & 0xFFFFFFFF,
+                  0, RST)
+    pair.b.service([blind], pair.now)
+    assert server.state is State.ESTABLISHED
+    ((ip, ack),) = _segments(pair.b)
+    assert (ip.dst, ack.flags, ack.seq, ack.ack) == (A6_ADDR, ACK, server.snd.nxt,
+                                                     server.rcv.nxt)
+    assert pair.b.counters["challenge_acks"] == 1
+
+
 # ---------------------------------------------------------------------- one stack
 
 
