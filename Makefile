@@ -39,8 +39,9 @@ faults: deps
 	FAULT_BYTES=50000000 $(PY) -m pytest tests/integration/test_faults.py $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check tcpstack tests scripts
+	$(VENV)/bin/ruff check tcpstack tests scripts examples
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy --strict examples
 
 demo: deps
 	PATH="$(abspath $(VENV))/bin:$$PATH" bash scripts/demo.sh

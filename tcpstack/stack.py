@@ -31,6 +31,7 @@ from tcpstack.net.checksum import Bytes, ones_complement_sum
 from tcpstack.net.errors import MalformedPacket
 from tcpstack.net.fragments import FragmentReassembler
 from tcpstack.net.ipv4 import PROTO_ICMP, PROTO_TCP
+from tcpstack.net.udp import PROTO_UDP
 from tcpstack.tcp import segment as tcpseg
 from tcpstack.tcp import syncookies
 from tcpstack.tcp.challenge import ChallengeAckLimit
@@ -44,6 +45,8 @@ from tcpstack.tcp.segment import HEADER_LEN, OutSegment
 from tcpstack.tcp.seq import MASK
 from tcpstack.tcp.state import State
 from tcpstack.tcp.syncookies import SynCookies
+from tcpstack.udp.endpoint import DEFAULT_RCVBUF, DEFAULT_SNDBUF, UdpEndpoint
+from tcpstack.udp.layer import UdpLayer
 
 log = logging.getLogger("tcpstack")
 
@@ -75,6 +78,7 @@ _HOP_LIMIT = ipv6.DEFAULT_HOP_LIMIT
 _PROTO_ICMPV6 = ipv6.PROTO_ICMPV6
 EventHandler = Callable[[Connection, Event], None]
 EPHEMERAL_PORTS = range(32768, 61000)  # Linux's ip_local_port_range
+DEFAULT_MTU = 1500
 # Path MTU discovery (RFC 1191): an MTU learnt from ICMP is kept this long per destination
 # (Linux's ip_rt_mtu_expires, 10 minutes), never below Linux's ip_rt_min_pmtu.
 PATH_MTU_EXPIRES = 600.0
@@ -118,11 +122,13 @@ class NetworkStack:
     def __init__(self, address: bytes, config: TcpConfig | None = None,
                  isn: IsnGenerator | None = None, *, offload: bool = False,
                  ephemeral_ports: range = EPHEMERAL_PORTS,
-                 cookies: SynCookies | None = None, address6: bytes | None = None) -> None:
+                 cookies: SynCookies | None = None, mtu: int = DEFAULT_MTU,
+                 address6: bytes | None = None) -> None:
         """`offload`: the link takes partial checksums and segments of up to 64 KB, which it
         cuts itself (a TUN with the virtio-net header): a capability of the link.
         `ephemeral_ports`: where active opens take their local port (a worker's own slice
         of the range when several stacks share one address, api/workers.py).
+        `mtu`: the link's, beyond which a UDP datagram is refused (EMSGSIZE).
         `address6`: the stack's IPv6 address (16 bytes), or None to serve IPv4 only. The
         family of every peer is the length of its address (4 or 16 bytes); listeners take
         SYNs of both, as a dual-stack socket does."""
@@ -179,6 +185,9 @@ class NetworkStack:
         # would be two objects more on each of thousands of idle connections.
         self._on_change_hook = self._changed
         self._on_transition_hook = self._transition_hook
+        # UDP's endpoints and demultiplexing (udp/layer.py), writing onto our output.
+        self.udp = UdpLayer(address, self.counters, self.output, ephemeral_ports, mtu,
+                            self._udp_path_mtu, self._learn_path_mtu)
 
     # ------------------------------------------------------------------ the service pass
 
@@ -228,6 +237,9 @@ class NetworkStack:
 
     def _finish_pass(self, now: float) -> None:
         """The rest of a pass: events to the application, which may react, then one flush."""
+        udp = self.udp
+        if udp.ready:  # datagrams first: they need no flush to be answered
+            self.events_delivered += udp.deliver(self._udp_owner_failed)
         handler = self.on_event
         for _ in range(MAX_EVENT_ROUNDS):
             self._take_events()
@@ -242,6 +254,8 @@ class NetworkStack:
                 except Exception as exc:
                     self._internal_error(exc, "delivering an event to the application")
         self.flush(now)
+        if udp.sending:
+            udp.sent()
         if handler is not None and self.events and self.request_service is not None:
             self.request_service()  # more rounds than one pass allows: the next pass goes on
 
@@ -317,6 +331,10 @@ class NetworkStack:
             elif ip.proto == PROTO_ICMP:
                 self._check_source(ip.src)  # no echo to a broadcast source (smurf)
                 self._receive_icmp(ip, now)
+            elif ip.proto == PROTO_UDP:
+                self._check_source(ip.src)  # nor a port unreachable (RFC 1122 3.2.2)
+                self.udp.receive(ip.src, ip.dst, memoryview(packet)[
+                    :ip.header_len + len(ip.payload)], ip.payload, now, checksum_trusted)
             else:
                 counters["ip_unknown_protocol"] += 1
         except MalformedPacket as exc:
@@ -485,7 +503,11 @@ class NetworkStack:
         a connection of ours and a sequence number in flight on it; the rest is counted."""
         counters = self.counters
         v6 = len(error.dst) == 16
-        if error.proto != PROTO_TCP or error.src != (self.address6 if v6 else self.address):
+        local = self.address6 if v6 else self.address
+        if error.proto == PROTO_UDP and error.src == local:
+            self.udp.icmp_error(error, now)
+            return
+        if error.proto != PROTO_TCP or error.src != local:
             counters["icmp_unmatched"] += 1
             return
         sport, dport, seq = _QUOTED_TCP.unpack_from(error.transport)
@@ -780,6 +802,47 @@ class NetworkStack:
                     port not in self.listeners:
                 return port
         raise PortInUse("no free ephemeral port")
+
+    # ------------------------------------------------------------------ UDP (udp/layer.py)
+
+    def udp_open(self, port: int | None = None, *, rcvbuf: int = DEFAULT_RCVBUF,
+                 sndbuf: int = DEFAULT_SNDBUF) -> UdpEndpoint:
+        """A UDP endpoint bound to `port` (None or 0: a free ephemeral one); OSError
+        (EADDRINUSE) for a port bound already. UDP's ports are not TCP's."""
+        return self.udp.open(port, rcvbuf, sndbuf)
+
+    def udp_connect(self, endpoint: UdpEndpoint, remote: bytes, port: int) -> None:
+        """As connect(2) on a datagram socket: the endpoint then takes datagrams from
+        (remote, port) only, sends there by default and hears of the errors it draws."""
+        self.udp.connect(endpoint, remote, port)
+
+    def udp_close(self, endpoint: UdpEndpoint) -> None:
+        """Unbind: what is queued is dropped, and the port is closed again."""
+        self.udp.close(endpoint)
+
+    def udp_sendto(self, endpoint: UdpEndpoint, data: Bytes, now: float,
+                   remote: bytes | None = None, port: int = 0) -> None:
+        """One datagram to (remote, port), or to the connected remote; OSError as
+        sendto(2) (UdpLayer.sendto). Outside a pass it asks for one, after which the link
+        writes it; within one it leaves with the pass's output."""
+        self.udp.sendto(endpoint, data, now, remote, port)
+        if not self._in_pass and self.request_service is not None:
+            self.request_service()
+
+    def _udp_path_mtu(self, remote: bytes, now: float) -> int | None:
+        path_mss = self._path_mss_for(remote, now)
+        return None if path_mss is None else path_mss + TCP_IP_HEADERS
+
+    def _learn_path_mtu(self, remote: bytes, mtu: int, now: float) -> None:
+        """"Fragmentation needed" quoting a datagram of ours: the path MTU, kept as the
+        path MSS TCP keeps for it (RFC 1191), within Linux's floor."""
+        if len(self._path_mss) >= MAX_CACHED_PEERS:
+            self._path_mss.clear()
+        self._path_mss[remote] = (max(mtu, MIN_PATH_MTU) - TCP_IP_HEADERS,
+                                  now + PATH_MTU_EXPIRES)
+
+    def _udp_owner_failed(self, exc: Exception) -> None:
+        self._internal_error(exc, "delivering datagrams to the application")
 
     # ------------------------------------------------------------------ output and timers
 

@@ -26,6 +26,11 @@ lists each worker's pid and own counters, which `counters` sums; a listener appe
 its `half_open` and `backlog` summed over the workers (each has its own queue). `pid` is the
 supervising process's. A stack of one worker has neither field.
 
+`udp` lists the UDP endpoints as `ss -uan` does: `state` UNCONN (bound) or ESTAB
+(connected), `local`, `peer` (`*:*` unless connected), `recv_q` (payload bytes received and
+not yet read), `send_q` (bytes sent and not yet handed to the link), `drops` (datagrams the
+full receive queue refused) and `rcvbuf` (its bound).
+
 The layout is versioned with `version`; a field is only ever added within a version.
 """
 
@@ -66,6 +71,10 @@ KNOWN_COUNTERS = (
     "conn_limit_drops", "orphan_resets",
     "ip_bad_option", "ip_source_route",
     "ip_land", "ip_bad_source", "tcp_reserved_bits", "tcp_no_flags", "tcp_syn_fin",
+    "udp_in_datagrams", "udp_out_datagrams", "udp_no_ports", "udp_in_errors",
+    "udp_rcvbuf_errors", "udp_in_csum_errors", "udp_sndbuf_errors", "udp_truncated",
+    "udp_bad_length", "udp_bad_checksum", "udp_icmp_ignored", "icmp_port_unreachable_out",
+    "icmp_rate_limited",
     # IPv6 (net/ipv6.py, net/icmpv6.py): ip6_disabled counts what a stack without an IPv6
     # address drops (the kernel's router solicitations and the like).
     "ip6_disabled", "ip6_truncated", "ip6_bad_version", "ip6_bad_length", "ip6_ext_truncated",
@@ -109,6 +118,17 @@ class ConnectionInfo(TypedDict):
     worker: NotRequired[int]
 
 
+class UdpInfo(TypedDict):
+    state: str
+    local: str
+    peer: str
+    recv_q: int
+    send_q: int
+    drops: int
+    rcvbuf: int
+    worker: NotRequired[int]
+
+
 class WorkerInfo(TypedDict):
     worker: int
     pid: int
@@ -128,6 +148,7 @@ class Snapshot(TypedDict):
     connections: list[ConnectionInfo]
     counters: dict[str, int]
     workers: NotRequired[list[WorkerInfo]]
+    udp: NotRequired[list[UdpInfo]]
 
 
 def endpoint(addr: bytes, port: int) -> str:
@@ -158,6 +179,17 @@ def connection_info(conn: Connection) -> ConnectionInfo:
         "segs_in": conn.counts.segments_in,
         "segs_out": conn.counts.segments_out,
     }
+
+
+def udp_info(network: NetworkStack) -> list[UdpInfo]:
+    """The bound UDP endpoints, by local port."""
+    return [{"state": "UNCONN" if ep.remote_addr is None else "ESTAB",
+             "local": endpoint(network.address, port),
+             "peer": "*:*" if ep.remote_addr is None else endpoint(ep.remote_addr,
+                                                                  ep.remote_port),
+             "recv_q": ep.received, "send_q": ep.sending, "drops": ep.drops,
+             "rcvbuf": ep.rcvbuf}
+            for port, ep in sorted(network.udp.endpoints.items())]
 
 
 def counters_of(network: NetworkStack) -> dict[str, int]:
@@ -198,6 +230,7 @@ def build_snapshot(network: NetworkStack, *, iface: str, kernel_address: str,
         "connections": connections,
         "counters": counters_of(network) if not link_counters else
         dict(sorted({**counters_of(network), **link_counters}.items())),
+        "udp": udp_info(network),
     }
     if network.address6 is not None:
         snapshot["address6"] = str(ipaddress.IPv6Address(network.address6))
@@ -222,7 +255,9 @@ def merge_snapshots(parts: list[Snapshot], *, pid: int, uptime: float) -> Snapsh
     connections: list[ConnectionInfo] = []
     counters: dict[str, int] = {}
     workers: list[WorkerInfo] = []
+    udp: list[UdpInfo] = []
     for worker, part in enumerate(parts):
+        udp += [{**ep, "worker": worker} for ep in part.get("udp", [])]
         for listener in part["listeners"]:
             port = listener["port"]
             if port in listeners:
@@ -251,6 +286,7 @@ def merge_snapshots(parts: list[Snapshot], *, pid: int, uptime: float) -> Snapsh
         "connections": sorted(connections, key=_sort_key),
         "counters": dict(sorted(counters.items())),
         "workers": workers,
+        "udp": udp,
     }
     if "address6" in first:
         whole["address6"] = first["address6"]

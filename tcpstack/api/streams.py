@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import ipaddress
 import logging
 import os
@@ -17,6 +18,7 @@ from types import TracebackType
 
 from tcpstack.api.capture import Capture
 from tcpstack.api.control import ControlServer, ControlSocketInUse, control_path
+from tcpstack.api.datagram import DatagramTransport, address_of, parse_address
 from tcpstack.api.preflight import check_addresses
 from tcpstack.api.snapshot import Snapshot, build_snapshot
 from tcpstack.api.transport import TcpTransport, unreachable_error
@@ -401,10 +403,12 @@ class Stack:
         self.tun = tun if tun is not None else TunDevice(iface, mtu, offload=offload)
         self.network = NetworkStack(self.address.packed, self.config, offload=offload,
                                     ephemeral_ports=ephemeral_ports or EPHEMERAL_PORTS,
+                                    mtu=mtu,
                                     address6=None if self.address6 is None
                                     else self.address6.packed)
         self.driver: StackDriver | None = None
         self._servers: dict[int, Server] = {}
+        self._datagrams: dict[DatagramTransport, None] = {}
 
     @property
     def started(self) -> bool:
@@ -641,6 +645,52 @@ class Stack:
         writer = asyncio.StreamWriter(transport, protocol, reader, loop)
         return reader, writer
 
+    async def create_datagram_endpoint(
+            self, protocol_factory: Callable[[], asyncio.DatagramProtocol],
+            local_addr: tuple[str, int] | None = None,
+            remote_addr: tuple[str, int] | None = None, *,
+            rcvbuf: int | None = None) -> tuple[DatagramTransport, asyncio.DatagramProtocol]:
+        """A UDP endpoint, as `loop.create_datagram_endpoint`: bound to `local_addr`'s port
+        (host: the stack's address, or "", "0.0.0.0" or "::" for any; port 0 or no local_addr: an
+        ephemeral port), connected to `remote_addr` when given. Returns (transport,
+        protocol) once `connection_made` has run; `rcvbuf` sets the receive queue's bound
+        (SO_RCVBUF, bytes). Raises OSError(EADDRINUSE) for a port bound already,
+        OSError(EADDRNOTAVAIL) for a local host not the stack's."""
+        port = 0
+        if local_addr is not None:
+            host = str(local_addr[0])
+            if host not in ("", "0.0.0.0", "::"):
+                local, port = parse_address(local_addr, "local_addr")
+                if local != self.network.address:
+                    raise OSError(errno.EADDRNOTAVAIL, f"cannot bind to {host}: not the "
+                                  f"stack's address {self.address}")
+            else:
+                port = parse_address(("0.0.0.0", local_addr[1]), "local_addr")[1]
+        remote = None if remote_addr is None else parse_address(remote_addr, "remote_addr")
+        if remote is not None and remote[1] == 0:
+            raise ValueError("remote_addr needs a port (1-65535)")
+        await self.start()
+        driver = self.driver
+        assert driver is not None
+        network = self.network
+        endpoint = network.udp_open(port, **({} if rcvbuf is None else {"rcvbuf": rcvbuf}))
+        try:
+            if remote is not None:
+                network.udp_connect(endpoint, *remote)
+            protocol = protocol_factory()
+            transport = DatagramTransport(driver, endpoint, protocol,
+                                          address_of(network.address, endpoint.local_port))
+        except BaseException:
+            network.udp_close(endpoint)
+            raise
+        self._datagrams[transport] = None
+        transport.on_close = self._datagram_closed
+        protocol.connection_made(transport)
+        return transport, protocol
+
+    def _datagram_closed(self, transport: DatagramTransport) -> None:
+        self._datagrams.pop(transport, None)
+
     async def close(self, linger: float = SHUTDOWN_GRACE) -> None:
         """Stop listening and close every connection as a kernel does when a process exits,
         then remove the interface: a FIN where everything sent can still be delivered, a RST
@@ -657,6 +707,9 @@ class Stack:
         try:
             for server in list(self._servers.values()):
                 server.close()
+            for transport in list(self._datagrams):
+                transport.close()  # UDP has nothing to finish
+            self._datagrams.clear()
             # Close through the transports, so the applications see their streams end
             # rather than a connection closed under them.
             for conn in list(network.connections.values()):

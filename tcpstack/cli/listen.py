@@ -1,4 +1,5 @@
-"""`tcpstack listen`: serve echo, discard or static HTTP on a port."""
+"""`tcpstack listen`: serve echo, discard or static HTTP on a port (echo and discard on a
+UDP port too, with --udp)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from tcpstack.api.streams import Stack
 from tcpstack.api.workers import run_workers
 from tcpstack.cli.app import (
     GLOBAL_OPTION_NAMES,
+    CommandFailed,
     PortType,
     also_after_command,
     cli,
@@ -24,6 +26,7 @@ from tcpstack.cli.app import (
     tune_gc,
 )
 from tcpstack.link.tun import LinkError
+from tcpstack.services.datagram import UdpDiscard, UdpEcho
 from tcpstack.services.echo import discard as discard_service
 from tcpstack.services.echo import echo as echo_service
 from tcpstack.services.http import file_server
@@ -44,6 +47,10 @@ Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]
               help="Serve the files in this directory over HTTP (GET and HEAD); a directory "
                    "serves its index.html or lists its entries, as python -m http.server "
                    "does.")
+@click.option("--udp", is_flag=True,
+              help="Serve the port over UDP instead (--echo sends each datagram back to "
+                   "its sender, --discard drops it); a datagram to any other UDP port draws "
+                   "ICMP port unreachable.")
 @click.option("--backlog", default=DEFAULT_BACKLOG, show_default=True,
               type=click.IntRange(1, 65535),
               help="Most connections in each of the port's queues: half-open (SYN queue; "
@@ -51,7 +58,7 @@ Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]
                    "queue).")
 @click.pass_context
 def listen(ctx: click.Context, port: tuple[str | None, int], echo: bool, discard: bool,
-           http_dir: Path | None, backlog: int) -> None:
+           http_dir: Path | None, udp: bool, backlog: int) -> None:
     """Listen on [ADDR:]PORT and serve echo, discard or HTTP until interrupted.
 
     ADDR, when given, is the stack's own address (the same as --address, or --address6 for
@@ -59,6 +66,9 @@ def listen(ctx: click.Context, port: tuple[str | None, int], echo: bool, discard
     both IPv4 and IPv6, as a dual-stack socket does; `:80` is the same as `80`."""
     if echo + discard + (http_dir is not None) != 1:
         raise click.UsageError("choose exactly one of --echo, --discard, --http DIR")
+    if udp:
+        _listen_udp(dict(ctx.obj), port, echo, http_dir)
+        return
     handler: Handler = (echo_service if echo else discard_service if discard
                         else file_server(http_dir))  # type: ignore[arg-type]
     opts = dict(ctx.obj)
@@ -72,6 +82,39 @@ def listen(ctx: click.Context, port: tuple[str | None, int], echo: bool, discard
     if opts.get("pcap") is not None:
         raise click.UsageError("--pcap records one stack: use it with --workers 1")
     _serve_workers(opts, workers, handler, number, backlog)
+
+
+def _listen_udp(opts: dict[str, object], port: tuple[str | None, int], echo: bool,
+                http_dir: Path | None) -> None:
+    if http_dir is not None:
+        raise click.UsageError("--udp serves --echo or --discard, not --http")
+    if int(str(opts.get("workers", 1))) != 1:
+        raise click.UsageError("--udp runs one stack: use it with --workers 1")
+    addr, number = port
+    if addr is not None:
+        opts["address"] = addr
+    run(_serve_udp(opts, echo, number))
+
+
+async def _serve_udp(opts: dict[str, object], echo: bool, port: int) -> None:
+    stack = make_stack(opts)
+    stop = stop_on_signals()
+    await stack.start()
+    try:
+        try:
+            await stack.create_datagram_endpoint(UdpEcho if echo else UdpDiscard,
+                                                 local_addr=("", port))
+        except OSError as exc:
+            raise CommandFailed(f"cannot bind UDP port {port}: {exc.strerror or exc}"
+                                ) from None
+        tune_gc()
+        log.info("listening on udp %s:%d (%s)", stack.address, port,
+                 "echo" if echo else "discard")
+        await stop
+        log.info("shutting down")
+    finally:
+        await stack.close()
+        log.info("counters: %s", format_counters(stack.counters))
 
 
 def _serve_workers(opts: dict[str, object], workers: int, handler: Handler, port: int,

@@ -93,11 +93,43 @@ def _workers(snapshot: Snapshot) -> int:
     return len(snapshot.get("workers", ())) or 1
 
 
+def render_udp(snapshot: Snapshot) -> Text | None:
+    """The UDP endpoints as `ss -uan` lists them (state, queues, local, peer; the drops
+    of a full receive queue after them), or None when there are none."""
+    sockets = snapshot.get("udp", [])
+    if not sockets:
+        return None
+    worker = _workers(snapshot) > 1
+    header = ["State", "Recv-Q", "Send-Q", "Local Address:Port", "Peer Address:Port",
+              "Drops", *(["Worker"] if worker else [])]
+    rows = [[ep["state"], str(ep["recv_q"]), str(ep["send_q"]), ep["local"], ep["peer"],
+             str(ep["drops"]), *([str(ep.get("worker", "-"))] if worker else [])]
+            for ep in sockets]
+    widths = [max(len(cells[i]) for cells in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(cell.rjust(w) if i in (1, 2, 5) else cell.ljust(w)
+                         for i, (cell, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
+
+    out = Text(f"UDP: {len(sockets)} socket{'s' if len(sockets) != 1 else ''}\n")
+    out.append(line(header) + "\n", style="bold")
+    for cells in rows:
+        out.append(line(cells) + "\n")
+    out.rstrip()
+    return out
+
+
 def render_connections(snapshot: Snapshot, width: int = _PIPE_WIDTH) -> RenderableType:
     """The ss-like table: listeners first, then connections; one row each. A listener's
     Recv-Q is its accept queue and Send-Q its backlog, as in ss; its SYN queue is under
     the table. Narrower than _WIDE columns, each socket's measurements go on a line of
-    their own, as in ss."""
+    their own, as in ss. The UDP endpoints, if any, follow in a table of their own."""
+    tcp = _render_tcp(snapshot, width)
+    udp = render_udp(snapshot)
+    return tcp if udp is None else Group(tcp, Text(""), udp)
+
+
+def _render_tcp(snapshot: Snapshot, width: int) -> RenderableType:
     n_conn = len(snapshot["connections"])
     n_listen = len(snapshot["listeners"])
     stack_text, kernel_text = snapshot["address"], snapshot["kernel_address"]

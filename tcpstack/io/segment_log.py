@@ -39,6 +39,7 @@ from typing import cast
 from tcpstack.net import ipv4, ipv6
 from tcpstack.net.checksum import Bytes
 from tcpstack.net.errors import MalformedPacket
+from tcpstack.net.udp import PROTO_UDP
 from tcpstack.tcp.segment import (
     ACK,
     FIN,
@@ -69,6 +70,7 @@ _MASK = 0xFFFFFFFF
 _MAX_FLOWS = 4096  # connections whose bases are remembered; forgotten all at once beyond
 _ICMP_TYPES = {0: "echo reply", 3: "unreachable", 8: "echo request", 11: "time exceeded"}
 _ICMP_ECHO = (0, 8)
+_UDP_PORTS = struct.Struct("!HHH")  # source port, destination port, length
 _ICMP6_TYPES = {1: "destination unreachable", 2: "packet too big", 3: "time exceeded",
                 4: "parameter problem", 128: "echo request", 129: "echo reply"}
 _ICMP6_ECHO = (128, 129)
@@ -155,6 +157,9 @@ class SegmentFormatter:
                 ident, number = _ECHO.unpack_from(payload, 4)
                 kind += f", id {ident}, seq {number}"
             return f"IP {src_text} > {dst_text}: ICMP {kind}, length {len(payload)}"
+        if ip.proto == PROTO_UDP and len(payload) >= 8:
+            sport, dport, length = _UDP_PORTS.unpack_from(payload)
+            return f"IP {src_text}.{sport} > {dst_text}.{dport}: UDP, length {length - 8}"
         return f"IP {src_text} > {dst_text}: ip-proto-{ip.proto}, length {len(payload)}"
 
     def _format_ipv6(self, packet: bytes) -> str:

@@ -107,3 +107,19 @@ def error_of(message: Bytes) -> IcmpError | None:
     mtu = int.from_bytes(message[6:8], "big") if code == FRAGMENTATION_NEEDED else 0
     return IcmpError(icmp_type, code, number, text, mtu, src, dst, proto,
                      bytes(quoted[ihl:ihl + 8]))
+
+
+PORT_UNREACHABLE = 3  # a DEST_UNREACHABLE code: no socket on the datagram's port
+# RFC 1812 4.3.2.3 (and Linux): an error quotes as much of the datagram as keeps the whole
+# ICMP datagram within 576 bytes, the size every host must accept; RFC 1122 3.2.2 asks
+# for at least its IP header and first 8 bytes.
+MAX_ERROR_DATAGRAM = 576
+_QUOTE_ROOM = MAX_ERROR_DATAGRAM - IPV4_HEADER.size - 8
+
+
+def unreachable(code: int, datagram: Bytes) -> bytes:
+    """A destination unreachable message (RFC 792) with `code`, quoting `datagram` (the
+    whole IP datagram it is about, header first), for an IPv4 header to carry."""
+    body = bytes(4) + bytes(datagram[:_QUOTE_ROOM])  # 4 unused bytes, then the quote
+    return _HEADER.pack(DEST_UNREACHABLE, code, checksum(body, DEST_UNREACHABLE << 8 | code)) \
+        + body

@@ -41,7 +41,7 @@ import pytest
 from tcpstack.io.pcap import read_pcap
 
 from ..readme_tour import README, REPO, Block, blocks
-from .netns import IP, TCPSTACK, clean_env
+from .netns import IP, TCPSTACK, clean_env, parse_counters
 
 TOUR_TIMEOUT = 180.0
 WATCH_SECONDS = 4  # how long `stat --watch 0.5` runs before its Ctrl-C
@@ -246,6 +246,20 @@ def test_ipv6_serves_curl_6_answers_ping_6_and_connects_to_nc_6(tour: Tour) -> N
     assert "listening on 10.77.0.2:80 and [fd77::2]:80" in six.stderr, six.stderr
     assert (tour.cwd / "got6.txt").read_bytes() == b"hello\n"
     assert six.stdout.endswith("\nhello\n"), six.stdout  # from `cat got6.txt`
+
+
+def test_udp_echoes_refuses_a_closed_port_and_stat_lists_the_socket(tour: Tour) -> None:
+    step = tour.step("listen --udp 7 --echo")
+    lines = step.stdout.splitlines()
+    assert lines[:2] == ["hello", "refused"], step.stdout + step.stderr
+    assert lines[2] == "UDP: 1 socket", step.stdout
+    assert lines[4].split() == ["UNCONN", "0", "0", "10.77.0.2:7", "*:*", "0"], step.stdout
+    counters = parse_counters(step.stderr)
+    assert (counters["udp_in_datagrams"], counters["udp_out_datagrams"]) == (1, 1), counters
+    # nc -zuv writes its probe up to four times, stopping at the first write that fails:
+    # each one the kernel sent before our port unreachable came back drew one of its own.
+    assert 1 <= counters["udp_no_ports"] <= 4, counters
+    assert counters["icmp_port_unreachable_out"] == counters["udp_no_ports"], counters
 
 
 def _shape(text: str) -> list[str]:

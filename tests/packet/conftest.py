@@ -59,7 +59,7 @@ def start_rig(tmp_path: Path) -> Iterator[StartRig]:
         # Were the kernel forwarding, it would route replies meant for the peer's address
         # back into tcps0 itself, or answer them with ICMP.
         assert forwarding == "0", f"net.ipv4.ip_forward is {forwarding!r} in a fresh namespace"
-        stack = TcpStack(ns, [str(PORT), mode], tmp_path / f"tcpstack-{len(made)}.log",
+        stack = TcpStack(ns, [str(PORT), *mode.split()], tmp_path / f"tcpstack-{len(made)}.log",
                          global_args=STACK_ARGS)
         made[-1] = (ns, stack, None)
         stack.wait_ready()
@@ -99,6 +99,12 @@ def start_rig(tmp_path: Path) -> Iterator[StartRig]:
 def echo(start_rig: StartRig) -> Rig:
     """tcpstack serving echo (RFC 862) on port 8080."""
     return start_rig("--echo")
+
+
+@pytest.fixture
+def udp_echo(start_rig: StartRig) -> Rig:
+    """tcpstack serving UDP echo (RFC 862) on port 8080."""
+    return start_rig("--udp --echo")
 
 
 @pytest.fixture

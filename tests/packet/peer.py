@@ -137,6 +137,10 @@ def checksum_errors(packet: bytes) -> list[str]:
             errors.append("bad TCP checksum")
     elif proto == socket.IPPROTO_ICMP and _ones_complement(body) != 0xFFFF:
         errors.append("bad ICMP checksum")
+    elif proto == socket.IPPROTO_UDP:
+        pseudo = packet[12:20] + struct.pack("!BBH", 0, proto, len(body))
+        if body[6:8] == b"\0\0" or _ones_complement(pseudo + body) != 0xFFFF:
+            errors.append("bad or missing UDP checksum")
     return errors
 
 
@@ -352,6 +356,9 @@ def _flow_key(data: bytes) -> object:
         return (dport, sport)  # (peer port, stack port)
     if data[9] == socket.IPPROTO_ICMP:
         return "icmp"
+    if data[9] == socket.IPPROTO_UDP and len(data) >= ihl + 4:
+        sport, dport = struct.unpack_from("!HH", data, ihl)
+        return ("udp", dport, sport)  # (peer port, stack port)
     return "other"
 
 

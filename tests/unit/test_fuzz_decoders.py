@@ -7,7 +7,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tcpstack.net import icmp, ipv4
+from tcpstack.net import icmp, ipv4, udp
 from tcpstack.net.errors import MalformedPacket
 from tcpstack.net.ipv4 import PROTO_ICMP, PROTO_TCP
 from tcpstack.stack import NetworkStack
@@ -19,10 +19,13 @@ PEER = bytes([10, 77, 0, 1])
 PSEUDO = ipv4.pseudo_header_sum(PEER, LOCAL, PROTO_TCP)
 # Where each packet handed to NetworkStack.receive ends: exactly one of these grows by one,
 # except that, as in Linux's ICMP MIB, a malformed ICMP message counts in icmp_in (every
-# message received) and in in_errors both, and that a datagram reassembled from fragments
-# (each counted in ip_frag_in) then takes the normal path as one packet more.
+# message received) and in in_errors both, that a UDP datagram is delivered, refused for
+# want of a port, or dropped with a full queue (or malformed: in_errors), and that a
+# datagram reassembled from fragments (each counted in ip_frag_in) then takes the normal
+# path as one packet more.
 OUTCOMES = ("segs_in", "icmp_in", "in_errors", "ip6_disabled", "ip_not_for_us",
-            "ip_unknown_protocol", "ip_frag_in")
+            "ip_unknown_protocol", "ip_frag_in", "udp_in_datagrams", "udp_no_ports",
+            "udp_rcvbuf_errors")
 ICMP_ERRORS = ("icmp_bad_checksum", "icmp_truncated")
 
 
@@ -36,6 +39,7 @@ VALID = [
     _tcp(ACK, 2, 1001, tcpseg.encode_timestamps(5, 6)),
     _tcp(ACK | PSH, 2, 1001, tcpseg.encode_sack([(100, 200), (300, 400)]), b"payload"),
     ipv4.build(PEER, LOCAL, PROTO_ICMP, bytes([8, 0, 0xF7, 0xFF, 0, 0, 0, 0])),
+    ipv4.build(PEER, LOCAL, udp.PROTO_UDP, udp.build(PEER, LOCAL, 40000, 53, b"query")),
 ]
 
 # A mutation: (offset, new byte) pairs applied to one of the valid packets, or it cut short.
@@ -66,6 +70,8 @@ def _decode_all(packet: bytes) -> None:
             tcpseg.parse(ip.payload, ipv4.pseudo_header_sum(ip.src, ip.dst, PROTO_TCP))
         elif ip.proto == PROTO_ICMP:
             icmp.echo_reply(ip.payload)
+        elif ip.proto == udp.PROTO_UDP:
+            udp.parse(ip.payload, ip.src, ip.dst)
         ipv4.parse(packet, strict=False)
     except MalformedPacket as exc:
         assert exc.reason.replace("_", "").isalnum(), exc.reason
@@ -82,6 +88,7 @@ def test_decoders_raise_only_their_own_error(packet: bytes) -> None:
 def test_the_stack_accounts_for_every_packet(batch: list[bytes]) -> None:
     stack = NetworkStack(LOCAL)
     stack.listen(80)
+    stack.udp_open(53)
     stack.service(batch, 0.0)
     assert stack.counters["internal_errors"] == 0
     counters = stack.counters

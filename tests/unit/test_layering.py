@@ -1,5 +1,6 @@
 """Each layer imports only the layers below it (docs/ARCHITECTURE.md): link -> net -> tcp ->
-stack -> io -> api -> services -> cli, with analysis (offline captures) beside services."""
+stack -> io -> api -> services -> cli, with udp beside tcp and analysis (offline captures)
+beside services."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from pathlib import Path
 import tcpstack
 
 ROOT = Path(tcpstack.__file__).parent
-ORDER = {"link": 0, "net": 1, "tcp": 2, "stack": 3, "io": 4, "api": 5, "services": 6,
-         "analysis": 6, "cli": 7}
+ORDER = {"link": 0, "net": 1, "tcp": 2, "udp": 2, "stack": 3, "io": 4, "api": 5,
+         "services": 6, "analysis": 6, "cli": 7}
 
 
 def _layer(module: str) -> str | None:

@@ -9,7 +9,8 @@ from ..readme_tour import README, REPO, programs, tour_shell_blocks
 
 INSTALLER = REPO / "scripts" / "install-system-deps.sh"
 # Always there: bash's builtins and keywords, coreutils, and the POSIX shell.
-_BASE_SYSTEM = frozenset({"cat", "echo", "head", "kill", "sh", "sleep", "timeout", "wait"})
+_BASE_SYSTEM = frozenset({"cat", "echo", "head", "kill", "sh", "sleep", "tail", "timeout",
+                          "wait"})
 
 
 def _installed_tools() -> set[str]:

@@ -192,8 +192,12 @@ def test_damaged_packets_are_described_not_rejected(raw: bytes, expected: str) -
 
 
 def test_other_protocols_and_a_truncated_tcp_header() -> None:
-    udp = ipv4.build(KERNEL, STACK, 17, bytes(8))
-    assert SegmentFormatter().format(udp) == "IP 10.77.0.1 > 10.77.0.2: ip-proto-17, length 8"
+    gre = ipv4.build(KERNEL, STACK, 47, bytes(8))
+    assert SegmentFormatter().format(gre) == "IP 10.77.0.1 > 10.77.0.2: ip-proto-47, length 8"
+    udp = ipv4.build(KERNEL, STACK, 17, bytes.fromhex("9c40 0007 000d 0000") + b"hello")
+    assert SegmentFormatter().format(udp) == "IP 10.77.0.1.40000 > 10.77.0.2.7: UDP, length 5"
+    short = ipv4.build(KERNEL, STACK, 17, bytes(7))
+    assert SegmentFormatter().format(short) == "IP 10.77.0.1 > 10.77.0.2: ip-proto-17, length 7"
     line = SegmentFormatter().format(ipv4.build(KERNEL, STACK, ipv4.PROTO_TCP, bytes(10)))
     assert line == "IP 10.77.0.1 > 10.77.0.2: TCP truncated, length 10"
 
