@@ -188,6 +188,7 @@ class NetworkStack:
         # UDP's endpoints and demultiplexing (udp/layer.py), writing onto our output.
         self.udp = UdpLayer(address, self.counters, self.output, ephemeral_ports, mtu,
                             self._udp_path_mtu, self._learn_path_mtu)
+        self.udp.address6 = address6
 
     # ------------------------------------------------------------------ the service pass
 
@@ -398,6 +399,10 @@ class NetworkStack:
                 elif ip.proto == _PROTO_ICMPV6:
                     self._check_source(ip.src)  # no echo to a multicast source
                     self._receive_icmpv6(ip, now)
+                elif ip.proto == PROTO_UDP:
+                    self._check_source(ip.src)  # nor a port unreachable
+                    self.udp.receive(ip.src, ip.dst, memoryview(packet)[
+                        :ip.header_len + len(ip.payload)], ip.payload, now, trusted)
                 else:
                     counters["ip6_unknown_protocol"] += 1
                 return
@@ -831,15 +836,20 @@ class NetworkStack:
 
     def _udp_path_mtu(self, remote: bytes, now: float) -> int | None:
         path_mss = self._path_mss_for(remote, now)
-        return None if path_mss is None else path_mss + TCP_IP_HEADERS
+        if path_mss is None:
+            return None
+        return path_mss + (TCP_IPV6_HEADERS if len(remote) == 16 else TCP_IP_HEADERS)
 
     def _learn_path_mtu(self, remote: bytes, mtu: int, now: float) -> None:
         """"Fragmentation needed" quoting a datagram of ours: the path MTU, kept as the
         path MSS TCP keeps for it (RFC 1191), within Linux's floor."""
         if len(self._path_mss) >= MAX_CACHED_PEERS:
             self._path_mss.clear()
-        self._path_mss[remote] = (max(mtu, MIN_PATH_MTU) - TCP_IP_HEADERS,
-                                  now + PATH_MTU_EXPIRES)
+        if len(remote) == 16:  # RFC 8201 4: never below IPv6's minimum MTU
+            path_mss = max(mtu, ipv6.MIN_MTU) - TCP_IPV6_HEADERS
+        else:
+            path_mss = max(mtu, MIN_PATH_MTU) - TCP_IP_HEADERS
+        self._path_mss[remote] = (path_mss, now + PATH_MTU_EXPIRES)
 
     def _udp_owner_failed(self, exc: Exception) -> None:
         self._internal_error(exc, "delivering datagrams to the application")

@@ -657,11 +657,14 @@ class Stack:
         (SO_RCVBUF, bytes). Raises OSError(EADDRINUSE) for a port bound already,
         OSError(EADDRNOTAVAIL) for a local host not the stack's."""
         port = 0
+        own = self.network.address  # what sockname says: the address of the endpoint's family
         if local_addr is not None:
             host = str(local_addr[0])
             if host not in ("", "0.0.0.0", "::"):
                 local, port = parse_address(local_addr, "local_addr")
-                if local != self.network.address:
+                if local == self.network.address6:
+                    own = local
+                elif local != self.network.address:
                     raise OSError(errno.EADDRNOTAVAIL, f"cannot bind to {host}: not the "
                                   f"stack's address {self.address}")
             else:
@@ -669,6 +672,8 @@ class Stack:
         remote = None if remote_addr is None else parse_address(remote_addr, "remote_addr")
         if remote is not None and remote[1] == 0:
             raise ValueError("remote_addr needs a port (1-65535)")
+        if remote is not None and len(remote[0]) == 16 and self.network.address6 is not None:
+            own = self.network.address6
         await self.start()
         driver = self.driver
         assert driver is not None
@@ -679,7 +684,7 @@ class Stack:
                 network.udp_connect(endpoint, *remote)
             protocol = protocol_factory()
             transport = DatagramTransport(driver, endpoint, protocol,
-                                          address_of(network.address, endpoint.local_port))
+                                          address_of(own, endpoint.local_port))
         except BaseException:
             network.udp_close(endpoint)
             raise

@@ -108,7 +108,7 @@ async def _serve_udp(opts: dict[str, object], echo: bool, port: int) -> None:
             raise CommandFailed(f"cannot bind UDP port {port}: {exc.strerror or exc}"
                                 ) from None
         tune_gc()
-        log.info("listening on udp %s:%d (%s)", stack.address, port,
+        log.info("listening on udp %s (%s)", stack.endpoints_text(port),
                  "echo" if echo else "discard")
         await stop
         log.info("shutting down")
@@ -125,7 +125,8 @@ def _serve_workers(opts: dict[str, object], workers: int, handler: Handler, port
         tune_gc()  # in each worker, once its stack is up
 
     def on_ready() -> None:
-        log.info("listening on %s with %d workers", make_stack(opts).endpoints_text(port), workers)
+        log.info("listening on %s with %d workers", make_stack(opts).endpoints_text(port),
+                 workers)
 
     tune_gc()  # before the fork: the workers inherit it, and share the frozen pages
     try:

@@ -36,6 +36,10 @@ UNREACHABLE = {
 }
 
 _HEADER = struct.Struct("!BBH")
+PORT_UNREACHABLE = 4  # a DEST_UNREACHABLE code
+# RFC 4443 2.4 (c): an error message quotes as much of the packet as fits in IPv6's
+# minimum MTU with its own IPv6 header (40) and ICMPv6 header (8).
+_QUOTE_ROOM = ipv6.MIN_MTU - ipv6.HEADER_LEN - 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +77,17 @@ def echo_reply(message: Bytes, src: bytes, dst: bytes) -> bytes | None:
     partial = ipv6.pseudo_header(src, dst, ipv6.PROTO_ICMPV6, len(message))
     csum = ~((ones_complement_sum(body) + ECHO_REPLY * 256 + partial) % 0xFFFF) & 0xFFFF
     return _HEADER.pack(ECHO_REPLY, 0, csum) + body
+
+
+def unreachable(code: int, packet: Bytes, src: bytes, dst: bytes) -> bytes:
+    """A destination unreachable message (RFC 4443 3.1) with `code`, quoting `packet` (the
+    whole IPv6 packet it is about), from `src` to `dst` (its checksum covers them)."""
+    body = bytes(4) + bytes(packet[:_QUOTE_ROOM])  # 4 unused bytes, then the quote
+    length = 4 + len(body)
+    partial = ipv6.pseudo_header(src, dst, ipv6.PROTO_ICMPV6, length)
+    csum = ~((ones_complement_sum(body) + (DEST_UNREACHABLE << 8 | code) + partial)
+             % 0xFFFF) & 0xFFFF
+    return _HEADER.pack(DEST_UNREACHABLE, code, csum) + body
 
 
 def error_of(message: Bytes) -> Icmpv6Error | None:

@@ -109,13 +109,23 @@ with socket.socket(socket.AF_INET6) as srv:
     line = conn.makefile("rb").readline()
     conn.sendall(line.upper()); conn.close()
 """])
-    app = netns.popen([sys.executable, "-u", PEERS / "api_ipv6.py", "6000"],
+    kernel_udp = netns.popen([sys.executable, "-c", """
+import socket
+with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+    s.bind(("::", 6001)); s.settimeout(20)
+    data, addr = s.recvfrom(2048)
+    s.sendto(data.upper(), addr)
+"""])
+    app = netns.popen([sys.executable, "-u", PEERS / "api_ipv6.py", "6000", "6001"],
                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         first = read_line(app, timeout=20)
         assert first.startswith("sockname ('fd77::2', ") and \
             "peername ('fd77::1', 6000, 0, 0)" in first, first
         assert read_line(app) == "reply HELLO FROM TCPSTACK\n"
+        udp_line = read_line(app)
+        assert udp_line.startswith("udp DATAGRAM FROM TCPSTACK from ('fd77::1', 6001, 0, 0) "
+                                   "sockname ('fd77::2', "), udp_line
         assert read_line(app) == "ready\n"
         for address, words in ((STACK6, "over six"), ("10.77.0.2", "over four")):
             result = netns.run([sys.executable, "-c", CLIENT, address, "7000", words])
@@ -126,7 +136,8 @@ with socket.socket(socket.AF_INET6) as srv:
     finally:
         assert stop_process(app) == 0
         stop_process(kernel)
-    assert kernel.returncode == 0
+        stop_process(kernel_udp)
+    assert kernel.returncode == 0 and kernel_udp.returncode == 0
 
 
 @pytest.mark.timeout(60)
@@ -173,3 +184,39 @@ def test_verbose_log_pcap_and_plot_read_ipv6(netns: NetNS, start_stack: StartSta
                      rf"\[{STACK6}\]:7 > \[{KERNEL6}\]:\d+, 3000 bytes", plotted.stdout), \
         plotted.stdout
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+UDP_CLIENT = """
+import socket, sys
+with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+    s.settimeout(5)
+    s.connect((sys.argv[1], int(sys.argv[2])))
+    s.send(b"datagram over six")
+    try:
+        print(s.recv(2048).decode())
+    except ConnectionRefusedError:
+        print("refused")
+"""
+
+
+@pytest.mark.timeout(60)
+def test_udp_over_ipv6_echoes_and_a_closed_port_is_refused(netns: NetNS,
+                                                          tmp_path: Path) -> None:
+    log = tmp_path / "udp6.log"
+    with log.open("wb") as out:
+        stack = netns.popen([TCPSTACK, "listen", "--udp", "7", "--echo"], stderr=out)
+    try:
+        deadline = time.monotonic() + 20
+        while "listening on" not in log.read_text() and time.monotonic() < deadline:
+            assert stack.poll() is None, log.read_text()
+            time.sleep(0.05)
+        assert "listening on udp 10.77.0.2:7 and [fd77::2]:7 (echo)" in log.read_text()
+        echoed = netns.run([sys.executable, "-c", UDP_CLIENT, STACK6, "7"])
+        refused = netns.run([sys.executable, "-c", UDP_CLIENT, STACK6, "9"])
+        assert (echoed.stdout, refused.stdout) == ("datagram over six\n", "refused\n"), (
+            echoed.stderr + refused.stderr)
+    finally:
+        assert stop_process(stack) == 0, log.read_text()
+    counters = log.read_text().rsplit("counters: ", 1)[1].split()
+    assert "udp_in_datagrams=1" in counters and "udp_no_ports=1" in counters, counters
+    assert "icmp6_out=1" in counters, counters
