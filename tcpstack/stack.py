@@ -912,12 +912,13 @@ class NetworkStack:
         header (from the per-peer template) and the TCP header with its checksum, packed
         together. The checksum is summed from the header fields as numbers, the options and
         the payload (with offload only the pseudo-header's, for the link to finish, which
-        then also cuts the payload to the MSS). An IPv6 peer's go to _frame6."""
-        if len(remote) == 16:
-            self._frame6(remote, sport, dport, segments)
-            return
+        then also cuts the payload to the MSS). An IPv6 peer's go to _frame6, found as
+        the peer with no IPv4 route cached (IPv4's path pays nothing for the branch)."""
         route = self._routes.get(remote)
         if route is None:  # the pseudo-header sum does not depend on the direction
+            if len(remote) == 16:
+                self._frame6(remote, sport, dport, segments)
+                return
             if len(self._routes) >= MAX_CACHED_PEERS:
                 self._routes.clear()
             route = self._routes[remote] = (
