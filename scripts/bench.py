@@ -72,6 +72,10 @@ CONNECTIONS_PER_SOURCE = 18000
 # hard limit of open files: one client process per source address, under that limit.
 PER_CLIENT = min(CONNECTIONS_PER_SOURCE, resource.getrlimit(resource.RLIMIT_NOFILE)[1] - 200)
 EXTRA_SOURCES = 100  # the idle clients' extra addresses are .100, .101, ... of each subnet
+# The kernel's app holds a file per connection too: beyond this many it serves from several
+# processes (kernel_app.py --processes, SO_REUSEPORT), each well under that limit, as the
+# kernel spreads connections over them by a hash (not evenly to the connection).
+PER_KERNEL_APP = max(1000, (resource.getrlimit(resource.RLIMIT_NOFILE)[1] - 1000) * 3 // 4)
 
 BENCHES = ("ab", "wrk", "opens", "pingpong", "download", "upload", "idle", "backlog", "loss")
 
@@ -184,13 +188,15 @@ class Bench:
 
     @contextlib.contextmanager
     def server(self, target: Target, service: str, *, offload: bool = True,
-               backlog: int | None = None, impair: str | None = None) -> Iterator[Server]:
-        """Start `service` ("http", "echo", "discard") on `target` for one measurement."""
+               backlog: int | None = None, impair: str | None = None,
+               processes: int = 1) -> Iterator[Server]:
+        """Start `service` ("http", "echo", "discard") on `target` for one measurement;
+        `processes`: how many the kernel's app serves from."""
         if target.kind == "tcpstack":
             proc = self.start_tcpstack(service, target.workers, offload, backlog, impair)
             srv = Server(proc, self.ns_stack, STACK_ADDR, PORT)
         elif target.kind == "kernel":
-            srv = Server(self.start_kernel_app(service, backlog), self.ns_client,
+            srv = Server(self.start_kernel_app(service, backlog, processes), self.ns_client,
                          KERNEL_SERVER[1], PORT)
         else:
             srv = Server(self.start_nginx(backlog or 511), self.ns_client, KERNEL_SERVER[1],
@@ -222,10 +228,13 @@ class Bench:
                     break
         return proc
 
-    def start_kernel_app(self, service: str, backlog: int | None) -> Process:
+    def start_kernel_app(self, service: str, backlog: int | None,
+                         processes: int = 1) -> Process:
         cmd = [sys.executable, str(REPO / "scripts" / "kernel_app.py"), "--bind",
                KERNEL_SERVER[1], "--port", str(PORT), "--backlog", str(backlog or 128),
                *service_args(service, self.site)]
+        if processes > 1:
+            cmd += ["--processes", str(processes)]
         return self.procs.spawn("kernel_app", self.ns_server, cmd, ready="listening on")
 
     def start_nginx(self, backlog: int) -> Process:
@@ -346,10 +355,11 @@ class Bench:
 
     def bench_idle(self, t: Target) -> dict[str, float]:
         """Idle connections from as many client processes as the open-files limit needs,
-        each from a source address of its own (one address has about 64,000 ports)."""
+        each from a source address of its own (one address has about 64,000 ports); the
+        kernel's app likewise from as many server processes, whose RSS is summed."""
         count = self.args.idle
         shares = [min(PER_CLIENT, count - i) for i in range(0, count, PER_CLIENT)]
-        with self.server(t, "discard") as srv:
+        with self.server(t, "discard", processes=-(-count // PER_KERNEL_APP)) as srv:
             subnet = "10.77.0" if t.kind == "tcpstack" else "10.78.0"
             if t.kind == "tcpstack":  # the TUN device is new with every tcpstack
                 for k in range(len(shares)):

@@ -330,7 +330,10 @@ def section_text(info: RunInfo, table: str, runs: str) -> str:
         "`--no-offload` turns off tcpstack's TUN offloads; the kernel's row for it turns "
         "off GSO, TSO and GRO on both veth ends (ethtool).",
         "- Idle connections: the growth of the server process's RSS once all are open, per "
-        "connection; the kernel's own socket memory is not in the kernel app's RSS.",
+        "connection; the kernel's own socket memory is not in the kernel app's RSS. Past "
+        "what one process may hold under the hard open-files limit (which a container may "
+        "not let root raise) the kernel's app serves from several processes (SO_REUSEPORT), "
+        "their RSS summed.",
         "- The backlog rows: `ab -c 500` against `--backlog 4096` (the kernel app's listen "
         "backlog 4096, nginx's `backlog=4096`); TUN TX drops are the packets the kernel "
         "dropped on their way to tcpstack (`ip -s link` of its TUN device).",

@@ -6,12 +6,19 @@ compares the two TCPs under the same application, not two applications.
 
 Prints "listening on ADDR:PORT" once accepting, runs until SIGTERM or SIGINT (installed
 explicitly: a background process of a non-interactive shell ignores SIGINT otherwise).
+
+`--processes N` serves from N processes (forked children with SO_REUSEPORT listeners of
+their own, the kernel spreading connections over them by their addresses): one process
+holds one file per connection, and where the hard open-files limit cannot be raised (a
+container without CAP_SYS_RESOURCE) that is how 100,000 idle connections are held. The
+parent prints its line once every child listens, and stops them when it stops.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import resource
 import signal
 from pathlib import Path
@@ -28,9 +35,12 @@ def raise_fd_limit(wanted: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
 
 
-async def serve(args: argparse.Namespace) -> None:
+async def serve(args: argparse.Namespace, ready: int | None = None) -> None:
+    """Serve until a signal; a child (`ready`: the pipe to its parent) writes a byte there
+    once it listens, instead of printing."""
     handler = (echo if args.echo else discard if args.discard else file_server(args.http))
-    server = await asyncio.start_server(handler, args.bind, args.port, backlog=args.backlog)
+    server = await asyncio.start_server(handler, args.bind, args.port, backlog=args.backlog,
+                                        reuse_port=args.processes > 1 or None)
     loop = asyncio.get_running_loop()
     stop: asyncio.Future[None] = loop.create_future()
 
@@ -40,9 +50,34 @@ async def serve(args: argparse.Namespace) -> None:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
-    print(f"listening on {args.bind}:{args.port}", flush=True)
+    if ready is None:
+        print(f"listening on {args.bind}:{args.port}", flush=True)
+    else:
+        os.write(ready, b"!")
+        os.close(ready)
     async with server:
         await stop
+
+
+def fork_children(args: argparse.Namespace) -> list[int]:
+    """The other `--processes` - 1 servers, each listening before this returns."""
+    read_end, write_end = os.pipe()
+    children = []
+    for _ in range(args.processes - 1):
+        pid = os.fork()
+        if pid == 0:
+            os.close(read_end)
+            try:
+                asyncio.run(serve(args, write_end))
+            finally:
+                os._exit(0)
+        children.append(pid)
+    os.close(write_end)
+    for _ in children:
+        if not os.read(read_end, 1):
+            raise SystemExit("a child server died before it listened")
+    os.close(read_end)
+    return children
 
 
 def main() -> None:
@@ -51,13 +86,22 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--backlog", type=int, default=128)
     parser.add_argument("--fds", type=int, default=1 << 17, help="open-files limit to ask for")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="serve from this many processes (SO_REUSEPORT)")
     service = parser.add_mutually_exclusive_group(required=True)
     service.add_argument("--echo", action="store_true")
     service.add_argument("--discard", action="store_true")
     service.add_argument("--http", type=Path, metavar="DIR")
     args = parser.parse_args()
     raise_fd_limit(args.fds)
-    asyncio.run(serve(args))
+    children = fork_children(args) if args.processes > 1 else []
+    try:
+        asyncio.run(serve(args))
+    finally:
+        for pid in children:
+            os.kill(pid, signal.SIGTERM)
+        for pid in children:
+            os.waitpid(pid, 0)
 
 
 if __name__ == "__main__":

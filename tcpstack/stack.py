@@ -171,6 +171,9 @@ class NetworkStack:
         # IPv6 peer's pseudo-header sum, for _frame6.
         self._routes: dict[bytes, tuple[ipv4.HeaderTemplate, int]] = {}
         self._routes6: dict[bytes, int] = {}
+        # Peer addresses, each as one object that all connections from the peer share
+        # (every packet's address is a bytes object of its own, 37 bytes for IPv4).
+        self._peer_addresses: dict[bytes, bytes] = {}
         # IPv4 datagrams that arrive in fragments, until they are whole (bounded memory).
         self._fragments = FragmentReassembler(self._count)
         # Connections the application let go that are still finishing, oldest first, and
@@ -266,7 +269,7 @@ class NetworkStack:
             if conn.events:
                 for ev in conn.events:  # mostly one: a loop costs less than a generator
                     append((conn, ev))
-                conn.events.clear()
+                conn.events = ()  # no list kept while there are none (Connection.events)
 
     def _changed(self, conn: Connection) -> None:
         """A connection's on_change hook: the application called into it."""
@@ -284,7 +287,7 @@ class NetworkStack:
     def _fail(self, conn: Connection, now: float) -> None:
         """Nothing about `conn` can be trusted after a bug in its code: reset it (the peer
         gets a RST where ABORT sends one) and tell the application it was reset."""
-        conn.events.append(Reset("internal error"))
+        conn.add_event(Reset("internal error"))
         try:
             conn.abort(now)
         except Exception as exc:
@@ -295,10 +298,10 @@ class NetworkStack:
             self._collect(conn)  # its RST and events; it leaves the tables
             return
         # ABORT raised as well, or leaves this state alone (TIME_WAIT): drop it unannounced.
-        conn.output.clear()
-        conn.events.append(Closed(conn.error))
+        conn.output = ()
+        conn.add_event(Closed(conn.error))
         self.events.extend((conn, ev) for ev in conn.events)
-        conn.events.clear()
+        conn.events = ()
         key = (conn.remote_addr, conn.remote_port, conn.local_port)
         if self.connections.get(key) is conn:
             del self.connections[key]
@@ -709,6 +712,7 @@ class NetworkStack:
         local = self._local_address(src)
         if iss is None:
             iss = self._isn.isn(local, seg.dport, src, seg.sport, now)
+        src = self._shared_address(src)
         conn = Connection(self._family_config(listener.config or self.config, src), local,
                           seg.dport, src, seg.sport, iss, passive=True,
                           counters=self.counters, segmentation=self.offload,
@@ -723,6 +727,17 @@ class NetworkStack:
         conn.accept_syn(seg, now)
         self._dirty[conn] = None
         return conn
+
+    def _shared_address(self, address: bytes) -> bytes:
+        """`address` as the one object the peer's connections share (bounded like the
+        other per-peer caches: a flood of sources only starts it over)."""
+        peers = self._peer_addresses
+        shared = peers.get(address)
+        if shared is None:
+            if len(peers) >= MAX_CACHED_PEERS:
+                peers.clear()
+            shared = peers[address] = address
+        return shared
 
     def _transition_hook(self, conn: Connection, old: State, new: State) -> None:
         """Every state change of every connection: the listener's half-open count and the
@@ -889,10 +904,10 @@ class NetworkStack:
         if segments:
             self.counters["segs_out"] += len(segments)
             self._frame(conn.remote_addr, conn.local_port, conn.remote_port, segments)
-            segments.clear()
+            conn.output = ()  # no list kept while there are none (Connection.output)
         if conn.events:
             self.events.extend((conn, ev) for ev in conn.events)
-            conn.events.clear()
+            conn.events = ()
         if conn.state is _CLOSED:
             key = (conn.remote_addr, conn.remote_port, conn.local_port)
             if self.connections.get(key) is conn:

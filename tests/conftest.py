@@ -60,9 +60,10 @@ def stale_sockets() -> list[tuple[Path, list[str]]]:
     """The control sockets of this session's namespaces that nothing serves."""
     found = []
     for inode, tests in sorted(_namespaces.items()):
-        for path in sorted(RUN_DIR.glob(f"net-{inode}-*.sock")):
-            if not _served(path):
-                found.append((path, tests))
+        for kind in ("net", "attach"):  # the stat sockets and the daemons' attach sockets
+            for path in sorted(RUN_DIR.glob(f"{kind}-{inode}-*.sock")):
+                if not _served(path):
+                    found.append((path, tests))
     return found
 
 

@@ -85,13 +85,15 @@ def _answers(path: Path) -> bool:
         return True
 
 
-def sweep_stale(run_dir: Path = RUN_DIR, min_age: float = STALE_AGE) -> int:
-    """Remove the socket files in `run_dir` that nothing serves any more; how many.
-    Files younger than `min_age` are left alone: their stack may be starting."""
+def sweep_stale(run_dir: Path = RUN_DIR, min_age: float = STALE_AGE,
+                pattern: str = "net-*.sock") -> int:
+    """Remove the socket files in `run_dir` matching `pattern` (the daemons' attach
+    sockets are `attach-*.sock`) that nothing serves any more; how many. Files younger
+    than `min_age` are left alone: their stack may be starting."""
     removed = 0
     now = time.time()
     try:
-        entries = list(run_dir.glob("net-*.sock"))
+        entries = list(run_dir.glob(pattern))
     except OSError:
         return 0
     for path in entries:

@@ -8,6 +8,7 @@ use with the CLI's defaults (tcps0, 10.77.0.2, kernel side 10.77.0.1/24, MTU 150
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import errno
 import ipaddress
@@ -64,6 +65,29 @@ SHUTDOWN_GRACE = 1.0
 SHUTDOWN_DRAIN = 0.1
 
 
+# The name of every task that runs a connection's handler (Task.get_name()).
+HANDLER_TASK_NAME = "tcpstack-handler"
+
+# One finished future per loop for every StreamWriter (stream_writer).
+_done_future: asyncio.Future[None] | None = None
+
+
+def stream_writer(transport: asyncio.WriteTransport, protocol: asyncio.BaseProtocol,
+                  reader: asyncio.StreamReader,
+                  loop: asyncio.AbstractEventLoop) -> asyncio.StreamWriter:
+    """asyncio's StreamWriter, less a future of its own: asyncio 3.11 to 3.13 gives each
+    writer a finished future (`_complete_fut`, 144 bytes) that nothing ever waits on or
+    reads, so every writer on a loop shares one, finished the same way."""
+    global _done_future
+    writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+    done = _done_future
+    if done is None or done.get_loop() is not loop:
+        done = _done_future = loop.create_future()
+        done.set_result(None)
+    writer._complete_fut = done  # type: ignore[attr-defined]
+    return writer
+
+
 class StreamProtocol(asyncio.Protocol):
     """Joins a TcpTransport to an asyncio StreamReader and StreamWriter, as asyncio's own
     StreamReaderProtocol does for its transports, in a fraction of the memory: it is made
@@ -72,7 +96,8 @@ class StreamProtocol(asyncio.Protocol):
     about a reader dropped before its connection was made, which cannot happen here); no
     deque of drain waiters (asyncio's first block is 760 bytes) but a list made when a
     writer first waits; the future `wait_closed()` awaits made when it is first awaited;
-    a bound method as the handler task's done-callback, not a closure.
+    the protocol itself as the handler task's done-callback, not a closure, sharing the
+    task's context; the writer's never-awaited finished future shared (stream_writer).
 
     What the StreamWriter asks of its protocol (asyncio 3.11 to 3.13: `_drain_helper`,
     `_get_close_waiter`, `_client_connected_cb`) is here under the same names, and
@@ -105,14 +130,21 @@ class StreamProtocol(asyncio.Protocol):
         reader.set_transport(transport)
         if self._client_connected_cb is None:
             return
-        self._writer = writer = asyncio.StreamWriter(transport, self, reader, self._loop)
+        self._writer = writer = stream_writer(transport, self, reader, self._loop)
         result = self._client_connected_cb(reader, writer)
         if asyncio.iscoroutine(result):
-            self._task = self._loop.create_task(result)
-            self._task.add_done_callback(self._handler_done)
+            # The task and its done-callback share one context (each would copy its own),
+            # the callback is this protocol itself (`__call__`), not a bound method, and
+            # every handler task has the same name (asyncio formats a "Task-N" for each):
+            # three objects fewer for as long as the connection lives.
+            context = contextvars.copy_context()
+            self._task = self._loop.create_task(result, name=HANDLER_TASK_NAME,
+                                                context=context)
+            self._task.add_done_callback(self, context=context)
 
-    def _handler_done(self, task: asyncio.Task[None]) -> None:
-        """As asyncio's: a handler that raised is reported, and its connection closed."""
+    def __call__(self, task: asyncio.Task[None]) -> None:
+        """The handler task's done-callback, as asyncio's: a handler that raised is
+        reported, and its connection closed."""
         if task.cancelled():
             return
         exc = task.exception()
@@ -204,6 +236,9 @@ class Server:
         self._handler = handler
         self._limit = limit
         self._closed = asyncio.Event()
+        # Bound once: every protocol holds it, and each `self._client_connected` read would
+        # make a bound method of its own.
+        self._connected = self._client_connected
         listener.owner = self
 
     @property
@@ -216,7 +251,7 @@ class Server:
     def accept(self, driver: StackDriver, conn: Connection) -> None:
         loop = driver.loop
         reader = asyncio.StreamReader(limit=self._limit, loop=loop)
-        protocol = StreamProtocol(reader, self._client_connected, loop)
+        protocol = StreamProtocol(reader, self._connected, loop)
         TcpTransport.attach(driver, conn, protocol)
 
     def _client_connected(self, reader: asyncio.StreamReader,
@@ -642,7 +677,7 @@ class Stack:
         reader = asyncio.StreamReader(limit=limit, loop=loop)
         protocol = StreamProtocol(reader, loop=loop)
         transport = TcpTransport.attach(driver, conn, protocol)
-        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        writer = stream_writer(transport, protocol, reader, loop)
         return reader, writer
 
     async def create_datagram_endpoint(

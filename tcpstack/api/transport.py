@@ -69,7 +69,9 @@ class TcpTransport(asyncio.Transport):
         self._loop = driver.loop
         self._conn = conn
         self._protocol: Any = protocol
-        self._backlog = bytearray()  # written by the application, not yet in the send buffer
+        # Written by the application, not yet in the send buffer: a bytearray only while
+        # it holds bytes (most connections never have a backlog; an empty one is 56 bytes).
+        self._backlog: bytearray | bytes = b""
         self._high_water = DEFAULT_HIGH_WATER
         self._low_water = DEFAULT_LOW_WATER
         self._writing_paused = False
@@ -157,7 +159,7 @@ class TcpTransport(asyncio.Transport):
                 self.lose(ConnectionResetError(self._conn.error or "connection closed"))
                 return
             if n < len(data):
-                self._backlog += memoryview(data)[n:]
+                self._backlog = bytearray(memoryview(data)[n:])
         if not self._writing_paused and len(self._backlog) > self._high_water:
             self._writing_paused = True
             self._protocol.pause_writing()
@@ -222,7 +224,10 @@ class TcpTransport(asyncio.Transport):
         if self._backlog and conn.state in (State.ESTABLISHED, State.CLOSE_WAIT,
                                             State.SYN_RCVD, State.SYN_SENT):
             n = conn.send(self._backlog)
-            del self._backlog[:n]
+            if n == len(self._backlog):
+                self._backlog = b""
+            else:
+                del self._backlog[:n]  # type: ignore[union-attr]  # non-empty: a bytearray
         if self._writing_paused and len(self._backlog) <= self._low_water:
             self._writing_paused = False
             self._protocol.resume_writing()
@@ -242,7 +247,7 @@ class TcpTransport(asyncio.Transport):
         if self._lost:
             return
         self._lost = True
-        self._backlog.clear()
+        self._backlog = b""
         if self._writing_paused:
             self._writing_paused = False
             self._protocol.resume_writing()

@@ -20,6 +20,7 @@ from tcpstack.cli.app import (
     run,
     stop_on_signals,
 )
+from tcpstack.cli.attached import connect_attached
 from tcpstack.services.relay import Progress, relay
 
 
@@ -33,15 +34,21 @@ from tcpstack.services.relay import Progress, relay
 @click.option("--progress/--no-progress", default=None,
               help="Show bytes sent and received, rate and time on stderr during transfers "
                    "longer than a second (default: when stderr is a terminal).")
+@click.option("--attach", is_flag=True,
+              help="Connect from the stack of the daemon running on --iface here (tcpstack "
+                   "up) instead of bringing up one of this process's own.")
 @click.pass_context
 def connect(ctx: click.Context, host: str, port: int, timeout: float | None,
-            progress: bool | None) -> None:
+            progress: bool | None, attach: bool) -> None:
     """Connect to HOST PORT and relay standard input and output, like nc. HOST is an IPv4
     or IPv6 address (fd77::1, in brackets or not)."""
     if not ctx.obj["trace"]:
         logging.getLogger("tcpstack").setLevel(logging.WARNING)
     if progress is None:
         progress = sys.stderr.isatty()
+    if attach:
+        run(connect_attached(str(ctx.obj["iface"]), host, port, timeout, progress))
+        return
     run(_connect(dict(ctx.obj), host, port, timeout, progress))
 
 

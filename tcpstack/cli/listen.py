@@ -25,6 +25,7 @@ from tcpstack.cli.app import (
     stop_on_signals,
     tune_gc,
 )
+from tcpstack.cli.attached import serve_attached
 from tcpstack.link.tun import LinkError
 from tcpstack.services.datagram import UdpDiscard, UdpEcho
 from tcpstack.services.echo import discard as discard_service
@@ -56,9 +57,12 @@ Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]
               help="Most connections in each of the port's queues: half-open (SYN queue; "
                    "beyond it, SYN cookies) and established but not yet served (accept "
                    "queue).")
+@click.option("--attach", is_flag=True,
+              help="Listen on the stack of the daemon running on --iface here (tcpstack up) "
+                   "instead of bringing up one of this process's own.")
 @click.pass_context
 def listen(ctx: click.Context, port: tuple[str | None, int], echo: bool, discard: bool,
-           http_dir: Path | None, udp: bool, backlog: int) -> None:
+           http_dir: Path | None, udp: bool, backlog: int, attach: bool) -> None:
     """Listen on [ADDR:]PORT and serve echo, discard or HTTP until interrupted.
 
     ADDR, when given, is the stack's own address (the same as --address, or --address6 for
@@ -66,6 +70,8 @@ def listen(ctx: click.Context, port: tuple[str | None, int], echo: bool, discard
     both IPv4 and IPv6, as a dual-stack socket does; `:80` is the same as `80`."""
     if echo + discard + (http_dir is not None) != 1:
         raise click.UsageError("choose exactly one of --echo, --discard, --http DIR")
+    if udp and attach:
+        raise click.UsageError("--attach serves TCP only: the daemon has no UDP yet")
     if udp:
         _listen_udp(dict(ctx.obj), port, echo, http_dir)
         return
@@ -73,6 +79,9 @@ def listen(ctx: click.Context, port: tuple[str | None, int], echo: bool, discard
                         else file_server(http_dir))  # type: ignore[arg-type]
     opts = dict(ctx.obj)
     addr, number = port
+    if attach:
+        run(serve_attached(str(opts["iface"]), addr, handler, number, backlog))
+        return
     if addr is not None:
         opts["address6" if ":" in addr else "address"] = addr
     workers = int(str(opts.get("workers", 1)))

@@ -145,15 +145,29 @@ class Connection:
         self.cwnd_trace: deque[tuple[float, int, int]] | None = (
             deque(maxlen=CWND_TRACE_LEN) if config.cwnd_trace else None)
 
-        self.events: list[Event] = []
+        # For the owner to take: like tx.segments, a list only while it holds events.
+        self.events: list[Event] | tuple[()] = ()
         self.error: str | None = None
         # Set when a new SYN ended TIME_WAIT: the ISN the new incarnation must use.
         self.reopen_iss: int | None = None
 
     @property
-    def output(self) -> list[OutSegment]:
-        """Segments built and not yet taken by the stack, which clears the list."""
+    def output(self) -> list[OutSegment] | tuple[()]:
+        """Segments built and not yet taken by the stack, which puts back the empty tuple
+        (`conn.output = ()`) when it has taken them."""
         return self.tx.segments
+
+    @output.setter
+    def output(self, segments: list[OutSegment] | tuple[()]) -> None:
+        self.tx.segments = segments
+
+    def add_event(self, event: Event) -> None:
+        """An event for the owner; the stack takes them and puts back the empty tuple."""
+        events = self.events
+        if isinstance(events, list):
+            events.append(event)
+        else:
+            self.events = [event]
 
     def flush(self, now: float) -> None:
         """Send what the windows allow, then any ACK that cannot wait."""
@@ -195,7 +209,7 @@ class Connection:
         """After accept_syn of the SYN a SYN cookie stood for: its SYN-ACK went out long
         ago, statelessly (syncookies.py), so the one accept_syn built is taken back, with
         its retransmission timer and its RTT timing (the ACK's arrival times nothing)."""
-        self.tx.segments.clear()
+        self.tx.segments = ()
         self.timers.rto = None
         self.rtt.forget()
 
@@ -391,11 +405,12 @@ class Connection:
             # Beyond a hole: keep it for later and send the immediate duplicate ACK of
             # RFC 5681 4.2, which also tells a SACK sender what arrived.
             window = self.rcv.window
-            self.rcv.ooo.add(seq, bytes(payload), self.rcv.nxt, window)
+            queue = self.rcv.reassembly()
+            queue.add(seq, bytes(payload), self.rcv.nxt, window)
             if flags & FIN:
                 fin_at = (seq + len(payload)) & MASK
                 if ((fin_at - self.rcv.nxt) & MASK) < window:
-                    self.rcv.ooo.fin_seq = fin_at
+                    queue.fin_seq = fin_at
             self.tx.ack()
             return
         if payload:
@@ -404,30 +419,32 @@ class Connection:
                 if len(payload) > fit:  # beyond the window: keep what fits, and no FIN
                     payload = payload[:fit]
                     flags &= ~FIN
-                if self.rcv.ooo:
+                ooo = self.rcv.ooo
+                if ooo:
                     # Where this segment overlaps data queued beyond the hole, the queued
                     # bytes arrived first and are the ones kept, as between two out-of-order
                     # segments (docs/DECISIONS.md): the segment joins the queue under them.
-                    self.rcv.ooo.add(seq, bytes(payload), seq, fit)
+                    ooo.add(seq, bytes(payload), seq, fit)
                 else:
                     self._deliver(payload)
-                if self.rcv.ooo:
+                if ooo:
                     # The segment filled (part of) a hole: ACK at once (RFC 5681 4.2).
-                    self._deliver(self.rcv.ooo.pop_ready(self.rcv.nxt))
+                    self._deliver(ooo.pop_ready(self.rcv.nxt))
                     self.tx.ack()
-                    if self.rcv.ooo.fin_seq == self.rcv.nxt:
+                    if ooo.fin_seq == self.rcv.nxt:
                         flags |= FIN  # a FIN that arrived early is now in order
                         seq = self.rcv.nxt - len(payload)
             seq = (seq + len(payload)) & MASK
         if flags & FIN and seq == self.rcv.nxt:
-            self.rcv.ooo.fin_seq = None
+            if self.rcv.ooo is not None:
+                self.rcv.ooo.fin_seq = None
             self.rcv.nxt = (self.rcv.nxt + 1) & MASK
             self._on_fin(now)
 
     def _deliver(self, data: Bytes) -> None:
         """In-order bytes at RCV.NXT: to the application (unless it stopped reading)."""
         if self.rcv.deliver(data):
-            self.events.append(DATA_READY)
+            self.add_event(DATA_READY)
 
     def _settle_fin_wait_1(self, now: float) -> None:
         """FIN_WAIT_1 whose FIN is acked moves on to FIN_WAIT_2, unless the same segment's FIN
@@ -449,7 +466,7 @@ class Connection:
         if flags & RST:
             if ack_ok:  # RFC 5961 3.2: a RST in SYN-SENT counts only if it ACKs our SYN
                 self.error = "connection refused"
-                self.events.append(Refused(self.error))
+                self.add_event(Refused(self.error))
                 self._transition(Trigger.RCV_RST, now)
             return
         if not flags & SYN:
@@ -473,7 +490,7 @@ class Connection:
         self.timers.rto = None
         self.timers.retries = 0
         self._transition(trigger, now)
-        self.events.append(ESTABLISHED)
+        self.add_event(ESTABLISHED)
 
     def _take_syn(self, seg: Segment) -> None:
         self.rcv.start(seg.seq)
@@ -487,7 +504,7 @@ class Connection:
         self.rcv.mss = self.config.mss - overhead
         self.cc.set_mss(self.snd.mss)
         self.loss.sack = opts.sack_permitted and self.config.sack
-        self.loss.rack.active = self.loss.sack and self.config.rack
+        self.loss.rack_on = self.loss.sack and self.config.rack
         if opts.wscale is not None and self.config.window_scaling:
             self.snd.wscale = opts.wscale
             self.snd.wscale_offered = True
@@ -533,7 +550,7 @@ class Connection:
                     self.timers.persist = None
         if acked > 0:
             self._on_new_ack(ack, acked, seg.options, now)
-        rack_lost = (acked > 0 or bool(sack)) and self.loss.rack.active and self._rack_on_ack(
+        rack_lost = (acked > 0 or bool(sack)) and self.loss.rack_on and self._rack_on_ack(
             sack, now)
         if duplicate:
             self._on_duplicate_ack(now)
@@ -597,7 +614,7 @@ class Connection:
             tlp.restart = True
         if self.snd.want_writable and buf.space >= buf.capacity // 2:
             self.snd.want_writable = False
-            self.events.append(WRITABLE)
+            self.add_event(WRITABLE)
 
     def _on_duplicate_ack(self, now: float) -> None:
         una = self.snd.una
@@ -607,7 +624,7 @@ class Connection:
         action = loss.episode.on_duplicate_ack(
             self.cc, una, self.snd.max, now, sack=by_sack,
             lost=by_sack and not loss.episode.active and loss.first_is_lost(una, self.snd.mss),
-            count=not (by_sack and loss.rack.active))  # RACK replaces DupThresh (RFC 8985 6)
+            count=not (by_sack and loss.rack_on))  # RACK replaces DupThresh (RFC 8985 6)
         if action is Action.RETRANSMIT:  # fast retransmit (RFC 5681 3.2, RFC 6675 5 step 4)
             self._recovery_started(now, by_sack, before)
         elif self.loss.episode.active and self.loss.episode.sack:
@@ -667,7 +684,7 @@ class Connection:
 
     def _on_fin(self, now: float) -> None:
         """The peer's FIN, in order: the transition's action acknowledges it."""
-        self.events.append(END_OF_DATA)
+        self.add_event(END_OF_DATA)
         if self.state is State.FIN_WAIT_1 and self._fin_acked():
             self._transition(Trigger.RCV_FIN_ACK_OF_FIN, now)
         else:
@@ -677,11 +694,11 @@ class Connection:
         if self.state is State.SYN_RCVD:
             if not self.passive:  # 3.10.7.4: an active open that crossed SYNs is refused
                 self.error = "connection refused"
-                self.events.append(Refused(self.error))
+                self.add_event(Refused(self.error))
             # (a passive open's listener simply forgets the half-open connection)
         elif self.state in RESET_REPORTED:
             self.error = "connection reset by peer"
-            self.events.append(Reset(self.error))
+            self.add_event(Reset(self.error))
         self._transition(Trigger.RCV_RST, now)
 
     def _start_time_wait(self, now: float) -> None:
@@ -757,7 +774,7 @@ class Connection:
             return True
         if ends_attempt and (self.state is State.SYN_SENT or self.state is State.SYN_RCVD):
             self.error = error
-            self.events.append(Unreachable(error, errno))
+            self.add_event(Unreachable(error, errno))
             self._transition(Trigger.TIMEOUT_GIVE_UP, now)  # the attempt is given up
             return True
         snd.soft_error = error
@@ -765,7 +782,7 @@ class Connection:
 
     def _give_up(self, error: str, now: float) -> None:
         self.error = error
-        self.events.append(TimedOut(error))
+        self.add_event(TimedOut(error))
         self._transition(Trigger.TIMEOUT_GIVE_UP, now)
 
     def _on_retransmit_timeout(self, now: float) -> None:
@@ -847,5 +864,5 @@ class Connection:
             self.loss.probe.cancel()
             self.deadline = None
             self.rcv.ack_pending = False
-            self.events.append(Closed(self.error))
+            self.add_event(Closed(self.error))
 

@@ -13,7 +13,7 @@ It decides; the connection sends (output.py), since only it builds segments.
 
 from __future__ import annotations
 
-from tcpstack.tcp.rack import Rack
+from tcpstack.tcp.rack import IDLE_RACK, Rack
 from tcpstack.tcp.recovery import FastRecovery
 from tcpstack.tcp.sack import SackScoreboard, is_dsack
 from tcpstack.tcp.seq import HALF, MASK
@@ -21,14 +21,25 @@ from tcpstack.tcp.tail_probe import TailLossProbe
 
 
 class LossRecovery:
-    __slots__ = ("episode", "probe", "rack", "sack", "scoreboard")
+    __slots__ = ("episode", "probe", "rack", "rack_on", "sack", "scoreboard")
 
     def __init__(self, iss: int) -> None:
         self.sack = False  # both SYNs carried SACK-permitted (RFC 2018 2)
+        self.rack_on = False  # ... and TcpConfig.rack: RACK's verdicts apply
         self.episode = FastRecovery(iss)
         self.scoreboard = SackScoreboard()
         self.probe = TailLossProbe()
-        self.rack = Rack()  # active once SACK is agreed, if TcpConfig.rack
+        # RACK's state, made when the first data segment goes (rack_sent): until then the
+        # shared IDLE_RACK, which knows of nothing sent and is never written, so that an
+        # idle connection, which never sends data, costs no Rack of its own.
+        self.rack = IDLE_RACK
+
+    def rack_sent(self, seq: int, end: int, now: float, snd_max: int) -> None:
+        """Rack.sent, with RACK on: its state is made for the first data segment."""
+        rack = self.rack
+        if rack is IDLE_RACK:
+            rack = self.rack = Rack()
+        rack.sent(seq, end, now, snd_max)
 
     def read_blocks(self, blocks: tuple[tuple[int, int], ...], una: int, ack: int,
                     acked: int, snd_max: int) -> bool:
@@ -52,7 +63,7 @@ class LossRecovery:
     def first_is_lost(self, una: int, mss: int) -> bool:
         """IsLost(SND.UNA) (RFC 6675 5 step 2), or the tail probe SACKed above it; with
         RACK, whether RACK deems anything lost."""
-        if self.rack.active:
+        if self.rack_on:
             return self.rack.has_lost()
         sb = self.scoreboard
         return self.probe.sacked(sb, una) or sb.is_lost(una, una, mss)
@@ -67,6 +78,10 @@ class LossRecovery:
         window, then the losses if RACK.xmit_ts moved. Returns (segments newly deemed lost,
         of which resends, the reordering timeout: 0 for none, None to leave it as it is)."""
         rack = self.rack
+        if rack is IDLE_RACK:
+            if not blocks and not self.in_recovery(una):
+                return 0, 0, None  # nothing sent yet: a fresh Rack would change nothing
+            rack = self.rack = Rack()
         rack.on_ack(una, blocks, snd_max, now)
         dsack = bool(blocks) and is_dsack(blocks, una)
         rack.update_reo_wnd(dsack, una, snd_max, self.in_recovery(una))
@@ -86,6 +101,8 @@ class LossRecovery:
                       mss: int) -> tuple[int, int, float]:
         """The reordering timer fired (RFC 8985 6.3): step 5 again."""
         rack = self.rack
+        if rack is IDLE_RACK:
+            return 0, 0, 0.0  # nothing was ever sent (the timer is RACK's own: not armed)
         rack.in_recovery = self.in_recovery(una)  # recovery may have begun since the ACK
         return rack.detect(now, rack.reo_wnd(self.scoreboard.sacked_bytes(), mss, srtt), mss)
 
@@ -97,7 +114,7 @@ class LossRecovery:
         for what was resent of it; a lost resend is forgotten first, so it can go again.
         With RACK its verdicts say what is lost (Rack.plan; `force_first`: the first lost
         segment goes whatever the pipe says, as fast retransmit's does)."""
-        if self.rack.active:
+        if self.rack_on:
             return self.rack.plan(una, mss, cwnd, buffered, force_first)
         sb = self.scoreboard
         pipe = 0

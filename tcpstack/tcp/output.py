@@ -55,7 +55,10 @@ class SegmentOutput:
         self.counts = counts
         self.counters = counters
         self.ts = ts
-        self.segments: list[OutSegment] = []  # for the stack to frame and send
+        # For the stack to frame and send: a list only while it holds segments, else the
+        # empty tuple, which the stack puts back when it takes them (an empty list is 56
+        # bytes, kept by every idle connection).
+        self.segments: list[OutSegment] | tuple[()] = ()
         # The window field of this flush's segments, once the first has asked for it
         # (NO_WINDOW outside a flush and before); see flush.
         self.window = NO_WINDOW
@@ -119,8 +122,13 @@ class SegmentOutput:
                 # Every ACK sent while data waits beyond a hole reports it (RFC 2018 4); beside
                 # the timestamps three blocks fit in the 40 bytes of option space.
                 options += tcpseg.encode_sack(self.rcv.ooo.sack_blocks(3 if ts else 4))
-        self.segments.append((seq, self.rcv.nxt if flags & ACK else 0, flags, window, options,
-                              payload, self.snd.mss))
+        segment = (seq, self.rcv.nxt if flags & ACK else 0, flags, window, options, payload,
+                   self.snd.mss)
+        segments = self.segments
+        if isinstance(segments, list):
+            segments.append(segment)
+        else:
+            self.segments = [segment]
         self.counts.segments_out += 1
         if flags & ACK:
             self.ts.last_ack_sent = self.rcv.nxt
@@ -214,8 +222,8 @@ class SegmentOutput:
         seq = snd.nxt
         self.emit(flags, seq, snd.buffer.peek((seq - snd.una) & MASK, n))
         end = (seq + n) & MASK
-        if self.loss.rack.active:
-            self.loss.rack.sent(seq, end, now, snd.max)
+        if self.loss.rack_on:
+            self.loss.rack_sent(seq, end, now, snd.max)
         if seq == snd.max:
             self.rtt.time(end, now)
         else:
@@ -232,7 +240,7 @@ class SegmentOutput:
         """Fast retransmit with SACK (RFC 6675 5, step 4.3): the first hole goes at once,
         whatever the pipe says, unless the last recovery resent it and that resend may still
         arrive; then what the pipe allows. With RACK, the first segment it deems lost."""
-        if self.loss.rack.active:
+        if self.loss.rack_on:
             self._send_recovery(now, force_first=True)
             return
         self.forget_lost_resends()
@@ -253,13 +261,12 @@ class SegmentOutput:
         snd = self.snd
         buf = snd.buffer
         mss = snd.mss
-        rack = self.loss.rack
-        resend, room = self.loss.plan(snd.una, snd.max, mss, self.cc.cwnd, len(buf),
-                                      force_first)
+        loss = self.loss
+        resend, room = loss.plan(snd.una, snd.max, mss, self.cc.cwnd, len(buf), force_first)
         for seq, n in resend:
             self.emit(ACK, seq, buf.peek((seq - snd.una) & MASK, n))
-            if rack.active:
-                rack.sent(seq, (seq + n) & MASK, now, snd.max)
+            if loss.rack_on:
+                loss.rack_sent(seq, (seq + n) & MASK, now, snd.max)
             self.count_retransmit(fast=True)
         if resend:
             self.rtt.forget()  # Karn: the timed segment may be among those resent
@@ -308,8 +315,8 @@ class SegmentOutput:
                 flags |= FIN
             start = (una + offset) & MASK
             self.emit(flags, start, buf.peek(offset, data - offset))
-            if self.loss.rack.active and data > offset:
-                self.loss.rack.sent(start, (una + data) & MASK, now, self.snd.max)
+            if self.loss.rack_on and data > offset:
+                self.loss.rack_sent(start, (una + data) & MASK, now, self.snd.max)
             self.count_retransmit()
             tlp.sent(start, self.snd.max, retransmitted=True)
         self.counters["tlp_probes"] += 1
@@ -327,8 +334,8 @@ class SegmentOutput:
         n = min(self.snd.mss, len(buf))
         if n:
             self.emit(ACK, self.snd.una, buf.peek(0, n))
-            if self.loss.rack.active:
-                self.loss.rack.sent(self.snd.una, (self.snd.una + n) & MASK, now, self.snd.max)
+            if self.loss.rack_on:
+                self.loss.rack_sent(self.snd.una, (self.snd.una + n) & MASK, now, self.snd.max)
         elif self.snd.fin_queued:
             self.emit(FIN | ACK, self.snd.una)
             n = 1

@@ -67,15 +67,15 @@ def _after(a: int, b: int) -> bool:
 
 
 class Rack:
-    """RACK's state (RFC 8985 6.1) and the sent ranges; `active` when SACK was agreed and
-    TcpConfig.rack is on, else every method is a cheap no-op for the caller to skip."""
+    """RACK's state (RFC 8985 6.1) and the sent ranges. LossRecovery says whether it
+    applies (`rack_on`: SACK agreed and TcpConfig.rack) and makes it for the first data
+    segment sent; before that every connection shares IDLE_RACK."""
 
-    __slots__ = ("_new_order", "_new_rtt", "_ranges", "_sends", "active", "dsack_round",
-                 "fack", "in_recovery", "min_rtt", "order", "reo_wnd_mult", "reo_wnd_persist",
+    __slots__ = ("_new_order", "_new_rtt", "_ranges", "_sends", "dsack_round", "fack",
+                 "in_recovery", "min_rtt", "order", "reo_wnd_mult", "reo_wnd_persist",
                  "reordering_seen", "rtt")
 
     def __init__(self) -> None:
-        self.active = False
         self._ranges: list[SentRange] | None = None
         self._sends = 0  # transmissions so far, to order them
         # RACK.xmit_ts and RACK.end_seq: the most recently sent segment delivered, by its
@@ -316,3 +316,8 @@ class Rack:
                 pipe += n
                 force_first = False
         return resend, cwnd - pipe
+
+
+# What every connection's `loss.rack` is until its first data segment goes: nothing sent,
+# so its reads (has_lost, plan, on_timeout) find nothing, and nobody writes it.
+IDLE_RACK = Rack()

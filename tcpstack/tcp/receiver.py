@@ -117,8 +117,12 @@ class Receiver:
         # The scale is sent once, in the SYN, so it is chosen for the largest the buffer may
         # become (RFC 7323 2.3), as Linux chooses it for tcp_rmem[2].
         self.wscale = wscale_for(limit) if config.window_scaling else 0
-        self.buffer = bytearray()      # in order, not yet read by the application
-        self.ooo = ReassemblyQueue()   # beyond a hole, waiting for it to fill
+        # In order, not yet read by the application: a bytearray only while it holds
+        # bytes (an empty one is 56 bytes, and most connections are idle most of the time).
+        self.buffer: bytearray | bytes = b""
+        # Beyond a hole, waiting for it to fill: made for the first segment out of order
+        # (`reassembly`), as most connections never see one.
+        self.ooo: ReassemblyQueue | None = None
         self.discard = False  # the application reads no more: data is acked and dropped
         self.data_event_pending = False  # a DATA event is out and not yet answered by a read
         self.ack_pending = False  # an ACK is owed; it may wait for the delayed-ACK timer
@@ -165,7 +169,10 @@ class Receiver:
             return False
         tell = False
         if not self.discard:
-            self.buffer += data
+            if self.buffer:
+                self.buffer += data
+            else:
+                self.buffer = bytearray(data)
             if not self.data_event_pending:
                 self.data_event_pending = tell = True
         self.nxt = (self.nxt + n) & MASK
@@ -176,6 +183,13 @@ class Receiver:
         if self.unacked_bytes >= 2 * self.mss:
             self.ack_now = True
         return tell
+
+    def reassembly(self) -> ReassemblyQueue:
+        """The queue for data beyond a hole, made when first needed."""
+        ooo = self.ooo
+        if ooo is None:
+            ooo = self.ooo = ReassemblyQueue()
+        return ooo
 
     def owe_ack_now(self) -> None:
         self.ack_pending = self.ack_now = True
@@ -188,10 +202,10 @@ class Receiver:
         buf = self.buffer
         if max_bytes < 0 or max_bytes >= len(buf):
             data = bytes(buf)
-            buf.clear()
+            self.buffer = b""
         else:
             data = bytes(buf[:max_bytes])
-            del buf[:max_bytes]
+            del buf[:max_bytes]  # type: ignore[union-attr]  # not all of it: a bytearray
         self.data_event_pending = False
         self.bytes_read += len(data)
         return data

@@ -18,12 +18,16 @@ class SendBuffer:
     a view alive cannot be resized (BufferError); the views live from a flush until the link
     has written the pass's packets, when no append or ACK comes, but a holder that keeps a
     packet longer (a test's delayed link) must not break the buffer: then the storage is left
-    to the views, unchanged for ever, and the buffer moves on in a copy."""
+    to the views, unchanged for ever, and the buffer moves on in a copy.
+
+    Empty, it holds no storage (the empty bytes, not a 56-byte bytearray): most of a
+    server's connections sit idle with nothing unacknowledged, and storage emptied by an
+    ACK is let go rather than kept at its largest."""
 
     __slots__ = ("_buf", "_head", "capacity")
 
     def __init__(self, capacity: int) -> None:
-        self._buf = bytearray()
+        self._buf: bytearray | bytes = b""
         self._head = 0
         self.capacity = capacity
 
@@ -39,6 +43,9 @@ class SendBuffer:
         n = min(len(data), self.capacity - len(self))
         if n > 0:
             chunk = data[:n] if n < len(data) else data
+            if not self._buf:
+                self._buf = bytearray(chunk)
+                return n
             try:
                 self._buf += chunk
             except BufferError:  # a view is alive: see the class docstring
@@ -54,9 +61,12 @@ class SendBuffer:
     def consume(self, n: int) -> None:
         """Drop the `n` oldest bytes (they were acknowledged)."""
         self._head += n
-        if self._head >= _COMPACT_AT and self._head * 2 >= len(self._buf):
+        if self._head >= len(self._buf):  # all acknowledged: the storage goes
+            self._buf = b""
+            self._head = 0
+        elif self._head >= _COMPACT_AT and self._head * 2 >= len(self._buf):
             try:
-                del self._buf[:self._head]
+                del self._buf[:self._head]  # type: ignore[union-attr]  # not empty: a bytearray
             except BufferError:  # a view is alive: see the class docstring
                 self._buf = self._buf[self._head:]
             self._head = 0

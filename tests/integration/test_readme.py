@@ -316,3 +316,29 @@ def test_pcap_is_complete_tcpdump_reads_it_and_plot_writes_the_png(tour: Tour) -
     ipv4 = [line for version, line in packets if version == "IP"]
     assert re.match(r"10\.77\.0\.1\.\d+ > 10\.77\.0\.2\.80: Flags \[S\],", ipv4[0]), pcap.stdout
     assert (tour.cwd / "run.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_daemon_serves_two_attached_processes_on_one_stack(tour: Tour) -> None:
+    step = tour.step("tcpstack up -d")
+    up = re.search(r"^tcpstack: daemon up on tcps0 \(pid (\d+)\); attach socket "
+                   r"/run/tcpstack/attach-\d+-tcps0\.sock$", step.stdout, re.MULTILINE)
+    assert up is not None, step.stdout + step.stderr
+    pid = up.group(1)
+    assert (tour.cwd / "shared.txt").read_bytes() == b"shared\n"  # connect --attach's bytes
+    assert step.stdout.splitlines()[1:3] == ["shared", "hi"], step.stdout  # cat, then the echo
+    # stat reaches the daemon's own stack, holding the other process's listener.
+    assert re.search(rf"^tcps0: stack 10\.77\.0\.2, .*, pid {pid}, .*, 1 listening",
+                     step.stdout, re.MULTILINE), step.stdout
+    assert re.search(r"^LISTEN +\d+ +\d+ +10\.77\.0\.2:7 ", step.stdout, re.MULTILINE), (
+        step.stdout)
+    assert "tcpstack: listening on 10.77.0.2:7 (attached to the daemon on tcps0)" in step.stderr
+    assert re.search(rf"^tcpstack: daemon on tcps0 \(pid {pid}\) stopped$", step.stderr,
+                     re.MULTILINE), step.stderr
+
+
+def test_serve_runs_echo_discard_http_and_udp_echo_on_one_stack(tour: Tour) -> None:
+    step = tour.step("tcpstack serve")
+    assert step.stdout == "again\ndatagram\nHTTP/1.1 200 OK\n", (  # curl's CR read away
+        step.stdout + step.stderr)
+    assert ("tcpstack: listening on 10.77.0.2: 7 (echo), 9 (discard), 80 (http), "
+            "7 (udp echo)" in step.stderr), step.stderr

@@ -7,14 +7,20 @@ peer offers what Linux offers (MSS, SACK, window scale), so each connection has 
 a real one has. tracemalloc counts what stays allocated per connection once they are all
 established and idle.
 
-The bound: this build measures about 5,150 bytes a connection on CPython 3.11 (the build
-before the issue 11 cuts measured 7,500: a 760-byte deque of drain waiters, dicts for the
-transport, its extra info and the congestion controller, a wrapping coroutine per
+The bound: this build measures about 4,275 bytes a connection on CPython 3.11 (the first
+issue 11 cuts took it from 7,500 to 5,150: a 760-byte deque of drain waiters, dicts for
+the transport, its extra info and the congestion controller, a wrapping coroutine per
 handler, asyncio's StreamReaderProtocol with a weak reference, a closure and a future,
-empty lists). It is that plus about 5%, so any one of those coming back (each 100 to
-700 bytes) fails, while the amortised growth of the stack's tables does not. RSS is a
-little more than this (the allocator's own overhead, about 7%): docs/PERFORMANCE.md
-has the RSS the benchmark measures.
+empty lists; the second from 5,150 to 4,275: the StreamWriter's own finished future, a
+bound method and a context per handler, its task's formatted name, empty bytearrays in
+the transport and both buffers, RACK's state, the reassembly queue and the lists of
+events and segments while they are empty, a copy of the peer's address in each
+connection). It is that plus about 5% (215 bytes): undoing any cut of 220 bytes or more
+fails (the deque, the wrapping coroutine, asyncio's protocol; of the second round the
+api's 336 bytes, or RACK's state and the buffers' 300), and so does the build before
+the second round, while the amortised growth of the stack's tables does not. RSS is a
+little more than this (the allocator's own overhead, about 7%): docs/PERFORMANCE.md has
+the RSS the benchmark measures.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from tcpstack.tcp.state import State
 from tests.unit.fake_tun import Driven, driven_stack
 from tests.unit.scripted_peer import PEER_ADDR, STACK_ADDR
 
-BYTES_PER_IDLE_CONNECTION = 5_400
+BYTES_PER_IDLE_CONNECTION = 4_490
 CONNECTIONS = 400
 BATCH = 50  # SYNs in flight at once: well inside the socket pair's buffer
 PEER_ISS = 5_000_000

@@ -65,7 +65,9 @@ def test_the_package_offers_the_api_names() -> None:
     for name in API:
         assert getattr(tcpstack, name) is getattr(streams, name)
     assert set(API) <= set(dir(tcpstack))
-    assert sorted(tcpstack.__all__) == sorted(API)
+    assert sorted(tcpstack.__all__) == sorted((*API, "attach"))
+    from tcpstack.api import attach  # the one name from another module (the daemon's client)
+    assert tcpstack.attach is attach.attach
     namespace: dict[str, object] = {}
     exec("from tcpstack import *", namespace)  # what a user's star import does
     assert {name: namespace[name] for name in API} == {name: getattr(streams, name)

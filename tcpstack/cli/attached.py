@@ -1,0 +1,140 @@
+"""`listen --attach` and `connect --attach`: the same services and relay, on descriptors a
+running daemon (`tcpstack up`) hands over instead of on a stack of this process's own. Each
+descriptor becomes asyncio streams (a Unix socket's), so the services run unchanged; the
+blocking attach client runs in a thread."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import click
+
+from tcpstack.api.attach import Attached, AttachedListener, attach
+from tcpstack.cli.app import CommandFailed, stop_on_signals
+from tcpstack.services.relay import Progress, relay
+
+log = logging.getLogger("tcpstack")
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+STREAM_LIMIT = 2 ** 16
+
+
+class _AttachedWriter(asyncio.StreamWriter):
+    """A StreamWriter over a passed descriptor that answers "peername" and "sockname" with
+    the TCP connection's addresses, not the socketpair's (which has none)."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: asyncio.BaseProtocol,
+                 reader: asyncio.StreamReader, loop: asyncio.AbstractEventLoop,
+                 names: dict[str, tuple[str, int]]) -> None:
+        super().__init__(transport, protocol, reader, loop)
+        self._names = names
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name in self._names:
+            return self._names[name]
+        return super().get_extra_info(name, default)
+
+
+async def streams(sock: socket.socket, **names: tuple[str, int]
+                  ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """asyncio streams over a passed descriptor, as asyncio.open_connection(sock=...)."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=STREAM_LIMIT, loop=loop)
+    protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+    transport, _ = await loop.create_connection(lambda: protocol, sock=sock)
+    writer = _AttachedWriter(transport, protocol, reader, loop, names)
+    return reader, writer
+
+
+async def _attach(iface: str) -> Attached:
+    try:
+        return await asyncio.to_thread(attach, iface)
+    except OSError as exc:  # none running, not allowed, not answering: its one line
+        raise CommandFailed(str(exc)) from None
+
+
+async def serve_attached(iface: str, address: str | None, handler: Handler, port: int,
+                         backlog: int) -> None:
+    """Listen on `port` of the daemon's stack and serve each connection with `handler`
+    until SIGINT or SIGTERM, or the daemon goes away."""
+    stop = stop_on_signals()
+    client = await _attach(iface)
+    served: set[asyncio.Task[None]] = set()
+    accepting: asyncio.Future[None] | None = None
+    try:
+        ours = client.status()["address"]
+        if address is not None and address != ours:
+            raise CommandFailed(f"the daemon on {iface} has address {ours}, not {address}")
+        try:
+            listener = await asyncio.to_thread(client.listen, port, backlog)
+        except (OSError, ValueError) as exc:
+            raise CommandFailed(f"cannot listen on {ours}:{port}: {exc}") from None
+        log.info("listening on %s:%d (attached to the daemon on %s)", ours, port, iface)
+
+        async def accept_forever(listener: AttachedListener) -> None:
+            while True:
+                sock, peer = await asyncio.to_thread(listener.accept)
+                reader, writer = await streams(sock, peername=peer,
+                                               sockname=(str(ours), port))
+                task = asyncio.ensure_future(handler(reader, writer))
+                served.add(task)
+                task.add_done_callback(served.discard)
+
+        accepting = asyncio.ensure_future(accept_forever(listener))
+        await asyncio.wait((stop, accepting), return_when=asyncio.FIRST_COMPLETED)
+        if accepting.done():
+            try:
+                accepting.result()
+            except ConnectionError as exc:
+                raise CommandFailed(f"the daemon on {iface} stopped serving: {exc}") from None
+        log.info("shutting down")
+    finally:
+        client.close()  # wakes the thread in accept()
+        for task in (*served, *([accepting] if accepting is not None else [])):
+            task.cancel()
+        await asyncio.gather(*served, *([accepting] if accepting else []),
+                             return_exceptions=True)
+
+
+async def connect_attached(iface: str, host: str, port: int, timeout: float | None,
+                           progress: bool) -> None:
+    """`connect` on the daemon's stack: one connection, relayed as `connect` relays it."""
+    signalled = stop_on_signals()
+    where = f"{host}:{port}"
+
+    async def session() -> None:
+        client = await _attach(iface)
+        try:
+            sock = await asyncio.to_thread(client.connect, host, port, timeout)
+        except ConnectionRefusedError:
+            raise CommandFailed(f"connection to {where} refused") from None
+        except (ValueError, TimeoutError, ConnectionError) as exc:
+            raise CommandFailed(str(exc)) from None
+        except OSError as exc:
+            raise CommandFailed(f"connection to {where} failed: {exc}") from None
+        finally:
+            client.close()  # the connection stays with its descriptor
+        reader, writer = await streams(sock)
+        try:
+            await relay(reader, writer, sys.stdin.fileno(), sys.stdout.buffer,
+                        Progress(sys.stderr) if progress else None)
+        except ConnectionError as exc:
+            raise CommandFailed(f"connection to {where} lost: {exc}") from None
+
+    running = asyncio.ensure_future(session())
+    await asyncio.wait((running, signalled), return_when=asyncio.FIRST_COMPLETED)
+    if running.done():
+        running.result()
+        return
+    running.cancel()
+    await asyncio.wait((running,))
+    sig = signalled.result()
+    click.echo("tcpstack: interrupted" if sig is signal.SIGINT else "tcpstack: terminated",
+               err=True)
+    raise SystemExit(128 + sig)
