@@ -327,7 +327,7 @@ def test_the_daemon_serves_two_attached_processes_on_one_stack(tour: Tour) -> No
     assert (tour.cwd / "shared.txt").read_bytes() == b"shared\n"  # connect --attach's bytes
     assert step.stdout.splitlines()[1:3] == ["shared", "hi"], step.stdout  # cat, then the echo
     # stat reaches the daemon's own stack, holding the other process's listener.
-    assert re.search(rf"^tcps0: stack 10\.77\.0\.2, .*, pid {pid}, .*, 1 listening",
+    assert re.search(rf"^tcps0: stack 10\.77\.0\.2 and fd77::2, .*, pid {pid}, .*, 1 listening",
                      step.stdout, re.MULTILINE), step.stdout
     assert re.search(r"^LISTEN +\d+ +\d+ +10\.77\.0\.2:7 ", step.stdout, re.MULTILINE), (
         step.stdout)
