@@ -26,7 +26,7 @@ import struct
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 
-from tcpstack.net import icmp, ipv4
+from tcpstack.net import icmp, icmpv6, ipv4, ipv6
 from tcpstack.net.checksum import Bytes, ones_complement_sum
 from tcpstack.net.errors import MalformedPacket
 from tcpstack.net.fragments import FragmentReassembler
@@ -68,6 +68,14 @@ _unpack_ipv4_tcp = _IPV4_TCP.unpack_from
 _IPV4_TCP_LEN = _IPV4_TCP.size
 _IP_HEADER_LEN = ipv4.HEADER_LEN
 _DF = ipv4.FLAG_DF
+# The same for IPv6 (no options, no checksum in its header; the hop limit a template's).
+_IPV6_TCP = struct.Struct(ipv6.HEADER.format + tcpseg.HEADER.format.lstrip("!"))
+_pack_ipv6_tcp = _IPV6_TCP.pack
+_unpack_ipv6_tcp = _IPV6_TCP.unpack_from
+_IPV6_TCP_LEN = _IPV6_TCP.size
+_IPV6_WORD = ipv6.VERSION_WORD
+_HOP_LIMIT = ipv6.DEFAULT_HOP_LIMIT
+_PROTO_ICMPV6 = ipv6.PROTO_ICMPV6
 EventHandler = Callable[[Connection, Event], None]
 EPHEMERAL_PORTS = range(32768, 61000)  # Linux's ip_local_port_range
 DEFAULT_MTU = 1500
@@ -76,6 +84,7 @@ DEFAULT_MTU = 1500
 PATH_MTU_EXPIRES = 600.0
 MIN_PATH_MTU = 552
 TCP_IP_HEADERS = 40
+TCP_IPV6_HEADERS = 60  # the IPv6 header is 40 bytes: the MSS over IPv6 is the MTU less 60
 _QUOTED_TCP = struct.Struct("!HHI")  # the quoted segment's ports and sequence number
 PORT_TABLE_LENGTH = 256  # RFC 6056 algorithm 4's table of counters
 # Rounds of events and reactions within one pass; what is left over goes to the next pass.
@@ -113,13 +122,23 @@ class NetworkStack:
     def __init__(self, address: bytes, config: TcpConfig | None = None,
                  isn: IsnGenerator | None = None, *, offload: bool = False,
                  ephemeral_ports: range = EPHEMERAL_PORTS,
-                 cookies: SynCookies | None = None, mtu: int = DEFAULT_MTU) -> None:
+                 cookies: SynCookies | None = None, mtu: int = DEFAULT_MTU,
+                 address6: bytes | None = None) -> None:
         """`offload`: the link takes partial checksums and segments of up to 64 KB, which it
         cuts itself (a TUN with the virtio-net header): a capability of the link.
         `ephemeral_ports`: where active opens take their local port (a worker's own slice
         of the range when several stacks share one address, api/workers.py).
-        `mtu`: the link's, beyond which a UDP datagram is refused (EMSGSIZE)."""
+        `mtu`: the link's, beyond which a UDP datagram is refused (EMSGSIZE).
+        `address6`: the stack's IPv6 address (16 bytes), or None to serve IPv4 only. The
+        family of every peer is the length of its address (4 or 16 bytes); listeners take
+        SYNs of both, as a dual-stack socket does."""
         self.address = address
+        if address6 is not None and len(address6) != 16:
+            raise ValueError(f"an IPv6 address is 16 bytes, not {len(address6)}")
+        self.address6 = address6
+        # The TCP settings of IPv6 connections, by the IPv4 settings they derive from: the
+        # same but for an MSS 20 bytes smaller (the larger IP header).
+        self._configs6: dict[int, tuple[TcpConfig, TcpConfig]] = {}
         self.config = config or TcpConfig()
         self._isn = isn or IsnGenerator()
         self.cookies = cookies or SynCookies()
@@ -148,8 +167,10 @@ class NetworkStack:
         self.ephemeral_ports = ephemeral_ports
         self._port_table = [0] * PORT_TABLE_LENGTH
         self.offload = offload
-        # By peer address: its IPv4 header template and pseudo-header sum, for _frame.
+        # By peer address: its IPv4 header template and pseudo-header sum, for _frame; an
+        # IPv6 peer's pseudo-header sum, for _frame6.
         self._routes: dict[bytes, tuple[ipv4.HeaderTemplate, int]] = {}
+        self._routes6: dict[bytes, int] = {}
         # Peer addresses, each as one object that all connections from the peer share
         # (every packet's address is a bytes object of its own, 37 bytes for IPv4).
         self._peer_addresses: dict[bytes, bytes] = {}
@@ -170,6 +191,7 @@ class NetworkStack:
         # UDP's endpoints and demultiplexing (udp/layer.py), writing onto our output.
         self.udp = UdpLayer(address, self.counters, self.output, ephemeral_ports, mtu,
                             self._udp_path_mtu, self._learn_path_mtu)
+        self.udp.address6 = address6
 
     # ------------------------------------------------------------------ the service pass
 
@@ -295,7 +317,7 @@ class NetworkStack:
             self._receive_ipv4_tcp(packet, now, checksum_trusted)
             return
         if packet and packet[0] >> 4 == 6:
-            counters["ipv6_dropped"] += 1  # the kernel's own IPv6 chatter; IPv6 is not served
+            self._receive_ipv6(packet, now, checksum_trusted)
             return
         try:
             try:
@@ -309,7 +331,7 @@ class NetworkStack:
                 counters["ip_not_for_us"] += 1
                 return
             if ip.proto == PROTO_TCP:
-                self._receive_tcp(ip, now, checksum_trusted)
+                self._receive_tcp(ip.src, ip.payload, now, checksum_trusted)
             elif ip.proto == PROTO_ICMP:
                 self._check_source(ip.src)  # no echo to a broadcast source (smurf)
                 self._receive_icmp(ip, now)
@@ -359,6 +381,97 @@ class NetworkStack:
         except MalformedPacket as exc:
             self._malformed(exc)
 
+    def _receive_ipv6(self, packet: Bytes, now: float, trusted: bool) -> None:
+        """An IPv6 packet. TCP right after the fixed header (nearly every packet) takes
+        the one-unpack path, with ipv6.parse's checks in its order and its drop reasons;
+        extension headers and ICMPv6 take the strict parser."""
+        counters = self.counters
+        local = self.address6
+        try:
+            if local is None:
+                counters["ip6_disabled"] += 1  # no IPv6 address: the kernel's chatter
+                return
+            n = len(packet)
+            if n < _IPV6_TCP_LEN or packet[6] != PROTO_TCP:
+                ip = ipv6.parse(packet)
+                if ip.dst != local:
+                    counters["ip6_multicast" if ip.dst[0] == 0xFF else "ip6_not_for_us"] += 1
+                    return
+                if ip.proto == PROTO_TCP:
+                    self._receive_tcp(ip.src, ip.payload, now, trusted)
+                elif ip.proto == _PROTO_ICMPV6:
+                    self._check_source(ip.src)  # no echo to a multicast source
+                    self._receive_icmpv6(ip, now)
+                elif ip.proto == PROTO_UDP:
+                    self._check_source(ip.src)  # nor a port unreachable
+                    self.udp.receive(ip.src, ip.dst, memoryview(packet)[
+                        :ip.header_len + len(ip.payload)], ip.payload, now, trusted)
+                else:
+                    counters["ip6_unknown_protocol"] += 1
+                return
+            (_word, length, _nxt, _hops, src, dst, sport, dport, seq, ack, off_flags, window,
+             _tcsum, _urg) = _unpack_ipv6_tcp(packet)
+            if length == 0:
+                raise MalformedPacket("ip6_bad_length", "payload length 0 (jumbogram)")
+            end = ipv6.HEADER_LEN + length
+            if end > n:
+                raise MalformedPacket("ip6_truncated", f"payload length {length} beyond "
+                                      f"{n - ipv6.HEADER_LEN} bytes read")
+            if dst != local:
+                counters["ip6_multicast" if dst[0] == 0xFF else "ip6_not_for_us"] += 1
+                return
+            if length < HEADER_LEN:
+                raise MalformedPacket("tcp_truncated", f"{length} bytes")
+            data = memoryview(packet)[ipv6.HEADER_LEN:end]
+            pseudo = self._pseudo.get(src)
+            if pseudo is None:
+                pseudo = self._new_source(src)
+            if not trusted and (ones_complement_sum(data) + pseudo + length) % 0xFFFF:
+                raise MalformedPacket("tcp_bad_checksum")
+            seg = tcpseg.from_fields(data, sport, dport, seq, ack, off_flags, window)
+            if off_flags & _RESERVED_BITS:
+                counters["tcp_reserved_bits"] += 1
+            self._demux_tcp(src, seg, now)
+        except MalformedPacket as exc:
+            self._malformed(exc)
+
+    def _receive_icmpv6(self, ip: ipv6.IPv6Packet, now: float) -> None:
+        counters = self.counters
+        counters["icmp6_in"] += 1
+        icmpv6.verify(ip.payload, ip.src, ip.dst)
+        local = ip.dst
+        reply = icmpv6.echo_reply(ip.payload, local, ip.src)
+        if reply is not None:
+            self.output.append((ipv6.build(local, ip.src, _PROTO_ICMPV6, reply), b"", 0))
+            counters["icmp6_out"] += 1
+            return
+        error = icmpv6.error_of(ip.payload)
+        if error is not None:
+            self._icmp_error(error, now)
+
+    def _local_address(self, remote: bytes) -> bytes:
+        """Our address in the family of `remote` (4 or 16 bytes)."""
+        if len(remote) == 16:
+            if self.address6 is None:
+                raise ValueError("this stack has no IPv6 address")
+            return self.address6
+        return self.address
+
+    def _family_config(self, config: TcpConfig, remote: bytes) -> TcpConfig:
+        """`config` as an IPv6 connection to `remote` uses it: the MSS 20 bytes smaller
+        (an MTU less 60, not 40), made once per configuration and kept."""
+        if len(remote) != 16:
+            return config
+        known = self._configs6.get(id(config))
+        if known is not None and known[0] is config:
+            return known[1]
+        if len(self._configs6) >= MAX_CACHED_PEERS:
+            self._configs6.clear()  # per-connection configurations (open_connection's)
+        config6 = dataclasses.replace(config, mss=config.mss - (TCP_IPV6_HEADERS
+                                                                 - TCP_IP_HEADERS))
+        self._configs6[id(config)] = (config, config6)
+        return config6
+
     def _malformed(self, exc: MalformedPacket) -> None:
         counters = self.counters
         counters[exc.reason] += 1
@@ -397,10 +510,12 @@ class NetworkStack:
         """An ICMP error about one of our segments (RFC 5927): believed only when it quotes
         a connection of ours and a sequence number in flight on it; the rest is counted."""
         counters = self.counters
-        if error.proto == PROTO_UDP and error.src == self.address:
+        v6 = len(error.dst) == 16
+        local = self.address6 if v6 else self.address
+        if error.proto == PROTO_UDP and error.src == local:
             self.udp.icmp_error(error, now)
             return
-        if error.proto != PROTO_TCP or error.src != self.address:
+        if error.proto != PROTO_TCP or error.src != local:
             counters["icmp_unmatched"] += 1
             return
         sport, dport, seq = _QUOTED_TCP.unpack_from(error.transport)
@@ -409,7 +524,13 @@ class NetworkStack:
             counters["icmp_unmatched"] += 1
             return
         path_mss = None
-        if error.fragmentation_needed:
+        if error.fragmentation_needed and v6:
+            # RFC 8201 4: the path MTU is never taken below IPv6's minimum link MTU; a
+            # smaller one counts as that minimum (as Linux's rt6_do_update_pmtu has it).
+            if error.mtu < ipv6.MIN_MTU:
+                counters["icmp6_small_mtu"] += 1
+            path_mss = max(error.mtu, ipv6.MIN_MTU) - TCP_IPV6_HEADERS
+        elif error.fragmentation_needed:
             if error.mtu < ipv4.MIN_MTU:
                 counters["icmp_bad_mtu"] += 1
                 return
@@ -438,17 +559,24 @@ class NetworkStack:
             return None
         return known[0]
 
-    def _receive_tcp(self, ip: ipv4.IPv4Packet, now: float, trusted: bool) -> None:
-        src = ip.src
+    def _receive_tcp(self, src: bytes, payload: memoryview, now: float, trusted: bool) -> None:
+        """A TCP segment of either family off the strict parsers (`src` 4 or 16 bytes)."""
         pseudo = self._pseudo.get(src)
         if pseudo is None:
             pseudo = self._new_source(src)
-        seg = tcpseg.parse(ip.payload, pseudo, verify=not trusted)
-        if ip.payload[12] & (_RESERVED_BITS >> 8):  # counted once the segment is sound
+        seg = tcpseg.parse(payload, pseudo, verify=not trusted)
+        if payload[12] & (_RESERVED_BITS >> 8):  # counted once the segment is sound
             self.counters["tcp_reserved_bits"] += 1
         self._demux_tcp(src, seg, now)
 
     def _check_source(self, src: bytes) -> None:
+        if len(src) == 16:
+            if src == self.address6:
+                raise MalformedPacket("ip_land", "our own address as the source")
+            reason = ipv6.bad_source(src)
+            if reason is not None:
+                raise MalformedPacket("ip6_bad_source", f"a {reason} source")
+            return
         first = src[0]
         if src == self.address:
             raise MalformedPacket("ip_land", "our own address as the source")
@@ -462,7 +590,8 @@ class NetworkStack:
         self._check_source(src)
         if len(self._pseudo) >= MAX_CACHED_PEERS:
             self._pseudo.clear()
-        pseudo = self._pseudo[src] = ipv4.pseudo_header_sum(src, self.address, PROTO_TCP)
+        pseudo = self._pseudo[src] = ipv4.pseudo_header_sum(src, self._local_address(src),
+                                                            PROTO_TCP)
         return pseudo
 
     def _demux_tcp(self, src: bytes, seg: tcpseg.Segment, now: float) -> None:
@@ -533,8 +662,9 @@ class NetworkStack:
     def _send_cookie(self, listener: Listener, src: bytes, seg: tcpseg.Segment,
                      now: float) -> None:
         """A SYN the SYN queue has no room for: a stateless SYN-ACK (tcp/syncookies.py)."""
-        reply = self.cookies.synack(listener.config or self.config, self.address, src, seg,
-                                    self._isn.ts_offset(self.address, src), now)
+        local = self._local_address(src)
+        reply = self.cookies.synack(self._family_config(listener.config or self.config, src),
+                                    local, src, seg, self._isn.ts_offset(local, src), now)
         self._frame(src, seg.dport, seg.sport, [reply])
         self.counters["segs_out"] += 1
         listener.cookies_until = now + syncookies.LIFETIME
@@ -549,7 +679,8 @@ class NetworkStack:
         if seg.flags & (tcpseg.SYN | tcpseg.RST):
             return False
         config = listener.config or self.config
-        syn = self.cookies.syn_of(config, self.address, src, seg, now)
+        syn = self.cookies.syn_of(self._family_config(config, src), self._local_address(src),
+                                  src, seg, now)
         if syn is None:
             self.counters["syncookies_failed"] += 1
             return False
@@ -578,13 +709,14 @@ class NetworkStack:
 
     def _open_passive(self, listener: Listener, src: bytes, seg: tcpseg.Segment,
                       now: float, iss: int | None = None) -> Connection:
+        local = self._local_address(src)
         if iss is None:
-            iss = self._isn.isn(self.address, seg.dport, src, seg.sport, now)
+            iss = self._isn.isn(local, seg.dport, src, seg.sport, now)
         src = self._shared_address(src)
-        conn = Connection(listener.config or self.config, self.address, seg.dport, src,
-                          seg.sport, iss, passive=True, counters=self.counters,
-                          segmentation=self.offload,
-                          ts_offset=self._isn.ts_offset(self.address, src),
+        conn = Connection(self._family_config(listener.config or self.config, src), local,
+                          seg.dport, src, seg.sport, iss, passive=True,
+                          counters=self.counters, segmentation=self.offload,
+                          ts_offset=self._isn.ts_offset(local, src),
                           challenges=self.challenges)
         conn.snd.path_mss = self._path_mss_for(src, now)
         conn.listener = listener
@@ -657,11 +789,12 @@ class NetworkStack:
         if self._at_connection_limit():
             raise ConnectionLimit(errno.EAGAIN, f"too many connections ({len(self.connections)}"
                                   ", the stack's maximum)")
-        iss = self._isn.isn(self.address, local_port, remote, remote_port, now)
-        conn = Connection(config or self.config, self.address, local_port, remote,
-                          remote_port, iss, passive=False, counters=self.counters,
-                          segmentation=self.offload,
-                          ts_offset=self._isn.ts_offset(self.address, remote),
+        local = self._local_address(remote)
+        iss = self._isn.isn(local, local_port, remote, remote_port, now)
+        conn = Connection(self._family_config(config or self.config, remote), local,
+                          local_port, remote, remote_port, iss, passive=False,
+                          counters=self.counters, segmentation=self.offload,
+                          ts_offset=self._isn.ts_offset(local, remote),
                           challenges=self.challenges)
         conn.snd.path_mss = self._path_mss_for(remote, now)
         conn.on_transition = self._on_transition_hook
@@ -679,7 +812,7 @@ class NetworkStack:
         range. Always inside `ephemeral_ports` (a worker's own slice, api/workers.py)."""
         ports = self.ephemeral_ports
         span = len(ports)
-        offset, bucket = self._isn.port_hashes(self.address, remote, remote_port)
+        offset, bucket = self._isn.port_hashes(self._local_address(remote), remote, remote_port)
         table = self._port_table
         index = bucket % PORT_TABLE_LENGTH
         for _ in range(span):
@@ -718,15 +851,20 @@ class NetworkStack:
 
     def _udp_path_mtu(self, remote: bytes, now: float) -> int | None:
         path_mss = self._path_mss_for(remote, now)
-        return None if path_mss is None else path_mss + TCP_IP_HEADERS
+        if path_mss is None:
+            return None
+        return path_mss + (TCP_IPV6_HEADERS if len(remote) == 16 else TCP_IP_HEADERS)
 
     def _learn_path_mtu(self, remote: bytes, mtu: int, now: float) -> None:
         """"Fragmentation needed" quoting a datagram of ours: the path MTU, kept as the
         path MSS TCP keeps for it (RFC 1191), within Linux's floor."""
         if len(self._path_mss) >= MAX_CACHED_PEERS:
             self._path_mss.clear()
-        self._path_mss[remote] = (max(mtu, MIN_PATH_MTU) - TCP_IP_HEADERS,
-                                  now + PATH_MTU_EXPIRES)
+        if len(remote) == 16:  # RFC 8201 4: never below IPv6's minimum MTU
+            path_mss = max(mtu, ipv6.MIN_MTU) - TCP_IPV6_HEADERS
+        else:
+            path_mss = max(mtu, MIN_PATH_MTU) - TCP_IP_HEADERS
+        self._path_mss[remote] = (path_mss, now + PATH_MTU_EXPIRES)
 
     def _udp_owner_failed(self, exc: Exception) -> None:
         self._internal_error(exc, "delivering datagrams to the application")
@@ -789,9 +927,13 @@ class NetworkStack:
         header (from the per-peer template) and the TCP header with its checksum, packed
         together. The checksum is summed from the header fields as numbers, the options and
         the payload (with offload only the pseudo-header's, for the link to finish, which
-        then also cuts the payload to the MSS)."""
+        then also cuts the payload to the MSS). An IPv6 peer's go to _frame6, found as
+        the peer with no IPv4 route cached (IPv4's path pays nothing for the branch)."""
         route = self._routes.get(remote)
         if route is None:  # the pseudo-header sum does not depend on the direction
+            if len(remote) == 16:
+                self._frame6(remote, sport, dport, segments)
+                return
             if len(self._routes) >= MAX_CACHED_PEERS:
                 self._routes.clear()
             route = self._routes[remote] = (
@@ -823,6 +965,42 @@ class NetworkStack:
                 mss = 0
             head = _pack_ipv4_tcp(0x45, 0, total, 0, _DF, ttl, PROTO_TCP,
                                   ~((ip_sum + total) % 0xFFFF) & 0xFFFF, src, dst,
+                                  sport, dport, seq, ack, off_flags, window, csum, 0)
+            append((head + options if options else head, payload, mss))
+
+    def _frame6(self, remote: bytes, sport: int, dport: int,
+                segments: list[OutSegment]) -> None:
+        """_frame for an IPv6 peer: the IPv6 header (no checksum of its own) and the TCP
+        header packed together, the TCP checksum over the RFC 8200 8.1 pseudo-header."""
+        local = self.address6
+        assert local is not None  # a 16-byte peer exists only with an IPv6 address
+        pseudo = self._routes6.get(remote)
+        if pseudo is None:
+            if len(self._routes6) >= MAX_CACHED_PEERS:
+                self._routes6.clear()
+            pseudo = self._routes6[remote] = ipv6.pseudo_header(local, remote, PROTO_TCP, 0)
+        fixed = pseudo + sport + dport
+        offload = self.offload
+        append = self.output.append
+        for seq, ack, flags, window, options, payload, mss in segments:
+            n = len(payload)
+            hlen = HEADER_LEN + len(options)
+            if hlen & 3 or hlen > 60:
+                raise ValueError(f"options must pad the header to a multiple of 4 up to 60, "
+                                 f"not {hlen}")
+            off_flags = (hlen << 10) | flags
+            if n and offload:
+                csum = (pseudo + hlen + n) % 0xFFFF  # the link completes it
+            else:
+                tsum = (fixed + hlen + n + (seq >> 16) + (seq & 0xFFFF) + (ack >> 16)
+                        + (ack & 0xFFFF) + off_flags + window)
+                if options:
+                    tsum += int.from_bytes(options, "big")
+                if n:
+                    tsum += ones_complement_sum(payload)
+                csum = ~(tsum % 0xFFFF) & 0xFFFF
+                mss = 0
+            head = _pack_ipv6_tcp(_IPV6_WORD, hlen + n, PROTO_TCP, _HOP_LIMIT, local, remote,
                                   sport, dport, seq, ack, off_flags, window, csum, 0)
             append((head + options if options else head, payload, mss))
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from tcpstack.io.pcap import read_pcap
-from tcpstack.net import ipv4
+from tcpstack.net import ipv4, ipv6
 from tcpstack.net.errors import MalformedPacket
 from tcpstack.tcp import segment as tcpseg
 
@@ -121,12 +121,20 @@ class TimeSequence:
 _NO_OPTIONS = tcpseg.Options()
 
 
+def _endpoint(addr: bytes, port: int) -> str:
+    if len(addr) == 16:
+        return f"[{ipaddress.IPv6Address(addr)}]:{port}"
+    return f"{ipaddress.IPv4Address(addr)}:{port}"
+
+
 def parse_tcp(time: float, packet: bytes) -> TcpRecord | None:
-    """The TCP segment in an IPv4 packet, or None for anything else. Options are read as the
+    """The TCP segment in an IPv4 or IPv6 packet, or None for anything else. Options are read as the
     stack reads them (tcp.segment.decode_options); a segment whose options the stack would
     reject as malformed is kept, since it was on the wire, but without its options."""
+    ip: ipv4.IPv4Packet | ipv6.IPv6Packet
     try:
-        ip = ipv4.parse(packet, strict=False)
+        ip = (ipv6.parse(packet, strict=False) if packet[:1] and packet[0] >> 4 == 6
+              else ipv4.parse(packet, strict=False))
     except MalformedPacket:
         return None
     seg = ip.payload
@@ -141,8 +149,8 @@ def parse_tcp(time: float, packet: bytes) -> TcpRecord | None:
         # Malformed options: the stack drops the segment (tcp_bad_option), taking none.
         with contextlib.suppress(MalformedPacket):
             options = tcpseg.decode_options(seg[tcpseg.HEADER_LEN:offset])
-    return TcpRecord(time, f"{ipaddress.IPv4Address(ip.src)}:{sport}",
-                     f"{ipaddress.IPv4Address(ip.dst)}:{dport}", seq, ack, off_flags & 0xFF,
+    return TcpRecord(time, _endpoint(ip.src, sport), _endpoint(ip.dst, dport), seq, ack,
+                     off_flags & 0xFF,
                      window, len(seg) - offset, options.wscale, list(options.sack),
                      options.mss)
 

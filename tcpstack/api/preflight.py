@@ -26,17 +26,24 @@ def _who(ifname: str) -> str:
     return ifname
 
 
-def check_addresses(iface: str, kernel: ipaddress.IPv4Interface,
-                    address: ipaddress.IPv4Address) -> None:
-    """Raise LinkError when the namespace already uses `kernel`'s address or network."""
+def check_addresses(iface: str, kernel: ipaddress.IPv4Interface | ipaddress.IPv6Interface,
+                    address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> None:
+    """Raise LinkError when the namespace already uses `kernel`'s address or network (IPv4
+    or IPv6, as `kernel` is; the option names in the messages are that family's)."""
     from pyroute2 import IPRoute  # imported here, as in link/tun.py
 
+    v6 = kernel.version == 6
+    suffix = "6" if v6 else ""
     try:
         with IPRoute() as ipr:
-            assigned = [(msg.get_attr("IFA_LABEL") or f"interface {msg['index']}",
-                         ipaddress.IPv4Interface(f"{msg.get_attr('IFA_ADDRESS')}/"
-                                                 f"{msg['prefixlen']}"))
-                        for msg in ipr.get_addr(family=2)]
+            # IPv6 addresses carry no label: the interface's name comes from its index.
+            names: dict[int, str] = ({msg["index"]: msg.get_attr("IFLA_IFNAME")
+                                      for msg in ipr.get_links()} if v6 else {})
+            assigned = [(msg.get_attr("IFA_LABEL") or names.get(msg["index"])
+                         or f"interface {msg['index']}",
+                         ipaddress.ip_interface(f"{msg.get_attr('IFA_ADDRESS')}/"
+                                                f"{msg['prefixlen']}"))
+                        for msg in ipr.get_addr(family=10 if v6 else 2)]
     except Exception as exc:  # a check, not a requirement: configure() reports real failures
         log.debug("address check skipped: %s", exc)
         return
@@ -45,11 +52,11 @@ def check_addresses(iface: str, kernel: ipaddress.IPv4Interface,
             continue
         if have.ip == kernel.ip:
             raise LinkError(f"address {kernel.ip} is already in use in this network namespace "
-                            f"(on {_who(ifname)}); choose another --kernel-address")
+                            f"(on {_who(ifname)}); choose another --kernel-address{suffix}")
         if have.ip == address:
             raise LinkError(f"address {address} already belongs to the kernel in this network "
-                            f"namespace (on {_who(ifname)}); choose another --address")
+                            f"namespace (on {_who(ifname)}); choose another --address{suffix}")
         if address in have.network and have.network.prefixlen >= kernel.network.prefixlen:
             raise LinkError(f"address {address} is already reachable through {_who(ifname)} "
-                            f"({have}) in this network namespace; choose another --address "
-                            "and --kernel-address")
+                            f"({have}) in this network namespace; choose another "
+                            f"--address{suffix} and --kernel-address{suffix}")

@@ -55,7 +55,7 @@ KNOWN_COUNTERS = (
     "segs_in", "segs_out", "rst_in", "rst_out", "passive_opens", "active_opens",
     "attempt_fails", "estab_resets", "in_errors",
     "ip_bad_checksum", "ip_truncated", "ip_bad_ihl", "ip_bad_length", "ip_bad_version",
-    "ip_fragment", "ip_not_for_us", "ip_unknown_protocol", "ipv6_dropped",
+    "ip_fragment", "ip_not_for_us", "ip_unknown_protocol",
     "tcp_bad_checksum", "tcp_bad_option", "tcp_bad_offset", "tcp_truncated",
     "icmp_truncated", "icmp_bad_checksum", "icmp_in", "icmp_out",
     "listen_overflows", "listen_resets", "listen_rst_ignored", "listen_drops",
@@ -75,6 +75,14 @@ KNOWN_COUNTERS = (
     "udp_rcvbuf_errors", "udp_in_csum_errors", "udp_sndbuf_errors", "udp_truncated",
     "udp_bad_length", "udp_bad_checksum", "udp_icmp_ignored", "icmp_port_unreachable_out",
     "icmp_rate_limited",
+    # IPv6 (net/ipv6.py, net/icmpv6.py): ip6_disabled counts what a stack without an IPv6
+    # address drops (the kernel's router solicitations and the like).
+    "ip6_disabled", "ip6_truncated", "ip6_bad_version", "ip6_bad_length", "ip6_ext_truncated",
+    "ip6_bad_hop_by_hop", "ip6_routing_refused", "ip6_fragment", "ip6_too_many_headers",
+    "ip6_bad_option", "ip6_unknown_option", "ip6_not_for_us", "ip6_multicast",
+    "ip6_unknown_protocol", "ip6_bad_source",
+    "icmp6_in", "icmp6_out", "icmp6_truncated", "icmp6_bad_checksum", "icmp6_bad_quote",
+    "icmp6_small_mtu",
 )
 
 
@@ -87,6 +95,7 @@ class ListenerInfo(TypedDict):
     backlog: int
     syn_queue: int
     accept_queue: int
+    local6: NotRequired[str]  # the same listener's IPv6 endpoint, on a dual-stack stack
 
 
 class ConnectionInfo(TypedDict):
@@ -131,6 +140,8 @@ class Snapshot(TypedDict):
     iface: str
     address: str
     kernel_address: str
+    address6: NotRequired[str]  # present when the stack serves IPv6 too
+    kernel_address6: NotRequired[str]
     pid: int
     uptime: float
     listeners: list[ListenerInfo]
@@ -141,6 +152,9 @@ class Snapshot(TypedDict):
 
 
 def endpoint(addr: bytes, port: int) -> str:
+    """`10.77.0.2:80`, or `[fd77::2]:80` as ss writes an IPv6 endpoint."""
+    if len(addr) == 16:
+        return f"[{ipaddress.IPv6Address(addr)}]:{port}"
     return f"{ipaddress.IPv4Address(addr)}:{port}"
 
 
@@ -187,7 +201,8 @@ def counters_of(network: NetworkStack) -> dict[str, int]:
 
 def build_snapshot(network: NetworkStack, *, iface: str, kernel_address: str,
                    uptime: float, link_counters: dict[str, int] | None = None,
-                   accept_queues: dict[int, int] | None = None) -> Snapshot:
+                   accept_queues: dict[int, int] | None = None,
+                   kernel_address6: str | None = None) -> Snapshot:
     """`link_counters`: the link's own counters (the TUN's queue drops), beside the stack's;
     `accept_queues`: by port, the connections the application has not yet taken up."""
     address = str(ipaddress.IPv4Address(network.address))
@@ -198,10 +213,13 @@ def build_snapshot(network: NetworkStack, *, iface: str, kernel_address: str,
          "syn_queue": listener.half_open,
          "accept_queue": accepting.get(port, listener.accept_queue)}
         for port, listener in sorted(network.listeners.items())]
+    if network.address6 is not None:
+        for info in listeners:  # a listener takes both families, as a dual-stack socket
+            info["local6"] = endpoint(network.address6, info["port"])
     connections = [connection_info(conn) for conn in sorted(
         network.connections.values(),
         key=lambda c: (c.local_port, c.remote_addr, c.remote_port))]
-    return {
+    snapshot: Snapshot = {
         "version": SNAPSHOT_VERSION,
         "iface": iface,
         "address": address,
@@ -214,13 +232,19 @@ def build_snapshot(network: NetworkStack, *, iface: str, kernel_address: str,
         dict(sorted({**counters_of(network), **link_counters}.items())),
         "udp": udp_info(network),
     }
+    if network.address6 is not None:
+        snapshot["address6"] = str(ipaddress.IPv6Address(network.address6))
+        if kernel_address6 is not None:
+            snapshot["kernel_address6"] = kernel_address6
+    return snapshot
 
 
-def _sort_key(conn: ConnectionInfo) -> tuple[int, ipaddress.IPv4Address, int]:
-    """The order build_snapshot gives: local port, then the peer's address and port."""
+def _sort_key(conn: ConnectionInfo) -> tuple[int, bytes, int]:
+    """The order build_snapshot gives: local port, then the peer's address (as bytes, so
+    IPv4 before IPv6) and port."""
     peer_addr, _, peer_port = conn["peer"].rpartition(":")
-    return int(conn["local"].rpartition(":")[2]), ipaddress.IPv4Address(peer_addr), \
-        int(peer_port)
+    return int(conn["local"].rpartition(":")[2]), \
+        ipaddress.ip_address(peer_addr.strip("[]")).packed, int(peer_port)
 
 
 def merge_snapshots(parts: list[Snapshot], *, pid: int, uptime: float) -> Snapshot:
@@ -251,7 +275,7 @@ def merge_snapshots(parts: list[Snapshot], *, pid: int, uptime: float) -> Snapsh
         workers.append({"worker": worker, "pid": part["pid"],
                         "counters": dict(part["counters"])})
     first = parts[0]
-    return {
+    whole: Snapshot = {
         "version": SNAPSHOT_VERSION,
         "iface": first["iface"],
         "address": first["address"],
@@ -264,3 +288,8 @@ def merge_snapshots(parts: list[Snapshot], *, pid: int, uptime: float) -> Snapsh
         "workers": workers,
         "udp": udp,
     }
+    if "address6" in first:
+        whole["address6"] = first["address6"]
+    if "kernel_address6" in first:
+        whole["kernel_address6"] = first["kernel_address6"]
+    return whole

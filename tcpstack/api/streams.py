@@ -27,6 +27,7 @@ from tcpstack.io.driver import PacketTap, StackDriver
 from tcpstack.io.impairment import Impairment
 from tcpstack.io.segment_log import SegmentLogger
 from tcpstack.link.tun import DEFAULT_TXQUEUELEN, LinkError, TunDevice
+from tcpstack.net.ipv6 import MIN_MTU as IPV6_MIN_MTU
 from tcpstack.stack import EPHEMERAL_PORTS, NetworkStack
 from tcpstack.tcp import congestion as tcp_congestion
 from tcpstack.tcp.config import TcpConfig
@@ -48,6 +49,8 @@ log = logging.getLogger("tcpstack")
 DEFAULT_IFACE = "tcps0"
 DEFAULT_ADDRESS = "10.77.0.2"
 DEFAULT_KERNEL_ADDRESS = "10.77.0.1/24"
+DEFAULT_ADDRESS6 = "fd77::2"
+DEFAULT_KERNEL_ADDRESS6 = "fd77::1/64"
 DEFAULT_MTU = 1500
 STREAM_LIMIT = 2 ** 16
 
@@ -335,6 +338,38 @@ def _parse_address(address: str) -> ipaddress.IPv4Address:
                         "such as 10.77.0.2)") from None
 
 
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _parse_host(host: str) -> IPAddress:
+    """An address of either family, as text ("10.77.0.1", "fd77::1", "[fd77::1]")."""
+    text = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        raise LinkError(f"invalid address {host!r} (expected an IPv4 or IPv6 address "
+                        "such as 10.77.0.1 or fd77::1)") from None
+
+
+def _unusable6(address: ipaddress.IPv6Address) -> str | None:
+    """Why no host could use `address` as its own or a peer's over the TUN, or None."""
+    if address.is_multicast or address.is_unspecified:
+        return "not a unicast address"
+    if address.is_loopback:
+        return "a loopback address"
+    if address.is_link_local:
+        return "a link-local address (tcpstack has none: use a global or ULA address)"
+    if address.ipv4_mapped is not None:
+        return "an IPv4-mapped address (use the IPv4 address itself)"
+    return None
+
+
+def format_endpoint(address: bytes | str, port: int) -> str:
+    """`10.77.0.2:80` or `[fd77::2]:80`, as ss and curl write them."""
+    text = str(ipaddress.ip_address(address)) if isinstance(address, bytes) else address
+    return f"[{text}]:{port}" if ":" in text else f"{text}:{port}"
+
+
 class Stack:
     """A running tcpstack: a TUN interface, the protocol state, and the asyncio driver.
 
@@ -349,12 +384,16 @@ class Stack:
                  pcap: str | os.PathLike[str] | None = None, trace_segments: bool = False,
                  control: bool = True, impairment: Impairment | None = None,
                  txqueuelen: int = DEFAULT_TXQUEUELEN, tun: TunDevice | None = None,
-                 ephemeral_ports: range | None = None) -> None:
+                 ephemeral_ports: range | None = None,
+                 address6: str | None = DEFAULT_ADDRESS6,
+                 kernel_address6: str | None = DEFAULT_KERNEL_ADDRESS6) -> None:
         """`txqueuelen`: packets the kernel may queue on the interface for the stack to read;
         more are dropped (and counted as `tun_rx_queue_drops`). `tun`: a device already open
         and configured (one queue of a multi-queue interface, api/workers.py), which the
         stack uses as it is and closes when it closes; `ephemeral_ports`: the local ports its
-        active opens take."""
+        active opens take. `address6` and `kernel_address6`: the stack's IPv6 address and
+        the kernel side's with its prefix; either None serves IPv4 only, and so does an
+        MTU below IPv6's minimum of 1280 (the kernel turns IPv6 off on such a link)."""
         self.iface = iface
         self.address = _parse_address(address)
         try:
@@ -371,6 +410,13 @@ class Stack:
         if (role := _non_host_role(self.address, network)) is not None:
             raise LinkError(f"address {address} is the {role} address of {network}, "
                             "not a host's")
+        self.address6: ipaddress.IPv6Address | None = None
+        self.kernel_interface6: ipaddress.IPv6Interface | None = None
+        if address6 is not None and kernel_address6 is not None:
+            if mtu >= IPV6_MIN_MTU:
+                self.address6, self.kernel_interface6 = _check_ipv6(address6, kernel_address6)
+            else:
+                log.info("IPv6 off: the MTU %d is below IPv6's minimum 1280", mtu)
         self.mtu = mtu
         self.txqueuelen = txqueuelen
         self.config = config or TcpConfig()
@@ -392,7 +438,9 @@ class Stack:
         self.tun = tun if tun is not None else TunDevice(iface, mtu, offload=offload)
         self.network = NetworkStack(self.address.packed, self.config, offload=offload,
                                     ephemeral_ports=ephemeral_ports or EPHEMERAL_PORTS,
-                                    mtu=mtu)
+                                    mtu=mtu,
+                                    address6=None if self.address6 is None
+                                    else self.address6.packed)
         self.driver: StackDriver | None = None
         self._servers: dict[int, Server] = {}
         self._datagrams: dict[DatagramTransport, None] = {}
@@ -435,13 +483,39 @@ class Stack:
         driver.start()
         self.driver = driver
         self._started_at = loop.time()
-        log.info("%s up: stack %s, kernel side %s, MTU %d", self.iface, self.address,
-                 self.kernel_interface, self.mtu)
+        log.info("%s up: stack %s, kernel side %s, MTU %d", self.iface, self.addresses_text,
+                 self.kernel_addresses_text, self.mtu)
         return self
+
+    @property
+    def addresses_text(self) -> str:
+        """The stack's addresses: `10.77.0.2` or `10.77.0.2 and fd77::2`."""
+        return str(self.address) + ("" if self.address6 is None else f" and {self.address6}")
+
+    @property
+    def kernel_addresses_text(self) -> str:
+        return str(self.kernel_interface) + ("" if self.kernel_interface6 is None
+                                             else f" and {self.kernel_interface6}")
+
+    def endpoints_text(self, port: int) -> str:
+        """Where a listener on `port` is reached: `10.77.0.2:80 and [fd77::2]:80`."""
+        text = format_endpoint(str(self.address), port)
+        if self.address6 is not None:
+            text += " and " + format_endpoint(str(self.address6), port)
+        return text
 
     def _configure(self) -> None:
         check_addresses(self.iface, self.kernel_interface, self.address)
-        self.tun.configure(str(self.kernel_interface), self.txqueuelen)
+        if self.address6 is not None and self.kernel_interface6 is not None:
+            check_addresses(self.iface, self.kernel_interface6, self.address6)
+        self.tun.configure(str(self.kernel_interface), self.txqueuelen,
+                           *self.ipv6_configuration())
+
+    def ipv6_configuration(self) -> tuple[str | None, str | None]:
+        """The kernel side's IPv6 address and the stack's, for TunDevice.configure."""
+        if self.address6 is None or self.kernel_interface6 is None:
+            return None, None
+        return str(self.kernel_interface6), str(self.address6)
 
     async def _serve_control(self) -> None:
         server = ControlServer(control_path(self.iface), self.fresh_snapshot)
@@ -506,7 +580,9 @@ class Stack:
                               kernel_address=str(self.kernel_interface), uptime=uptime,
                               link_counters=self._link_counters,
                               accept_queues={port: server.accept_queue
-                                             for port, server in self._servers.items()})
+                                             for port, server in self._servers.items()},
+                              kernel_address6=None if self.kernel_interface6 is None
+                              else str(self.kernel_interface6))
 
     def _on_event(self, conn: Connection, event: Event) -> None:
         if isinstance(event, Closed) and self.capture is not None:
@@ -550,12 +626,23 @@ class Stack:
         self._servers[port] = server
         return server
 
-    def check_destination(self, host: str) -> ipaddress.IPv4Address:
-        """The address `host` names, or ValueError (LinkError if it is no IPv4 address)
-        when no connection there could ever work, so that the caller learns at once rather
-        than after the SYN retransmissions. Any other address goes to the kernel, which
-        routes it on (an address outside the kernel side's network is fine)."""
-        remote = _parse_address(host)
+    def check_destination(self, host: str) -> IPAddress:
+        """The address `host` names (either family; IPv6 in brackets or not), or ValueError
+        (LinkError if it is no address) when no connection there could ever work, so that
+        the caller learns at once rather than after the SYN retransmissions. Any other
+        address goes to the kernel, which routes it on (an address outside the kernel
+        side's network is fine)."""
+        remote = _parse_host(host)
+        if isinstance(remote, ipaddress.IPv6Address):
+            if self.address6 is None:
+                reason = "this stack has no IPv6 address (see --address6)"
+            elif remote == self.address6:
+                reason = "it is the stack's own address"
+            elif (unusable := _unusable6(remote)) is not None:
+                reason = unusable
+            else:
+                return remote
+            raise ValueError(f"cannot connect to {remote}: {reason}")
         network = self.kernel_interface.network
         if remote == self.address:
             reason = "it is the stack's own address"
@@ -614,11 +701,14 @@ class Stack:
         (SO_RCVBUF, bytes). Raises OSError(EADDRINUSE) for a port bound already,
         OSError(EADDRNOTAVAIL) for a local host not the stack's."""
         port = 0
+        own = self.network.address  # what sockname says: the address of the endpoint's family
         if local_addr is not None:
             host = str(local_addr[0])
             if host not in ("", "0.0.0.0", "::"):
                 local, port = parse_address(local_addr, "local_addr")
-                if local != self.network.address:
+                if local == self.network.address6:
+                    own = local
+                elif local != self.network.address:
                     raise OSError(errno.EADDRNOTAVAIL, f"cannot bind to {host}: not the "
                                   f"stack's address {self.address}")
             else:
@@ -626,6 +716,8 @@ class Stack:
         remote = None if remote_addr is None else parse_address(remote_addr, "remote_addr")
         if remote is not None and remote[1] == 0:
             raise ValueError("remote_addr needs a port (1-65535)")
+        if remote is not None and len(remote[0]) == 16 and self.network.address6 is not None:
+            own = self.network.address6
         await self.start()
         driver = self.driver
         assert driver is not None
@@ -636,7 +728,7 @@ class Stack:
                 network.udp_connect(endpoint, *remote)
             protocol = protocol_factory()
             transport = DatagramTransport(driver, endpoint, protocol,
-                                          address_of(network.address, endpoint.local_port))
+                                          address_of(own, endpoint.local_port))
         except BaseException:
             network.udp_close(endpoint)
             raise
@@ -707,8 +799,28 @@ class Stack:
 
 
 def _log_transition(conn: Connection, old: State, new: State) -> None:
-    peer = ipaddress.IPv4Address(conn.remote_addr)
-    log.info("%s:%d %s -> %s", peer, conn.remote_port, old, new)
+    log.info("%s %s -> %s", format_endpoint(conn.remote_addr, conn.remote_port), old, new)
+
+
+def _check_ipv6(address6: str, kernel_address6: str
+                ) -> tuple[ipaddress.IPv6Address, ipaddress.IPv6Interface]:
+    """The stack's IPv6 address and the kernel side's interface, checked as the IPv4 ones
+    are. The stack's may lie outside the kernel side's prefix: the link routes it then."""
+    try:
+        address = ipaddress.IPv6Address(address6.strip("[]"))
+    except ValueError:
+        raise LinkError(f"invalid IPv6 address {address6!r} (expected e.g. fd77::2)") from None
+    try:
+        kernel = ipaddress.IPv6Interface(kernel_address6)
+    except ValueError:
+        raise LinkError(f"invalid kernel IPv6 address {kernel_address6!r} "
+                        "(expected e.g. fd77::1/64)") from None
+    for what, value in (("address", address), ("kernel address", kernel.ip)):
+        if (reason := _unusable6(value)) is not None:
+            raise LinkError(f"the IPv6 {what} {value} is {reason}")
+    if address == kernel.ip:
+        raise LinkError(f"the stack's IPv6 address {address} must differ from the kernel's")
+    return address, kernel
 
 
 _default_stack: Stack | None = None

@@ -48,7 +48,11 @@ def unreachable_error(number: int, text: str) -> OSError:
 _NO_EXTRA: MappingProxyType[str, Any] = MappingProxyType({})
 
 
-def _address(addr: bytes, port: int) -> tuple[str, int]:
+def _address(addr: bytes, port: int) -> tuple[str, int] | tuple[str, int, int, int]:
+    """As the socket module gives an address: (host, port) for IPv4, (host, port, flowinfo,
+    scope_id) for IPv6."""
+    if len(addr) == 16:
+        return socket.inet_ntop(socket.AF_INET6, addr), port, 0, 0
     return socket.inet_ntoa(addr), port
 
 

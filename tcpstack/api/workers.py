@@ -134,10 +134,13 @@ def _open_queues(template: Stack, workers: int, ports: list[range]) -> list[TunD
             queue.open(attach=k > 0)
         steering.attach(queues[0].fd, workers, ports[0].start, len(ports[0]))
         check_addresses(template.iface, template.kernel_interface, template.address)
+        if template.address6 is not None and template.kernel_interface6 is not None:
+            check_addresses(template.iface, template.kernel_interface6, template.address6)
         # A device of its own for pyroute2, so that no netlink socket crosses the fork.
         config = TunDevice(template.iface, template.mtu)
         try:
-            config.configure(str(template.kernel_interface), template.txqueuelen)
+            config.configure(str(template.kernel_interface), template.txqueuelen,
+                             *template.ipv6_configuration())
         finally:
             config.close()
     except BaseException:

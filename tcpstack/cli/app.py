@@ -16,8 +16,10 @@ from click.core import ParameterSource
 
 from tcpstack.api.streams import (
     DEFAULT_ADDRESS,
+    DEFAULT_ADDRESS6,
     DEFAULT_IFACE,
     DEFAULT_KERNEL_ADDRESS,
+    DEFAULT_KERNEL_ADDRESS6,
     DEFAULT_MTU,
     Stack,
 )
@@ -46,6 +48,11 @@ def global_options(hidden: bool = False) -> list[click.Option]:
                help="The stack's own IPv4 address."),
         option("--kernel-address", default=DEFAULT_KERNEL_ADDRESS, show_default=True,
                help="The kernel side's address and prefix on the TUN interface."),
+        option("--address6", default=DEFAULT_ADDRESS6, show_default=True,
+               help="The stack's own IPv6 address; 'none' serves IPv4 only."),
+        option("--kernel-address6", default=DEFAULT_KERNEL_ADDRESS6, show_default=True,
+               help="The kernel side's IPv6 address and prefix on the TUN interface; "
+                    "'none' serves IPv4 only."),
         option("--mtu", default=DEFAULT_MTU, show_default=True, type=click.IntRange(68, 65535),
                help="MTU of the TUN interface."),
         option("--txqueuelen", default=DEFAULT_TXQUEUELEN, show_default=True,
@@ -138,6 +145,8 @@ def settings(params: dict[str, Any]) -> dict[str, object]:
          config.keepalive_count) = parse_keepalive(params["keepalive"])
     return {"iface": params["iface"], "address": params["address"],
             "kernel_address": params["kernel_address"], "mtu": params["mtu"],
+            "address6": _optional_address(params["address6"]),
+            "kernel_address6": _optional_address(params["kernel_address6"]),
             "txqueuelen": params["txqueuelen"],
             "trace": bool(params["trace"]) or verbose, "verbose": verbose,
             "offload": params["offload"], "config": config,
@@ -189,7 +198,9 @@ def also_after_command(*names: str) -> Callable[[click.Command], click.Command]:
 class PortType(click.ParamType):  # type: ignore[type-arg]
     """A TCP port, 1-65535, worded the same in every command. `address="optional"` also takes
     ADDR:PORT (converting to (ADDR or None, PORT)), `address="required"` only ADDR:PORT
-    (converting to the text "ADDR:PORT"); by default the value is the port number."""
+    (converting to the text "ADDR:PORT"); by default the value is the port number. An IPv6
+    ADDR is written in brackets, as in a URL: [fd77::2]:80 (converting to fd77::2); `:80`
+    is the port with no address."""
 
     def __init__(self, address: str | None = None) -> None:
         self.address = address
@@ -202,6 +213,11 @@ class PortType(click.ParamType):  # type: ignore[type-arg]
         addr, sep, port_text = value.rpartition(":") if self.address else ("", "", value)
         if self.address == "required" and not (sep and addr):
             self.fail(f"{value!r} is not ADDR:PORT (e.g. 10.77.0.1:40000)", param, ctx)
+        if addr.startswith("[") and addr.endswith("]"):
+            addr = addr[1:-1]
+        elif ":" in addr:
+            self.fail(f"{value!r}: write an IPv6 address in brackets, as [fd77::2]:80",
+                      param, ctx)
         try:
             port = int(port_text)
         except ValueError:
@@ -227,6 +243,11 @@ def make_stack(opts: dict[str, object], tun: TunDevice | None = None,
     return Stack(tun=tun, ephemeral_ports=ephemeral_ports, control=tun is None,
                  iface=str(opts["iface"]), address=str(opts["address"]),
                  kernel_address=str(opts["kernel_address"]), mtu=int(str(opts["mtu"])),
+                 address6=None if (a6 := opts.get("address6", DEFAULT_ADDRESS6)) is None
+                 else str(a6),
+                 kernel_address6=None if (k6 := opts.get("kernel_address6",
+                                                         DEFAULT_KERNEL_ADDRESS6)) is None
+                 else str(k6),
                  txqueuelen=int(str(opts.get("txqueuelen", DEFAULT_TXQUEUELEN))),
                  trace=bool(opts["trace"]), offload=bool(opts["offload"]),
                  config=config if isinstance(config := opts["config"], TcpConfig) else None,
@@ -251,6 +272,11 @@ def parse_keepalive(spec: str) -> tuple[float, float, int]:
         raise click.BadParameter(f"{spec!r} is not IDLE or IDLE,INTERVAL,COUNT (e.g. 60,10,5)",
                                  param_hint="'--keepalive'") from None
     return idle, interval, count
+
+
+def _optional_address(value: str) -> str | None:
+    """An IPv6 option's value: 'none' (or empty) turns IPv6 off."""
+    return None if value.strip().lower() in ("", "none", "off") else value
 
 
 def _workers(spec: str) -> int:

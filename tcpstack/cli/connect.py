@@ -9,6 +9,7 @@ import sys
 
 import click
 
+from tcpstack.api.streams import format_endpoint
 from tcpstack.cli.app import (
     GLOBAL_OPTION_NAMES,
     CommandFailed,
@@ -39,7 +40,8 @@ from tcpstack.services.relay import Progress, relay
 @click.pass_context
 def connect(ctx: click.Context, host: str, port: int, timeout: float | None,
             progress: bool | None, attach: bool) -> None:
-    """Connect to HOST PORT and relay standard input and output, like nc."""
+    """Connect to HOST PORT and relay standard input and output, like nc. HOST is an IPv4
+    or IPv6 address (fd77::1, in brackets or not)."""
     if not ctx.obj["trace"]:
         logging.getLogger("tcpstack").setLevel(logging.WARNING)
     if progress is None:
@@ -57,7 +59,7 @@ async def _connect(opts: dict[str, object], host: str, port: int,
     signalled = stop_on_signals()
     stack = make_stack(opts)
     stack.check_destination(host)  # before any interface exists: refused in one line
-    where = f"{host}:{port}"
+    where = format_endpoint(host.strip("[]"), port)  # [fd77::1]:5000 for IPv6
 
     async def session() -> None:
         try:

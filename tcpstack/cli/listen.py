@@ -65,7 +65,9 @@ def listen(ctx: click.Context, port: tuple[str | None, int], echo: bool, discard
            http_dir: Path | None, udp: bool, backlog: int, attach: bool) -> None:
     """Listen on [ADDR:]PORT and serve echo, discard or HTTP until interrupted.
 
-    ADDR, when given, is the stack's own address (the same as --address)."""
+    ADDR, when given, is the stack's own address (the same as --address, or --address6 for
+    an IPv6 address in brackets: [fd77::2]:80). Either way the port takes connections over
+    both IPv4 and IPv6, as a dual-stack socket does; `:80` is the same as `80`."""
     if echo + discard + (http_dir is not None) != 1:
         raise click.UsageError("choose exactly one of --echo, --discard, --http DIR")
     if udp and attach:
@@ -81,7 +83,7 @@ def listen(ctx: click.Context, port: tuple[str | None, int], echo: bool, discard
         run(serve_attached(str(opts["iface"]), addr, handler, number, backlog))
         return
     if addr is not None:
-        opts["address"] = addr
+        opts["address6" if ":" in addr else "address"] = addr
     workers = int(str(opts.get("workers", 1)))
     if workers == 1:
         run(_serve(opts, handler, number, backlog))
@@ -115,7 +117,7 @@ async def _serve_udp(opts: dict[str, object], echo: bool, port: int) -> None:
             raise CommandFailed(f"cannot bind UDP port {port}: {exc.strerror or exc}"
                                 ) from None
         tune_gc()
-        log.info("listening on udp %s:%d (%s)", stack.address, port,
+        log.info("listening on udp %s (%s)", stack.endpoints_text(port),
                  "echo" if echo else "discard")
         await stop
         log.info("shutting down")
@@ -132,7 +134,8 @@ def _serve_workers(opts: dict[str, object], workers: int, handler: Handler, port
         tune_gc()  # in each worker, once its stack is up
 
     def on_ready() -> None:
-        log.info("listening on %s:%d with %d workers", opts["address"], port, workers)
+        log.info("listening on %s with %d workers", make_stack(opts).endpoints_text(port),
+                 workers)
 
     tune_gc()  # before the fork: the workers inherit it, and share the frozen pages
     try:
@@ -153,7 +156,7 @@ async def _serve(opts: dict[str, object], handler: Handler, port: int, backlog: 
     try:
         await stack.start_server(handler, port, backlog=backlog)
         tune_gc()  # what bringing the stack up allocated is there for good, too
-        log.info("listening on %s:%d", stack.address, port)
+        log.info("listening on %s", stack.endpoints_text(port))
         await stop
         log.info("shutting down")
     finally:

@@ -14,6 +14,7 @@ import click
 from rich import box
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -26,6 +27,9 @@ _PIPE_WIDTH = 200
 # Below this many columns the per-connection details go into one wrapping column, the way
 # `ss -i` puts them on a line of their own.
 _WIDE = 150
+
+
+_PEER6 = "[::]:*"  # ss's "any IPv6 peer"
 
 
 def _dash(value: object) -> str:
@@ -55,10 +59,13 @@ def _queues(listener: ListenerInfo) -> str:
 def _narrow(title: str, snapshot: Snapshot) -> RenderableType:
     """ss's own layout: one line per socket, its measurements indented on the next."""
     worker = _workers(snapshot) > 1  # a column saying which worker holds the connection
-    rows: list[tuple[list[str], str | None]] = [
-        ([lst["state"], str(lst["accept_queue"]), str(lst["backlog"]), lst["local"],
-          lst["peer"], *([""] if worker else [])], _queues(lst))
-        for lst in snapshot["listeners"]]
+    rows: list[tuple[list[str], str | None]] = []
+    for lst in snapshot["listeners"]:
+        rows.append(([lst["state"], str(lst["accept_queue"]), str(lst["backlog"]), lst["local"],
+                      lst["peer"], *([""] if worker else [])], _queues(lst)))
+        if "local6" in lst:
+            rows.append(([lst["state"], str(lst["accept_queue"]), str(lst["backlog"]),
+                          lst["local6"], _PEER6, *([""] if worker else [])], None))
     rows += [([c["state"], str(c["recv_q"]), str(c["send_q"]), c["local"], c["peer"],
                *([str(c.get("worker", "-"))] if worker else [])],
               _details(c)) for c in snapshot["connections"]]
@@ -125,8 +132,13 @@ def render_connections(snapshot: Snapshot, width: int = _PIPE_WIDTH) -> Renderab
 def _render_tcp(snapshot: Snapshot, width: int) -> RenderableType:
     n_conn = len(snapshot["connections"])
     n_listen = len(snapshot["listeners"])
-    title = (f"{snapshot['iface']}: stack {snapshot['address']}, kernel side "
-             f"{snapshot['kernel_address']}, pid {snapshot['pid']}, up "
+    stack_text, kernel_text = snapshot["address"], snapshot["kernel_address"]
+    if "address6" in snapshot:
+        stack_text += f" and {snapshot['address6']}"
+    if "kernel_address6" in snapshot:
+        kernel_text += f" and {snapshot['kernel_address6']}"
+    title = (f"{snapshot['iface']}: stack {stack_text}, kernel side "
+             f"{kernel_text}, pid {snapshot['pid']}, up "
              f"{snapshot['uptime']:.1f}s, {n_listen} listening, {n_conn} "
              f"connection{'s' if n_conn != 1 else ''}")
     workers = _workers(snapshot)
@@ -152,11 +164,17 @@ def _render_tcp(snapshot: Snapshot, width: int) -> RenderableType:
         table.add_row(listener["state"], str(listener["accept_queue"]),
                       str(listener["backlog"]), listener["local"], listener["peer"],
                       *worker_cells, *[""] * 10)
+        if "local6" in listener:  # one listener, both families: a row each, as ss shows
+            table.add_row(listener["state"], str(listener["accept_queue"]),
+                          str(listener["backlog"]), escape(listener["local6"]), escape(_PEER6),
+                          *worker_cells, *[""] * 10)
     for conn in snapshot["connections"]:
         if worker_cells:
             worker_cells = [str(conn.get("worker", "-"))]
-        table.add_row(conn["state"], str(conn["recv_q"]), str(conn["send_q"]), conn["local"],
-                      conn["peer"], *worker_cells, _ms(conn["rtt_ms"]), _ms(conn["rto_ms"]),
+        # escape: rich would read an IPv6 endpoint's [brackets] as markup.
+        table.add_row(conn["state"], str(conn["recv_q"]), str(conn["send_q"]),
+                      escape(conn["local"]), escape(conn["peer"]), *worker_cells,
+                      _ms(conn["rtt_ms"]), _ms(conn["rto_ms"]),
                       str(conn["cwnd"]), _dash(conn["ssthresh"]), str(conn["retransmits"]),
                       str(conn["bytes_in"]), str(conn["bytes_out"]), str(conn["segs_in"]),
                       str(conn["segs_out"]), _dash(conn.get("rcv_buf")))

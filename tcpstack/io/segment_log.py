@@ -36,7 +36,7 @@ import struct
 import time
 from typing import cast
 
-from tcpstack.net import ipv4
+from tcpstack.net import ipv4, ipv6
 from tcpstack.net.checksum import Bytes
 from tcpstack.net.errors import MalformedPacket
 from tcpstack.net.udp import PROTO_UDP
@@ -71,6 +71,9 @@ _MAX_FLOWS = 4096  # connections whose bases are remembered; forgotten all at on
 _ICMP_TYPES = {0: "echo reply", 3: "unreachable", 8: "echo request", 11: "time exceeded"}
 _ICMP_ECHO = (0, 8)
 _UDP_PORTS = struct.Struct("!HHH")  # source port, destination port, length
+_ICMP6_TYPES = {1: "destination unreachable", 2: "packet too big", 3: "time exceeded",
+                4: "parameter problem", 128: "echo request", 129: "echo reply"}
+_ICMP6_ECHO = (128, 129)
 
 Endpoint = tuple[bytes, int]
 FlowKey = tuple[Endpoint, Endpoint]  # the two endpoints, the lower first
@@ -120,7 +123,7 @@ def _describe(field: OptionField, sack_base: int) -> str:
 
 
 class SegmentFormatter:
-    """Formats IPv4 packets as tcpdump does; remembers each connection's bases for relative
+    """Formats IPv4 and IPv6 packets as tcpdump does; remembers each connection's bases for relative
     sequence numbers (see the module's docstring)."""
 
     def __init__(self) -> None:
@@ -136,7 +139,7 @@ class SegmentFormatter:
             return "empty packet"
         version = packet[0] >> 4
         if version == 6:
-            return f"IP6, length {n}"
+            return self._format_ipv6(packet)
         try:
             ip = ipv4.parse(packet, strict=False)
         except MalformedPacket as exc:
@@ -158,6 +161,25 @@ class SegmentFormatter:
             sport, dport, length = _UDP_PORTS.unpack_from(payload)
             return f"IP {src_text}.{sport} > {dst_text}.{dport}: UDP, length {length - 8}"
         return f"IP {src_text} > {dst_text}: ip-proto-{ip.proto}, length {len(payload)}"
+
+    def _format_ipv6(self, packet: bytes) -> str:
+        """An IPv6 packet as tcpdump shows one: `IP6 a.port > b.port: Flags ...`."""
+        try:
+            ip = ipv6.parse(packet, strict=False)
+        except MalformedPacket:
+            return f"IP6 truncated, length {len(packet)}"
+        payload = ip.payload
+        src_text = str(ipaddress.IPv6Address(ip.src))
+        dst_text = str(ipaddress.IPv6Address(ip.dst))
+        if ip.proto == ipv6.PROTO_TCP:
+            return "IP6 " + self._format_tcp(ip.src, ip.dst, src_text, dst_text, payload)
+        if ip.proto == ipv6.PROTO_ICMPV6 and len(payload) >= 4:
+            kind = _ICMP6_TYPES.get(payload[0], f"type {payload[0]} code {payload[1]}")
+            if payload[0] in _ICMP6_ECHO and len(payload) >= 8:
+                ident, number = _ECHO.unpack_from(payload, 4)
+                kind += f", id {ident}, seq {number}"
+            return f"IP6 {src_text} > {dst_text}: ICMP6, {kind}, length {len(payload)}"
+        return f"IP6 {src_text} > {dst_text}: ip-proto-{ip.proto}, length {len(payload)}"
 
     def _format_tcp(self, src: bytes, dst: bytes, src_text: str, dst_text: str,
                     seg: Bytes) -> str:

@@ -33,7 +33,9 @@ IFF_VNET_HDR = 0x4000
 TUNSETOFFLOAD = 0x400454D0
 TUN_F_CSUM = 0x01
 TUN_F_TSO4 = 0x02
+TUN_F_TSO6 = 0x04
 IFNAMSIZ = 16
+IFA_F_NODAD = 0x02  # linux/if_addr.h: the address is usable at once, never "tentative"
 # Packets the kernel may queue towards us while the stack is busy (Linux's default is 500):
 # room for a burst of several thousand, see docs/DECISIONS.md.
 DEFAULT_TXQUEUELEN = 10000
@@ -84,7 +86,7 @@ class TunDevice:
                 flags |= IFF_MULTI_QUEUE | (0 if attach else IFF_TUN_EXCL)
             fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", self.name.encode(), flags))
             if self.offload:
-                fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4)
+                fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)
         except OSError as exc:
             os.close(fd)
             if exc.errno == errno.EBUSY:
@@ -95,9 +97,13 @@ class TunDevice:
             raise LinkError(f"cannot create TUN device {self.name}: {exc.strerror}") from None
         self.fd = fd
 
-    def configure(self, kernel_address: str, txqueuelen: int = DEFAULT_TXQUEUELEN) -> None:
+    def configure(self, kernel_address: str, txqueuelen: int = DEFAULT_TXQUEUELEN,
+                  kernel_address6: str | None = None, address6: str | None = None) -> None:
         """Give the kernel side its address and prefix (e.g. 10.77.0.1/24), set the MTU and
-        the queue length (packets the kernel holds for us to read), bring it up."""
+        the queue length (packets the kernel holds for us to read), bring it up. With
+        `kernel_address6` (e.g. fd77::1/64) the kernel side gets that IPv6 address too,
+        usable at once (no duplicate address detection: a TUN has one peer), and with
+        `address6` (the stack's) a route to it when the prefix does not cover it."""
         if not 1 <= txqueuelen <= MAX_TXQUEUELEN:
             raise LinkError(f"invalid queue length {txqueuelen}: must be between 1 and "
                             f"{MAX_TXQUEUELEN}")
@@ -106,6 +112,15 @@ class TunDevice:
         except ValueError:
             raise LinkError(f"invalid kernel address {kernel_address!r} "
                             "(expected e.g. 10.77.0.1/24)") from None
+        iface6 = stack6 = None
+        try:
+            if kernel_address6 is not None:
+                iface6 = ipaddress.IPv6Interface(kernel_address6)
+            if address6 is not None:
+                stack6 = ipaddress.IPv6Address(address6)
+        except ValueError:
+            raise LinkError(f"invalid IPv6 address {kernel_address6 or address6!r} "
+                            "(expected e.g. fd77::1/64)") from None
         from pyroute2 import IPRoute  # imported here: the codecs and tests need none of it
 
         ipr = IPRoute()
@@ -116,9 +131,30 @@ class TunDevice:
             # The TUN driver sizes its ring from txqueuelen, also when it changes later.
             ipr.link("set", index=index, mtu=self.mtu, txqlen=txqueuelen)
             ipr.addr("add", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen)
+            if iface6 is not None:
+                self._enable_ipv6()
+                ipr.addr("add", index=index, address=str(iface6.ip),
+                         prefixlen=iface6.network.prefixlen, flags=IFA_F_NODAD)
             ipr.link("set", index=index, state="up")
+            if iface6 is not None and stack6 is not None and stack6 not in iface6.network:
+                ipr.route("add", dst=str(stack6), dst_len=128, oif=index)
+        except LinkError:
+            raise
         except Exception as exc:
-            raise LinkError(f"cannot configure {self.name} with {kernel_address}: {exc}") from None
+            raise LinkError(f"cannot configure {self.name} with {kernel_address}"
+                            f"{' and ' + kernel_address6 if kernel_address6 else ''}: {exc}"
+                            ) from None
+
+    def _enable_ipv6(self) -> None:
+        """IPv6 on the interface, in this network namespace: a distribution may turn it off
+        for new interfaces (net.ipv6.conf.default.disable_ipv6), and the address needs it."""
+        path = f"/proc/sys/net/ipv6/conf/{self.name}/disable_ipv6"
+        try:
+            with open(path, "w") as knob:
+                knob.write("0")
+        except FileNotFoundError:
+            raise LinkError("this kernel has no IPv6 (no /proc/sys/net/ipv6): "
+                            "run without an IPv6 address (--address6 none)") from None
 
     def queue_drops(self) -> int | None:
         """Packets the kernel dropped because our queue was full (the interface's

@@ -20,19 +20,24 @@ F_NEEDS_CSUM = 1
 F_DATA_VALID = 2
 GSO_NONE = 0
 GSO_TCPV4 = 1
+GSO_TCPV6 = 4
 
 NONE = bytes(HEADER_LEN)  # a packet whose checksums are all filled in
 TCP_CSUM_OFFSET = 16
 
 
 def tcp_partial(headers: bytes, payload_len: int, gso_size: int) -> bytes:
-    """The header for an IPv4 packet carrying a TCP segment whose checksum field holds only
-    the pseudo-header sum: the kernel finishes the checksum, and cuts the payload into
-    `gso_size` pieces when it is larger. `headers` is the packet's IP and TCP headers,
-    options included, and nothing else."""
-    ip_len = (headers[0] & 0x0F) * 4
+    """The header for an IPv4 or IPv6 packet carrying a TCP segment whose checksum field
+    holds only the pseudo-header sum: the kernel finishes the checksum, and cuts the payload
+    into `gso_size` pieces when it is larger. `headers` is the packet's IP and TCP headers,
+    options included, and nothing else (no IPv6 extension headers)."""
+    first = headers[0]
+    if first >> 4 == 6:
+        ip_len, gso_type = 40, GSO_TCPV6
+    else:
+        ip_len, gso_type = (first & 0x0F) * 4, GSO_TCPV4
     if payload_len > gso_size:
-        return HEADER.pack(F_NEEDS_CSUM, GSO_TCPV4, len(headers), gso_size, ip_len,
+        return HEADER.pack(F_NEEDS_CSUM, gso_type, len(headers), gso_size, ip_len,
                            TCP_CSUM_OFFSET)
     return HEADER.pack(F_NEEDS_CSUM, GSO_NONE, 0, 0, ip_len, TCP_CSUM_OFFSET)
 

@@ -1,1 +1,1 @@
-"""Network layer: checksums, IPv4 and ICMP codecs. Knows nothing of connections."""
+"""Network layer: checksums, IPv4, IPv6, ICMP and ICMPv6 codecs. Knows nothing of connections."""

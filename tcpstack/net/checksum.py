@@ -30,3 +30,12 @@ def checksum(data: Bytes, partial: int = 0) -> int:
 def verify(data: Bytes, partial: int = 0) -> bool:
     """True when `data` (checksum field included) sums to zero with the pseudo-header."""
     return (ones_complement_sum(data) + partial) % _FOLD == 0
+
+
+def pseudo_header_sum(src: bytes, dst: bytes, proto: int, length: int = 0) -> int:
+    """The sum of a TCP or UDP (or ICMPv6) pseudo-header, for IPv4 (RFC 9293 3.1, 4-byte
+    addresses) and IPv6 (RFC 8200 8.1, 16-byte addresses) alike: the two addresses, the
+    protocol (a zero-padded word either way) and the transport length (IPv6's 32-bit field
+    sums as its two halves). `length` 0 leaves it out, for a caller that adds each
+    segment's own."""
+    return (ones_complement_sum(src + dst) + proto + (length >> 16) + (length & 0xFFFF)) % _FOLD

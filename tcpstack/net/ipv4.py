@@ -10,6 +10,7 @@ import struct
 from dataclasses import dataclass
 
 from tcpstack.net.checksum import Bytes, checksum, ones_complement_sum
+from tcpstack.net.checksum import pseudo_header_sum as checksum_pseudo_header_sum
 from tcpstack.net.errors import MalformedPacket
 
 PROTO_ICMP = 1
@@ -134,5 +135,6 @@ def build(src: bytes, dst: bytes, proto: int, payload: Bytes, ttl: int = DEFAULT
 
 
 def pseudo_header_sum(src: bytes, dst: bytes, proto: int) -> int:
-    """The sum of the TCP/UDP pseudo-header fields that do not depend on the segment length."""
-    return ones_complement_sum(src + dst + proto.to_bytes(2, "big"))
+    """The sum of the TCP/UDP pseudo-header fields that do not depend on the segment length
+    (either family: see checksum.pseudo_header_sum)."""
+    return checksum_pseudo_header_sum(src, dst, proto)

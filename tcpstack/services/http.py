@@ -17,6 +17,8 @@ import urllib.parse
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from tcpstack.api.streams import format_endpoint
+
 log = logging.getLogger("tcpstack.http")
 
 CHUNK = 1 << 18
@@ -36,7 +38,8 @@ def file_server(root: Path) -> Callable[[asyncio.StreamReader, asyncio.StreamWri
     root = root.resolve()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = writer.get_extra_info("peername")
+        host, port = writer.get_extra_info("peername")[:2]
+        peer = format_endpoint(host, port)  # [fd77::1]:40000 for IPv6
         try:
             while await _serve_one(root, reader, writer, peer):
                 pass
@@ -49,7 +52,7 @@ def file_server(root: Path) -> Callable[[asyncio.StreamReader, asyncio.StreamWri
 
 
 async def _serve_one(root: Path, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                     peer: tuple[str, int]) -> bool:
+                     peer: str) -> bool:
     """Answer one request; True when the connection stays open for another."""
     try:
         head = await reader.readuntil(b"\r\n\r\n")
@@ -69,21 +72,21 @@ async def _serve_one(root: Path, reader: asyncio.StreamReader, writer: asyncio.S
     if method not in ("GET", "HEAD"):
         await _respond_error(writer, 405, keep_alive, extra={"Allow": "GET, HEAD"},
                              with_body=method != "HEAD")
-        log.info('%s:%d "%s %s" 405', *peer, method, target)
+        log.info('%s "%s %s" 405', peer, method, target)
         return keep_alive
     path = _resolve(root, target)
     if path is not None and path.is_dir():
         await _serve_directory(writer, path, method, target, keep_alive, peer)
     elif path is None:
         await _respond_error(writer, 404, keep_alive, with_body=method != "HEAD")
-        log.info('%s:%d "%s %s" 404', *peer, method, target)
+        log.info('%s "%s %s" 404', peer, method, target)
     else:
         await _send_file(writer, path, method, target, keep_alive, peer)
     return keep_alive
 
 
 async def _send_file(writer: asyncio.StreamWriter, path: Path, method: str, target: str,
-                     keep_alive: bool, peer: tuple[str, int]) -> None:
+                     keep_alive: bool, peer: str) -> None:
     size = path.stat().st_size
     ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     writer.write(_head(200, {"Content-Type": ctype, "Content-Length": str(size),
@@ -94,11 +97,11 @@ async def _send_file(writer: asyncio.StreamWriter, path: Path, method: str, targ
                 writer.write(chunk)
                 await writer.drain()
     await writer.drain()
-    log.info('%s:%d "%s %s" 200 %d', *peer, method, target, size)
+    log.info('%s "%s %s" 200 %d', peer, method, target, size)
 
 
 async def _serve_directory(writer: asyncio.StreamWriter, path: Path, method: str, target: str,
-                           keep_alive: bool, peer: tuple[str, int]) -> None:
+                           keep_alive: bool, peer: str) -> None:
     """A redirect to the URL with a trailing slash, the index file, or the listing."""
     connection = "keep-alive" if keep_alive else "close"
     url = urllib.parse.urlsplit(target)
@@ -107,7 +110,7 @@ async def _serve_directory(writer: asyncio.StreamWriter, path: Path, method: str
         writer.write(_head(301, {"Location": location, "Content-Length": "0",
                                  "Connection": connection}))
         await writer.drain()
-        log.info('%s:%d "%s %s" 301', *peer, method, target)
+        log.info('%s "%s %s" 301', peer, method, target)
         return
     index = next((path / name for name in INDEX_FILES if (path / name).is_file()), None)
     if index is not None:
@@ -116,14 +119,14 @@ async def _serve_directory(writer: asyncio.StreamWriter, path: Path, method: str
     listing = _listing(path, urllib.parse.unquote(url.path))
     if listing is None:
         await _respond_error(writer, 404, keep_alive, with_body=method != "HEAD")
-        log.info('%s:%d "%s %s" 404', *peer, method, target)
+        log.info('%s "%s %s" 404', peer, method, target)
         return
     writer.write(_head(200, {"Content-Type": "text/html; charset=utf-8",
                              "Content-Length": str(len(listing)), "Connection": connection}))
     if method == "GET":
         writer.write(listing)
     await writer.drain()
-    log.info('%s:%d "%s %s" 200 %d', *peer, method, target, len(listing))
+    log.info('%s "%s %s" 200 %d', peer, method, target, len(listing))
 
 
 def _parse_head(head: bytes) -> tuple[str, str, str, dict[str, str]]:

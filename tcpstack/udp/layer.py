@@ -12,8 +12,9 @@ Out: `sendto` frames one datagram with the IPv4 header template, DF set, onto th
 output; over the path MTU it is refused (EMSGSIZE) rather than fragmented, as Linux with
 IP_PMTUDISC_DO. Counters are nstat's Udp* (udp_in_datagrams, udp_out_datagrams,
 udp_no_ports, udp_in_errors, udp_rcvbuf_errors, udp_in_csum_errors) with udp_sndbuf_errors
-and the drop reasons of the codec. Addresses are bytes; IPv4's framing and ICMP are here,
-an IPv6 address is refused (EAFNOSUPPORT) until the stack frames IPv6.
+and the drop reasons of the codec. Addresses are bytes of 4 or 16: over IPv6 (once the
+stack sets `address6`) a datagram gets an IPv6 header, a closed port an ICMPv6 port
+unreachable (RFC 4443 3.1), and the errors are ICMPv6's (net/icmpv6.py).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import struct
 from collections import Counter
 from collections.abc import Callable
 
-from tcpstack.net import icmp, ipv4, udp
+from tcpstack.net import icmp, icmpv6, ipv4, ipv6, udp
 from tcpstack.net.checksum import Bytes
 from tcpstack.net.errors import MalformedPacket
 from tcpstack.net.icmp_rate import IcmpRateLimit
@@ -38,6 +39,10 @@ from tcpstack.udp.endpoint import (
 
 PROTO_UDP = udp.PROTO_UDP
 UDP_IPV4_HEADERS = ipv4.HEADER_LEN + udp.HEADER_LEN
+UDP_IPV6_HEADERS = ipv6.HEADER_LEN + udp.HEADER_LEN
+# The same for ICMPv6 (Linux's icmpv6_err_convert): no route, administratively prohibited,
+# port unreachable, source address policy, reject route.
+HARD_UNREACHABLE6 = frozenset({1, 4, 5, 6})
 MAX_CACHED_PEERS = 4096
 _QUOTED_PORTS = struct.Struct("!HH")
 # The destination unreachable codes a connected UDP socket reports (its next call fails
@@ -73,6 +78,7 @@ class UdpLayer:
         self.ready: dict[UdpEndpoint, None] = {}
         self.sending: dict[UdpEndpoint, None] = {}
         self._routes: dict[bytes, ipv4.HeaderTemplate] = {}  # by peer address
+        self.address6: bytes | None = None  # the stack's IPv6 address, when it has one
 
     # ------------------------------------------------------------------ the application's
 
@@ -107,15 +113,17 @@ class UdpLayer:
             remote, port = endpoint.remote_addr, endpoint.remote_port
         if not 0 < port < 65536:
             raise OSError(errno.EINVAL, f"invalid port {port}: must be 1-65535")
-        if len(remote) != 4:
-            raise OSError(errno.EAFNOSUPPORT, "UDP is sent over IPv4 only")
+        v6 = len(remote) == 16
+        if v6 and self.address6 is None:
+            raise OSError(errno.EAFNOSUPPORT, "this stack has no IPv6 address")
+        headers = UDP_IPV6_HEADERS if v6 else UDP_IPV4_HEADERS
         mtu = self.mtu
         path = self._path_mtu(remote, now)
         if path is not None and path < mtu:
             mtu = path
-        if UDP_IPV4_HEADERS + len(data) > mtu:
+        if headers + len(data) > mtu:
             raise OSError(errno.EMSGSIZE, f"a {len(data)}-byte datagram does not fit the "
-                          f"path MTU of {mtu} (at most {mtu - UDP_IPV4_HEADERS})")
+                          f"path MTU of {mtu} (at most {mtu - headers})")
         if endpoint.sending >= endpoint.sndbuf:  # as Linux: one over it, then no more
             self.counters["udp_sndbuf_errors"] += 1
             raise BlockingIOError(errno.EAGAIN, "the UDP send buffer is full")
@@ -127,7 +135,13 @@ class UdpLayer:
         self.sending[endpoint] = None
 
     def _headers(self, remote: bytes, sport: int, dport: int, payload: bytes) -> bytes:
-        """The IPv4 and UDP headers of one datagram, the checksum over the payload."""
+        """The IP and UDP headers of one datagram, the checksum over the payload."""
+        local6 = self.address6
+        if len(remote) == 16 and local6 is not None:
+            length = udp.HEADER_LEN + len(payload)
+            return ipv6.HEADER.pack(ipv6.VERSION_WORD, length, PROTO_UDP,
+                                    ipv6.DEFAULT_HOP_LIMIT, local6, remote) + udp.HEADER.pack(
+                sport, dport, length, udp.checksum(local6, remote, sport, dport, payload))
         ip = self._routes.get(remote)
         if ip is None:
             if len(self._routes) >= MAX_CACHED_PEERS:
@@ -168,8 +182,15 @@ class UdpLayer:
         if not self.icmp_limit.allow(src, now):
             self.counters["icmp_rate_limited"] += 1
             return
-        if len(src) != 4:
-            return  # ICMPv6's own, which the IPv6 part builds
+        local6 = self.address6
+        if len(src) == 16:
+            if local6 is None:
+                return
+            reply = icmpv6.unreachable(icmpv6.PORT_UNREACHABLE, datagram, local6, src)
+            self.output.append((ipv6.build(local6, src, ipv6.PROTO_ICMPV6, reply), b"", 0))
+            self.counters["icmp6_out"] += 1
+            self.counters["icmp_port_unreachable_out"] += 1
+            return
         message = icmp.unreachable(icmp.PORT_UNREACHABLE, datagram)
         self.output.append((ipv4.build(self.address, src, PROTO_ICMP, message), b"", 0))
         self.counters["icmp_out"] += 1
@@ -185,13 +206,18 @@ class UdpLayer:
         if endpoint is None:
             counters["icmp_unmatched"] += 1
             return
+        v6 = isinstance(error, icmpv6.Icmpv6Error)
         if error.fragmentation_needed:
-            if error.mtu < ipv4.MIN_MTU:
+            if error.mtu < ipv4.MIN_MTU and not v6:  # IPv6's is raised to 1280 (RFC 8201)
                 counters["icmp_bad_mtu"] += 1
                 return
             self._learn_path_mtu(error.dst, error.mtu, now)
-        hard = error.icmp_type == icmp.DEST_UNREACHABLE and (
-            error.code in HARD_UNREACHABLE or error.fragmentation_needed)
+        if v6:
+            hard = error.fragmentation_needed or (
+                error.icmp_type == icmpv6.DEST_UNREACHABLE and error.code in HARD_UNREACHABLE6)
+        else:
+            hard = error.icmp_type == icmp.DEST_UNREACHABLE and (
+                error.code in HARD_UNREACHABLE or error.fragmentation_needed)
         if not endpoint.connected or not hard:
             counters["udp_icmp_ignored"] += 1
             return

@@ -238,6 +238,16 @@ def test_connect_sends_hello_to_nc(tour: Tour) -> None:
     assert connect.stdout == "hello\n", connect.stderr  # from `cat got.txt`
 
 
+def test_ipv6_serves_curl_6_answers_ping_6_and_connects_to_nc_6(tour: Tour) -> None:
+    six = tour.step("connect fd77::1 5000")
+    assert six.stdout.startswith("200\n"), six.stdout + six.stderr  # curl's %{http_code}
+    assert re.search(r"^1 packets transmitted, 1 received, 0% packet loss", six.stdout,
+                     re.MULTILINE), six.stdout
+    assert "listening on 10.77.0.2:80 and [fd77::2]:80" in six.stderr, six.stderr
+    assert (tour.cwd / "got6.txt").read_bytes() == b"hello\n"
+    assert six.stdout.endswith("\nhello\n"), six.stdout  # from `cat got6.txt`
+
+
 def test_udp_echoes_refuses_a_closed_port_and_stat_lists_the_socket(tour: Tour) -> None:
     step = tour.step("listen --udp 7 --echo")
     lines = step.stdout.splitlines()
@@ -322,7 +332,7 @@ def test_the_daemon_serves_two_attached_processes_on_one_stack(tour: Tour) -> No
     assert (tour.cwd / "shared.txt").read_bytes() == b"shared\n"  # connect --attach's bytes
     assert step.stdout.splitlines()[1:3] == ["shared", "hi"], step.stdout  # cat, then the echo
     # stat reaches the daemon's own stack, holding the other process's listener.
-    assert re.search(rf"^tcps0: stack 10\.77\.0\.2, .*, pid {pid}, .*, 1 listening",
+    assert re.search(rf"^tcps0: stack 10\.77\.0\.2 and fd77::2, .*, pid {pid}, .*, 1 listening",
                      step.stdout, re.MULTILINE), step.stdout
     assert re.search(r"^LISTEN +\d+ +\d+ +10\.77\.0\.2:7 ", step.stdout, re.MULTILINE), (
         step.stdout)

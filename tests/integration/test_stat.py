@@ -116,7 +116,8 @@ def test_stat_shows_established_connection_with_growing_byte_counts(
     assert snap["version"] == 1 and snap["iface"] == "tcps0"
     assert snap["listeners"] == [{"state": "LISTEN", "local": "10.77.0.2:5000", "peer": "*:*",
                                   "port": 5000, "half_open": 0, "backlog": 4096,
-                                  "syn_queue": 0, "accept_queue": 0}]
+                                  "syn_queue": 0, "accept_queue": 0,
+                                  "local6": "[fd77::2]:5000"}]
     table = stat(netns)
     assert table.returncode == 0, table.stderr
     lines = table.stdout.splitlines()
@@ -265,9 +266,18 @@ def test_stacks_on_two_interfaces_of_one_namespace_do_not_share_addresses(
     assert "tcps1" not in netns.run(["ip", "-o", "link"]).stdout
     assert not control_socket(netns, "tcps1").exists()
     # The other one on its own addresses runs, and each stat finds its own stack.
+    # Its IPv4 addresses only would not do: the IPv6 ones are checked alike.
+    clash6 = netns.run([TCPSTACK, "--iface", "tcps1", "--address", "10.78.0.2",
+                        "--kernel-address", "10.78.0.1/24", "listen", "81", "--echo"],
+                       timeout=30)
+    assert clash6.returncode == 1
+    assert clash6.stderr.strip().splitlines() == [
+        "tcpstack: error: address fd77::1 is already in use in this network namespace "
+        "(on tcps0, where another tcpstack runs); choose another --kernel-address6"]
     other = subprocess.Popen(netns.argv([TCPSTACK, "--iface", "tcps1", "--address", "10.78.0.2",
-                                         "--kernel-address", "10.78.0.1/24", "listen", "81",
-                                         "--echo"]),
+                                         "--kernel-address", "10.78.0.1/24",
+                                         "--address6", "fd78::2", "--kernel-address6",
+                                         "fd78::1/64", "listen", "81", "--echo"]),
                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, env=clean_env())
     try:

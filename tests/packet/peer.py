@@ -37,13 +37,19 @@ from typing import Any
 logging.getLogger("scapy.runtime").setLevel(logging.ERROR)
 
 from scapy.layers.inet import ICMP, IP, TCP  # noqa: E402
+from scapy.layers.inet6 import IPv6  # noqa: E402
 from scapy.packet import Raw  # noqa: E402
 
 PEER_ADDRESS = "10.77.0.9"
 STACK_ADDRESS = "10.77.0.2"
+# The same over IPv6: fd77::9 is inside the kernel side's fd77::/64 and not the kernel's,
+# which (not forwarding) drops what tcpstack sends it, as for 10.77.0.9.
+PEER_ADDRESS6 = "fd77::9"
+STACK_ADDRESS6 = "fd77::2"
 IFACE = "tcps0"
 
 ETH_P_IP = 0x0800
+ETH_P_IPV6 = 0x86DD
 PACKET_OUTGOING = 4  # sll_pkttype of a packet this host sends: our own injections
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 CLONE_NEWNET = 0x40000000
@@ -117,6 +123,8 @@ def _ones_complement(data: bytes) -> int:
 def checksum_errors(packet: bytes) -> list[str]:
     """What is wrong with the IPv4 header and transport checksums of `packet` (empty: none).
     tcpstack runs with --no-offload here, so every packet it writes must carry both."""
+    if packet[0] >> 4 == 6:
+        return _checksum_errors6(packet)
     errors = []
     ihl = (packet[0] & 0x0F) * 4
     if _ones_complement(packet[:ihl]) != 0xFFFF:
@@ -134,6 +142,18 @@ def checksum_errors(packet: bytes) -> list[str]:
         if body[6:8] == b"\0\0" or _ones_complement(pseudo + body) != 0xFFFF:
             errors.append("bad or missing UDP checksum")
     return errors
+
+
+def _checksum_errors6(packet: bytes) -> list[str]:
+    """The transport checksum of an IPv6 packet without extension headers, over the RFC
+    8200 8.1 pseudo-header, computed here independently of tcpstack's code."""
+    nxt = packet[6]
+    body = packet[40:40 + struct.unpack_from("!H", packet, 4)[0]]
+    pseudo = packet[8:40] + struct.pack("!IxxxB", len(body), nxt)
+    if nxt in (socket.IPPROTO_TCP, socket.IPPROTO_ICMPV6) and \
+            _ones_complement(pseudo + body) != 0xFFFF:
+        return ["bad TCP checksum" if nxt == socket.IPPROTO_TCP else "bad ICMPv6 checksum"]
+    return []
 
 
 # ---------------------------------------------------------------------- sockets
@@ -173,9 +193,9 @@ def _sending_socket() -> socket.socket:
     return socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, 0)
 
 
-def _capturing_socket(iface: str) -> socket.socket:
-    sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_IP))
-    sock.bind((iface, ETH_P_IP))
+def _capturing_socket(iface: str, ethertype: int = ETH_P_IP) -> socket.socket:
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ethertype))
+    sock.bind((iface, ethertype))
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 21)
     sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)  # the kernel's time of capture
     return sock
@@ -193,7 +213,7 @@ class Captured:
     ip: Any = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.ip = IP(self.raw)
+        self.ip = IPv6(self.raw) if self.raw[0] >> 4 == 6 else IP(self.raw)
 
     @property
     def tcp(self) -> Any:
@@ -201,19 +221,24 @@ class Captured:
 
     @property
     def payload(self) -> bytes:
-        layer = self.tcp if self.tcp is not None else self.ip[ICMP]
+        layer = self.tcp if self.tcp is not None else self.ip.payload
         return bytes(layer.payload)
 
 
 class Peer:
     """The test's end of tcps0 inside one namespace: injects packets and collects replies
-    addressed to PEER_ADDRESS, sorted by flow."""
+    addressed to PEER_ADDRESS, sorted by flow. `ipv6`: the peer is PEER_ADDRESS6 and talks
+    to STACK_ADDRESS6, its flows' segments IPv6 packets."""
 
-    def __init__(self, netns: str, iface: str = IFACE) -> None:
+    def __init__(self, netns: str, iface: str = IFACE, *, ipv6: bool = False) -> None:
         self.netns = netns
         self.iface = iface
+        self.ipv6 = ipv6
+        self.address = PEER_ADDRESS6 if ipv6 else PEER_ADDRESS
+        self.stack_address = STACK_ADDRESS6 if ipv6 else STACK_ADDRESS
+        self._ethertype = ETH_P_IPV6 if ipv6 else ETH_P_IP
         self._tx = _in_netns(netns, _sending_socket)
-        self._rx = _in_netns(netns, lambda: _capturing_socket(iface))
+        self._rx = _in_netns(netns, lambda: _capturing_socket(iface, self._ethertype))
         self._queues: dict[object, collections.deque[Captured]] = collections.defaultdict(
             collections.deque)
         self.started = time.time()
@@ -236,11 +261,12 @@ class Peer:
     def inject(self, pkt: Any) -> float:
         """Write one scapy IP packet into the interface; returns when (time.time())."""
         self._ident = (self._ident + 1) & 0xFFFF
-        if pkt.id == 1:  # scapy's default: give each packet its own identification
+        if isinstance(pkt, IP) and pkt.id == 1:  # scapy's default: each its own
             pkt.id = self._ident
         data = bytes(pkt)
         at = time.time()
-        sent = self._tx.sendto(data, (self.iface, ETH_P_IP))
+        sent = self._tx.sendto(data, (self.iface, ETH_P_IPV6 if data[0] >> 4 == 6
+                                      else ETH_P_IP))
         assert sent == len(data), f"short write into {self.iface}: {sent} of {len(data)}"
         return at
 
@@ -253,10 +279,7 @@ class Peer:
             except (TimeoutError, BlockingIOError):
                 return
             self._rx.settimeout(0.0001)
-            if addr[2] == PACKET_OUTGOING or len(data) < 20 or data[0] >> 4 != 4:
-                continue
-            if socket.inet_ntoa(data[12:16]) != STACK_ADDRESS or \
-                    socket.inet_ntoa(data[16:20]) != PEER_ADDRESS:
+            if addr[2] == PACKET_OUTGOING or not self._ours(data):
                 continue
             at = time.time()
             for level, kind, value in ancdata:
@@ -264,6 +287,22 @@ class Peer:
                     sec, nsec = struct.unpack_from("qq", value)
                     at = sec + nsec / 1e9
             self._queues[_flow_key(data)].append(Captured(data, at))
+
+    def _ours(self, data: bytes) -> bool:
+        """A packet from the stack to this peer, in the peer's family."""
+        if self.ipv6:
+            return (len(data) >= 40 and data[0] >> 4 == 6
+                    and socket.inet_ntop(socket.AF_INET6, data[8:24]) == STACK_ADDRESS6
+                    and socket.inet_ntop(socket.AF_INET6, data[24:40]) == PEER_ADDRESS6)
+        return (len(data) >= 20 and data[0] >> 4 == 4
+                and socket.inet_ntoa(data[12:16]) == STACK_ADDRESS
+                and socket.inet_ntoa(data[16:20]) == PEER_ADDRESS)
+
+    def ip(self, ttl: int = 64) -> Any:
+        """The IP header of a packet from this peer to the stack (scapy), in its family."""
+        if self.ipv6:
+            return IPv6(src=PEER_ADDRESS6, dst=STACK_ADDRESS6, hlim=ttl)
+        return IP(src=PEER_ADDRESS, dst=STACK_ADDRESS, ttl=ttl)
 
     def receive(self, key: object, timeout: float) -> Captured | None:
         """The next packet for flow `key` arriving within `timeout` seconds, or None."""
@@ -306,6 +345,11 @@ class Peer:
 
 
 def _flow_key(data: bytes) -> object:
+    if data[0] >> 4 == 6:  # tcpstack sends no extension headers
+        if data[6] == socket.IPPROTO_TCP and len(data) >= 44:
+            sport, dport = struct.unpack_from("!HH", data, 40)
+            return (dport, sport)
+        return "icmp" if data[6] == socket.IPPROTO_ICMPV6 else "other"
     ihl = (data[0] & 0x0F) * 4
     if data[9] == socket.IPPROTO_TCP and len(data) >= ihl + 4:
         sport, dport = struct.unpack_from("!HH", data, ihl)
@@ -345,6 +389,8 @@ class Flow:
         self.ttl = 64
 
     def __str__(self) -> str:
+        if self.peer.ipv6:
+            return f"[{PEER_ADDRESS6}]:{self.sport} <-> [{STACK_ADDRESS6}]:{self.dport}"
         return f"{PEER_ADDRESS}:{self.sport} <-> {STACK_ADDRESS}:{self.dport}"
 
     # -------------------------------------------------------------- sending
@@ -357,7 +403,7 @@ class Flow:
         if bits & ACK and self.remote_isn is None:
             raise AssertionError(f"{self}: cannot send an ACK before the stack's ISN is known")
         abs_ack = (ack + (self.remote_isn or 0)) & MASK if bits & ACK else 0
-        pkt = IP(src=PEER_ADDRESS, dst=STACK_ADDRESS, ttl=self.ttl) / TCP(
+        pkt = self.peer.ip(self.ttl) / TCP(
             sport=self.sport, dport=self.dport, seq=(self.isn + seq) & MASK, ack=abs_ack,
             flags=bits, window=win, options=list(options))
         if payload:

@@ -639,7 +639,7 @@ class Simulation:
         if ep.conn is not None and ep.conn.state is State.TIME_WAIT:
             self.time_wait_heard[receiver] = now
         counters = stack.counters
-        errors = counters["in_errors"] + counters["ipv6_dropped"]
+        errors = counters["in_errors"] + counters["ip6_disabled"]
         segs_in = counters["segs_in"]
         tcp_bad = counters["tcp_bad_checksum"]
         ip_bad = counters["ip_bad_checksum"]
@@ -647,7 +647,7 @@ class Simulation:
         self._packet_in = packet
         yield packet  # the stack receives it here
         self._packet_in = None
-        counted = counters["in_errors"] + counters["ipv6_dropped"] - errors
+        counted = counters["in_errors"] + counters["ip6_disabled"] - errors
         if flipped < 0:
             if counted:
                 self.fail(f"{receiver} counted an intact packet as malformed "

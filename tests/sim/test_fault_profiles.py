@@ -75,9 +75,9 @@ def test_ten_megabytes_each_way_arrive_intact(profile: str, congestion: str, win
         assert [w.stats.retransmitted for w in sim.wires.values()] == [0, 0], sim.stats()
     if faults.corrupt:
         corrupted_in = {w.receiver: w.stats.corrupted for w in sim.wires.values()}
-        assert sim.a.counters["in_errors"] + sim.a.counters["ipv6_dropped"] == \
+        assert sim.a.counters["in_errors"] + sim.a.counters["ip6_disabled"] == \
             corrupted_in["a"]
-        assert sim.b.counters["in_errors"] + sim.b.counters["ipv6_dropped"] == \
+        assert sim.b.counters["in_errors"] + sim.b.counters["ip6_disabled"] == \
             corrupted_in["b"]
 
 

@@ -25,7 +25,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from tcpstack.net import ipv4
+from tcpstack.net import ipv4, ipv6
 from tcpstack.stack import NetworkStack, packet_bytes
 from tcpstack.tcp import segment as tcpseg
 from tcpstack.tcp.config import TcpConfig
@@ -38,6 +38,8 @@ from tcpstack.tcp.state import State
 
 A_ADDR = bytes([10, 0, 0, 1])
 B_ADDR = bytes([10, 0, 0, 2])
+A6_ADDR = bytes.fromhex("fd000000000000000000000000000001")  # each stack's IPv6 address
+B6_ADDR = bytes.fromhex("fd000000000000000000000000000002")
 
 
 class FixedIsn(IsnGenerator):
@@ -77,7 +79,9 @@ class Frame:
         return "b" if self.sender == "a" else "a"
 
     @property
-    def ip(self) -> ipv4.IPv4Packet:
+    def ip(self) -> ipv4.IPv4Packet | ipv6.IPv6Packet:
+        if self.packet[0] >> 4 == 6:
+            return ipv6.parse(self.packet)
         return ipv4.parse(self.packet)
 
     @property
@@ -117,14 +121,19 @@ Observer = Callable[["LinkPair", Frame, str], None]  # (pair, frame, "sent" | "d
 
 
 class LinkPair:
-    """Stack `a` (10.0.0.1) and stack `b` (10.0.0.2) with a link between them."""
+    """Stack `a` (10.0.0.1, fd00::1) and stack `b` (10.0.0.2, fd00::2) with a link between
+    them; `ipv6`: `connect` opens connections over IPv6; `dual_stack`: the stacks have
+    their IPv6 addresses, and `connect` stays on IPv4."""
 
     def __init__(self, *, config_a: TcpConfig | None = None, config_b: TcpConfig | None = None,
                  isn_a: IsnGenerator | None = None, isn_b: IsnGenerator | None = None,
                  delay: float = 0.005, drop: DropPredicate | None = None,
-                 rate: float | None = None) -> None:
-        self.a = NetworkStack(A_ADDR, config_a, isn_a)
-        self.b = NetworkStack(B_ADDR, config_b, isn_b)
+                 rate: float | None = None, ipv6: bool = False,
+                 dual_stack: bool = False) -> None:
+        both = ipv6 or dual_stack  # else IPv4 only, as the stacks of most tests
+        self.a = NetworkStack(A_ADDR, config_a, isn_a, address6=A6_ADDR if both else None)
+        self.b = NetworkStack(B_ADDR, config_b, isn_b, address6=B6_ADDR if both else None)
+        self.ipv6 = ipv6
         self.now = 0.0
         self.delay = delay
         self.drop = drop
@@ -150,7 +159,7 @@ class LinkPair:
         return self.a if name == "a" else self.b
 
     def name_of(self, conn: Connection) -> str:
-        return "a" if conn.local_addr == A_ADDR else "b"
+        return "a" if conn.local_addr in (A_ADDR, A6_ADDR) else "b"
 
     def stack_of(self, conn: Connection) -> NetworkStack:
         return self.stack(self.name_of(conn))
@@ -175,7 +184,7 @@ class LinkPair:
         """`a` opens a connection to `b`:`port` (listening there first if asked)."""
         if now_listen and port not in self.b.listeners:
             self.b.listen(port)
-        return self.a.connect(B_ADDR, port, self.now)
+        return self.a.connect(B6_ADDR if self.ipv6 else B_ADDR, port, self.now)
 
     def established_pair(self, port: int = 80) -> tuple[Connection, Connection]:
         """Handshake a connection and return (client on a, server on b)."""

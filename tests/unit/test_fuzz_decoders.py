@@ -23,7 +23,7 @@ PSEUDO = ipv4.pseudo_header_sum(PEER, LOCAL, PROTO_TCP)
 # want of a port, or dropped with a full queue (or malformed: in_errors), and that a
 # datagram reassembled from fragments (each counted in ip_frag_in) then takes the normal
 # path as one packet more.
-OUTCOMES = ("segs_in", "icmp_in", "in_errors", "ipv6_dropped", "ip_not_for_us",
+OUTCOMES = ("segs_in", "icmp_in", "in_errors", "ip6_disabled", "ip_not_for_us",
             "ip_unknown_protocol", "ip_frag_in", "udp_in_datagrams", "udp_no_ports",
             "udp_rcvbuf_errors")
 ICMP_ERRORS = ("icmp_bad_checksum", "icmp_truncated")

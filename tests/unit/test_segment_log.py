@@ -182,7 +182,8 @@ def test_options_timestamps_eol_unknown_and_bad() -> None:
 
 @pytest.mark.parametrize(("raw", "expected"), [
     (b"", "empty packet"),
-    (b"\x60" + bytes(47), "IP6, length 48"),
+    # An IPv6 header, then a hop-by-hop header followed by another (refused): shown as is.
+    (b"\x60" + bytes(47), "IP6 :: > ::: ip-proto-0, length 8"),
     (b"\x45" + bytes(10), "IP bad version 4 or truncated, length 11"),
     (b"\x44" + bytes(39), "IP bad header length 16, length 40"),
 ])
