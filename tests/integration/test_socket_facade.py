@@ -141,3 +141,12 @@ def test_what_a_program_wrote_arrives_though_it_exits_at_once(netns: NetNS,
         assert read_line(receiver, timeout=30) == f"4000000 {seen['sha256']}\n"
     finally:
         stop_process(receiver)
+
+
+@pytest.mark.timeout(120)
+def test_ipv6_facade_sockets_talk_to_kernel_peers(netns: NetNS) -> None:
+    seen = _scenario(netns, "ipv6")
+    assert seen["connected"] == {"reply": "OVER IPV6", "family": 10,  # AF_INET6
+                                 "peer": ["fd77::1", 7800], "local": "fd77::2"}
+    assert seen["accepted"] == {"got": "ping6", "echo": "6gnip", "from": True}
+    assert seen["udp"] == ["dgramdgram", ["fd77::1", 7802]]

@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 import tcpstack.socket as ts
 
 KERNEL = "10.77.0.1"
+KERNEL6, STACK6 = "fd77::1", "fd77::2"
 BLACKHOLE = "10.77.0.77"  # on the kernel's subnet, nobody's: the kernel does not forward
 
 
@@ -410,8 +411,57 @@ def leave(port: str, size: str, closing: str) -> dict[str, Any]:
     return {"sha256": hashlib.sha256(data).hexdigest()}
 
 
+def ipv6() -> dict[str, Any]:
+    """AF_INET6 facade sockets: a TCP client of a kernel server at [fd77::1], a TCP listener
+    a kernel client reaches at [fd77::2], and a UDP client of a kernel echo server."""
+    ts.default_stack()
+    listener = kernel.create_server((KERNEL6, 7800), family=kernel.AF_INET6)
+
+    def upper_once() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.sendall(conn.recv(100).upper())
+    threading.Thread(target=upper_once, daemon=True).start()
+    client = ts.create_connection((KERNEL6, 7800), timeout=10)
+    client.sendall(b"over ipv6")
+    reply = client.recv(100)
+    connected = {"reply": reply.decode(), "family": int(client.family),
+                 "peer": list(client.getpeername())[:2],
+                 "local": client.getsockname()[0]}
+    client.close()
+
+    server = ts.socket(ts.AF_INET6, ts.SOCK_STREAM)
+    server.bind(("", 7801))
+    server.listen()
+    server.settimeout(10)
+    peer = kernel.create_connection((STACK6, 7801), timeout=10)
+    conn, addr = server.accept()
+    peer.sendall(b"ping6")
+    got = conn.recv(100)
+    conn.sendall(got[::-1])
+    accepted = {"got": got.decode(), "echo": peer.recv(100).decode(),
+                "from": addr[0] == peer.getsockname()[0]}
+    for s in (peer, conn, server):
+        s.close()
+
+    echo = kernel.socket(kernel.AF_INET6, kernel.SOCK_DGRAM)
+    echo.bind((KERNEL6, 7802))
+
+    def echo_once() -> None:
+        data, addr = echo.recvfrom(100)
+        echo.sendto(data * 2, addr)
+    threading.Thread(target=echo_once, daemon=True).start()
+    udp6 = ts.socket(ts.AF_INET6, ts.SOCK_DGRAM)
+    udp6.settimeout(10)
+    udp6.sendto(b"dgram", (KERNEL6, 7802))
+    data, source = udp6.recvfrom(100)
+    udp6.close()
+    return {"connected": connected, "accepted": accepted,
+            "udp": [data.decode(), list(source)[:2]]}
+
+
 SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
-    "leave": leave,
+    "leave": leave, "ipv6": ipv6,
     "udp": udp,
     "http": http_fetch, "lines": lines, "timeouts": timeouts, "reset": reset,
     "options": options, "selectors": selectors_echo}
