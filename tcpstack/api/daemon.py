@@ -286,7 +286,9 @@ class Daemon:
 
     def status(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "iface": self.stack.iface,
-                "address": str(self.stack.address), "clients": len(self._clients),
+                "address": str(self.stack.address),
+                "address6": None if self.stack.address6 is None else str(self.stack.address6),
+                "clients": len(self._clients),
                 "listeners": sum(len(c.listeners) for c in self._clients),
                 "connections": self._connections}
 
@@ -320,7 +322,7 @@ class Daemon:
         except ValueError as exc:
             return {"ok": False, "kind": "invalid", "error": str(exc)}
         client.listeners[number] = server
-        log.info("pid %d listens on %s:%d", client.peer.pid, self.stack.address, port)
+        log.info("pid %d listens on %s", client.peer.pid, self.stack.endpoints_text(port))
         return {"ok": True, "listener": number, "port": port}
 
     async def connect(self, client: _Client, body: dict[str, Any]) -> None:

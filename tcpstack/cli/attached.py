@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from tcpstack.api.attach import Attached, AttachedListener, attach
+from tcpstack.api.streams import format_endpoint
 from tcpstack.cli.app import CommandFailed, stop_on_signals
 from tcpstack.services.relay import Progress, relay
 
@@ -68,14 +69,17 @@ async def serve_attached(iface: str, address: str | None, handler: Handler, port
     served: set[asyncio.Task[None]] = set()
     accepting: asyncio.Future[None] | None = None
     try:
-        ours = client.status()["address"]
-        if address is not None and address != ours:
-            raise CommandFailed(f"the daemon on {iface} has address {ours}, not {address}")
+        status = client.status()
+        ours = [a for a in (status["address"], status.get("address6")) if a is not None]
+        if address is not None and address not in ours:
+            raise CommandFailed(f"the daemon on {iface} has address {' and '.join(ours)}, "
+                                f"not {address}")
+        where = " and ".join(format_endpoint(a, port) for a in ours)
         try:
             listener = await asyncio.to_thread(client.listen, port, backlog)
         except (OSError, ValueError) as exc:
-            raise CommandFailed(f"cannot listen on {ours}:{port}: {exc}") from None
-        log.info("listening on %s:%d (attached to the daemon on %s)", ours, port, iface)
+            raise CommandFailed(f"cannot listen on {where}: {exc}") from None
+        log.info("listening on %s (attached to the daemon on %s)", where, iface)
 
         async def accept_forever(listener: AttachedListener) -> None:
             while True:

@@ -106,7 +106,7 @@ async def _serve(opts: dict[str, object], services: list[Service], backlog: int,
                 raise CommandFailed(f"cannot bind UDP port {port}: {exc.strerror or exc}"
                                     ) from None
         tune_gc()
-        log.info("listening on %s: %s", stack.address,
+        log.info("listening on %s: %s", stack.addresses_text,
                  ", ".join(f"{port} ({kind})" for kind, port, _ in [*services, *udp]))
         await stop
         log.info("shutting down")

@@ -159,8 +159,8 @@ def test_two_processes_listen_and_connect_through_one_daemon_at_once(
     listen_log = tmp_path / "listen.log"
     with listen_log.open("wb") as log:
         listen = netns.popen([TCPSTACK, "listen", "7", "--echo", "--attach"], stderr=log)
-    wait_logged(listen_log, "tcpstack: listening on 10.77.0.2:7 (attached to the daemon on "
-                "tcps0)", listen)
+    wait_logged(listen_log, "tcpstack: listening on 10.77.0.2:7 and [fd77::2]:7 "
+                "(attached to the daemon on tcps0)", listen)
     python_listener = peer(netns, "attach-exchange", 8080, SIZE)
     assert read_line(python_listener) == "listening\n"
 
@@ -381,7 +381,7 @@ def test_serve_runs_echo_discard_http_and_udp_echo_on_one_stack(
         serve = netns.popen([TCPSTACK, "serve", "--echo", "7", "--discard", "9", "--http",
                              f"80:{http_root}", "--echo", "7007", "--udp-echo", "7"],
                             stderr=log)
-    wait_logged(log_path, "tcpstack: listening on 10.77.0.2: 7 (echo), 9 (discard), "
+    wait_logged(log_path, "tcpstack: listening on 10.77.0.2 and fd77::2: 7 (echo), 9 (discard), "
                 "80 (http), 7007 (echo), 7 (udp echo)", serve)
     clients = {port: peer(netns, "exchange-client", STACK_ADDRESS, port, SIZE)
                for port in (7, 7007, 9)}

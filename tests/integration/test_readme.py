@@ -336,7 +336,8 @@ def test_the_daemon_serves_two_attached_processes_on_one_stack(tour: Tour) -> No
                      step.stdout, re.MULTILINE), step.stdout
     assert re.search(r"^LISTEN +\d+ +\d+ +10\.77\.0\.2:7 ", step.stdout, re.MULTILINE), (
         step.stdout)
-    assert "tcpstack: listening on 10.77.0.2:7 (attached to the daemon on tcps0)" in step.stderr
+    assert ("tcpstack: listening on 10.77.0.2:7 and [fd77::2]:7 (attached to the daemon on "
+            "tcps0)") in step.stderr
     assert re.search(rf"^tcpstack: daemon on tcps0 \(pid {pid}\) stopped$", step.stderr,
                      re.MULTILINE), step.stderr
 
@@ -345,5 +346,5 @@ def test_serve_runs_echo_discard_http_and_udp_echo_on_one_stack(tour: Tour) -> N
     step = tour.step("tcpstack serve")
     assert step.stdout == "again\ndatagram\nHTTP/1.1 200 OK\n", (  # curl's CR read away
         step.stdout + step.stderr)
-    assert ("tcpstack: listening on 10.77.0.2: 7 (echo), 9 (discard), 80 (http), "
+    assert ("tcpstack: listening on 10.77.0.2 and fd77::2: 7 (echo), 9 (discard), 80 (http), "
             "7 (udp echo)" in step.stderr), step.stderr

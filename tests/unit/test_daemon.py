@@ -41,9 +41,13 @@ class StandInStack:
 
     iface = "tcps0"
     address = "10.77.0.2"
+    address6 = "fd77::2"
 
     def __init__(self) -> None:
         self.servers: dict[int, StandInServer] = {}
+
+    def endpoints_text(self, port: int) -> str:
+        return f"{self.address}:{port} and [{self.address6}]:{port}"
 
     async def start_server(self, handler: Handler, port: int, *,
                            backlog: int | None = None) -> StandInServer:
@@ -185,7 +189,8 @@ def test_a_client_that_goes_away_loses_its_listeners_not_its_connections(
         client.close()
         await until(lambda: stack.servers[7].closed)
         assert daemon.status() | {"pid": 0} == {
-            "pid": 0, "iface": "tcps0", "address": "10.77.0.2", "clients": 0,
+            "pid": 0, "iface": "tcps0", "address": "10.77.0.2", "address6": "fd77::2",
+            "clients": 0,
             "listeners": 0, "connections": 1}
         await blocking(conn.sendall, b"after")
         conn.close()
