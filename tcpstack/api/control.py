@@ -107,6 +107,23 @@ def sweep_stale(run_dir: Path = RUN_DIR, min_age: float = STALE_AGE,
     return removed
 
 
+def file_identity(path: Path) -> tuple[int, int]:
+    """(st_dev, st_ino) of the socket file just made, to know it again at removal."""
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def unlink_if_ours(path: Path, identity: tuple[int, int] | None) -> None:
+    """Remove the socket file at `path` if it is still the one we made: a successor that
+    found it unanswered may have put its own there."""
+    if identity is None:
+        return
+    with contextlib.suppress(FileNotFoundError):
+        st = os.stat(path)
+        if (st.st_dev, st.st_ino) == identity:
+            path.unlink()
+
+
 # What a control socket serves: a snapshot now, or one to wait for (several workers').
 SnapshotSource = Callable[[], Snapshot | Awaitable[Snapshot]]
 
@@ -134,20 +151,15 @@ class ControlServer:
         self._server = await asyncio.start_unix_server(self._handle, str(self.path),
                                                        limit=MAX_LINE)
         os.chmod(self.path, 0o600)
-        st = os.stat(self.path)
-        self._identity = (st.st_dev, st.st_ino)
+        self._identity = file_identity(self.path)
 
     def remove(self) -> None:
         """Stop accepting and remove the socket file (if it is still ours)."""
         if self._server is not None:
             self._server.close()
             self._server = None
-        if self._identity is not None:
-            with contextlib.suppress(FileNotFoundError):
-                st = os.stat(self.path)
-                if (st.st_dev, st.st_ino) == self._identity:
-                    self.path.unlink()
-            self._identity = None
+        unlink_if_ours(self.path, self._identity)
+        self._identity = None
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

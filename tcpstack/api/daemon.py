@@ -41,7 +41,7 @@ from tcpstack.api.attach_protocol import (
     refusal,
 )
 from tcpstack.api.bridge import bridge
-from tcpstack.api.control import sweep_stale
+from tcpstack.api.control import file_identity, sweep_stale, unlink_if_ours
 from tcpstack.api.streams import Server, Stack
 from tcpstack.link.tun import LinkError
 from tcpstack.stack import PortInUse
@@ -242,8 +242,7 @@ class Daemon:
             server.close()
             self.path.unlink()
             raise
-        st = os.stat(self.path)
-        self._identity = (st.st_dev, st.st_ino)
+        self._identity = file_identity(self.path)
         self._server = server
         self._accepting = asyncio.ensure_future(self._accept_loop(server))
 
@@ -390,12 +389,8 @@ class Daemon:
         if self._server is not None:
             self._server.close()
             self._server = None
-        if self._identity is not None:
-            with contextlib.suppress(FileNotFoundError):
-                st = os.stat(self.path)
-                if (st.st_dev, st.st_ino) == self._identity:
-                    self.path.unlink()
-            self._identity = None
+        unlink_if_ours(self.path, self._identity)
+        self._identity = None
         for client in list(self._clients):
             client.close()
 
