@@ -74,7 +74,7 @@ class ControlSocketInUse(ControlError):
     """Another live stack already serves this control socket."""
 
 
-def _answers(path: Path) -> bool:
+def answers(path: Path) -> bool:
     """Whether a server accepts connections on the Unix socket at `path`."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(1.0)
@@ -98,7 +98,7 @@ def sweep_stale(run_dir: Path = RUN_DIR, min_age: float = STALE_AGE,
         return 0
     for path in entries:
         try:
-            if now - path.lstat().st_mtime < min_age or _answers(path):
+            if now - path.lstat().st_mtime < min_age or answers(path):
                 continue
             path.unlink()
             removed += 1
@@ -142,7 +142,7 @@ class ControlServer:
     async def start(self) -> None:
         self.path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
         if self.path.exists() or self.path.is_symlink():
-            if _answers(self.path):
+            if answers(self.path):
                 raise ControlSocketInUse(
                     f"another tcpstack already serves {self.path} (same interface, same "
                     "network namespace)")

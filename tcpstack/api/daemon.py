@@ -41,7 +41,7 @@ from tcpstack.api.attach_protocol import (
     refusal,
 )
 from tcpstack.api.bridge import bridge
-from tcpstack.api.control import file_identity, sweep_stale, unlink_if_ours
+from tcpstack.api.control import answers, file_identity, sweep_stale, unlink_if_ours
 from tcpstack.api.streams import Server, Stack
 from tcpstack.link.tun import LinkError
 from tcpstack.stack import PortInUse
@@ -71,16 +71,6 @@ def peer_of(sock: socket.socket) -> Peer:
     pid, uid, gid = _PEERCRED.unpack(
         sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
     return Peer(pid, uid, gid, peer_groups(pid))
-
-
-def _answers(path: Path) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        probe.settimeout(1.0)
-        try:
-            probe.connect(str(path))
-        except OSError:
-            return False
-        return True
 
 
 async def _wait_fd(loop: asyncio.AbstractEventLoop, sock: socket.socket, write: bool) -> None:
@@ -221,7 +211,7 @@ class Daemon:
         self.stopped = loop.create_future()
         self.path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
         if self.path.exists() or self.path.is_symlink():
-            if _answers(self.path):
+            if answers(self.path):
                 raise DaemonInUse(f"a tcpstack daemon already serves {self.path} (same "
                                   "interface, same network namespace)")
             self.path.unlink()  # left by a daemon that was killed

@@ -34,6 +34,7 @@ import ipaddress
 import logging
 import struct
 import time
+from collections.abc import Collection
 from typing import cast
 
 from tcpstack.net import ipv4, ipv6
@@ -122,6 +123,14 @@ def _describe(field: OptionField, sack_base: int) -> str:
     return f"unknown-{kind} 0x{body.hex()}" if body else f"unknown-{kind}"
 
 
+def _icmp_kind(message: Bytes, names: dict[int, str], echo_types: Collection[int]) -> str:
+    """An ICMP or ICMPv6 message's kind as tcpdump names it, with an echo's id and seq."""
+    kind = names.get(message[0], f"type {message[0]} code {message[1]}")
+    if message[0] in echo_types and len(message) >= 8:
+        ident, number = _ECHO.unpack_from(message, 4)
+        kind += f", id {ident}, seq {number}"
+    return kind
+
 class SegmentFormatter:
     """Formats IPv4 and IPv6 packets as tcpdump does; remembers each connection's bases for relative
     sequence numbers (see the module's docstring)."""
@@ -152,10 +161,7 @@ class SegmentFormatter:
         if ip.proto == ipv4.PROTO_TCP:
             return "IP " + self._format_tcp(ip.src, ip.dst, src_text, dst_text, payload)
         if ip.proto == ipv4.PROTO_ICMP and len(payload) >= 4:
-            kind = _ICMP_TYPES.get(payload[0], f"type {payload[0]} code {payload[1]}")
-            if payload[0] in _ICMP_ECHO and len(payload) >= 8:
-                ident, number = _ECHO.unpack_from(payload, 4)
-                kind += f", id {ident}, seq {number}"
+            kind = _icmp_kind(payload, _ICMP_TYPES, _ICMP_ECHO)
             return f"IP {src_text} > {dst_text}: ICMP {kind}, length {len(payload)}"
         if ip.proto == PROTO_UDP and len(payload) >= 8:
             sport, dport, length = _UDP_PORTS.unpack_from(payload)
@@ -174,10 +180,7 @@ class SegmentFormatter:
         if ip.proto == ipv6.PROTO_TCP:
             return "IP6 " + self._format_tcp(ip.src, ip.dst, src_text, dst_text, payload)
         if ip.proto == ipv6.PROTO_ICMPV6 and len(payload) >= 4:
-            kind = _ICMP6_TYPES.get(payload[0], f"type {payload[0]} code {payload[1]}")
-            if payload[0] in _ICMP6_ECHO and len(payload) >= 8:
-                ident, number = _ECHO.unpack_from(payload, 4)
-                kind += f", id {ident}, seq {number}"
+            kind = _icmp_kind(payload, _ICMP6_TYPES, _ICMP6_ECHO)
             return f"IP6 {src_text} > {dst_text}: ICMP6, {kind}, length {len(payload)}"
         return f"IP6 {src_text} > {dst_text}: ip-proto-{ip.proto}, length {len(payload)}"
 
