@@ -9,7 +9,7 @@ import signal
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 from click.core import ParameterSource
@@ -309,6 +309,28 @@ def stop_on_signals() -> asyncio.Future[signal.Signals]:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig)
     return stop
+
+
+async def until_signalled(session: Coroutine[None, None, None],
+                          signalled: asyncio.Future[signal.Signals]) -> signal.Signals | None:
+    """Run `session` to its end (raising what it raised), or until a signal arrives first:
+    then it is cancelled, and waited for, and the signal returned."""
+    running = asyncio.ensure_future(session)
+    await asyncio.wait((running, signalled), return_when=asyncio.FIRST_COMPLETED)
+    if running.done():
+        running.result()
+        return None
+    running.cancel()
+    await asyncio.wait((running,))
+    return signalled.result()
+
+
+def exit_signalled(sig: signal.Signals) -> NoReturn:
+    """End the command as a shell reports one a signal killed: the line that says why
+    (last, like an error), and the status 128 + the signal's number."""
+    click.echo("tcpstack: interrupted" if sig is signal.SIGINT else "tcpstack: terminated",
+               err=True)
+    raise SystemExit(128 + sig)
 
 
 def format_counters(counters: dict[str, int]) -> str:

@@ -7,17 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import socket
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import click
-
 from tcpstack.api.attach import Attached, AttachedListener, attach
 from tcpstack.api.streams import format_endpoint
-from tcpstack.cli.app import CommandFailed, stop_on_signals
+from tcpstack.cli.app import CommandFailed, exit_signalled, stop_on_signals, until_signalled
 from tcpstack.services.relay import Progress, relay
 
 log = logging.getLogger("tcpstack")
@@ -110,7 +107,7 @@ async def connect_attached(iface: str, host: str, port: int, timeout: float | No
                            progress: bool) -> None:
     """`connect` on the daemon's stack: one connection, relayed as `connect` relays it."""
     signalled = stop_on_signals()
-    where = f"{host}:{port}"
+    where = format_endpoint(host.strip("[]"), port)  # [fd77::1]:5000 for IPv6
 
     async def session() -> None:
         client = await _attach(iface)
@@ -131,14 +128,5 @@ async def connect_attached(iface: str, host: str, port: int, timeout: float | No
         except ConnectionError as exc:
             raise CommandFailed(f"connection to {where} lost: {exc}") from None
 
-    running = asyncio.ensure_future(session())
-    await asyncio.wait((running, signalled), return_when=asyncio.FIRST_COMPLETED)
-    if running.done():
-        running.result()
-        return
-    running.cancel()
-    await asyncio.wait((running,))
-    sig = signalled.result()
-    click.echo("tcpstack: interrupted" if sig is signal.SIGINT else "tcpstack: terminated",
-               err=True)
-    raise SystemExit(128 + sig)
+    if (sig := await until_signalled(session(), signalled)) is not None:
+        exit_signalled(sig)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import sys
 
 import click
@@ -16,9 +15,11 @@ from tcpstack.cli.app import (
     PortType,
     also_after_command,
     cli,
+    exit_signalled,
     make_stack,
     run,
     stop_on_signals,
+    until_signalled,
 )
 from tcpstack.cli.attached import connect_attached
 from tcpstack.services.relay import Progress, relay
@@ -85,19 +86,10 @@ async def _connect(opts: dict[str, object], host: str, port: int,
 
     await stack.start()
     try:
-        running = asyncio.ensure_future(session())
-        await asyncio.wait((running, signalled), return_when=asyncio.FIRST_COMPLETED)
-        if running.done():
-            running.result()
-            return
         # Cancelled, the handshake is abandoned, or the relay closes the connection (a FIN,
         # or a RST where received data is left unread); stack.close() then finishes it.
-        running.cancel()
-        await asyncio.wait((running,))
+        sig = await until_signalled(session(), signalled)
     finally:
         await stack.close()
-    sig = signalled.result()
-    # Last, like an error: the line that says why the command ended.
-    click.echo("tcpstack: interrupted" if sig is signal.SIGINT else "tcpstack: terminated",
-               err=True)
-    raise SystemExit(128 + sig)
+    if sig is not None:
+        exit_signalled(sig)
