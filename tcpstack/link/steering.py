@@ -12,7 +12,11 @@ by this program instead (TUNSETSTEERINGEBPF), by rules a worker can know in adva
   worker opens its outgoing connections from its own slice of the range);
 - any other TCP segment (to a listener, or a stray) goes to a queue picked by a hash of the
   peer's address and port, so the connections of one listener spread over the workers;
-- anything else (ICMP, IPv6, fragments after the first) goes to queue 0.
+- anything else (ICMP, UDP, fragments after the first, IPv6 with extension headers) goes
+  to queue 0.
+
+Both families take the same rules: IPv6 TCP right after the fixed header (nearly all of
+it) is steered as IPv4 TCP is, hashing the low 32 bits of the peer's address.
 
 The program is classic-socket-filter-shaped eBPF (BPF_PROG_TYPE_SOCKET_FILTER, packet loads
 with LD_ABS/LD_IND relative to the IP header, which is where a TUN's packets start), built
@@ -40,7 +44,10 @@ _W, _H, _B = 0x00, 0x08, 0x10
 _ABS, _IND = 0x20, 0x40
 _K, _X = 0x00, 0x08
 _SUB, _MUL, _DIV, _AND, _LSH, _RSH, _XOR, _MOV = 0x10, 0x20, 0x30, 0x50, 0x60, 0x70, 0xA0, 0xB0
-_JNE, _JGE, _JLT, _EXIT = 0x50, 0x30, 0xA0, 0x90
+_JA, _JEQ, _JNE, _JGE, _JLT, _EXIT = 0x00, 0x10, 0x50, 0x30, 0xA0, 0x90
+_IPV6_HEADER = 40
+_IPV6_NEXT_HEADER = 6
+_IPV6_SOURCE_LOW_WORD = 20  # the last 4 bytes of the source address
 
 # The multiplier of Knuth's multiplicative hash (2^32 / golden ratio), as a signed 32-bit
 # immediate: the peer's ports come in steps of two (Linux's connect() prefers even ports),
@@ -78,11 +85,13 @@ def program(queues: int, ports_start: int, ports_per_queue: int) -> bytes:
         raise ValueError(f"no steering for {queues} queues of {ports_per_queue} ports "
                          f"from {ports_start}")
     p = _Program()
-    r0, r1, r6, r7, r8 = 0, 1, 6, 7, 8
+    r0, r1, r6, r7, r8, r9 = 0, 1, 6, 7, 8, 9
     p.emit(_ALU64 | _MOV | _X, r6, r1)              # LD_ABS/LD_IND read the skb in r6
     p.emit(_LD | _ABS | _B, imm=0)                   # version and IHL
     p.emit(_ALU64 | _RSH | _K, r0, imm=4)
+    p.emit(_JMP | _JEQ | _K, r0, imm=6, target="ipv6")
     p.emit(_JMP | _JNE | _K, r0, imm=4, target="queue0")
+    p.emit(_ALU64 | _MOV | _K, r9, imm=12)           # r9: where the peer's address is
     p.emit(_LD | _ABS | _B, imm=9)                   # protocol
     p.emit(_JMP | _JNE | _K, r0, imm=6, target="queue0")
     p.emit(_LD | _ABS | _H, imm=6)                   # flags and fragment offset
@@ -92,6 +101,13 @@ def program(queues: int, ports_start: int, ports_per_queue: int) -> bytes:
     p.emit(_ALU64 | _AND | _K, r0, imm=0x0F)
     p.emit(_ALU64 | _LSH | _K, r0, imm=2)
     p.emit(_ALU64 | _MOV | _X, r7, r0)               # r7: IP header length
+    p.emit(_JMP | _JA, target="ports")
+    p.label("ipv6")
+    p.emit(_LD | _ABS | _B, imm=_IPV6_NEXT_HEADER)
+    p.emit(_JMP | _JNE | _K, r0, imm=6, target="queue0")  # not TCP right after the header
+    p.emit(_ALU64 | _MOV | _K, r7, imm=_IPV6_HEADER)
+    p.emit(_ALU64 | _MOV | _K, r9, imm=_IPV6_SOURCE_LOW_WORD)
+    p.label("ports")
     p.emit(_LD | _IND | _H, src=r7, imm=2)           # destination port: ours
     p.emit(_ALU64 | _MOV | _X, r8, r0)
     p.emit(_JMP | _JLT | _K, r8, imm=ports_start, target="hash")
@@ -103,7 +119,7 @@ def program(queues: int, ports_start: int, ports_per_queue: int) -> bytes:
     p.label("hash")
     p.emit(_LD | _IND | _H, src=r7, imm=0)           # the peer's port
     p.emit(_ALU64 | _MOV | _X, r8, r0)
-    p.emit(_LD | _ABS | _W, imm=12)                  # the peer's address
+    p.emit(_LD | _IND | _W, src=r9, imm=0)           # the peer's address (its low word)
     p.emit(_ALU | _XOR | _X, r0, r8)
     p.emit(_ALU | _MUL | _K, r0, imm=_GOLDEN)        # 32-bit: the product's top bits mix
     p.emit(_ALU | _RSH | _K, r0, imm=16)

@@ -47,13 +47,14 @@ def _has_tun(ns: NetNS) -> bool:
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.parametrize("host", [STACK_ADDRESS, "fd77::2"])  # the steering reads both
 def test_200_held_downloads_spread_over_both_workers_and_stat_sums_them(
         netns: NetNS, start_stack: StartStack, http_root: Path,
-        random_file: RandomFile) -> None:
+        random_file: RandomFile, host: str) -> None:
     expected = random_file(http_root / "file.bin", 65536)
     stack = start_stack(netns, "80", "--http", http_root, "--backlog", "512",
                         global_args=WORKERS)
-    peer = subprocess.Popen(netns.argv([sys.executable, PEERS / "http_held.py", STACK_ADDRESS,
+    peer = subprocess.Popen(netns.argv([sys.executable, PEERS / "http_held.py", host,
                                         "80", "/file.bin", str(HELD), expected, "60"]),
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=clean_env())
     try:
