@@ -60,7 +60,7 @@ class TcpTransport(asyncio.Transport):
     # Slots, and no extra-info dict: one transport per connection, thousands of them idle.
     __slots__ = ("_backlog", "_closing", "_conn", "_driver", "_eof_pending", "_eof_requested",
                  "_high_water", "_loop", "_lost", "_low_water", "_protocol", "_reading_paused",
-                 "_writing_paused")
+                 "_released", "_writing_paused")
 
     def __init__(self, driver: StackDriver, conn: Connection,
                  protocol: asyncio.BaseProtocol) -> None:
@@ -77,6 +77,8 @@ class TcpTransport(asyncio.Transport):
         self._writing_paused = False
         self._reading_paused = False
         self._eof_pending = False   # the peer's FIN arrived; tell the protocol after the data
+        # The connection closed with data still unread: connection_lost after the data.
+        self._released = False
         self._eof_requested = False
         self._closing = False
         self._lost = False
@@ -204,7 +206,13 @@ class TcpTransport(asyncio.Transport):
             case Unreachable(error=error, errno=number):
                 self.lose(unreachable_error(number, error))
             case Closed():
-                self.lose(None)
+                # Over for the stack, but what arrived is still the application's to read
+                # (a reader paused behind its own FIN): connection_lost comes after it.
+                if not self._closing and (self._conn.rcv.buffer or self._eof_pending):
+                    self._released = True
+                    self._deliver()
+                else:
+                    self.lose(None)
 
     def _deliver(self) -> None:
         if self._lost or self._closing:
@@ -216,8 +224,10 @@ class TcpTransport(asyncio.Transport):
         if self._eof_pending and not conn.rcv.buffer and not self._reading_paused:
             self._eof_pending = False
             keep_open = self._protocol.eof_received()
-            if not keep_open:
+            if not keep_open and not self._released:
                 self.close()
+        if self._released and not conn.rcv.buffer and not self._eof_pending:
+            self.lose(None)
 
     def _refill(self) -> None:
         conn = self._conn

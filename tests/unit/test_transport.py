@@ -192,3 +192,58 @@ def test_data_on_the_handshakes_ack_reaches_the_protocol_once() -> None:
             assert bytes(protocol.data) == b"early bytes"
 
     asyncio.run(asyncio.wait_for(scenario(), 10))
+
+
+def test_data_unread_when_the_connection_closes_is_still_delivered_then_eof() -> None:
+    """The peer's data and FIN arrive while reading is paused (CLOSE_WAIT); then our FIN
+    (write_eof), which the peer acknowledges: the connection is CLOSED, over for the stack,
+    with the data still unread in it. Resuming hands over every byte, then EOF, and only
+    then connection_lost(None). (A slow reader of a bidirectional transfer, its own FIN
+    last, used to lose what it had not read yet: connection_lost came first.)"""
+    async def run() -> tuple[State, int, bool, list[Exception | None], int, bool,
+                             list[Exception | None], list[str]]:
+        async with driven_stack(_config()) as d:
+            protocol = await _established(d)
+            transport = protocol.transport
+            assert transport is not None
+            (conn,) = d.stack.connections.values()
+            order: list[str] = []
+            original = protocol.eof_received, protocol.connection_lost
+
+            def eof() -> bool:
+                order.append("eof")
+                return original[0]()
+
+            def lost(exc: Exception | None) -> None:
+                order.append("lost")
+                original[1](exc)
+            protocol.eof_received = eof  # type: ignore[method-assign]
+            protocol.connection_lost = lost  # type: ignore[method-assign]
+            protocol.on_data = lambda p: order.append("data")
+            transport.pause_reading()
+            d.peer.send(ACK, PEER_ISS + 1, STACK_ISS + 1, payload=bytes(range(200)) * 5)
+            d.peer.send(ACK | FIN, PEER_ISS + 1001, STACK_ISS + 1)
+            await d.peer.expect(1)  # the ACK of the data and the FIN
+            transport.write_eof()
+            (fin,) = await d.peer.expect(1)
+            assert fin.flags & FIN
+            d.peer.send(ACK, PEER_ISS + 1002, fin.seq + 1)
+            for _ in range(100):
+                if conn.state is State.CLOSED:
+                    break
+                await asyncio.sleep(0.002)
+            await asyncio.sleep(0.01)
+            held = (conn.state, len(protocol.data), protocol.eof, list(protocol.lost))
+            transport.resume_reading()
+            for _ in range(100):
+                if protocol.lost:
+                    break
+                await asyncio.sleep(0.002)
+            assert await d.peer.quiet(0.05) == []  # reading a closed connection sends nothing
+            return (*held, len(protocol.data), protocol.eof, protocol.lost, order)
+
+    state, held_bytes, held_eof, held_lost, read, eof, lost, order = asyncio.run(
+        asyncio.wait_for(run(), 10))
+    assert (state, held_bytes, held_eof, held_lost) == (State.CLOSED, 0, False, [])
+    assert (read, eof, lost) == (1000, True, [None])
+    assert order == ["data", "eof", "lost"]
