@@ -205,9 +205,13 @@ class StackDriver:
 
     def _after_pass(self) -> None:
         stack = self.stack
-        if stack.output:
-            self._write(stack.output)
-            stack.output.clear()
+        output = stack.output
+        if output:
+            if self._outbound is None:
+                self._put(output)
+            else:
+                self._write(output)
+            output.clear()
         self._arm_timer()
 
     def _write(self, packets: list[OutPacket]) -> None:
