@@ -121,7 +121,8 @@ class StackDriver:
             # Before start or after stop the TUN is not ours to read; after a held turn
             # the drain has just been done.
             self._service()
-            self._hold_turn()
+            if self.stack.events_delivered != self._delivered:  # mostly not: a reply's pass
+                self._hold_turn()
 
     def _hold_turn(self) -> None:
         """After the passes of one callback: if they handed the application events, hold a
