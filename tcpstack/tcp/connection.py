@@ -76,6 +76,11 @@ TransitionHook = Callable[[Any, State, State], None]  # (connection, old, new)
 _SENDS_NONE, _SENDS_ACK, _SENDS_FIN, _SENDS_RST = Sends.NOTHING, Sends.ACK, Sends.FIN, Sends.RST
 _SENDS_SYN, _SENDS_SYN_ACK = Sends.SYN, Sends.SYN_ACK
 
+# The states the per-segment path compares with, as module constants: a member looked up
+# on its class is a Python-level getattr (~70 ns), about ten of them per segment.
+_SYN_SENT, _SYN_RCVD, _CLOSED, _LISTEN = State.SYN_SENT, State.SYN_RCVD, State.CLOSED, State.LISTEN
+_TIME_WAIT, _FIN_WAIT_1, _CLOSING, _LAST_ACK = (State.TIME_WAIT, State.FIN_WAIT_1, State.CLOSING,
+                                                State.LAST_ACK)
 CWND_TRACE_LEN = 20_000      # samples kept per connection
 CWND_TRACE_INTERVAL = 0.001  # at most one sample a millisecond, except at losses
 
@@ -329,10 +334,10 @@ class Connection:
         if self.timers.keepalive is not None:
             self._heard_from_peer(now)
         state = self.state
-        if state is State.SYN_SENT:
+        if state is _SYN_SENT:
             self._receive_in_syn_sent(seg, now)
             return
-        if state is State.CLOSED or state is State.LISTEN:
+        if state is _CLOSED or state is _LISTEN:
             return
         handshake = self._handshake_repeated(seg)
         if handshake is None:
@@ -354,16 +359,17 @@ class Connection:
             return
         if not arrival.flags & ACK or not self._check_ack(handshake, arrival, now):  # fifth
             return
-        if self.state is State.CLOSED:
+        if self.state is _CLOSED:
             return
         self._receive_text(arrival, now)  # seventh and eighth
-        self._settle_fin_wait_1(now)
+        if self.state is _FIN_WAIT_1:  # the one state it acts in: no call per segment else
+            self._settle_fin_wait_1(now)
 
     def _handshake_repeated(self, seg: Segment) -> Segment | None:
         """SYNs that repeat a handshake: answered here (None), or the segment to go on with."""
         state = self.state
         flags = seg.flags
-        if state is State.SYN_RCVD and flags & SYN and seg.seq == self.rcv.irs:
+        if state is _SYN_RCVD and flags & SYN and seg.seq == self.rcv.irs:
             if not flags & ACK:
                 # Our SYN-ACK was lost and the peer repeats its SYN: answer it again,
                 # echoing this SYN's timestamp, so the peer can time its retransmission.
@@ -377,7 +383,7 @@ class Connection:
             self.rcv.owe_ack_now()  # figure 8, line 7: ACK it
             return Segment(seg.sport, seg.dport, (seg.seq + 1) & MASK, seg.ack, flags & ~SYN,
                            seg.window, seg.options, seg.payload)
-        if (state is State.TIME_WAIT and flags & SYN and not flags & (ACK | RST)
+        if (state is _TIME_WAIT and flags & SYN and not flags & (ACK | RST)
                 and 0 < ((seg.seq - self.rcv.nxt) & MASK) < HALF):
             # RFC 1122 4.2.2.13 / RFC 6191: a SYN beyond everything the old incarnation
             # used may reopen the connection, if a listener takes it: the stack decides and
@@ -418,7 +424,7 @@ class Connection:
                 self.rcv.owe_ack_now()
                 return Arrival(seq, flags & ~FIN, payload[:0])
             if not flags & RST:
-                if self.state is State.TIME_WAIT and flags & FIN:
+                if self.state is _TIME_WAIT and flags & FIN:
                     self._start_time_wait(now)  # a retransmitted FIN: re-ACK, restart 2MSL
                 self.tx.ack()
             return None
@@ -441,7 +447,7 @@ class Connection:
 
     def _check_ack(self, seg: Segment, arrival: Arrival, now: float) -> bool:
         """Fifth: the ACK field; False when the segment is to be dropped."""
-        if self.state is State.SYN_RCVD:
+        if self.state is _SYN_RCVD:
             if not (0 < ((seg.ack - self.snd.una) & MASK) <= ((self.snd.max - self.snd.una)
                                                               & MASK)):
                 self.tx.emit(RST, seg.ack)
@@ -502,7 +508,7 @@ class Connection:
     def _settle_fin_wait_1(self, now: float) -> None:
         """FIN_WAIT_1 whose FIN is acked moves on to FIN_WAIT_2, unless the same segment's FIN
         already took it straight to TIME_WAIT (_process_ack leaves that choice to here)."""
-        if self.state is State.FIN_WAIT_1 and self._fin_acked():
+        if self.state is _FIN_WAIT_1 and self._fin_acked():
             self._transition(Trigger.RCV_ACK_OF_FIN, now)
 
     def _receive_in_syn_sent(self, seg: Segment, now: float) -> None:
@@ -614,7 +620,7 @@ class Connection:
             self._start_recovery(now, by_sack=True)
         state = self.state
         # FIN_WAIT_1 waits for the FIN step (see _settle_fin_wait_1).
-        if (state is State.CLOSING or state is State.LAST_ACK) and self._fin_acked():
+        if (state is _CLOSING or state is _LAST_ACK) and self._fin_acked():
             self._transition(Trigger.RCV_ACK_OF_FIN, now)
         return True
 
