@@ -409,9 +409,11 @@ class Connection:
             return False
         return True
 
-    def _check_sequence(self, seg: Segment, now: float) -> Arrival | None:
+    def _check_sequence(self, seg: Segment, now: float) -> Arrival | Segment | None:
         """First: is the segment acceptable (3.10.7.4, the four cases)? What of it is new,
-        trimmed to start at RCV.NXT; None when it is dropped (with an ACK unless a RST)."""
+        trimmed to start at RCV.NXT; None when it is dropped (with an ACK unless a RST).
+        A segment with nothing to trim is its own arrival (the later steps read only its
+        seq, flags and payload): no object per segment on the common path."""
         flags = seg.flags
         seq = seg.seq
         payload = seg.payload
@@ -435,7 +437,7 @@ class Connection:
                 skip -= 1
                 flags &= ~SYN
             return Arrival(self.rcv.nxt, flags, payload[skip:])
-        return Arrival(seq, flags, payload)
+        return seg
 
     def _check_reset(self, seg: Segment, now: float) -> None:
         """Second: RST (RFC 5961 3.2: only an exact match resets, others draw a challenge
@@ -445,7 +447,7 @@ class Connection:
             return
         self._on_reset(now)
 
-    def _check_ack(self, seg: Segment, arrival: Arrival, now: float) -> bool:
+    def _check_ack(self, seg: Segment, arrival: Arrival | Segment, now: float) -> bool:
         """Fifth: the ACK field; False when the segment is to be dropped."""
         if self.state is _SYN_RCVD:
             if not (0 < ((seg.ack - self.snd.una) & MASK) <= ((self.snd.max - self.snd.una)
@@ -457,7 +459,7 @@ class Connection:
         # window (SND.WL1 is still the IRS, so the update rule takes it).
         return self._process_ack(seg, arrival.seq, arrival.flags, arrival.payload, now)
 
-    def _receive_text(self, arrival: Arrival, now: float) -> None:
+    def _receive_text(self, arrival: Arrival | Segment, now: float) -> None:
         """Seventh, the segment text, and eighth, the FIN once every byte before it is in."""
         seq, flags, payload = arrival.seq, arrival.flags, arrival.payload
         if self.state in RECEIVING and (payload or flags & FIN) and seq != self.rcv.nxt:

@@ -253,7 +253,9 @@ class Receiver:
         so a prompt reader does not turn every segment into an ACK and defeat delayed ACK.
         A window that is small only because the SYN's could not be scaled (65535 at most,
         RFC 7323 2.2) has not closed: the first request's ACK still waits for its answer."""
-        window = self.window
+        window = (self.adv - self.nxt) & MASK  # self.window, inline: once per read
+        if window >= HALF:
+            window = 0
         return (2 * (len(self.buffer) + read) >= self.capacity
                 and 2 * window <= self.capacity
                 and self.capacity - len(self.buffer) >= 2 * window
