@@ -158,8 +158,10 @@ class SegmentOutput:
         if not self.snd.syn_acked:
             return  # data and FIN sequence numbers start after our SYN is acknowledged
         buf = self.snd.buffer
-        una = self.snd.una
-        buffered = len(buf)
+        una, buffered = self.snd.una, len(buf)
+        if buffered == ((self.snd.nxt - una) & MASK) and not self.snd.fin_queued:
+            self.timers.persist = None  # all sent (a pass that only received): nothing held
+            return
         cwnd = self.cc.cwnd
         dupacks = self.loss.episode.dupacks
         limited_from = -1  # where limited transmit's bytes begin, as an offset from SND.UNA
