@@ -900,11 +900,12 @@ class NetworkStack:
                 self._dirty[conn] = None
 
     def _collect(self, conn: Connection) -> None:
-        segments = conn.output
+        tx = conn.tx  # conn.output, without the property's two calls (twice a round trip)
+        segments = tx.segments
         if segments:
             self.counters["segs_out"] += len(segments)
             self._frame(conn.remote_addr, conn.local_port, conn.remote_port, segments)
-            conn.output = ()  # no list kept while there are none (Connection.output)
+            tx.segments = ()  # no list kept while there are none (Connection.output)
         if conn.events:
             self.events.extend((conn, ev) for ev in conn.events)
             conn.events = ()

@@ -28,6 +28,7 @@ from tcpstack.tcp.timestamps import Timestamps
 
 NO_WINDOW = -1   # SegmentOutput.window outside a flush: each segment asks rcv.advertise()
 WINDOW_DUE = -2  # ... within one, until its first segment has asked
+_CLOSED = State.CLOSED  # a module constant: a member looked up on its class costs a getattr
 
 
 class SegmentOutput:
@@ -71,20 +72,18 @@ class SegmentOutput:
         asked once per flush, by the first segment that goes, not once per segment."""
         self.window = WINDOW_DUE
         try:
-            self._flush(now, state)
+            if state in TRANSMITTING:
+                self.send_data(now)
+                if self.loss.probe.restart:
+                    self.schedule_probe(now)
+            rcv = self.rcv
+            if rcv.ack_pending and state is not _CLOSED:
+                if rcv.ack_now or self.config.delayed_ack <= 0:
+                    self.ack()
+                elif self.timers.delack is None:
+                    self.timers.delack = now + self.config.delayed_ack
         finally:
             self.window = NO_WINDOW
-
-    def _flush(self, now: float, state: State) -> None:
-        if state in TRANSMITTING:
-            self.send_data(now)
-            if self.loss.probe.restart:
-                self.schedule_probe(now)
-        if self.rcv.ack_pending and state is not State.CLOSED:
-            if self.rcv.ack_now or self.config.delayed_ack <= 0:
-                self.ack()
-            elif self.timers.delack is None:
-                self.timers.delack = now + self.config.delayed_ack
 
     def challenge_ack(self, now: float) -> None:
         """RFC 5961's answer to a RST, a SYN or an ACK it will not act on, within the stack's
@@ -159,8 +158,10 @@ class SegmentOutput:
         if not self.snd.syn_acked:
             return  # data and FIN sequence numbers start after our SYN is acknowledged
         buf = self.snd.buffer
-        una = self.snd.una
-        buffered = len(buf)
+        una, buffered = self.snd.una, len(buf)
+        if buffered == ((self.snd.nxt - una) & MASK) and not self.snd.fin_queued:
+            self.timers.persist = None  # all sent (a pass that only received): nothing held
+            return
         cwnd = self.cc.cwnd
         dupacks = self.loss.episode.dupacks
         limited_from = -1  # where limited transmit's bytes begin, as an offset from SND.UNA

@@ -153,7 +153,9 @@ class Receiver:
 
     def acceptable(self, seq: int, seg_len: int) -> bool:
         """The four cases of RFC 9293 3.10.7.4, first check."""
-        wnd = self.window
+        wnd = (self.adv - self.nxt) & MASK  # self.window, inline: once per segment
+        if wnd >= HALF:
+            wnd = 0
         offset = (seq - self.nxt) & MASK
         if seg_len == 0:
             return offset == 0 if wnd == 0 else offset < wnd
@@ -210,16 +212,6 @@ class Receiver:
         self.bytes_read += len(data)
         return data
 
-    def tune(self, now: float) -> None:
-        """Auto-tuning's turn, once a pass, before the flush (so that a buffer grown by this
-        pass's reads rides on this pass's ACK). After the flush, `tuning.measure` takes the
-        edge that ACK advertised."""
-        tuning = self.tuning
-        if tuning is not None:
-            want = tuning.adjust(now, self.bytes_read, self.mss)
-            if want > self.capacity:
-                self.capacity = want
-
     # ------------------------------------------------------------------ what we send
 
     def syn_window(self) -> int:
@@ -231,9 +223,15 @@ class Receiver:
     def advertise(self) -> int:
         """The window field to send; moves the advertised right edge, never backwards, and
         only by useful amounts (receiver-side SWS avoidance, RFC 9293 3.8.6.2.2)."""
-        if self.window_would_grow() or ((self.adv - self.nxt) & MASK) >= HALF:
-            self.adv = (self.nxt + self.capacity - len(self.buffer)) & MASK
-        wnd = self.window
+        nxt = self.nxt
+        free = self.capacity - len(self.buffer)
+        wnd = (self.adv - nxt) & MASK
+        # window_would_grow, inline (once per segment sent): the edge moves by at least
+        # min(buffer / 2, MSS), or the old edge has been passed.
+        grow = (nxt + free - self.adv) & MASK
+        if (grow < HALF and grow >= min(self.capacity // 2, self.mss)) or wnd >= HALF:
+            self.adv = (nxt + free) & MASK
+            wnd = free if free > 0 else 0
         # Round up to the scale unit: rounding down would pull the right edge back, shrinking
         # the window (RFC 9293 3.8.6.2.2 says not to); the buffer takes the few extra bytes.
         scale = self.wscale
@@ -255,7 +253,9 @@ class Receiver:
         so a prompt reader does not turn every segment into an ACK and defeat delayed ACK.
         A window that is small only because the SYN's could not be scaled (65535 at most,
         RFC 7323 2.2) has not closed: the first request's ACK still waits for its answer."""
-        window = self.window
+        window = (self.adv - self.nxt) & MASK  # self.window, inline: once per read
+        if window >= HALF:
+            window = 0
         return (2 * (len(self.buffer) + read) >= self.capacity
                 and 2 * window <= self.capacity
                 and self.capacity - len(self.buffer) >= 2 * window

@@ -40,7 +40,7 @@ class SendBuffer:
 
     def append(self, data: Bytes) -> int:
         """Queue as much of `data` as fits; return how many bytes were taken."""
-        n = min(len(data), self.capacity - len(self))
+        n = min(len(data), self.capacity - (len(self._buf) - self._head))  # len(self), inline
         if n > 0:
             chunk = data[:n] if n < len(data) else data
             if not self._buf:

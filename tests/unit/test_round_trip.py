@@ -37,6 +37,7 @@ class Ledger:
     ticks: int = 0
     passes: list[tuple[int, int]] = field(default_factory=list)  # (iteration, packets in)
     reads: list[tuple[int, bool]] = field(default_factory=list)  # (iteration, got one)
+    polls: list[tuple[int, bool]] = field(default_factory=list)  # (iteration, one waits)
     writes: list[tuple[int, Sent]] = field(default_factory=list)  # the stack's packets
     app_writes: list[int] = field(default_factory=list)  # the handler's writer.write calls
 
@@ -67,6 +68,15 @@ def _instrument(d: Driven, ledger: Ledger) -> None:
         ledger.writes.append((ledger.ticks, decode(headers + bytes(payload), time.monotonic())))
         write(headers, payload, gso_size)
 
+    waiting = d.driver._waiting
+    assert waiting is not None, "the driver polls its descriptor once started"
+
+    def counted_poll(timeout: int) -> list[tuple[int, int]]:
+        got = waiting(timeout)
+        ledger.polls.append((ledger.ticks, bool(got)))
+        return got
+
+    d.driver._waiting = counted_poll
     d.stack.service = counted_service  # type: ignore[assignment]
     d.tun.read = counted_read  # type: ignore[method-assign]
     d.tun.write = counted_write  # type: ignore[method-assign]
@@ -130,14 +140,18 @@ def test_an_echo_reply_leaves_in_the_iteration_of_the_applications_write() -> No
         "the handler runs on the iteration after the pass that woke it"
 
 
-def test_a_round_trip_is_two_passes_and_two_tun_reads() -> None:
-    """Per 1-byte round trip: the pass for the arrival (its read and the EAGAIN that ends
-    the drain), and the pass for the reply, which reads nothing (the drain was just done:
-    before, it read one more EAGAIN); a delayed ACK never goes out (the reply carries the
+def test_a_round_trip_is_two_passes_one_tun_read_and_one_poll() -> None:
+    """Per 1-byte round trip: the pass for the arrival (its read, then a poll that finds
+    nothing waiting and ends the drain: before, a second read ended it with EAGAIN), and
+    the pass for the reply, which reads nothing (the drain was just done: before the held
+    turn, it read one more EAGAIN); a delayed ACK never goes out (the reply carries the
     ACK), nor anything else."""
     ledger = asyncio.run(asyncio.wait_for(_ping_pong(20), 10))
     assert [packets for _, packets in ledger.passes] == [1, 0] * 20
-    assert [got for _, got in ledger.reads] == [True, False] * 20
+    assert [got for _, got in ledger.reads] == [True] * 20
+    assert [got for _, got in ledger.polls] == [False] * 20
+    assert [tick for tick, _ in ledger.polls] == [tick for tick, _ in ledger.reads], \
+        "each poll follows the read of its iteration"
     assert [sent.flags for _, sent in ledger.writes] == [ACK | PSH] * 20
 
 
@@ -210,3 +224,35 @@ def test_with_nodelay_a_second_write_after_a_yield_goes_on_the_next_turn() -> No
     head, body = (tick for tick, s in ledger.writes if s.payload)
     assert head == ledger.app_writes[0]
     assert body == ledger.app_writes[1] + 1
+
+
+async def _burst(count: int) -> Ledger:
+    """`count` 1-byte segments written to the TUN at once, before the loop looks."""
+    async with driven_stack() as d:
+        ledger = Ledger()
+        done = asyncio.Event()
+        _serve(d, _echo(ledger, done))
+        syn_ack = await d.peer.handshake()
+        await d.peer.quiet(0.02)
+        asyncio.get_running_loop().call_soon(ledger.tick)
+        await asyncio.sleep(0)
+        _instrument(d, ledger)
+        ours = syn_ack.seq + 1
+        for i in range(count):
+            d.peer.send(ACK | PSH, PEER_ISS + 1 + i, ours, payload=b"x")
+        await d.peer.data_until(ours + count)
+        seen = copy.deepcopy(ledger)
+        d.peer.send(ACK | FIN, PEER_ISS + 1 + count, ours + count)
+        await asyncio.wait_for(done.wait(), 2)
+        return seen
+
+
+def test_a_burst_is_read_whole_into_one_pass_after_the_poll_finds_more() -> None:
+    """The poll after the first packet finds the second waiting: the batch reads on until
+    EAGAIN, so a burst still goes to one pass (one ACK, one wake-up of the application),
+    and the poll ran once, not once per packet."""
+    ledger = asyncio.run(asyncio.wait_for(_burst(3), 10))
+    assert [got for _, got in ledger.reads] == [True, True, True, False]
+    assert [got for _, got in ledger.polls] == [True]
+    assert [packets for _, packets in ledger.passes] == [3, 0]  # the burst, then the reply's
+    assert [sent.payload for _, sent in ledger.writes] == [b"xxx"]  # one echo of all three
