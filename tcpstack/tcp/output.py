@@ -192,8 +192,8 @@ class SegmentOutput:
                     break
             if 0 <= limited_from < sent + n and self.snd.nxt == self.snd.max:
                 self.loss.episode.limited += sent + n - max(sent, limited_from)
-            if n == unsent and self.snd.fin_queued and self.snd.fin_seq is None \
-                    and self.snd.nxt == self.snd.max:
+            if n == unsent and self.snd.fin_queued and (self.snd.fin_seq is not None
+                                                        or self.snd.nxt == self.snd.max):
                 self._send_with_fin(now, n)
                 break
             self.send_at_nxt(now, n, ACK | PSH if n == unsent else ACK)
@@ -224,13 +224,16 @@ class SegmentOutput:
             self.arm_rto(now)
 
     def _send_with_fin(self, now: float, n: int) -> None:
-        """The last of the queued data, new, with our FIN on it: as Linux puts a FIN on the
-        tail segment not yet sent, so a reply and the close after it cost one packet (and
-        the peer one ACK), not two. A resend of either goes as before, the FIN on its own."""
-        self.send_at_nxt(now, n, ACK | PSH | FIN)
+        """The last of the queued data with our FIN on it: as Linux puts a FIN on the tail
+        segment not yet sent, so a reply and the close after it cost one packet (and the
+        peer one ACK), not two. Both new, or a resend of the data up to a FIN sent already
+        (the FIN goes again with it, as it does on Linux's retransmitted tail)."""
         snd = self.snd
-        snd.fin_seq = snd.nxt
-        snd.max = snd.nxt = (snd.nxt + 1) & MASK  # the FIN is the last thing we ever send
+        self.send_at_nxt(now, n, ACK | PSH | FIN)
+        if snd.fin_seq is None:
+            snd.fin_seq = snd.nxt
+            snd.max = (snd.nxt + 1) & MASK  # the FIN is the last thing we ever send
+        snd.nxt = (snd.nxt + 1) & MASK
 
     def send_at_nxt(self, now: float, n: int, flags: int) -> None:
         """Send `n` bytes from SND.NXT: new data, or data a timeout rewound to go again. New
