@@ -12,19 +12,34 @@ their own, the kernel spreading connections over them by their addresses): one p
 holds one file per connection, and where the hard open-files limit cannot be raised (a
 container without CAP_SYS_RESOURCE) that is how 100,000 idle connections are held. The
 parent prints its line once every child listens, and stops them when it stops.
+
+The process is set up as `tcpstack listen` sets up its own, so that the two differ in
+their TCP only: the services' INFO lines (the HTTP access log) on stderr in the CLI's
+format, and the CLI's collector settings (cli/app.py tune_gc).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import resource
 import signal
+import sys
 from pathlib import Path
 
+from tcpstack.cli.app import LogLines, tune_gc
 from tcpstack.services.echo import discard, echo
 from tcpstack.services.http import file_server
+
+
+def like_the_cli() -> None:
+    """Logging and the collector as `tcpstack listen` has them (cli/app.py settings, run)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(LogLines())
+    logging.basicConfig(handlers=[handler], level=logging.INFO)
+    tune_gc()
 
 
 def raise_fd_limit(wanted: int) -> None:
@@ -41,6 +56,7 @@ async def serve(args: argparse.Namespace, ready: int | None = None) -> None:
     handler = (echo if args.echo else discard if args.discard else file_server(args.http))
     server = await asyncio.start_server(handler, args.bind, args.port, backlog=args.backlog,
                                         reuse_port=args.processes > 1 or None)
+    tune_gc()  # again once serving, as the CLI does once its stack is up
     loop = asyncio.get_running_loop()
     stop: asyncio.Future[None] = loop.create_future()
 
@@ -94,6 +110,7 @@ def main() -> None:
     service.add_argument("--http", type=Path, metavar="DIR")
     args = parser.parse_args()
     raise_fd_limit(args.fds)
+    like_the_cli()
     children = fork_children(args) if args.processes > 1 else []
     try:
         asyncio.run(serve(args))

@@ -94,6 +94,10 @@ MAX_LOGGED_INTERNAL_ERRORS = 10
 # this size, so a flood from spoofed sources cannot grow them without bound.
 MAX_CACHED_PEERS = 4096
 _SYN_RCVD, _SYN_SENT, _CLOSED = State.SYN_RCVD, State.SYN_SENT, State.CLOSED
+# A listener's verdicts, and the counter each is counted under, for the SYN path (a
+# member's `value` is a Python-level property on 3.11, as its lookup on the class is).
+_OPEN, _COOKIE, _RESET = Verdict.OPEN, Verdict.COOKIE, Verdict.RESET
+_VERDICT_COUNTERS = {verdict: verdict.value for verdict in Verdict}
 _RESERVED_BITS = 0x0F00  # the header's four reserved bits, in the offset-and-flags word
 _SYN_ACK_RST_FIN = tcpseg.SYN | tcpseg.ACK | tcpseg.RST | tcpseg.FIN
 _SYN_FIN = tcpseg.SYN | tcpseg.FIN
@@ -174,6 +178,10 @@ class NetworkStack:
         # Peer addresses, each as one object that all connections from the peer share
         # (every packet's address is a bytes object of its own, 37 bytes for IPv4).
         self._peer_addresses: dict[bytes, bytes] = {}
+        # By peer address: its timestamp offset (the ISN generator's keyed hash of the two
+        # addresses, the same for every connection with the peer: one hash per peer, not
+        # one per connection opened).
+        self._ts_offsets: dict[bytes, int] = {}
         # IPv4 datagrams that arrive in fragments, until they are whole (bounded memory).
         self._fragments = FragmentReassembler(self._count)
         # Connections the application let go that are still finishing, oldest first, and
@@ -625,19 +633,19 @@ class NetworkStack:
             self._reply_reset(src, seg)
             return
         verdict = listener.classify(seg)
-        if verdict is Verdict.COOKIE and iss is not None:
-            verdict = Verdict.OPEN  # a reopened TIME_WAIT keeps its ISN (as Linux does)
-        elif (verdict is Verdict.RESET and listener.cookies_until >= now
+        if verdict is _COOKIE and iss is not None:
+            verdict = _OPEN  # a reopened TIME_WAIT keeps its ISN (as Linux does)
+        elif (verdict is _RESET and listener.cookies_until >= now
               and self._open_from_cookie(listener, src, seg, now)):
             return
-        if verdict is Verdict.OPEN and self._at_connection_limit():
+        if verdict is _OPEN and self._at_connection_limit():
             return
-        self.counters[verdict.value] += 1
-        if verdict is Verdict.OPEN:
+        self.counters[_VERDICT_COUNTERS[verdict]] += 1
+        if verdict is _OPEN:
             self._open_passive(listener, src, seg, now, iss)
-        elif verdict is Verdict.COOKIE:
+        elif verdict is _COOKIE:
             self._send_cookie(listener, src, seg, now)
-        elif verdict is Verdict.RESET:
+        elif verdict is _RESET:
             self._reply_reset(src, seg)
 
     def _at_connection_limit(self) -> bool:
@@ -664,7 +672,7 @@ class NetworkStack:
         """A SYN the SYN queue has no room for: a stateless SYN-ACK (tcp/syncookies.py)."""
         local = self._local_address(src)
         reply = self.cookies.synack(self._family_config(listener.config or self.config, src),
-                                    local, src, seg, self._isn.ts_offset(local, src), now)
+                                    local, src, seg, self._ts_offset(local, src), now)
         self._frame(src, seg.dport, seg.sport, [reply])
         self.counters["segs_out"] += 1
         listener.cookies_until = now + syncookies.LIFETIME
@@ -716,7 +724,7 @@ class NetworkStack:
         conn = Connection(self._family_config(listener.config or self.config, src), local,
                           seg.dport, src, seg.sport, iss, passive=True,
                           counters=self.counters, segmentation=self.offload,
-                          ts_offset=self._isn.ts_offset(local, src),
+                          ts_offset=self._ts_offset(local, src),
                           challenges=self.challenges)
         conn.snd.path_mss = self._path_mss_for(src, now)
         conn.listener = listener
@@ -727,6 +735,15 @@ class NetworkStack:
         conn.accept_syn(seg, now)
         self._dirty[conn] = None
         return conn
+
+    def _ts_offset(self, local: bytes, remote: bytes) -> int:
+        offsets = self._ts_offsets
+        offset = offsets.get(remote)
+        if offset is None:
+            if len(offsets) >= MAX_CACHED_PEERS:
+                offsets.clear()
+            offset = offsets[remote] = self._isn.ts_offset(local, remote)
+        return offset
 
     def _shared_address(self, address: bytes) -> bytes:
         """`address` as the one object the peer's connections share (bounded like the
@@ -794,7 +811,7 @@ class NetworkStack:
         conn = Connection(self._family_config(config or self.config, remote), local,
                           local_port, remote, remote_port, iss, passive=False,
                           counters=self.counters, segmentation=self.offload,
-                          ts_offset=self._isn.ts_offset(local, remote),
+                          ts_offset=self._ts_offset(local, remote),
                           challenges=self.challenges)
         conn.snd.path_mss = self._path_mss_for(remote, now)
         conn.on_transition = self._on_transition_hook

@@ -13,6 +13,8 @@ import asyncio
 import html
 import logging
 import mimetypes
+import os
+import stat
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -74,25 +76,25 @@ async def _serve_one(root: Path, reader: asyncio.StreamReader, writer: asyncio.S
                              with_body=method != "HEAD")
         log.info('%s "%s %s" 405', peer, method, target)
         return keep_alive
-    path = _resolve(root, target)
-    if path is not None and path.is_dir():
-        await _serve_directory(writer, path, method, target, keep_alive, peer)
-    elif path is None:
+    found = _resolve(root, target)
+    if found is None:
         await _respond_error(writer, 404, keep_alive, with_body=method != "HEAD")
         log.info('%s "%s %s" 404', peer, method, target)
+    elif stat.S_ISDIR(found[1].st_mode):
+        await _serve_directory(writer, Path(found[0]), method, target, keep_alive, peer)
     else:
-        await _send_file(writer, path, method, target, keep_alive, peer)
+        await _send_file(writer, found[0], found[1].st_size, method, target, keep_alive, peer)
     return keep_alive
 
 
-async def _send_file(writer: asyncio.StreamWriter, path: Path, method: str, target: str,
-                     keep_alive: bool, peer: str) -> None:
-    size = path.stat().st_size
-    ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+async def _send_file(writer: asyncio.StreamWriter, path: str, size: int, method: str,
+                     target: str, keep_alive: bool, peer: str) -> None:
+    """`path`'s `size` bytes (from the stat that found it)."""
+    ctype = mimetypes.guess_type(os.path.basename(path))[0] or "application/octet-stream"
     writer.write(_head(200, {"Content-Type": ctype, "Content-Length": str(size),
                              "Connection": "keep-alive" if keep_alive else "close"}))
     if method == "GET":
-        with path.open("rb") as f:
+        with open(path, "rb") as f:
             while chunk := f.read(CHUNK):
                 writer.write(chunk)
                 await writer.drain()
@@ -114,7 +116,8 @@ async def _serve_directory(writer: asyncio.StreamWriter, path: Path, method: str
         return
     index = next((path / name for name in INDEX_FILES if (path / name).is_file()), None)
     if index is not None:
-        await _send_file(writer, index, method, target, keep_alive, peer)
+        await _send_file(writer, str(index), index.stat().st_size, method, target, keep_alive,
+                         peer)
         return
     listing = _listing(path, urllib.parse.unquote(url.path))
     if listing is None:
@@ -148,15 +151,23 @@ def _parse_head(head: bytes) -> tuple[str, str, str, dict[str, str]]:
     return method, target, version, headers
 
 
-def _resolve(root: Path, target: str) -> Path | None:
-    """The file or directory a request target names inside `root`, or None. A file's name
-    with a slash after it names nothing, as in a file system."""
+def _resolve(root: Path, target: str) -> tuple[str, os.stat_result] | None:
+    """The file or directory a request target names inside `root` (resolved), with its
+    stat, or None. A file's name with a slash after it names nothing, as in a file system.
+    On strings and one stat, not pathlib's objects and a stat per question: it runs for
+    every request (the links are followed as Path.resolve follows them, by realpath)."""
     path = urllib.parse.unquote(urllib.parse.urlsplit(target).path)
-    candidate = (root / path.lstrip("/")).resolve()
-    if candidate != root and root not in candidate.parents:
+    top = str(root)
+    candidate = os.path.realpath(os.path.join(top, path.lstrip("/")))
+    if candidate != top and not candidate.startswith(top.rstrip("/") + "/"):
         return None
-    if candidate.is_dir() or (candidate.is_file() and not path.endswith("/")):
-        return candidate
+    try:
+        found = os.stat(candidate)
+    except (OSError, ValueError):  # ValueError: a NUL in the name, as Path.is_file says
+        return None
+    if stat.S_ISDIR(found.st_mode) or (stat.S_ISREG(found.st_mode)
+                                       and not path.endswith("/")):
+        return candidate, found
     return None
 
 

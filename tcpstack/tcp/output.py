@@ -193,19 +193,13 @@ class SegmentOutput:
                     break
             if 0 <= limited_from < sent + n and self.snd.nxt == self.snd.max:
                 self.loss.episode.limited += sent + n - max(sent, limited_from)
+            if n == unsent and self.snd.fin_queued and (self.snd.fin_seq is not None
+                                                        or self.snd.nxt == self.snd.max):
+                self._send_with_fin(now, n)
+                break
             self.send_at_nxt(now, n, ACK | PSH if n == unsent else ACK)
         if self.snd.fin_queued:
-            end = (una + buffered) & MASK
-            if self.snd.nxt == end and (self.snd.fin_seq is None or self.snd.fin_seq == end):
-                if self.snd.fin_seq is None:
-                    self.snd.fin_seq = end
-                    self.loss.probe.restart = True  # a FIN lost at the tail is worth a probe too
-                else:
-                    self.count_retransmit()
-                self.snd.max = (end + 1) & MASK  # the FIN is the last thing we ever send
-                self.emit(FIN | ACK, end)
-                self.snd.nxt = (end + 1) & MASK
-                self.arm_rto(now)
+            self._send_fin(now, (una + buffered) & MASK)
         # Persist timer: data waits, held back by a zero window or by SWS avoidance, and
         # nothing is in flight to draw the ACK that would reopen the window.
         if buffered > ((self.snd.nxt - una) & MASK) and self.snd.una == self.snd.max:
@@ -214,6 +208,33 @@ class SegmentOutput:
                 self.timers.persist = now + self.timers.persist_interval
         else:
             self.timers.persist = None
+
+    def _send_fin(self, now: float, end: int) -> None:
+        """Our FIN on a segment of its own, at `end` once all the data before it has gone: the
+        first time, or again when a timeout rewound SND.NXT."""
+        snd = self.snd
+        if snd.nxt == end and (snd.fin_seq is None or snd.fin_seq == end):
+            if snd.fin_seq is None:
+                snd.fin_seq = end
+                self.loss.probe.restart = True  # a FIN lost at the tail is worth a probe too
+            else:
+                self.count_retransmit()
+            snd.max = (end + 1) & MASK  # the FIN is the last thing we ever send
+            self.emit(FIN | ACK, end)
+            snd.nxt = (end + 1) & MASK
+            self.arm_rto(now)
+
+    def _send_with_fin(self, now: float, n: int) -> None:
+        """The last of the queued data with our FIN on it: as Linux puts a FIN on the tail
+        segment not yet sent, so a reply and the close after it cost one packet (and the
+        peer one ACK), not two. Both new, or a resend of the data up to a FIN sent already
+        (the FIN goes again with it, as it does on Linux's retransmitted tail)."""
+        snd = self.snd
+        self.send_at_nxt(now, n, ACK | PSH | FIN)
+        if snd.fin_seq is None:
+            snd.fin_seq = snd.nxt
+            snd.max = (snd.nxt + 1) & MASK  # the FIN is the last thing we ever send
+        snd.nxt = (snd.nxt + 1) & MASK
 
     def send_at_nxt(self, now: float, n: int, flags: int) -> None:
         """Send `n` bytes from SND.NXT: new data, or data a timeout rewound to go again. New

@@ -20,11 +20,19 @@ INITIAL_SPACE_SEGMENTS = 10  # a sender's first flight (RFC 6928): what one RTT 
 HEADROOM_SEGMENTS = 16       # what tuning adds above twice a round trip's reads (as Linux)
 
 
+_WSCALES: dict[int, int] = {}  # wscale_for's answers, by buffer size
+
+
 def wscale_for(buffer: int) -> int:
     """The smallest shift that lets a 16-bit window field cover `buffer` (RFC 7323 2.3)."""
+    shift = _WSCALES.get(buffer)
+    if shift is not None:  # every connection of a configuration asks the same
+        return shift
     shift = 0
     while (MAX_WINDOW_FIELD << shift) < buffer and shift < tcpseg.MAX_WSCALE:
         shift += 1
+    if len(_WSCALES) < 64:  # configurations are few; a caller's odd sizes stay out
+        _WSCALES[buffer] = shift
     return shift
 
 

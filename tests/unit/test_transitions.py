@@ -387,15 +387,15 @@ def test_close_wait_application_still_sends_and_peer_gets_it_all_before_the_fin(
     assert peer.app_send(conn, data) == 3000
     sent = peer.take()
     # Segments of the peer's MSS (1400); the 200-byte tail waits for the ACK (Nagle,
-    # RFC 9293 3.7.4), then goes with PSH, and the FIN after it.
+    # RFC 9293 3.7.4), then goes with PSH, and the FIN on it (as Linux puts a FIN on the
+    # tail segment not yet sent).
     assert lines(sent) == [f". seq {ISS + 1} ack {PEER + 2} win {WIN_FIN} len 1400",
                            f". seq {ISS + 1401} ack {PEER + 2} win {WIN_FIN} len 1400"]
     peer.app_close(conn)
     assert conn.state is S.LAST_ACK
     assert peer.take_lines() == []  # the FIN waits behind the unsent tail
     reply = peer.inject(ACK, PEER + 2, ISS + 2801)
-    assert lines(reply) == [f"P. seq {ISS + 2801} ack {PEER + 2} win {WIN_FIN} len 200",
-                            f"F. seq {ISS + 3001} ack {PEER + 2} win {WIN_FIN}"]
+    assert lines(reply) == [f"FP. seq {ISS + 2801} ack {PEER + 2} win {WIN_FIN} len 200"]
     assert b"".join(s.payload for s in [*sent, *reply]) == data
     assert peer.inject(ACK, PEER + 2, ISS + 3002) == []
     assert peer.states(conn)[-3:] == [S.CLOSE_WAIT, S.LAST_ACK, S.CLOSED]
@@ -993,3 +993,22 @@ def test_half_closed_fin_wait_2_waits_for_the_peer_as_long_as_it_takes() -> None
     assert peer.inject(ACK, PEER + 1, ISS + 2) == []
     peer.advance(60)
     assert conn.state is S.FIN_WAIT_2
+
+
+@drives((S.ESTABLISHED, T.APP_CLOSE))
+def test_established_close_behind_unsent_data_puts_the_fin_on_its_last_segment() -> None:
+    peer, conn = active_open()
+    assert peer.app_send(conn, pattern(1500, seed=2)) == 1500
+    assert peer.take_lines() == [f". seq {ISS + 1} ack {PEER + 1} win {WIN} len 1400"]
+    peer.app_close(conn)  # the 100-byte tail waits for the ACK (Nagle), the FIN behind it
+    assert peer.take_lines() == []
+    reply = peer.inject(ACK, PEER + 1, ISS + 1401)
+    assert lines(reply) == [f"FP. seq {ISS + 1401} ack {PEER + 1} win {WIN} len 100"]
+    assert conn.state is S.FIN_WAIT_1
+    # That segment lost: the tail loss probe (RFC 8985 7.3) resends it whole, FIN and all.
+    resent = peer.advance_to(conn.timers.rto or 0.0)
+    assert lines(resent) == [f"FP. seq {ISS + 1401} ack {PEER + 1} win {WIN} len 100"]
+    assert peer.stack.counters["tlp_probes"] == 1
+    assert peer.inject(ACK, PEER + 1, ISS + 1502) == []
+    assert conn.state is S.FIN_WAIT_2
+    assert conn.snd.bytes_sent == 1500
