@@ -4,6 +4,7 @@
     sock = stack.connect("10.77.0.1", 5000)   # an ordinary socket.socket
     listener = stack.listen(7)
     conn, (host, port) = listener.accept()
+    udp = stack.bind_udp(7)                   # recv_datagram(udp), send_datagram(udp, ...)
 
 Every connection is a real descriptor (one end of a Unix socketpair the daemon bridges to
 the TCP connection): blocking or not, selectable, shut down and closed as any socket; its
@@ -130,6 +131,17 @@ class Attached:
             self._queues.setdefault(number, deque())
             self._listeners[number] = listener
         return listener
+
+    def bind_udp(self, port: int, remote: tuple[str, int] | None = None) -> socket.socket:
+        """A UDP endpoint on `port` of the daemon's addresses (connected to `remote` when
+        given), as a SOCK_SEQPACKET socket carrying one datagram per message after an
+        address header: use api.datagram_channel's send_datagram and recv_datagram on it.
+        The endpoint is the daemon's until the socket closes (or this process ends).
+        OSError (EADDRINUSE: "in use") when the port is bound already."""
+        body = self._call({"op": "udp", "port": port,
+                           "remote": None if remote is None else list(remote)})
+        assert body.fd is not None
+        return socket.socket(fileno=body.fd)
 
     def status(self) -> dict[str, Any]:
         """What the daemon holds: its pid, clients, listeners and bridged connections."""

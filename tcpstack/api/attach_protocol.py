@@ -17,10 +17,13 @@ at any time, so replies and events interleave:
     <- {"id": 2, "ok": true, "fd": 1, "peer": ["10.77.0.1", 5000], "local": [...]}
     <- {"event": "accepted", "listener": 1, "fd": 1, "peer": ["10.77.0.1", 40000],
         "local": ["10.77.0.2", 7]}
+    -> {"version": 1, "id": 7, "op": "udp", "port": 7, "remote": null}
+    <- {"id": 7, "ok": true, "fd": 1, "local": ["10.77.0.2", 7]}
     -> {"version": 1, "id": 3, "op": "close", "listener": 1}
     <- {"id": 3, "ok": true}
     -> {"version": 1, "id": 4, "op": "status"}    (what this daemon holds, for its users)
-    <- {"id": 4, "ok": true, "pid": 123, "clients": 1, "listeners": 0, "connections": 2}
+    <- {"id": 4, "ok": true, "pid": 123, "clients": 1, "listeners": 0, "connections": 2,
+        "udp": 1}
     -> {"version": 1, "id": 5, "op": "stop"}      (what `tcpstack down` sends)
     <- {"id": 5, "ok": true, "pid": 123}
     <- {"id": 6, "ok": false, "error": "port 7 is already listening"}
@@ -28,7 +31,10 @@ at any time, so replies and events interleave:
 A message with `"fd": 1` carries one descriptor, sent in the same sendmsg as the line's
 first byte: the receiver queues the descriptors it gets in order and gives the next one to
 each line that says it carries one. A connection's descriptor is one end of a Unix
-socketpair whose other end the daemon bridges to the TCP connection (api/bridge.py).
+socketpair whose other end the daemon bridges to the TCP connection (api/bridge.py). A UDP
+endpoint's (`udp`: bound to `port` of every address of the stack, connected to `remote`
+when given) is one end of a SOCK_SEQPACKET socketpair, one datagram per message after an
+address header (api/datagram_channel.py); the endpoint lasts as long as that descriptor.
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ from typing import Any
 from tcpstack.api.control import RUN_DIR, netns_inode
 
 PROTOCOL_VERSION = 1
-OPS = ("listen", "connect", "close", "status", "stop")
+OPS = ("listen", "connect", "udp", "close", "status", "stop")
 MAX_LINE = 1 << 16       # a longer line ends the connection: nobody needs one
 MAX_FDS = 16             # descriptors one recvmsg takes at most
 
@@ -127,7 +133,7 @@ def check_request(body: dict[str, Any]) -> str | None:
     op = body.get("op")
     if op not in OPS:
         return f"unknown op {op!r} (expected one of: {', '.join(OPS)})"
-    if op in ("listen", "connect"):
+    if op in ("listen", "connect", "udp"):
         port = body.get("port")
         if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
             return f"invalid port {port!r}: must be 1-65535"
@@ -141,6 +147,12 @@ def check_request(body: dict[str, Any]) -> str | None:
         backlog = body.get("backlog")
         if backlog is not None and not (isinstance(backlog, int) and 0 < backlog < 65536):
             return f"invalid backlog {backlog!r}: 1-65535, or null"
+    if op == "udp" and body.get("remote") is not None:
+        remote = body["remote"]
+        if not (isinstance(remote, list) and len(remote) == 2 and isinstance(remote[0], str)
+                and isinstance(remote[1], int) and not isinstance(remote[1], bool)
+                and 0 < remote[1] < 65536):
+            return f"invalid remote {remote!r}: [host, port 1-65535], or null"
     if op == "close" and not isinstance(body.get("listener"), int):
         return "close needs the listener's number"
     return None

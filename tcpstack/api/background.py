@@ -23,17 +23,15 @@ import collections
 import concurrent.futures
 import contextlib
 import errno
-import ipaddress
 import os
 import random
 import socket
-import struct
 import threading
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
 from tcpstack.api.bridge import bridge
-from tcpstack.api.datagram import DatagramTransport
+from tcpstack.api.datagram_channel import DatagramChannel
 from tcpstack.api.streams import Stack
 from tcpstack.api.transport import TcpTransport
 from tcpstack.link.tun import LinkError
@@ -213,100 +211,6 @@ class Listening:
                 program.close()
             self._signal.close()
         self._runner.call_soon(stop)
-
-
-# A datagram's header on a datagram socket's socketpair (SOCK_SEQPACKET, which keeps the
-# boundaries): the address's length (4, 16; 0: the connected peer's; ERROR: an error, its
-# errno where the port goes), the address, the port. Then the payload.
-DATAGRAM_HEADER = struct.Struct("!B16sH")
-ERROR = 255
-MAX_DATAGRAM = 65535
-
-
-def datagram_header(host: str | None, port: int) -> bytes:
-    if host is None:
-        return DATAGRAM_HEADER.pack(0, b"", port)
-    packed = ipaddress.ip_address(host).packed
-    return DATAGRAM_HEADER.pack(len(packed), packed, port)
-
-
-def parse_datagram_header(message: bytes) -> tuple[str | None, int]:
-    """(host, port) of a datagram message; host None for the connected peer, "" with the
-    errno as the port for an error."""
-    length, packed, port = DATAGRAM_HEADER.unpack_from(message)
-    if length == ERROR:
-        return "", port
-    if length == 0:
-        return None, port
-    return str(ipaddress.ip_address(packed[:length])), port
-
-
-class DatagramChannel(asyncio.DatagramProtocol):
-    """A datagram socket's stack side (in the loop thread): the UDP endpoint's datagrams
-    and errors go to the far end of the program's socketpair with their source, and what
-    the program writes there goes out through the endpoint."""
-
-    def __init__(self, runner: StackThread, far: socket.socket) -> None:
-        self._runner = runner
-        self.far = far
-        far.setblocking(False)
-        self.transport: DatagramTransport | None = None
-        self.dropped = 0  # arrivals the program's socketpair had no room for
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, DatagramTransport)
-        self.transport = transport
-        asyncio.get_running_loop().add_reader(self.far, self._from_program)
-
-    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
-        self._to_program(datagram_header(str(addr[0]), int(addr[1])) + data)
-
-    def error_received(self, exc: Exception) -> None:
-        if isinstance(exc, OSError) and exc.errno is not None:
-            self._to_program(DATAGRAM_HEADER.pack(ERROR, b"", exc.errno))
-
-    def _to_program(self, message: bytes) -> None:
-        try:
-            self.far.send(message)
-        except BlockingIOError:
-            self.dropped += 1  # a full receive queue drops, as a kernel socket's does
-        except OSError:
-            self.close()  # the program is gone
-
-    def _from_program(self) -> None:
-        transport = self.transport
-        while transport is not None:
-            try:
-                message = self.far.recv(DATAGRAM_HEADER.size + MAX_DATAGRAM)
-            except BlockingIOError:
-                return
-            except OSError:
-                message = b""
-            if not message:
-                self.close()  # the program closed its socket
-                return
-            host, port = parse_datagram_header(message)
-            try:
-                transport.sendto(message[DATAGRAM_HEADER.size:],
-                                 None if host is None else (host, port))
-            except (ValueError, TypeError):
-                # Another address than a connected endpoint's (asyncio's rule), or none.
-                self.error_received(oserror(errno.EISCONN if host else errno.EDESTADDRREQ))
-
-    def connect(self, host: str, port: int) -> None:
-        transport = self.transport
-        assert transport is not None
-        self._runner.stack.network.udp_connect(transport.endpoint,
-                                               ipaddress.ip_address(host).packed, port)
-
-    def close(self) -> None:
-        if self.transport is None:
-            return
-        transport, self.transport = self.transport, None
-        with contextlib.suppress(ValueError, OSError):
-            asyncio.get_running_loop().remove_reader(self.far)
-        transport.close()
-        self.far.close()
 
 
 class DatagramLink:
@@ -498,7 +402,7 @@ class StackThread:
                       remote: tuple[str, int] | None, rcvbuf: int | None) -> DatagramLink:
         """A UDP endpoint for a datagram socket whose stack end is `far`: bound to `local`
         (None: an ephemeral port), connected to `remote` when given."""
-        channel = DatagramChannel(self, far)
+        channel = DatagramChannel(self.stack, far)
 
         async def open_endpoint() -> tuple[Any, ...]:
             transport, _ = await self.stack.create_datagram_endpoint(

@@ -2,7 +2,7 @@
 
 The descriptor is one end of a SOCK_SEQPACKET socketpair, which keeps datagram
 boundaries; each message carries one datagram after a small header with its address (the
-source on the way in, the destination on the way out: api/background.py), so recvfrom and
+source on the way in, the destination on the way out: api/datagram_channel.py), so recvfrom and
 sendto keep their shape, a datagram longer than recv's buffer is cut as a kernel cuts it,
 and `select` sees the descriptor readable exactly when a datagram waits. The stack's side is
 a UDP endpoint (Stack.create_datagram_endpoint) made at bind, connect or the first sendto.
@@ -17,15 +17,14 @@ import errno
 import socket as _std
 from typing import Any
 
-from tcpstack.api.background import (
+from tcpstack.api.background import DatagramLink, oserror
+from tcpstack.api.blocking import _REMEMBERED, _as_family, _int_value, _unspecified, socket
+from tcpstack.api.datagram_channel import (
     DATAGRAM_HEADER,
     MAX_DATAGRAM,
-    DatagramLink,
     datagram_header,
-    oserror,
     parse_datagram_header,
 )
-from tcpstack.api.blocking import _REMEMBERED, _as_family, _int_value, _unspecified, socket
 
 # Headers of IPv4 and UDP: the largest payload one datagram can carry.
 _MAX_PAYLOAD = MAX_DATAGRAM - 28

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import grp
 import logging
 import os
@@ -42,6 +43,7 @@ from tcpstack.api.attach_protocol import (
 )
 from tcpstack.api.bridge import bridge
 from tcpstack.api.control import answers, file_identity, sweep_stale, unlink_if_ours
+from tcpstack.api.datagram_channel import DatagramChannel
 from tcpstack.api.streams import Server, Stack
 from tcpstack.link.tun import LinkError
 from tcpstack.stack import PortInUse
@@ -155,6 +157,9 @@ class _Client:
             self.connects.add(task)
             task.add_done_callback(self.connects.discard)
             return
+        if op == "udp":
+            await self.daemon.bind_udp(self, body)
+            return
         reply: dict[str, Any]
         if op == "listen":
             reply = await self.daemon.listen(self, body["port"], body.get("backlog"))
@@ -203,6 +208,7 @@ class Daemon:
         self._clients: set[_Client] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._connections = 0  # bridges running
+        self._datagrams = 0    # UDP endpoints handed out, until their descriptors close
         self._next_listener = 0
         self._identity: tuple[int, int] | None = None
 
@@ -279,7 +285,7 @@ class Daemon:
                 "address6": None if self.stack.address6 is None else str(self.stack.address6),
                 "clients": len(self._clients),
                 "listeners": sum(len(c.listeners) for c in self._clients),
-                "connections": self._connections}
+                "connections": self._connections, "udp": self._datagrams}
 
     # ------------------------------------------------------------ the operations
 
@@ -335,6 +341,48 @@ class Daemon:
             return
         with contextlib.suppress(OSError):
             await client.send({"id": ident, "ok": False, "kind": kind, "error": error})
+
+    async def bind_udp(self, client: _Client, body: dict[str, Any]) -> None:
+        """A UDP endpoint on `body["port"]` (connected to `body["remote"]` when given),
+        handed to `client` as its end of a SEQPACKET socketpair; the endpoint lasts as long
+        as that descriptor (api/datagram_channel.py closes it at the descriptor's end)."""
+        ident, port, remote = body["id"], body["port"], body.get("remote")
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+
+        def closed() -> None:
+            self._datagrams -= 1
+
+        channel = DatagramChannel(self.stack, ours, on_close=closed)
+        reply: dict[str, Any]
+        try:
+            transport, _ = await self.stack.create_datagram_endpoint(
+                lambda: channel, local_addr=("", port),
+                remote_addr=None if remote is None else (remote[0], remote[1]))
+        except OSError as exc:
+            kind = "in_use" if exc.errno == errno.EADDRINUSE else "invalid"
+            reply = {"ok": False, "kind": kind, "error": exc.strerror or str(exc)}
+        except (ValueError, LinkError) as exc:
+            reply = {"ok": False, "kind": "invalid", "error": str(exc)}
+        else:
+            self._datagrams += 1
+            local = transport.get_extra_info("sockname")
+            try:
+                await client.send({"id": ident, "ok": True, "fd": 1, "local": list(local)},
+                                  theirs.fileno())
+            except (OSError, asyncio.CancelledError) as exc:
+                channel.close()  # nobody will ever read it
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+            else:
+                log.info("pid %d bound udp %s", client.peer.pid,
+                         self.stack.endpoints_text(port))
+            finally:
+                theirs.close()  # the client's copy is the one that counts now
+            return
+        ours.close()
+        theirs.close()
+        with contextlib.suppress(OSError):
+            await client.send({"id": ident, **reply})
 
     async def _hand_over(self, client: _Client, reader: asyncio.StreamReader,
                          writer: asyncio.StreamWriter, message: dict[str, Any],

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tcpstack.api.attach import Attached, AttachedListener, attach
+from tcpstack.api.datagram_channel import recv_datagram, send_datagram
 from tcpstack.api.streams import format_endpoint
 from tcpstack.cli.app import CommandFailed, exit_signalled, stop_on_signals, until_signalled
 from tcpstack.services.relay import Progress, relay
@@ -57,6 +58,16 @@ async def _attach(iface: str) -> Attached:
         raise CommandFailed(str(exc)) from None
 
 
+def _our_addresses(client: Attached, iface: str, address: str | None) -> list[str]:
+    """The daemon's addresses; CommandFailed when `address` is given and not one of them."""
+    status = client.status()
+    ours = [a for a in (status["address"], status.get("address6")) if a is not None]
+    if address is not None and address not in ours:
+        raise CommandFailed(f"the daemon on {iface} has address {' and '.join(ours)}, "
+                            f"not {address}")
+    return ours
+
+
 async def serve_attached(iface: str, address: str | None, handler: Handler, port: int,
                          backlog: int) -> None:
     """Listen on `port` of the daemon's stack and serve each connection with `handler`
@@ -66,11 +77,7 @@ async def serve_attached(iface: str, address: str | None, handler: Handler, port
     served: set[asyncio.Task[None]] = set()
     accepting: asyncio.Future[None] | None = None
     try:
-        status = client.status()
-        ours = [a for a in (status["address"], status.get("address6")) if a is not None]
-        if address is not None and address not in ours:
-            raise CommandFailed(f"the daemon on {iface} has address {' and '.join(ours)}, "
-                                f"not {address}")
+        ours = _our_addresses(client, iface, address)
         where = " and ".join(format_endpoint(a, port) for a in ours)
         try:
             listener = await asyncio.to_thread(client.listen, port, backlog)
@@ -101,6 +108,85 @@ async def serve_attached(iface: str, address: str | None, handler: Handler, port
             task.cancel()
         await asyncio.gather(*served, *([accepting] if accepting else []),
                              return_exceptions=True)
+
+
+class _HandedTransport(asyncio.DatagramTransport):
+    """An asyncio DatagramTransport over a UDP endpoint's descriptor from the daemon
+    (Attached.bind_udp), so the UDP services run on it unchanged. `ended` resolves when
+    the daemon closes the endpoint."""
+
+    def __init__(self, sock: socket.socket, protocol: asyncio.DatagramProtocol) -> None:
+        super().__init__()
+        self._sock = sock
+        self._protocol = protocol
+        self._loop = asyncio.get_running_loop()
+        self.ended: asyncio.Future[None] = self._loop.create_future()
+        sock.setblocking(False)
+        self._loop.add_reader(sock, self._read)
+        protocol.connection_made(self)
+
+    def _read(self) -> None:
+        while self._sock.fileno() >= 0:  # (a datagram_received may close it)
+            try:
+                data, addr = recv_datagram(self._sock)
+            except BlockingIOError:
+                return
+            except EOFError:
+                self.close()
+                return
+            except OSError as exc:  # an error the endpoint reported (ECONNREFUSED, ...)
+                self._protocol.error_received(exc)
+                continue
+            self._protocol.datagram_received(data, addr)  # type: ignore[arg-type]
+
+    def sendto(self, data: Any, addr: Any = None) -> None:
+        try:
+            send_datagram(self._sock, bytes(data), addr)
+        except OSError as exc:  # the socketpair full (a lost datagram), or closed
+            self._protocol.error_received(exc)
+
+    def close(self) -> None:
+        if self._sock.fileno() < 0:
+            return
+        self._loop.remove_reader(self._sock)
+        self._sock.close()
+        self._protocol.connection_lost(None)
+        if not self.ended.done():
+            self.ended.set_result(None)
+
+    def is_closing(self) -> bool:
+        return self._sock.fileno() < 0
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._sock if name == "socket" else default
+
+
+async def serve_udp_attached(iface: str, address: str | None,
+                             protocol_factory: Callable[[], asyncio.DatagramProtocol],
+                             service: str, port: int) -> None:
+    """A UDP service on `port` of the daemon's stack until SIGINT or SIGTERM, or the daemon
+    goes away: its endpoint's descriptor, served by `protocol_factory()`'s protocol."""
+    stop = stop_on_signals()
+    client = await _attach(iface)
+    try:
+        ours = _our_addresses(client, iface, address)
+        where = " and ".join(format_endpoint(a, port) for a in ours)
+        try:
+            sock = await asyncio.to_thread(client.bind_udp, port)
+        except (OSError, ValueError) as exc:
+            raise CommandFailed(f"cannot bind UDP port {port}: {exc}") from None
+    finally:
+        client.close()  # the endpoint stays with its descriptor
+    transport = _HandedTransport(sock, protocol_factory())
+    try:
+        log.info("listening on udp %s (%s, attached to the daemon on %s)", where, service,
+                 iface)
+        await asyncio.wait((stop, transport.ended), return_when=asyncio.FIRST_COMPLETED)
+        if transport.ended.done():
+            raise CommandFailed(f"the daemon on {iface} closed UDP port {port}")
+        log.info("shutting down")
+    finally:
+        transport.close()
 
 
 async def connect_attached(iface: str, host: str, port: int, timeout: float | None,

@@ -25,7 +25,7 @@ from tcpstack.cli.app import (
     stop_on_signals,
     tune_gc,
 )
-from tcpstack.cli.attached import serve_attached
+from tcpstack.cli.attached import serve_attached, serve_udp_attached
 from tcpstack.link.tun import LinkError
 from tcpstack.services.datagram import UdpDiscard, UdpEcho
 from tcpstack.services.echo import discard as discard_service
@@ -70,10 +70,8 @@ def listen(ctx: click.Context, port: tuple[str | None, int], echo: bool, discard
     both IPv4 and IPv6, as a dual-stack socket does; `:80` is the same as `80`."""
     if echo + discard + (http_dir is not None) != 1:
         raise click.UsageError("choose exactly one of --echo, --discard, --http DIR")
-    if udp and attach:
-        raise click.UsageError("--attach serves TCP only: the daemon has no UDP yet")
     if udp:
-        _listen_udp(dict(ctx.obj), port, echo, http_dir)
+        _listen_udp(dict(ctx.obj), port, echo, http_dir, attach)
         return
     handler: Handler = (echo_service if echo else discard_service if discard
                         else file_server(http_dir))  # type: ignore[arg-type]
@@ -94,9 +92,13 @@ def listen(ctx: click.Context, port: tuple[str | None, int], echo: bool, discard
 
 
 def _listen_udp(opts: dict[str, object], port: tuple[str | None, int], echo: bool,
-                http_dir: Path | None) -> None:
+                http_dir: Path | None, attach: bool) -> None:
     if http_dir is not None:
         raise click.UsageError("--udp serves --echo or --discard, not --http")
+    if attach:
+        run(serve_udp_attached(str(opts["iface"]), port[0], UdpEcho if echo else UdpDiscard,
+                               "echo" if echo else "discard", port[1]))
+        return
     if int(str(opts.get("workers", 1))) != 1:
         raise click.UsageError("--udp runs one stack: use it with --workers 1")
     addr, number = port

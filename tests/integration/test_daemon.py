@@ -446,3 +446,75 @@ def test_chat_example_rooms_in_two_processes_share_one_daemon(
     for room in rooms:
         assert stop_process(room) == 0
     daemon.wait_holds("both rooms gone", listeners=0, clients=1)
+
+
+UDP_FAMILIES_CLIENT = """
+import os, socket, sys
+for family, host in ((socket.AF_INET, "10.77.0.2"), (socket.AF_INET6, "fd77::2")):
+    s = socket.socket(family, socket.SOCK_DGRAM)
+    s.settimeout(5)
+    for n in range(10):
+        data = os.urandom(1 + 100 * n)
+        s.sendto(data, (host, 7))
+        got, addr = s.recvfrom(2048)
+        assert got == data and addr[:2] == (host, 7), (host, n, addr)
+    print("echoed 10 datagrams over", host)
+"""
+
+UDP_REFUSED_CLIENT = """
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(5)
+s.connect(("10.77.0.2", 7))
+s.send(b"anyone there?")
+try:
+    print("answered", s.recv(100))
+except ConnectionRefusedError as exc:
+    print("refused", exc.errno)
+"""
+
+
+def test_listen_udp_attach_echoes_both_families_and_a_killed_one_frees_its_port(
+        netns: NetNS, start_daemon: Callable[..., Daemon], tmp_path: Path) -> None:
+    """`listen --udp 7 --echo --attach` echoes a kernel client's datagrams over IPv4 and
+    IPv6 on the daemon's stack; SIGKILL of that process frees the port (a closed port's
+    datagram draws ECONNREFUSED), and a second `listen --udp 7 --attach` binds it."""
+    daemon = start_daemon(netns)
+    first_log = tmp_path / "udp-1.log"
+    with first_log.open("wb") as log:
+        first = netns.popen([TCPSTACK, "listen", "--udp", "7", "--echo", "--attach"],
+                            stderr=log)
+    wait_logged(first_log, "tcpstack: listening on udp 10.77.0.2:7 and [fd77::2]:7 (echo, "
+                "attached to the daemon on tcps0)", first)
+    # The listen process closed its control connection: the endpoint is its descriptor's.
+    daemon.wait_holds("the endpoint handed out", udp=1, clients=1)
+    echoed = netns.run([sys.executable, "-c", UDP_FAMILIES_CLIENT], timeout=40)
+    assert echoed.stdout == ("echoed 10 datagrams over 10.77.0.2\n"
+                             "echoed 10 datagrams over fd77::2\n"), echoed.stderr
+
+    first.kill()
+    first.wait(timeout=10)
+    daemon.wait_holds("the endpoint freed", udp=0, clients=1)
+    refused = netns.run([sys.executable, "-c", UDP_REFUSED_CLIENT], timeout=30)
+    assert refused.stdout == "refused 111\n", refused.stderr
+
+    second_log = tmp_path / "udp-2.log"
+    with second_log.open("wb") as log:
+        second = netns.popen([TCPSTACK, "listen", "--udp", "7", "--echo", "--attach"],
+                             stderr=log)
+    wait_logged(second_log, "tcpstack: listening on udp 10.77.0.2:7", second)
+    again = netns.run([sys.executable, "-c", UDP_CLIENT], timeout=30)
+    assert again.stdout == "echoed 20 datagrams\n", again.stderr
+    # A third on the same port is refused while the second holds it.
+    third = netns.run([TCPSTACK, "listen", "--udp", "7", "--discard", "--attach"],
+                      timeout=30)
+    assert third.returncode == 1
+    assert third.stderr.startswith("tcpstack: error: cannot bind UDP port 7: "), third.stderr
+    assert stop_process(second) == 0
+    daemon.wait_holds("the second endpoint freed", udp=0)
+    log_text = daemon.stop()
+    # 20 echoed over both families and 20 over IPv4 again; the one to the freed port drew
+    # the ICMP port unreachable.
+    assert re.search(r"^tcpstack: counters: .*\bicmp_port_unreachable_out=1\b.*"
+                     r"\budp_in_datagrams=40 udp_no_ports=1 udp_out_datagrams=40\b",
+                     log_text, re.MULTILINE), log_text

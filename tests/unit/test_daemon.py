@@ -191,7 +191,7 @@ def test_a_client_that_goes_away_loses_its_listeners_not_its_connections(
         assert daemon.status() | {"pid": 0} == {
             "pid": 0, "iface": "tcps0", "address": "10.77.0.2", "address6": "fd77::2",
             "clients": 0,
-            "listeners": 0, "connections": 1}
+            "listeners": 0, "connections": 1, "udp": 0}
         await blocking(conn.sendall, b"after")
         conn.close()
         assert await blocking(read_all, peer) == b"after"

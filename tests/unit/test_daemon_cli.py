@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from tcpstack.cli import app, connect, daemon, listen, serve
+from tcpstack.services.datagram import UdpDiscard, UdpEcho
 
 
 def run_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
@@ -41,6 +42,7 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, tuple[Any
     monkeypatch.setattr(daemon, "_up", recorder("up"))
     monkeypatch.setattr(daemon, "run", lambda _: None)
     monkeypatch.setattr(listen, "serve_attached", recorder("listen --attach"))
+    monkeypatch.setattr(listen, "serve_udp_attached", recorder("listen --udp --attach"))
     monkeypatch.setattr(listen, "run", lambda _: None)
     monkeypatch.setattr(connect, "connect_attached", recorder("connect --attach"))
     monkeypatch.setattr(connect, "run", lambda _: None)
@@ -122,11 +124,18 @@ def test_attach_runs_the_service_and_relay_on_the_daemons_interface(
                                             ("tcps0", "10.77.0.1", 5000, 3.0, False))
 
 
-def test_listen_udp_with_attach_is_a_usage_error(monkeypatch: pytest.MonkeyPatch,
-                                                 capsys: pytest.CaptureFixture[str],
-                                                 calls: list[tuple[str, tuple[Any, ...]]]
-                                                 ) -> None:
-    code, _, err = run_main(monkeypatch, capsys, "listen", "--udp", "7", "--echo", "--attach")
-    assert (code, err) == (2, "tcpstack: error: --attach serves TCP only: the daemon has no "
-                              "UDP yet (see 'tcpstack listen --help')\n")
-    assert calls == []
+def test_listen_udp_with_attach_serves_udp_on_the_daemons_interface(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        calls: list[tuple[str, tuple[Any, ...]]]) -> None:
+    assert run_main(monkeypatch, capsys, "listen", "--udp", "7", "--echo", "--attach",
+                    "--iface", "tcps4")[:2] == (0, "")
+    assert run_main(monkeypatch, capsys, "listen", "--udp", "[fd77::2]:9", "--discard",
+                    "--attach")[:2] == (0, "")
+    assert calls == [("listen --udp --attach", ("tcps4", None, UdpEcho, "echo", 7)),
+                     ("listen --udp --attach", ("tcps0", "fd77::2", UdpDiscard, "discard",
+                                                9))]
+    code, _, err = run_main(monkeypatch, capsys, "listen", "--udp", "7", "--http", ".",
+                            "--attach")
+    assert (code, err) == (2, "tcpstack: error: --udp serves --echo or --discard, not --http "
+                              "(see 'tcpstack listen --help')\n")
+    assert len(calls) == 2
