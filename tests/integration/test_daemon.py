@@ -512,7 +512,16 @@ def test_listen_udp_attach_echoes_both_families_and_a_killed_one_frees_its_port(
     assert third.stderr.startswith("tcpstack: error: cannot bind UDP port 7: "), third.stderr
     assert stop_process(second) == 0
     daemon.wait_holds("the second endpoint freed", udp=0)
+    # A daemon that stops closes the ports it handed out: their holders hear of it.
+    last_log = tmp_path / "udp-3.log"
+    with last_log.open("wb") as log:
+        last = netns.popen([TCPSTACK, "listen", "--udp", "9", "--discard", "--attach"],
+                           stderr=log)
+    wait_logged(last_log, "tcpstack: listening on udp 10.77.0.2:9", last)
     log_text = daemon.stop()
+    assert last.wait(timeout=20) == 1
+    assert last_log.read_text().endswith(
+        "tcpstack: error: the daemon on tcps0 closed UDP port 9\n"), last_log.read_text()
     # 20 echoed over both families and 20 over IPv4 again; the one to the freed port drew
     # the ICMP port unreachable.
     assert re.search(r"^tcpstack: counters: .*\bicmp_port_unreachable_out=1\b.*"
