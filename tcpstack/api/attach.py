@@ -137,7 +137,7 @@ class Attached:
         given), as a SOCK_SEQPACKET socket carrying one datagram per message after an
         address header: use api.datagram_channel's send_datagram and recv_datagram on it.
         The endpoint is the daemon's until the socket closes (or this process ends).
-        OSError (EADDRINUSE: "in use") when the port is bound already."""
+        OSError (the daemon's message, no errno) when the port is bound already."""
         body = self._call({"op": "udp", "port": port,
                            "remote": None if remote is None else list(remote)})
         assert body.fd is not None
