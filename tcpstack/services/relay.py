@@ -143,6 +143,11 @@ async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, inpu
         for task in done:
             task.result()
         await asyncio.gather(up, down)
+        # drain() returns below the high-water mark, not at empty: what the transport still
+        # buffers is written before the connection counts as closed (a process that exits
+        # first loses it; over the daemon's descriptor, the tail of the upload did).
+        writer.close()
+        await writer.wait_closed()
     finally:
         for task in (up, down, *([ticker] if ticker is not None else [])):
             task.cancel()
