@@ -155,18 +155,8 @@ class SegmentFormatter:
             if exc.reason == "ip_bad_version" or n < ipv4.HEADER_LEN:
                 return f"IP bad version {version} or truncated, length {n}"
             return f"IP bad header length {(packet[0] & 0x0F) * 4}, length {n}"
-        payload = ip.payload
-        src_text = str(ipaddress.IPv4Address(ip.src))
-        dst_text = str(ipaddress.IPv4Address(ip.dst))
-        if ip.proto == ipv4.PROTO_TCP:
-            return "IP " + self._format_tcp(ip.src, ip.dst, src_text, dst_text, payload)
-        if ip.proto == ipv4.PROTO_ICMP and len(payload) >= 4:
-            kind = _icmp_kind(payload, _ICMP_TYPES, _ICMP_ECHO)
-            return f"IP {src_text} > {dst_text}: ICMP {kind}, length {len(payload)}"
-        if ip.proto == PROTO_UDP and len(payload) >= 8:
-            sport, dport, length = _UDP_PORTS.unpack_from(payload)
-            return f"IP {src_text}.{sport} > {dst_text}.{dport}: UDP, length {length - 8}"
-        return f"IP {src_text} > {dst_text}: ip-proto-{ip.proto}, length {len(payload)}"
+        return self._format_transport("IP", ip.src, ip.dst, ip.proto, ip.payload,
+                                      ipv4.PROTO_ICMP, "ICMP ", _ICMP_TYPES, _ICMP_ECHO)
 
     def _format_ipv6(self, packet: bytes) -> str:
         """An IPv6 packet as tcpdump shows one: `IP6 a.port > b.port: Flags ...`."""
@@ -174,15 +164,26 @@ class SegmentFormatter:
             ip = ipv6.parse(packet, strict=False)
         except MalformedPacket:
             return f"IP6 truncated, length {len(packet)}"
-        payload = ip.payload
-        src_text = str(ipaddress.IPv6Address(ip.src))
-        dst_text = str(ipaddress.IPv6Address(ip.dst))
-        if ip.proto == ipv6.PROTO_TCP:
-            return "IP6 " + self._format_tcp(ip.src, ip.dst, src_text, dst_text, payload)
-        if ip.proto == ipv6.PROTO_ICMPV6 and len(payload) >= 4:
-            kind = _icmp_kind(payload, _ICMP6_TYPES, _ICMP6_ECHO)
-            return f"IP6 {src_text} > {dst_text}: ICMP6, {kind}, length {len(payload)}"
-        return f"IP6 {src_text} > {dst_text}: ip-proto-{ip.proto}, length {len(payload)}"
+        return self._format_transport("IP6", ip.src, ip.dst, ip.proto, ip.payload,
+                                      ipv6.PROTO_ICMPV6, "ICMP6, ", _ICMP6_TYPES, _ICMP6_ECHO)
+
+    def _format_transport(self, family: str, src: bytes, dst: bytes, proto: int,
+                          payload: Bytes, icmp_proto: int, icmp_label: str,
+                          icmp_names: dict[int, str], echo_types: Collection[int]) -> str:
+        """What an IP packet of either family carries, after tcpdump's `IP`/`IP6` prefix:
+        TCP, ICMP or ICMPv6 (`icmp_proto`, written `icmp_label`), UDP, or its protocol."""
+        src_text = str(ipaddress.ip_address(src))
+        dst_text = str(ipaddress.ip_address(dst))
+        if proto == ipv4.PROTO_TCP:
+            return f"{family} " + self._format_tcp(src, dst, src_text, dst_text, payload)
+        if proto == icmp_proto and len(payload) >= 4:
+            kind = _icmp_kind(payload, icmp_names, echo_types)
+            return f"{family} {src_text} > {dst_text}: {icmp_label}{kind}, length {len(payload)}"
+        if proto == PROTO_UDP and len(payload) >= 8:
+            sport, dport, length = _UDP_PORTS.unpack_from(payload)
+            return (f"{family} {src_text}.{sport} > {dst_text}.{dport}: UDP, "
+                    f"length {length - 8}")
+        return f"{family} {src_text} > {dst_text}: ip-proto-{proto}, length {len(payload)}"
 
     def _format_tcp(self, src: bytes, dst: bytes, src_text: str, dst_text: str,
                     seg: Bytes) -> str:

@@ -6,6 +6,7 @@ and are checked against the tcpdump on this machine when there is one."""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import shutil
@@ -19,7 +20,7 @@ import pytest
 
 from tcpstack.io.pcap import PcapWriter
 from tcpstack.io.segment_log import SegmentFormatter, SegmentLogger, format_options, tcpdump_time
-from tcpstack.net import ipv4
+from tcpstack.net import ipv4, ipv6
 from tcpstack.tcp import segment as tcpseg
 from tcpstack.tcp.segment import ACK, FIN, PSH, RST, SYN, URG
 
@@ -198,6 +199,10 @@ def test_other_protocols_and_a_truncated_tcp_header() -> None:
     assert SegmentFormatter().format(udp) == "IP 10.77.0.1.40000 > 10.77.0.2.7: UDP, length 5"
     short = ipv4.build(KERNEL, STACK, 17, bytes(7))
     assert SegmentFormatter().format(short) == "IP 10.77.0.1 > 10.77.0.2: ip-proto-17, length 7"
+    udp6 = ipv6.build(ipaddress.IPv6Address("fd77::1").packed,
+                      ipaddress.IPv6Address("fd77::2").packed, 17,
+                      bytes.fromhex("9c40 0007 000d 0000") + b"hello")
+    assert SegmentFormatter().format(udp6) == "IP6 fd77::1.40000 > fd77::2.7: UDP, length 5"
     line = SegmentFormatter().format(ipv4.build(KERNEL, STACK, ipv4.PROTO_TCP, bytes(10)))
     assert line == "IP 10.77.0.1 > 10.77.0.2: TCP truncated, length 10"
 
