@@ -105,8 +105,11 @@ def _echo(ledger: Ledger, done: asyncio.Event) -> Handler:
     return echo
 
 
-async def _ping_pong(rounds: int, config: TcpConfig | None = None) -> Ledger:
-    """`rounds` 1-byte round trips after the handshake; the ledger covers only them."""
+async def _echo_session(exchange: Callable[[Driven, int], Awaitable[int]],
+                        config: TcpConfig | None = None) -> Ledger:
+    """An echo handler behind a handshake, then `exchange(d, ours)` (ours: our first data
+    sequence number), which sends the handler N bytes and has them echoed, returning N; the
+    ledger covers only that exchange, not the close after it."""
     async with driven_stack(config) as d:
         ledger = Ledger()
         done = asyncio.Event()
@@ -117,14 +120,22 @@ async def _ping_pong(rounds: int, config: TcpConfig | None = None) -> Ledger:
         await asyncio.sleep(0)
         _instrument(d, ledger)
         ours = syn_ack.seq + 1
+        n = await exchange(d, ours)
+        seen = copy.deepcopy(ledger)  # the close below is not part of the exchange
+        d.peer.send(ACK | FIN, PEER_ISS + 1 + n, ours + n)  # the handler ends
+        await asyncio.wait_for(done.wait(), 2)
+        return seen
+
+
+async def _ping_pong(rounds: int, config: TcpConfig | None = None) -> Ledger:
+    """`rounds` 1-byte round trips after the handshake; the ledger covers only them."""
+    async def exchange(d: Driven, ours: int) -> int:
         for i in range(rounds):
             d.peer.send(ACK | PSH, PEER_ISS + 1 + i, ours + i, payload=b"x")
             (reply,) = await d.peer.expect(1)
             assert reply.payload == b"x" and reply.ack == PEER_ISS + 2 + i, str(reply)
-        seen = copy.deepcopy(ledger)  # the close below is not part of the round trips
-        d.peer.send(ACK | FIN, PEER_ISS + 1 + rounds, ours + rounds)  # the handler ends
-        await asyncio.wait_for(done.wait(), 2)
-        return seen
+        return rounds
+    return await _echo_session(exchange, config)
 
 
 def test_an_echo_reply_leaves_in_the_iteration_of_the_applications_write() -> None:
@@ -228,23 +239,12 @@ def test_with_nodelay_a_second_write_after_a_yield_goes_on_the_next_turn() -> No
 
 async def _burst(count: int) -> Ledger:
     """`count` 1-byte segments written to the TUN at once, before the loop looks."""
-    async with driven_stack() as d:
-        ledger = Ledger()
-        done = asyncio.Event()
-        _serve(d, _echo(ledger, done))
-        syn_ack = await d.peer.handshake()
-        await d.peer.quiet(0.02)
-        asyncio.get_running_loop().call_soon(ledger.tick)
-        await asyncio.sleep(0)
-        _instrument(d, ledger)
-        ours = syn_ack.seq + 1
+    async def exchange(d: Driven, ours: int) -> int:
         for i in range(count):
             d.peer.send(ACK | PSH, PEER_ISS + 1 + i, ours, payload=b"x")
         await d.peer.data_until(ours + count)
-        seen = copy.deepcopy(ledger)
-        d.peer.send(ACK | FIN, PEER_ISS + 1 + count, ours + count)
-        await asyncio.wait_for(done.wait(), 2)
-        return seen
+        return count
+    return await _echo_session(exchange)
 
 
 def test_a_burst_is_read_whole_into_one_pass_after_the_poll_finds_more() -> None:
