@@ -81,6 +81,8 @@ _SENDS_SYN, _SENDS_SYN_ACK = Sends.SYN, Sends.SYN_ACK
 _SYN_SENT, _SYN_RCVD, _CLOSED, _LISTEN = State.SYN_SENT, State.SYN_RCVD, State.CLOSED, State.LISTEN
 _TIME_WAIT, _FIN_WAIT_1, _CLOSING, _LAST_ACK = (State.TIME_WAIT, State.FIN_WAIT_1, State.CLOSING,
                                                 State.LAST_ACK)
+_ESTABLISHED = State.ESTABLISHED
+_PREDICTED_FLAGS = SYN | FIN | RST | ACK  # of these, a predicted segment carries ACK alone
 CWND_TRACE_LEN = 20_000      # samples kept per connection
 CWND_TRACE_INTERVAL = 0.001  # at most one sample a millisecond, except at losses
 
@@ -339,6 +341,10 @@ class Connection:
             return
         if state is _CLOSED or state is _LISTEN:
             return
+        if (state is _ESTABLISHED and seg.flags & _PREDICTED_FLAGS == ACK
+                and seg.seq == self.rcv.nxt and self.rcv.ooo is None
+                and self._receive_predicted(seg, now)):
+            return
         handshake = self._handshake_repeated(seg)
         if handshake is None:
             return
@@ -364,6 +370,30 @@ class Connection:
         self._receive_text(arrival, now)  # seventh and eighth
         if self.state is _FIN_WAIT_1:  # the one state it acts in: no call per segment else
             self._settle_fin_wait_1(now)
+
+    def _receive_predicted(self, seg: Segment, now: float) -> bool:
+        """Header prediction: an ACK, with or without data, exactly at RCV.NXT on an
+        established connection with nothing queued beyond a hole. For it the steps of
+        3.10.7.4 reduce to the timestamp check, the ACK and the delivery of the text; the
+        same rules as there, with the tests that cannot fail left out. False, having done
+        nothing, where any step would do more (PAWS, a missing timestamp, data beyond or
+        into a closed window): the full steps take it then."""
+        payload = seg.payload
+        if payload:
+            window = (self.rcv.adv - self.rcv.nxt) & MASK
+            if window >= HALF or len(payload) > window:
+                return False
+        ts = self.tx.ts
+        if ts.ok:
+            tsval = seg.options.tsval
+            if tsval is None or ts.paws_rejects(tsval):
+                return False
+            ts.note_arrival(tsval, seg.seq)  # RFC 7323 5.3 R3
+        if not self._process_ack(seg, seg.seq, seg.flags, payload, now):
+            return True  # dropped, answered by the ACK step
+        if payload and self.state is _ESTABLISHED:  # the ACK step leaves ESTABLISHED alone
+            self._deliver(payload)
+        return True
 
     def _handshake_repeated(self, seg: Segment) -> Segment | None:
         """SYNs that repeat a handshake: answered here (None), or the segment to go on with."""
