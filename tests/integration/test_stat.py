@@ -94,7 +94,9 @@ def test_stat_without_a_stack_is_one_line_and_exit_1(netns: NetNS) -> None:
 def test_stat_shows_established_connection_with_growing_byte_counts(
         netns: NetNS, start_stack: StartStack) -> None:
     start_stack(netns, "5000", "--discard")
-    sender = netns.popen([sys.executable, "-u", PEERS / "slow_sender.py", "5000", "3"],
+    # The sender runs until stopped (SIGTERM, below), so the flow outlasts every look at
+    # it however slow the machine: a 3 s sender once ended before `stat` ran.
+    sender = netns.popen([sys.executable, "-u", PEERS / "slow_sender.py", "5000", "60"],
                          stdout=subprocess.PIPE)
     assert sender.stdout is not None
     assert sender.stdout.readline().strip() == b"connected"
@@ -124,6 +126,7 @@ def test_stat_shows_established_connection_with_growing_byte_counts(
     assert any(line.split()[:1] == ["LISTEN"] and "10.77.0.2:5000" in line for line in lines)
     assert any(line.split()[:1] == ["ESTABLISHED"] and first["peer"] in line for line in lines)
     assert "Recv-Q" in table.stdout and "cwnd" in table.stdout
+    sender.terminate()
     assert sender.wait(timeout=30) == 0
 
 
