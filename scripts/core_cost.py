@@ -30,11 +30,10 @@ from tcpstack.tcp import segment as tcpseg
 from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.connection import Connection
 from tcpstack.tcp.segment import ACK, PSH, SYN
+from tests.unit.fake_tun import PEER_ISS, STACK_ISS
 from tests.unit.link_pair import FixedIsn
 from tests.unit.scripted_peer import PEER_ADDR, PEER_PORT, STACK_ADDR
 
-STACK_ISS = 1_000_000
-PEER_ISS = 5_000_000
 PORT = 80
 PSEUDO = ipv4.pseudo_header_sum(PEER_ADDR, STACK_ADDR, PROTO_TCP)
 

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from scripts.core_cost import Setup
+from scripts.core_cost import PEER_ISS, Setup
 
 
 def test_pingpong_rounds_each_deliver_a_byte_and_send_one_reply() -> None:
@@ -17,4 +17,4 @@ def test_receive_rounds_deliver_every_segment_and_ack_every_second() -> None:
     read, sent = setup.run()
     assert read == 50 * 1448
     assert sent == 25  # delayed ACK: one ACK per two full-sized segments (RFC 5681 4.2)
-    assert setup.conn.rcv.nxt == (5_000_001 + 50 * 1448) & 0xFFFFFFFF
+    assert setup.conn.rcv.nxt == (PEER_ISS + 1 + 50 * 1448) & 0xFFFFFFFF
