@@ -20,6 +20,7 @@ import statistics
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
@@ -38,6 +39,10 @@ PORT = 80
 PSEUDO = ipv4.pseudo_header_sum(PEER_ADDR, STACK_ADDR, PROTO_TCP)
 
 
+def _call(work: Callable[[], None]) -> None:
+    work()
+
+
 def _packet(flags: int, seq: int, ack: int, payload: bytes = b"", options: bytes = b"",
             window: int = 502) -> bytes:
     tcp = tcpseg.build(PEER_PORT, PORT, seq, ack, flags, window, PSEUDO, options, payload)
@@ -47,9 +52,10 @@ def _packet(flags: int, seq: int, ack: int, payload: bytes = b"", options: bytes
 class Setup:
     """An established connection and the peer's segments for `rounds` rounds, prebuilt."""
 
-    def __init__(self, mode: str, rounds: int) -> None:
+    def __init__(self, mode: str, rounds: int, *, offload: bool = False) -> None:
         self.mode = mode
-        self.stack = NetworkStack(STACK_ADDR, TcpConfig(), FixedIsn(STACK_ISS))
+        self.rounds = rounds
+        self.stack = NetworkStack(STACK_ADDR, TcpConfig(), FixedIsn(STACK_ISS), offload=offload)
         self.stack.listen(PORT)
         self.now = 1.0
         syn_options = tcpseg.encode_options(mss=1460, wscale=7, sack_permitted=True,
@@ -63,7 +69,11 @@ class Setup:
                                     options=tcpseg.encode_timestamps(tsval, 0))], self.now)
         self.stack.output.clear()
         self.conn: Connection = next(iter(self.stack.connections.values()))
+        self.peer_nxt, self.tsval = peer_nxt, tsval
         self.packets = []
+        if mode == "send":
+            self.data = memoryview(bytes(1 << 20))
+            return  # the peer's ACKs answer what was sent: made as the rounds go
         for i in range(rounds):
             tsval += 1
             options = tcpseg.encode_timestamps(tsval, 0)
@@ -75,62 +85,134 @@ class Setup:
                 self.packets.append(_packet(ACK, peer_nxt + i * 1448, stack_nxt, b"y" * 1448,
                                             options, window))
 
-    def run(self) -> tuple[int, int]:
-        """Every round once; returns (bytes the application read, packets the stack sent)."""
+    def run(self, measure: Callable[[Callable[[], None]], None] = _call) -> tuple[int, int]:
+        """Every round once; returns (bytes the application read, packets the stack sent).
+        The stack's own work goes through `measure` (the peer's, in `send`, does not)."""
+        if self.mode == "send":
+            return self._run_send(measure)
         stack, conn, now = self.stack, self.conn, self.now
         reply = self.mode == "pingpong"
-        read = sent = 0
-        for packet in self.packets:
-            now += 0.0001
-            stack.service([packet], now)
-            read += len(conn.read())
-            if reply:
-                conn.send(b"x")
-                stack.service((), now)
-            sent += len(stack.output)
+        counts = [0, 0]  # read, sent
+
+        def rounds() -> None:
+            nonlocal now
+            for packet in self.packets:
+                now += 0.0001
+                stack.service([packet], now)
+                counts[0] += len(conn.read())
+                if reply:
+                    conn.send(b"x")
+                    stack.service((), now)
+                counts[1] += len(stack.output)
+                stack.output.clear()
+
+        measure(rounds)
+        self._check()
+        return counts[0], counts[1]
+
+    def _check(self) -> None:
+        if self.stack.counters["internal_errors"]:
+            raise SystemExit(f"internal error: {self.stack.last_internal_error!r}")
+
+    def _run_send(self, measure: Callable[[Callable[[], None]], None]) -> tuple[int, int]:
+        """Returns (bytes the peer acked, segments the stack sent)."""
+        stack, conn, now, data = self.stack, self.conn, self.now, self.data
+        peer_nxt, tsval = self.peer_nxt, self.tsval
+        acked = conn.snd.una
+        unacked: list[tuple[int, int]] = []  # (end sequence number, TSval) of each segment
+        sent = 0
+
+        def fill() -> None:
+            while conn.send(data):
+                pass
+
+        def take_output() -> int:
+            count = 0
+            for head, payload, _ in stack.output:
+                seq = int.from_bytes(head[24:28], "big")
+                # The GSO size is the segment's MSS: the link would cut it into that many.
+                pieces = max(1, -(-len(payload) // conn.snd.mss)) if payload else 0
+                for k in range(pieces):
+                    end = seq + min((k + 1) * conn.snd.mss, len(payload))
+                    unacked.append((end & 0xFFFFFFFF, int.from_bytes(head[44:48], "big")))
+                count += pieces
             stack.output.clear()
-        if stack.counters["internal_errors"]:
-            raise SystemExit(f"internal error: {stack.last_internal_error!r}")
-        return read, sent
+            return count
+
+        measure(fill)
+        measure(lambda: stack.service((), now))
+        sent += take_output()
+        for i in range(self.rounds):
+            now += 0.0001
+            tsval += 1
+            if len(unacked) < 2:
+                raise SystemExit("the stack stopped sending")
+            end, echo = unacked[1]
+            del unacked[:2]
+            acked = end
+            packet = _packet(ACK, peer_nxt, acked, options=tcpseg.encode_timestamps(tsval, echo),
+                             window=min(503 + i, 1000))
+            measure(lambda: stack.service([packet], now))  # noqa: B023 (called at once)
+            sent += take_output()  # the link writes the pass's packets before the app runs
+            measure(fill)
+        self._check()
+        return (acked - (STACK_ISS + 1)) & 0xFFFFFFFF, sent
 
 
-def _calls(setup: Setup) -> Counter[str]:
+def _calls(setup: Setup) -> tuple[Counter[str], int]:
+    """The Python and C calls of the stack's work, and the segments it sent."""
     calls: Counter[str] = Counter()
 
     def count(frame: FrameType, event: str, arg: Any) -> None:
         if event in ("call", "c_call"):
             calls[event] += 1
 
-    sys.setprofile(count)
-    try:
-        setup.run()
-    finally:
-        sys.setprofile(None)
-    return calls
+    def counted(work: Callable[[], None]) -> None:
+        sys.setprofile(count)
+        try:
+            work()
+        finally:
+            sys.setprofile(None)
+        calls["c_call"] -= 1  # setprofile(None) itself
+
+    _, sent = setup.run(counted)
+    return calls, sent
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("mode", choices=("pingpong", "receive"))
+    parser.add_argument("mode", choices=("pingpong", "receive", "send"))
+    parser.add_argument("--offload", action="store_true",
+                        help="the link segments (GSO) and finishes checksums")
     parser.add_argument("--rounds", type=int, default=3000)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--profile", type=int, default=0, metavar="N")
     args = parser.parse_args()
     times = []
     for _ in range(args.runs):
-        setup = Setup(args.mode, args.rounds)
-        start = time.perf_counter()
-        setup.run()
-        times.append((time.perf_counter() - start) / args.rounds * 1e6)
-    calls = _calls(Setup(args.mode, args.rounds))
-    print(f"{args.mode}: {statistics.median(times):.1f} us per round (runs: "
+        setup = Setup(args.mode, args.rounds, offload=args.offload)
+        spent = [0.0]
+
+        def timed(work: Callable[[], None]) -> None:
+            start = time.perf_counter()
+            work()
+            spent[0] += time.perf_counter() - start
+
+        setup.run(timed)
+        times.append(spent[0] / args.rounds * 1e6)
+    calls, sent = _calls(Setup(args.mode, args.rounds, offload=args.offload))
+    per_segment = (f" ({calls['call'] / sent:.1f} and {calls['c_call'] / sent:.1f} per "
+                   f"segment sent, {sent / args.rounds:.2f} segments a round)"
+                   if args.mode == "send" else "")
+    print(f"{args.mode}{' --offload' if args.offload else ''}: "
+          f"{statistics.median(times):.1f} us per round (runs: "
           + ", ".join(f"{t:.1f}" for t in times) + "); "
           f"{calls['call'] / args.rounds:.1f} Python calls, "
-          f"{calls['c_call'] / args.rounds:.1f} C calls per round")
+          f"{calls['c_call'] / args.rounds:.1f} C calls per round" + per_segment)
     if args.profile:
-        setup = Setup(args.mode, args.rounds)
+        setup = Setup(args.mode, args.rounds, offload=args.offload)
         profile = cProfile.Profile()
-        profile.runcall(setup.run)
+        profile.runcall(setup.run, lambda work: work())
         pstats.Stats(profile).sort_stats("tottime").print_stats(args.profile)
 
 

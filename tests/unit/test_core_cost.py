@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from scripts.core_cost import PEER_ISS, Setup
+from scripts.core_cost import PEER_ISS, STACK_ISS, Setup
 
 
 def test_pingpong_rounds_each_deliver_a_byte_and_send_one_reply() -> None:
@@ -18,3 +18,22 @@ def test_receive_rounds_deliver_every_segment_and_ack_every_second() -> None:
     assert read == 50 * 1448
     assert sent == 25  # delayed ACK: one ACK per two full-sized segments (RFC 5681 4.2)
     assert setup.conn.rcv.nxt == (PEER_ISS + 1 + 50 * 1448) & 0xFFFFFFFF
+
+
+def test_send_rounds_ack_two_segments_each_and_everything_else_is_in_flight() -> None:
+    setup = Setup("send", 50)
+    acked, sent = setup.run()
+    assert acked == 50 * 2 * 1448  # each round's ACK covers the two oldest segments sent
+    snd = setup.conn.snd
+    assert sent * 1448 == acked + ((snd.max - snd.una) & 0xFFFFFFFF)
+    assert snd.wnd == 552 << 7  # the peer's last window: 503 + 49, scaled by 2**7
+
+
+def test_send_with_offload_counts_the_segments_the_link_would_cut() -> None:
+    setup = Setup("send", 50, offload=True)
+    acked, sent = setup.run()
+    snd = setup.conn.snd
+    assert snd.una == (STACK_ISS + 1 + acked) & 0xFFFFFFFF  # every ACK was taken
+    # A 64 KB segment ends where the window did, so some of the cut pieces are short.
+    assert 90 * 1448 < acked <= 100 * 1448
+    assert sent > 100
