@@ -179,6 +179,20 @@ def _calls(setup: Setup) -> tuple[Counter[str], int]:
     return calls, sent
 
 
+def _timed_run(setup: Setup) -> float:
+    """Seconds of the stack's own work in one run."""
+    spent = 0.0
+
+    def timed(work: Callable[[], None]) -> None:
+        nonlocal spent
+        start = time.perf_counter()
+        work()
+        spent += time.perf_counter() - start
+
+    setup.run(timed)
+    return spent
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("mode", choices=("pingpong", "receive", "send"))
@@ -188,18 +202,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--profile", type=int, default=0, metavar="N")
     args = parser.parse_args()
-    times = []
-    for _ in range(args.runs):
-        setup = Setup(args.mode, args.rounds, offload=args.offload)
-        spent = [0.0]
-
-        def timed(work: Callable[[], None]) -> None:
-            start = time.perf_counter()
-            work()
-            spent[0] += time.perf_counter() - start
-
-        setup.run(timed)
-        times.append(spent[0] / args.rounds * 1e6)
+    times = [_timed_run(Setup(args.mode, args.rounds, offload=args.offload)) / args.rounds * 1e6
+             for _ in range(args.runs)]
     calls, sent = _calls(Setup(args.mode, args.rounds, offload=args.offload))
     per_segment = (f" ({calls['call'] / sent:.1f} and {calls['c_call'] / sent:.1f} per "
                    f"segment sent, {sent / args.rounds:.2f} segments a round)"
