@@ -667,7 +667,6 @@ class Connection:
             rtt = self.tx.ts.rtt_sample(opts.tsecr)
             if rtt is not None:
                 self.rtt.sample(rtt)
-                self.rtt.forget()
                 return
         self.rtt.on_ack(ack, now)
 
@@ -688,7 +687,7 @@ class Connection:
             self.loss.scoreboard.advance(ack)
         self._measure_rtt(ack, opts, now)
         tlp = self.loss.probe
-        if tlp.covered_by(ack):
+        if tlp.end is not None and tlp.covered_by(ack):  # a probe is out
             if tlp.repaired_a_loss():  # RFC 8985 7.4: a loss, repaired by the probe
                 self.counters["tlp_recoveries"] += 1
                 self.cc.on_congestion(self.cc.cwnd, now)  # before this ACK grows it
@@ -752,7 +751,7 @@ class Connection:
                                                        now, self.rtt.srtt, self.snd.mss)
         if timeout is not None:
             self.timers.rack = now + timeout if timeout else None
-        return self._rack_counted(lost, resends)
+        return lost > 0 and self._rack_counted(lost, resends)
 
     def _rack_counted(self, lost: int, resends: int) -> bool:
         if lost:
@@ -958,6 +957,6 @@ class Connection:
             self.timers.stop_all()
             self.loss.probe.cancel()
             self.deadline = None
-            self.rcv.ack_pending = False
+            self.rcv.acked()  # nothing is owed any more
             self.add_event(Closed(self.error))
 

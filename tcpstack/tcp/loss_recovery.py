@@ -83,18 +83,23 @@ class LossRecovery:
                 return 0, 0, None  # nothing sent yet: a fresh Rack would change nothing
             rack = self.rack = Rack()
         rack.on_ack(una, blocks, snd_max, now)
-        dsack = bool(blocks) and is_dsack(blocks, una)
-        rack.update_reo_wnd(dsack, una, snd_max, self.in_recovery(una))
+        episode = self.episode
+        in_recovery = episode.active or ((una - episode.recover) & MASK) >= HALF
+        # Step 4's adaptation can change nothing without a D-SACK, a D-SACK round
+        # running or recovery ending (the test of every ACK, so without a call).
+        if blocks or rack.dsack_round is not None or rack.in_recovery != in_recovery:
+            rack.update_reo_wnd(bool(blocks) and is_dsack(blocks, una), una, snd_max,
+                                in_recovery)
         lost = resends = 0
-        if self.probe.sacked(self.scoreboard, una) and self.probe.start is not None:
+        probe = self.probe
+        if probe.start is not None and probe.sacked(self.scoreboard, una):
             # As before RACK: what is missing below a SACKed probe went a PTO or more
             # before it. (RACK finds the same a round trip on, unless the probe's ACK comes
             # sooner than min_RTT after it, when step 2 takes it for the original's.)
-            lost = rack.mark_lost_below(self.probe.start, mss)
+            lost = rack.mark_lost_below(probe.start, mss)
         if not rack.advance():
             return lost, 0, None
-        more, resends, timeout = rack.detect(
-            now, rack.reo_wnd(self.scoreboard.sacked_bytes(), mss, srtt), mss)
+        more, resends, timeout = rack.detect(now, self.scoreboard, mss, srtt)
         return lost + more, resends, timeout
 
     def rack_on_timer(self, una: int, now: float, srtt: float | None,
@@ -104,7 +109,7 @@ class LossRecovery:
         if rack is IDLE_RACK:
             return 0, 0, 0.0  # nothing was ever sent (the timer is RACK's own: not armed)
         rack.in_recovery = self.in_recovery(una)  # recovery may have begun since the ACK
-        return rack.detect(now, rack.reo_wnd(self.scoreboard.sacked_bytes(), mss, srtt), mss)
+        return rack.detect(now, self.scoreboard, mss, srtt)
 
     def plan(self, una: int, snd_max: int, mss: int, cwnd: int, buffered: int,
              force_first: bool = False) -> tuple[list[tuple[int, int]], int]:

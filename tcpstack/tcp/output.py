@@ -130,8 +130,10 @@ class SegmentOutput:
             self.segments = [segment]
         self.counts.segments_out += 1
         if flags & ACK:
-            self.ts.last_ack_sent = self.rcv.nxt
-            self.rcv.acked()
+            rcv = self.rcv
+            self.ts.last_ack_sent = rcv.nxt
+            if rcv.ack_pending:  # else nothing is owed (Receiver.acked clears all three)
+                rcv.acked()
             self.timers.delack = None
 
     def syn_options(self, synack: bool) -> bytes:
@@ -247,7 +249,8 @@ class SegmentOutput:
         if self.loss.rack_on:
             self.loss.rack_sent(seq, end, now, snd.max)
         if seq == snd.max:
-            self.rtt.time(end, now)
+            if self.rtt.timed_seq is None:  # else one is timed already: no call
+                self.rtt.time(end, now)
         else:
             self.count_retransmit()
         if 0 < ((end - snd.max) & MASK) < HALF:
@@ -256,7 +259,8 @@ class SegmentOutput:
             snd.max = end
             self.loss.probe.restart = True
         snd.nxt = end
-        self.arm_rto(now)
+        if self.timers.rto is None:  # arm_rto's test: it runs for all but a flight's first
+            self.arm_rto(now)
 
     def start_sack_recovery(self, now: float) -> None:
         """Fast retransmit with SACK (RFC 6675 5, step 4.3): the first hole goes at once,

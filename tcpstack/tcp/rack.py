@@ -26,6 +26,7 @@ from __future__ import annotations
 from bisect import bisect_right
 
 from tcpstack.tcp.recovery import DUPACK_THRESHOLD
+from tcpstack.tcp.sack import SackScoreboard
 from tcpstack.tcp.seq import HALF, MASK
 
 # Times within a microsecond count as equal (Linux keeps these in microseconds): "a round
@@ -180,8 +181,11 @@ class Rack:
                     self._delivered(r, now)
 
     def _delivered(self, r: SentRange, now: float) -> None:
+        # Runs for every range an ACK delivers: `_after` is written out inline.
         rtt = now - r.xmit_ts
         min_rtt = self.min_rtt
+        fack = self.fack
+        end = r.end
         if r.retransmitted:
             # Step 2: an ACK sooner than min_RTT after a resend is likely for the original.
             take = min_rtt is None or rtt >= min_rtt
@@ -189,11 +193,10 @@ class Rack:
             take = True
             if min_rtt is None or rtt < min_rtt:
                 self.min_rtt = rtt  # step 1 (every sample of a segment sent once)
-            fack = self.fack
-            if fack is not None and _after(fack, r.end):
+            if fack is not None and 0 < ((fack - end) & MASK) < HALF:
                 self.reordering_seen = True  # step 3: delivered below the highest delivered
-        if self.fack is None or _after(r.end, self.fack):
-            self.fack = r.end
+        if fack is None or 0 < ((end - fack) & MASK) < HALF:
+            self.fack = end
         if take and r.order > self._new_order:
             self._new_order, self._new_rtt = r.order, rtt
 
@@ -237,15 +240,20 @@ class Rack:
 
     # ------------------------------------------------------------------ losses
 
-    def detect(self, now: float, reo_wnd: float, mss: int) -> tuple[int, int, float]:
+    def detect(self, now: float, scoreboard: SackScoreboard, mss: int,
+               srtt: float | None) -> tuple[int, int, float]:
         """Step 5: mark lost what was sent before RACK.xmit_ts more than RACK.rtt + reo_wnd
-        ago. Returns (segments newly lost, of which resends, in MSS units; the time until
-        the next one would be, 0 if none waits), for the reordering timer (6.3)."""
+        ago (the window from `scoreboard`'s SACKed bytes and `srtt`). Returns (segments
+        newly lost, of which resends, in MSS units; the time until the next one would be,
+        0 if none waits), for the reordering timer (6.3)."""
         ranges = self._ranges
         rack_order = self.order
         if not ranges or not rack_order:
             return 0, 0, 0.0
-        deadline = self.rtt + reo_wnd - now
+        first = ranges[0]
+        if first.order >= rack_order and not first.retransmitted:
+            return 0, 0, 0.0  # the loop's first test would stop it: nothing sent before
+        deadline = self.rtt + self.reo_wnd(scoreboard.sacked_bytes(), mss, srtt) - now
         lost = resends = 0
         timeout = 0.0
         for r in ranges:

@@ -136,6 +136,8 @@ class Receiver:
         self.ack_pending = False  # an ACK is owed; it may wait for the delayed-ACK timer
         self.ack_now = False      # ... or it may not: send it at the next flush
         self.unacked_bytes = 0    # in-order bytes received since our last ACK
+        # (These two are set only with ack_pending, and cleared with it by `acked`: so a
+        # segment sent with nothing pending has nothing to clear, and skips the call.)
         self.bytes_received = 0   # application bytes delivered in order
         self.bytes_read = 0       # ... and taken by the application (what tuning follows)
 

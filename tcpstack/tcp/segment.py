@@ -33,7 +33,8 @@ _SACK_BLOCK = struct.Struct("!II")
 _sack_blocks = _SACK_BLOCK.iter_unpack
 _TIMESTAMPS = struct.Struct("!II")  # TSval, TSecr (RFC 7323 3.2)
 _unpack_timestamps = _TIMESTAMPS.unpack_from
-_pack_timestamps_option = struct.Struct("!4sII").pack  # with the NOP, NOP, kind, length
+# The option after the SYN with its NOP, NOP, kind and length (TIMESTAMPS_PREFIX).
+pack_timestamps_option = struct.Struct("!4sII").pack
 _unpack_timestamps_option = struct.Struct("!III").unpack_from
 HEADER_LEN = 20
 
@@ -243,7 +244,7 @@ def encode_options(mss: int | None = None, wscale: int | None = None,
 
 def encode_timestamps(tsval: int, tsecr: int) -> bytes:
     """The timestamps option of a segment after the SYN (12 bytes, NOP-padded)."""
-    return _pack_timestamps_option(TIMESTAMPS_PREFIX, tsval, tsecr)
+    return pack_timestamps_option(TIMESTAMPS_PREFIX, tsval, tsecr)
 
 
 def encode_sack(blocks: list[tuple[int, int]]) -> bytes:

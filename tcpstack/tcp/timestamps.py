@@ -20,6 +20,8 @@ TS_HZ = 1000  # ticks a second (RFC 7323 5.4 asks for between 1 ms and 1 s)
 # RFC 7323 5.5: after 24 days without an update, TS.Recent may be older than half the
 # peer's timestamp space (at its fastest clock, 1 ms) and stops guarding anything.
 PAWS_IDLE = 24 * 24 * 60 * 60.0
+_pack_option = tcpseg.pack_timestamps_option  # one C call per segment, not two calls
+_PREFIX = tcpseg.TIMESTAMPS_PREFIX
 
 
 class Timestamps:
@@ -44,8 +46,8 @@ class Timestamps:
     def option(self, ack: bool) -> bytes:
         """The option every segment after the SYNs carries once negotiated (3.2); TSecr is
         TS.Recent when the ACK bit is set and zero otherwise (a RST)."""
-        return tcpseg.encode_timestamps((self.offset + int(self.now * TS_HZ)) & MASK,
-                                        self.recent if ack else 0)
+        return _pack_option(_PREFIX, (self.offset + int(self.now * TS_HZ)) & MASK,
+                            self.recent if ack else 0)
 
     def take_syn(self, tsval: int | None, offered: bool) -> None:
         """The peer's SYN or SYN-ACK arrived with `tsval` (None: no option); `offered`: we
@@ -75,7 +77,7 @@ class Timestamps:
         takes it for "no echo") or one from the future."""
         if not tsecr:
             return None
-        ticks = (self.clock() - tsecr) & MASK
+        ticks = (self.offset + int(self.now * TS_HZ) - tsecr) & MASK  # self.clock(), inline
         if ticks >= HALF:
             return None
         return max(ticks, 1) / TS_HZ

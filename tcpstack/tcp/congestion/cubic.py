@@ -23,7 +23,7 @@ class Cubic(CongestionControl):
         self._w_est = 0.0         # segments: the Reno-friendly estimate (4.3)
 
     def on_ack(self, acked: int, now: float, srtt: float | None) -> None:
-        if self.in_slow_start():
+        if self.cwnd < self.ssthresh:  # in_slow_start(), inline: every ACK asks
             self.slow_start(acked)
             return
         mss = self.mss

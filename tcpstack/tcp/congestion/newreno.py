@@ -14,7 +14,7 @@ class NewReno(CongestionControl):
         self._ca_acked = 0  # bytes acked since cwnd last grew in congestion avoidance
 
     def on_ack(self, acked: int, now: float, srtt: float | None) -> None:
-        if self.in_slow_start():
+        if self.cwnd < self.ssthresh:  # in_slow_start(), inline: every ACK asks
             self.slow_start(acked)
             return
         self._ca_acked += acked  # congestion avoidance: one MSS per window acknowledged
