@@ -184,7 +184,12 @@ class SegmentOutput:
             if room <= 0:
                 break
             n = min(seg_max, unsent, room)
-            if n < mss and self.snd.nxt == self.snd.max:
+            if mss < n < unsent and n % mss:
+                # A segment for the link to cut ends on a whole MSS where the window cut it
+                # (as Linux's tcp_mss_split_point does): the short rest is the next segment,
+                # which the rules below judge as they would without offload.
+                n -= n % mss
+            elif n < mss and self.snd.nxt == self.snd.max:
                 # Sender-side SWS avoidance (RFC 9293 3.8.6.2.1): a short segment of new data
                 # goes only if it empties the queue or is at least half the largest window
                 # offered; and Nagle (3.7.4): not while earlier data is unacknowledged.

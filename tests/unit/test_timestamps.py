@@ -333,6 +333,23 @@ def test_gso_segments_are_cut_at_mss_less_the_timestamps() -> None:
     assert MAX_IP_PAYLOAD == 0xFFFF - 40
 
 
+def test_gso_segment_cut_by_the_window_ends_on_a_whole_segment() -> None:
+    conn = Connection(config(), A_ADDR, 80, B_ADDR, 40000, ISS, passive=True,
+                      segmentation=True, ts_offset=OFFSET)
+    conn.accept_syn(_parsed(SYN, PEER, 0, 65535, peer_syn_options()), 0.0)
+    conn.flush(0.0)
+    conn.output.clear()
+    # 62 << 7 = 7,936 bytes of window: five segments and 696 bytes.
+    conn.receive(_parsed(ACK, PEER + 1, ISS + 1, 62, ts(7001, OFFSET)), 0.125)
+    conn.send(bytes(200_000))
+    conn.flush(0.125)
+    # Without offload the five would go and the 696 wait (sender-side SWS avoidance, RFC
+    # 9293 3.8.6.2.1: less than half the largest window, and not the queue's end); with it
+    # the same, not a 7,936-byte segment whose last piece the link sends short.
+    assert [(len(payload), mss) for _, _, _, _, _, payload, mss in conn.output] == [
+        (5 * PAYLOAD, PAYLOAD)]
+
+
 def test_sack_blocks_beside_timestamps_are_at_most_three_in_40_bytes() -> None:
     peer, _conn, _ = passive_open()
     reply: list[Sent] = []
