@@ -63,20 +63,25 @@ class Setup:
         self.stack.service([_packet(SYN, PEER_ISS, 0, options=syn_options, window=64240)],
                            self.now)
         self.stack.output.clear()
+        self.conn: Connection = next(iter(self.stack.connections.values()))
         peer_nxt, stack_nxt, tsval = PEER_ISS + 1, STACK_ISS + 1, 1001
+        # The peer echoes the stack's latest TSval, as Linux does (the SYN-ACK's here).
+        echo = self.conn.tx.ts.clock()
         self.now += 0.001
         self.stack.service([_packet(ACK, peer_nxt, stack_nxt,
-                                    options=tcpseg.encode_timestamps(tsval, 0))], self.now)
+                                    options=tcpseg.encode_timestamps(tsval, echo))], self.now)
         self.stack.output.clear()
-        self.conn: Connection = next(iter(self.stack.connections.values()))
         self.peer_nxt, self.tsval = peer_nxt, tsval
         self.packets = []
         if mode == "send":
             self.data = memoryview(bytes(1 << 20))
             return  # the peer's ACKs answer what was sent: made as the rounds go
+        ts = self.conn.tx.ts
         for i in range(rounds):
             tsval += 1
-            options = tcpseg.encode_timestamps(tsval, 0)
+            # The stack's TSval of the round before (its clock is in ms; see run's times).
+            ts.now = self.now + i * 0.0001
+            options = tcpseg.encode_timestamps(tsval, ts.clock())
             window = 503 + i  # Linux's window grows on nearly every segment
             if mode == "pingpong":
                 self.packets.append(_packet(ACK | PSH, peer_nxt + i, stack_nxt + i, b"x",
@@ -84,6 +89,7 @@ class Setup:
             else:
                 self.packets.append(_packet(ACK, peer_nxt + i * 1448, stack_nxt, b"y" * 1448,
                                             options, window))
+        ts.now = self.now  # as it was: the rounds set it as they go
 
     def run(self, measure: Callable[[Callable[[], None]], None] = _call) -> tuple[int, int]:
         """Every round once; returns (bytes the application read, packets the stack sent).

@@ -673,11 +673,12 @@ class Connection:
     def _on_new_ack(self, ack: int, acked: int, opts: Options, now: float) -> None:
         snd = self.snd
         buf = snd.buffer
+        buffered = len(buf)
         if snd.syn_acked:
-            data_acked = min(acked, len(buf))
+            data_acked = min(acked, buffered)
         else:  # our SYN, acked only after a close in SYN_RCVD took us to FIN_WAIT_1
             snd.syn_acked = True
-            data_acked = min(acked - 1, len(buf))
+            data_acked = min(acked - 1, buffered)
         buf.consume(data_acked)
         snd.bytes_sent += data_acked
         snd.una = ack
@@ -706,7 +707,8 @@ class Connection:
             self.timers.unacked_since = now
             self.timers.rto = self.tx.rto_deadline(now)
             tlp.restart = True
-        if self.snd.want_writable and buf.space >= buf.capacity // 2:
+        # buf.space, from the length before the ACK (a call fewer)
+        if self.snd.want_writable and buf.capacity - (buffered - data_acked) >= buf.capacity // 2:
             self.snd.want_writable = False
             self.add_event(WRITABLE)
 

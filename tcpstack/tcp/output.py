@@ -17,6 +17,7 @@ from tcpstack.tcp.challenge import ChallengeAckLimit
 from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.congestion import CongestionControl
 from tcpstack.tcp.loss_recovery import LossRecovery
+from tcpstack.tcp.rack import IDLE_RACK
 from tcpstack.tcp.receiver import Receiver
 from tcpstack.tcp.rtt import RttEstimator
 from tcpstack.tcp.segment import ACK, FIN, PSH, RST, SYN, OutSegment
@@ -251,8 +252,13 @@ class SegmentOutput:
         seq = snd.nxt
         self.emit(flags, seq, snd.buffer.peek((seq - snd.una) & MASK, n))
         end = (seq + n) & MASK
-        if self.loss.rack_on:
-            self.loss.rack_sent(seq, end, now, snd.max)
+        loss = self.loss
+        if loss.rack_on:
+            rack = loss.rack
+            if rack is IDLE_RACK:
+                loss.rack_sent(seq, end, now, snd.max)  # makes the connection's own
+            else:
+                rack.sent(seq, end, now, snd.max)
         if seq == snd.max:
             if self.rtt.timed_seq is None:  # else one is timed already: no call
                 self.rtt.time(end, now)
@@ -318,8 +324,9 @@ class SegmentOutput:
             tlp.restart = False
             self.timers.probe = None
             return
-        self.timers.probe = tlp.schedule(now, self.rtt.srtt, self.snd.in_flight, self.snd.mss,
-                                         self.timers.rto)
+        snd = self.snd
+        self.timers.probe = tlp.schedule(now, self.rtt.srtt, (snd.max - snd.una) & MASK,
+                                         snd.mss, self.timers.rto)  # in_flight, inline
 
     def send_probe(self, now: float) -> None:
         """The PTO fired (RFC 8985 7.3): one segment of new data if the peer's window takes
