@@ -20,6 +20,10 @@ from tcpstack.tcp.state import State, Trigger, next_state
 class Verdict(enum.Enum):
     """What LISTEN does with a segment; each value is the counter the stack adds it to."""
 
+    # A singleton's identity hash is C; Enum's hashes the name in Python, and the stack
+    # looks a verdict up in a dict for every SYN.
+    __hash__ = object.__hash__
+
     OPEN = "passive_opens"          # a SYN: open a connection
     RESET = "listen_resets"         # an ACK: answer with a RST (3.10.7.2, second check)
     IGNORE = "listen_rst_ignored"   # a RST: nothing to reset (first check)
