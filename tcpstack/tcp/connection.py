@@ -386,7 +386,8 @@ class Connection:
         ts = self.tx.ts
         if ts.ok:
             tsval = seg.options.tsval
-            if tsval is None or ts.paws_rejects(tsval):
+            # ts.paws_rejects(tsval), inline: the common case is a TSval not older
+            if tsval is None or (((tsval - ts.recent) & MASK) >= HALF and ts.paws_rejects(tsval)):
                 return False
             ts.note_arrival(tsval, seg.seq)  # RFC 7323 5.3 R3
         if not self._process_ack(seg, seg.seq, seg.flags, payload, now):

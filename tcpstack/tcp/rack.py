@@ -154,15 +154,17 @@ class Rack:
             i = 0
             n = len(ranges)
             while i < n and 0 < ((ranges[i].end - base) & MASK) <= acked:
-                if not ranges[i].delivered:
-                    self._delivered(ranges[i], now)
+                r = ranges[i]
+                if not r.delivered:
+                    self._delivered(r, r.end, now)
                 i += 1
             if i < n and ((ranges[i].start - base) & MASK) < acked:
+                # The ACK ends inside this range (a segment the link cut: each of its ACKs
+                # does): [start, una) is delivered, and the range starts at una from now.
                 front = ranges[i]
-                rest = front.split(una)
                 if not front.delivered:
-                    self._delivered(front, now)
-                ranges[i] = rest
+                    self._delivered(front, una, now)
+                front.start = una
             del ranges[:i]
         if not blocks or not ranges:
             return
@@ -178,14 +180,14 @@ class Rack:
                 if not r.delivered:
                     r.delivered = True
                     r.lost = False
-                    self._delivered(r, now)
+                    self._delivered(r, r.end, now)
 
-    def _delivered(self, r: SentRange, now: float) -> None:
+    def _delivered(self, r: SentRange, end: int, now: float) -> None:
+        """Steps 1 to 3 for [r.start, end) of `r` delivered now."""
         # Runs for every range an ACK delivers: `_after` is written out inline.
         rtt = now - r.xmit_ts
         min_rtt = self.min_rtt
         fack = self.fack
-        end = r.end
         if r.retransmitted:
             # Step 2: an ACK sooner than min_RTT after a resend is likely for the original.
             take = min_rtt is None or rtt >= min_rtt
