@@ -222,7 +222,7 @@ def main() -> None:
     if args.profile:
         setup = Setup(args.mode, args.rounds, offload=args.offload)
         profile = cProfile.Profile()
-        profile.runcall(setup.run, lambda work: work())
+        profile.runcall(setup.run, _call)
         pstats.Stats(profile).sort_stats("tottime").print_stats(args.profile)
 
 

@@ -313,15 +313,22 @@ def _parsed(flags: int, seq: int, ack: int, window: int, options: bytes) -> Segm
                                                 options)), 0, verify=False)
 
 
-def test_gso_segments_are_cut_at_mss_less_the_timestamps() -> None:
+def _gso_sender(window: int) -> Connection:
+    """A connection over a link that cuts segments (GSO), established by an ACK carrying
+    `window` (scaled by 2**7), that has then sent 200,000 queued bytes as far as it may."""
     conn = Connection(config(), A_ADDR, 80, B_ADDR, 40000, ISS, passive=True,
                       segmentation=True, ts_offset=OFFSET)
     conn.accept_syn(_parsed(SYN, PEER, 0, 65535, peer_syn_options()), 0.0)
     conn.flush(0.0)
     conn.output.clear()
-    conn.receive(_parsed(ACK, PEER + 1, ISS + 1, 65535, ts(7001, OFFSET)), 0.125)
+    conn.receive(_parsed(ACK, PEER + 1, ISS + 1, window, ts(7001, OFFSET)), 0.125)
     conn.send(bytes(200_000))
     conn.flush(0.125)
+    return conn
+
+
+def test_gso_segments_are_cut_at_mss_less_the_timestamps() -> None:
+    conn = _gso_sender(65535)
     # The initial window of 10 segments goes as one segment for the link to cut into 1448s,
     # each with a copy of the header and its 12 option bytes.
     assert [(len(payload), mss, len(options))
@@ -334,15 +341,7 @@ def test_gso_segments_are_cut_at_mss_less_the_timestamps() -> None:
 
 
 def test_gso_segment_cut_by_the_window_ends_on_a_whole_segment() -> None:
-    conn = Connection(config(), A_ADDR, 80, B_ADDR, 40000, ISS, passive=True,
-                      segmentation=True, ts_offset=OFFSET)
-    conn.accept_syn(_parsed(SYN, PEER, 0, 65535, peer_syn_options()), 0.0)
-    conn.flush(0.0)
-    conn.output.clear()
-    # 62 << 7 = 7,936 bytes of window: five segments and 696 bytes.
-    conn.receive(_parsed(ACK, PEER + 1, ISS + 1, 62, ts(7001, OFFSET)), 0.125)
-    conn.send(bytes(200_000))
-    conn.flush(0.125)
+    conn = _gso_sender(62)  # 62 << 7 = 7,936 bytes of window: five segments and 696 bytes
     # Without offload the five would go and the 696 wait (sender-side SWS avoidance, RFC
     # 9293 3.8.6.2.1: less than half the largest window, and not the queue's end); with it
     # the same, not a 7,936-byte segment whose last piece the link sends short.
