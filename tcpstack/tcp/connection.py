@@ -530,6 +530,14 @@ class Connection:
                         seq = self.rcv.nxt - len(payload)
             seq = (seq + len(payload)) & MASK
         if flags & FIN and seq == self.rcv.nxt:
+            if self.state not in RECEIVING:
+                # A FIN after the peer's FIN (3.10.7.4, eighth: CLOSE-WAIT, CLOSING and
+                # LAST-ACK remain, TIME-WAIT restarts 2MSL): its sequence space has ended,
+                # so it takes no sequence number; the ACK says where the peer stands.
+                if self.state is _TIME_WAIT:
+                    self._start_time_wait(now)
+                self.tx.ack()
+                return
             if self.rcv.ooo is not None:
                 self.rcv.ooo.fin_seq = None
             self.rcv.nxt = (self.rcv.nxt + 1) & MASK

@@ -578,6 +578,29 @@ def test_time_wait_reacks_a_retransmitted_fin_and_restarts_2msl() -> None:
     assert peer.transitions[-1].time == 1.75
 
 
+AFTER_FIN = [S.CLOSE_WAIT, S.CLOSING, S.LAST_ACK, S.TIME_WAIT]
+# SND.UNA in each: the ACK field of a segment that acks nothing new.
+UNA = {S.CLOSE_WAIT: ISS + 1, S.CLOSING: ISS + 1, S.LAST_ACK: ISS + 1, S.TIME_WAIT: ISS + 2}
+
+
+@pytest.mark.parametrize("state", AFTER_FIN, ids=str)
+def test_a_second_fin_after_the_peers_fin_draws_an_ack_and_changes_nothing(
+        state: State) -> None:
+    # 3.10.7.4, eighth: CLOSE-WAIT, CLOSING and LAST-ACK remain, TIME-WAIT restarts 2MSL.
+    # A FIN at RCV.NXT (one past the peer's first FIN) is in the window, so it reaches the
+    # eighth step; the peer's sequence space has ended and RCV.NXT stays.
+    peer, conn = reach(state)
+    snd_nxt, rcv_nxt = SEQS[state]
+    before = peer.transitions_of(conn)
+    peer.advance(0.5)
+    reply = peer.inject(FIN | ACK, rcv_nxt, UNA[state])
+    assert lines(reply) == [f". seq {snd_nxt} ack {rcv_nxt} win {WINDOW[state]}"]
+    assert (conn.state, conn.rcv.nxt) == (state, rcv_nxt)
+    assert peer.transitions_of(conn) == before
+    if state is S.TIME_WAIT:
+        assert conn.deadline == 0.5 + 2 * MSL
+
+
 @drives((S.TIME_WAIT, T.RCV_SYN_IN_TIME_WAIT), (S.LISTEN, T.RCV_SYN),
         (S.SYN_RCVD, T.RCV_ACK_OF_SYN))
 def test_time_wait_new_syn_beyond_rcv_nxt_reopens_with_isn_beyond_old_snd_nxt() -> None:
