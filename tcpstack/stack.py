@@ -162,6 +162,10 @@ class NetworkStack:
         self.events_delivered = 0
         self._in_pass = False
         self._dirty: dict[Connection, None] = {}
+        # While a batch's packets are received: the pure ACKs held to be
+        # taken as one (Connection.acks_together), the newest and how many, by connection;
+        # taken before anything else reaches the connection, and at the batch's end.
+        self._held: dict[Connection, tuple[tcpseg.Segment, int]] | None = None
         self._timers: list[tuple[float, int, Connection]] = []
         self._scheduled: dict[Connection, float] = {}
         self._tiebreak = itertools.count()
@@ -213,14 +217,29 @@ class NetworkStack:
             if packets:  # none: the pass that flushes what the application did
                 receive = self.receive
                 flags: Iterable[bool] = itertools.repeat(False) if trusted is None else trusted
-                for packet, vouched in zip(packets, flags, strict=False):
+                held = self._held = {}
+                try:
+                    for packet, vouched in zip(packets, flags, strict=False):
+                        try:
+                            receive(packet, now, vouched)
+                        except Exception as exc:  # a bug must cost one packet, not the stack
+                            self._internal_error(exc, "processing a packet (dropped)")
+                finally:
+                    self._held = None
+                for conn, acks in held.items():
                     try:
-                        receive(packet, now, vouched)
-                    except Exception as exc:  # a bug must cost one packet, not the stack
+                        self._take_held(conn, acks, now)
+                    except Exception as exc:  # as for a packet: dropped, the stack goes on
                         self._internal_error(exc, "processing a packet (dropped)")
             self._finish_pass(now)
         finally:
             self._in_pass = False
+
+    def _take_held(self, conn: Connection, held: tuple[tcpseg.Segment, int],
+                   now: float) -> None:
+        seg, acks = held
+        self.counters["acks_coalesced"] += acks - 1
+        conn.receive_acks(seg, acks, now)
 
     def on_timer(self, now: float) -> None:
         """One pass for the timers due at `now`: fire them, deliver the events, flush. A
@@ -535,6 +554,9 @@ class NetworkStack:
         if conn is None:
             counters["icmp_unmatched"] += 1
             return
+        held = self._held.pop(conn, None) if self._held is not None else None
+        if held is not None:  # those came first
+            self._take_held(conn, held, now)
         path_mss = None
         if error.fragmentation_needed and v6:
             # RFC 8201 4: the path MTU is never taken below IPv6's minimum link MTU; a
@@ -621,6 +643,17 @@ class NetworkStack:
         if conn is not None:
             if conn.state is _SYN_RCVD and self._accept_queue_full(conn, seg):
                 return
+            held = self._held
+            if held is not None:
+                before = held.get(conn)
+                if flags == tcpseg.ACK and not seg.payload and conn.acks_together(
+                        seg, None if before is None else before[0]):
+                    held[conn] = (seg, 1 if before is None else before[1] + 1)
+                    self._dirty[conn] = None
+                    return
+                if before is not None:  # those came first
+                    del held[conn]
+                    self._take_held(conn, before, now)
             conn.receive(seg, now)
             self._dirty[conn] = None
             if conn.reopen_iss is None:

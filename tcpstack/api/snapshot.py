@@ -62,7 +62,7 @@ KNOWN_COUNTERS = (
     "tun_write_drops", "tun_write_errors", "retrans_segs",
     "persist_probes", "internal_errors", "rto_timeouts", "fast_retransmits",
     "sack_recoveries", "reno_recoveries", "lost_retransmits", "tlp_probes", "tlp_recoveries",
-    "rack_losses", "paws_rejected", "ts_missing_dropped", "challenge_acks",
+    "rack_losses", "acks_coalesced", "paws_rejected", "ts_missing_dropped", "challenge_acks",
     "challenge_acks_limited", "icmp_errors_accepted", "icmp_out_of_window", "icmp_unmatched",
     "icmp_bad_mtu", "pmtu_lowered",
     "syncookies_sent", "syncookies_recv", "syncookies_failed",

@@ -398,6 +398,55 @@ class Connection:
             self._deliver(payload)
         return True
 
+    def acks_together(self, seg: Segment, before: Segment | None) -> bool:
+        """May the pure ACK `seg`, arriving after `before` (None: it is the first) in one
+        batch from the link, be taken with it as one (`receive_acks`, with the newest)?
+        Only where taking the newest alone does what taking each in turn would (but for
+        the RTT samples, one instead of several, and congestion control, told how many
+        ACKs the bytes came in): for ACKs that each move SND.UNA on within what was sent,
+        in sequence and carrying nothing else (no data, SYN, FIN, RST, SACK blocks, older
+        timestamp), on an established connection outside loss recovery with no tail probe
+        out. For them the fifth step is cumulative: SND.UNA and the window go to the
+        newest's (its SEG.ACK is the highest; the window update rule takes it), and none
+        of them is a duplicate.
+
+        Why: a receiver behind GRO (Linux's) acks each super-packet the link delivered, a
+        dozen of them in one batch of a bulk transfer, and each taken alone costs the whole
+        ACK step (FreeBSD's LRO hands its TCP such ACKs as one batch for the same reason)."""
+        if (self.state is not _ESTABLISHED or seg.flags != ACK or seg.payload
+                or seg.seq != self.rcv.nxt or self.rcv.ooo is not None):
+            return False
+        options = seg.options
+        if options.sack:
+            return False
+        snd = self.snd
+        base = snd.una if before is None else before.ack
+        if not 0 < (seg.ack - base) & MASK <= (snd.max - base) & MASK:
+            return False
+        loss = self.loss
+        if loss.episode.active or loss.probe.end is not None:
+            return False
+        ts = self.tx.ts
+        if ts.ok:
+            tsval = options.tsval
+            newest = ts.recent if before is None else before.options.tsval
+            if tsval is None or newest is None or (tsval - newest) & MASK >= HALF:
+                return False
+        return True
+
+    def receive_acks(self, seg: Segment, acks: int, now: float) -> None:
+        """`acks` pure ACKs that `acks_together` let be taken as one, `seg` the newest:
+        header prediction's path for a pure ACK, once."""
+        self.counts.segments_in += acks
+        self.tx.ts.now = now
+        if self.timers.keepalive is not None:
+            self._heard_from_peer(now)
+        ts = self.tx.ts
+        tsval = seg.options.tsval
+        if ts.ok and tsval is not None:  # acks_together took none without
+            ts.note_arrival(tsval, seg.seq)  # RFC 7323 5.3 R3
+        self._process_ack(seg, seg.seq, ACK, seg.payload, now, acks)
+
     def _handshake_repeated(self, seg: Segment) -> Segment | None:
         """SYNs that repeat a handshake: answered here (None), or the segment to go on with."""
         state = self.state
@@ -615,7 +664,7 @@ class Connection:
             self.rcv.no_scaling()
 
     def _process_ack(self, seg: Segment, seq: int, flags: int, payload: memoryview,
-                     now: float) -> bool:
+                     now: float, acks: int = 1) -> bool:
         """Fifth step for the synchronized states; False when the segment is to be dropped."""
         snd = self.snd
         una = snd.una
@@ -652,7 +701,7 @@ class Connection:
                 if window:
                     self.timers.persist = None
         if acked > 0:
-            self._on_new_ack(ack, acked, seg.options, now)
+            self._on_new_ack(ack, acked, seg.options, now, acks)
         rack_lost = (acked > 0 or bool(sack)) and self.loss.rack_on and self._rack_on_ack(
             sack, now)
         if duplicate:
@@ -679,7 +728,8 @@ class Connection:
                 return
         self.rtt.on_ack(ack, now)
 
-    def _on_new_ack(self, ack: int, acked: int, opts: Options, now: float) -> None:
+    def _on_new_ack(self, ack: int, acked: int, opts: Options, now: float,
+                    acks: int = 1) -> None:
         snd = self.snd
         buf = snd.buffer
         buffered = len(buf)
@@ -703,7 +753,8 @@ class Connection:
                 self.cc.on_congestion(self.cc.cwnd, now)  # before this ACK grows it
                 self._trace_cwnd(now)
             tlp.cancel()
-        action = self.loss.episode.on_new_ack(self.cc, ack, acked, self.snd.max, now, self.rtt.srtt)
+        action = self.loss.episode.on_new_ack(self.cc, ack, acked, self.snd.max, now,
+                                              self.rtt.srtt, acks)
         if action is Action.RETRANSMIT:
             self.tx.retransmit_first(now)  # a partial ACK: the next hole of the same window
         trace = self.cwnd_trace

@@ -69,11 +69,12 @@ class FastRecovery:
         return Action.RETRANSMIT
 
     def on_new_ack(self, cc: CongestionControl, ack: int, acked: int, snd_max: int,
-                   now: float, srtt: float | None) -> Action:
+                   now: float, srtt: float | None, acks: int = 1) -> Action:
+        """A new cumulative ACK (or `acks` of them taken together, outside recovery)."""
         self.dupacks = 0
         self.limited = 0
         if not self.active:
-            cc.on_ack(acked, now, srtt)
+            cc.on_ack(acked, now, srtt, acks)
             return Action.NONE
         if ((ack - self.recover) & MASK) < HALF:  # full ACK: step 3
             self.active = False

@@ -143,24 +143,33 @@ class ScriptedPeer:
                dport: int | None = None) -> list[Sent]:
         """Deliver one crafted segment to the stack now and let it flush; returns what it
         sent in response (consumed: `take` will not return it again)."""
+        return self.inject_batch([self.packet(flags, seq, ack, window=window, payload=payload,
+                                              options=options, sport=sport, dport=dport)])
+
+    def packet(self, flags: int, seq: int, ack: int = 0, *, window: int = 65535,
+               payload: bytes = b"", options: bytes = b"", sport: int | None = None,
+               dport: int | None = None) -> bytes:
+        """The IP packet of a crafted segment from the peer, as `inject` sends it."""
         dport = self.stack_port if dport is None else dport
         if dport is None:
             raise ValueError("no stack port yet: listen or connect first, or pass dport")
         pseudo = ipv4.pseudo_header_sum(PEER_ADDR, STACK_ADDR, PROTO_TCP)
         tcp = tcpseg.build(self.peer_port if sport is None else sport, dport, seq, ack, flags,
                            window, pseudo, options, payload)
+        return ipv4.build(PEER_ADDR, STACK_ADDR, PROTO_TCP, tcp)
+
+    def inject_batch(self, packets: list[bytes]) -> list[Sent]:
+        """Deliver packets as one batch from the link (one read of the TUN: one service
+        pass) and let the stack flush; returns what it sent in response."""
         before = len(self.sent)
-        self.stack.service([ipv4.build(PEER_ADDR, STACK_ADDR, PROTO_TCP, tcp)], self.now)
+        self.stack.service(packets, self.now)
         self._take_output()
         return self._consume(before)
 
     def inject_packet(self, packet: bytes) -> list[Sent]:
         """Deliver one whole IP packet (an ICMP message, say) to the stack now; returns what
         it sent in response."""
-        before = len(self.sent)
-        self.stack.service([packet], self.now)
-        self._take_output()
-        return self._consume(before)
+        return self.inject_batch([packet])
 
     # ------------------------------------------------------------------ the clock
 
