@@ -162,10 +162,10 @@ class NetworkStack:
         self.events_delivered = 0
         self._in_pass = False
         self._dirty: dict[Connection, None] = {}
-        # While a batch's packets are received: the pure ACKs held to be
-        # taken as one (Connection.acks_together), the newest and how many, by connection;
-        # taken before anything else reaches the connection, and at the batch's end.
-        self._held: dict[Connection, tuple[tcpseg.Segment, int]] | None = None
+        # While a batch's packets are received: the pure ACKs held to be taken as one
+        # (Connection.acks_together), in their order, by connection; taken before anything
+        # else reaches the connection, and at the batch's end.
+        self._held: dict[Connection, list[tcpseg.Segment]] | None = None
         self._timers: list[tuple[float, int, Connection]] = []
         self._scheduled: dict[Connection, float] = {}
         self._tiebreak = itertools.count()
@@ -226,20 +226,18 @@ class NetworkStack:
                             self._internal_error(exc, "processing a packet (dropped)")
                 finally:
                     self._held = None
-                for conn, acks in held.items():
+                for conn, segs in held.items():
                     try:
-                        self._take_held(conn, acks, now)
+                        self._take_held(conn, segs, now)
                     except Exception as exc:  # as for a packet: dropped, the stack goes on
                         self._internal_error(exc, "processing a packet (dropped)")
             self._finish_pass(now)
         finally:
             self._in_pass = False
 
-    def _take_held(self, conn: Connection, held: tuple[tcpseg.Segment, int],
-                   now: float) -> None:
-        seg, acks = held
-        self.counters["acks_coalesced"] += acks - 1
-        conn.receive_acks(seg, acks, now)
+    def _take_held(self, conn: Connection, segs: list[tcpseg.Segment], now: float) -> None:
+        self.counters["acks_coalesced"] += len(segs) - 1
+        conn.receive_acks(segs, now)
 
     def on_timer(self, now: float) -> None:
         """One pass for the timers due at `now`: fire them, deliver the events, flush. A
@@ -647,8 +645,11 @@ class NetworkStack:
             if held is not None:
                 before = held.get(conn)
                 if flags == tcpseg.ACK and not seg.payload and conn.acks_together(
-                        seg, None if before is None else before[0]):
-                    held[conn] = (seg, 1 if before is None else before[1] + 1)
+                        seg, None if before is None else before[-1]):
+                    if before is None:
+                        held[conn] = [seg]
+                    else:
+                        before.append(seg)
                     self._dirty[conn] = None
                     return
                 if before is not None:  # those came first

@@ -402,13 +402,13 @@ class Connection:
         """May the pure ACK `seg`, arriving after `before` (None: it is the first) in one
         batch from the link, be taken with it as one (`receive_acks`, with the newest)?
         Only where taking the newest alone does what taking each in turn would (but for
-        the RTT samples, one instead of several, and congestion control, told how many
-        ACKs the bytes came in): for ACKs that each move SND.UNA on within what was sent,
-        in sequence and carrying nothing else (no data, SYN, FIN, RST, SACK blocks, older
-        timestamp), on an established connection outside loss recovery with no tail probe
-        out. For them the fifth step is cumulative: SND.UNA and the window go to the
-        newest's (its SEG.ACK is the highest; the window update rule takes it), and none
-        of them is a duplicate.
+        the RTT samples, one instead of several; congestion control still counts each
+        ACK's bytes): for ACKs that each move SND.UNA on within what was sent, in sequence
+        and carrying nothing else (no data, SYN, FIN, RST, SACK blocks, older timestamp),
+        on an established connection outside loss recovery with no tail probe out. For
+        them the fifth step is cumulative: SND.UNA and the window go to the newest's (its
+        SEG.ACK is the highest; the window update rule takes it), and none of them is a
+        duplicate.
 
         Why: a receiver behind GRO (Linux's) acks each super-packet the link delivered, a
         dozen of them in one batch of a bulk transfer, and each taken alone costs the whole
@@ -434,10 +434,19 @@ class Connection:
                 return False
         return True
 
-    def receive_acks(self, seg: Segment, acks: int, now: float) -> None:
-        """`acks` pure ACKs that `acks_together` let be taken as one, `seg` the newest:
-        header prediction's path for a pure ACK, once."""
-        self.counts.segments_in += acks
+    def receive_acks(self, segs: list[Segment], now: float) -> None:
+        """Pure ACKs that `acks_together` let be taken as one, in their order: header
+        prediction's path for a pure ACK, once, for the newest; congestion control counts
+        the bytes each acked as it would have alone."""
+        seg = segs[-1]
+        parts = None
+        if len(segs) > 1:
+            base = self.snd.una
+            parts = []
+            for each in segs:
+                parts.append((each.ack - base) & MASK)
+                base = each.ack
+        self.counts.segments_in += len(segs)
         self.tx.ts.now = now
         if self.timers.keepalive is not None:
             self._heard_from_peer(now)
@@ -445,7 +454,7 @@ class Connection:
         tsval = seg.options.tsval
         if ts.ok and tsval is not None:  # acks_together took none without
             ts.note_arrival(tsval, seg.seq)  # RFC 7323 5.3 R3
-        self._process_ack(seg, seg.seq, ACK, seg.payload, now, acks)
+        self._process_ack(seg, seg.seq, ACK, seg.payload, now, parts)
 
     def _handshake_repeated(self, seg: Segment) -> Segment | None:
         """SYNs that repeat a handshake: answered here (None), or the segment to go on with."""
@@ -664,7 +673,7 @@ class Connection:
             self.rcv.no_scaling()
 
     def _process_ack(self, seg: Segment, seq: int, flags: int, payload: memoryview,
-                     now: float, acks: int = 1) -> bool:
+                     now: float, parts: list[int] | None = None) -> bool:
         """Fifth step for the synchronized states; False when the segment is to be dropped."""
         snd = self.snd
         una = snd.una
@@ -701,7 +710,7 @@ class Connection:
                 if window:
                     self.timers.persist = None
         if acked > 0:
-            self._on_new_ack(ack, acked, seg.options, now, acks)
+            self._on_new_ack(ack, acked, seg.options, now, parts)
         rack_lost = (acked > 0 or bool(sack)) and self.loss.rack_on and self._rack_on_ack(
             sack, now)
         if duplicate:
@@ -729,7 +738,7 @@ class Connection:
         self.rtt.on_ack(ack, now)
 
     def _on_new_ack(self, ack: int, acked: int, opts: Options, now: float,
-                    acks: int = 1) -> None:
+                    parts: list[int] | None = None) -> None:
         snd = self.snd
         buf = snd.buffer
         buffered = len(buf)
@@ -754,7 +763,7 @@ class Connection:
                 self._trace_cwnd(now)
             tlp.cancel()
         action = self.loss.episode.on_new_ack(self.cc, ack, acked, self.snd.max, now,
-                                              self.rtt.srtt, acks)
+                                              self.rtt.srtt, parts)
         if action is Action.RETRANSMIT:
             self.tx.retransmit_first(now)  # a partial ACK: the next hole of the same window
         trace = self.cwnd_trace

@@ -9,6 +9,7 @@ the highest sequence number sent when recovery began: an ACK covering it ends re
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 
 from tcpstack.tcp.congestion import CongestionControl
 from tcpstack.tcp.seq import HALF, MASK
@@ -69,12 +70,19 @@ class FastRecovery:
         return Action.RETRANSMIT
 
     def on_new_ack(self, cc: CongestionControl, ack: int, acked: int, snd_max: int,
-                   now: float, srtt: float | None, acks: int = 1) -> Action:
-        """A new cumulative ACK (or `acks` of them taken together, outside recovery)."""
+                   now: float, srtt: float | None,
+                   parts: Sequence[int] | None = None) -> Action:
+        """A new cumulative ACK; `parts`: the bytes each of several ACKs taken together
+        acked (Connection.receive_acks, only outside recovery), for congestion control to
+        count each as it would alone."""
         self.dupacks = 0
         self.limited = 0
         if not self.active:
-            cc.on_ack(acked, now, srtt, acks)
+            if parts is None:
+                cc.on_ack(acked, now, srtt)
+            else:
+                for part in parts:
+                    cc.on_ack(part, now, srtt)
             return Action.NONE
         if ((ack - self.recover) & MASK) < HALF:  # full ACK: step 3
             self.active = False

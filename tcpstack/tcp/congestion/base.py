@@ -36,16 +36,14 @@ class CongestionControl(ABC):
     def in_slow_start(self) -> bool:
         return self.cwnd < self.ssthresh
 
-    def slow_start(self, acked: int, acks: int = 1) -> None:
+    def slow_start(self, acked: int) -> None:
         """RFC 5681 3.1 with appropriate byte counting (RFC 3465 with L = 2 SMSS, which
-        keeps slow start doubling per round trip against a delayed-ACK receiver). `acks`:
-        how many ACKs these bytes came in, taken together (Connection.acks_together); the
-        limit is per ACK, pooled over them."""
-        self.cwnd += min(acked, 2 * self.mss * acks)
+        keeps slow start doubling per round trip against a delayed-ACK receiver)."""
+        self.cwnd += min(acked, 2 * self.mss)
 
     @abstractmethod
-    def on_ack(self, acked: int, now: float, srtt: float | None, acks: int = 1) -> None:
-        """`acked` new bytes were acknowledged outside loss recovery, by `acks` ACKs."""
+    def on_ack(self, acked: int, now: float, srtt: float | None) -> None:
+        """`acked` new bytes were acknowledged outside loss recovery."""
 
     @abstractmethod
     def on_congestion(self, flight: int, now: float) -> None:

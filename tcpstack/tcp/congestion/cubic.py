@@ -22,9 +22,9 @@ class Cubic(CongestionControl):
         self._epoch: float | None = None
         self._w_est = 0.0         # segments: the Reno-friendly estimate (4.3)
 
-    def on_ack(self, acked: int, now: float, srtt: float | None, acks: int = 1) -> None:
+    def on_ack(self, acked: int, now: float, srtt: float | None) -> None:
         if self.cwnd < self.ssthresh:  # in_slow_start(), inline: every ACK asks
-            self.slow_start(acked, acks)
+            self.slow_start(acked)
             return
         mss = self.mss
         cwnd_segs = self.cwnd / mss

@@ -13,9 +13,9 @@ class NewReno(CongestionControl):
         super().__init__(mss)
         self._ca_acked = 0  # bytes acked since cwnd last grew in congestion avoidance
 
-    def on_ack(self, acked: int, now: float, srtt: float | None, acks: int = 1) -> None:
+    def on_ack(self, acked: int, now: float, srtt: float | None) -> None:
         if self.cwnd < self.ssthresh:  # in_slow_start(), inline: every ACK asks
-            self.slow_start(acked, acks)
+            self.slow_start(acked)
             return
         self._ca_acked += acked  # congestion avoidance: one MSS per window acknowledged
         if self._ca_acked >= self.cwnd:
