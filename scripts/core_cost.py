@@ -5,8 +5,10 @@ The peer is Linux-like: it offers MSS, SACK, timestamps and window scaling, and 
 grows on every segment. `pingpong`: a 1-byte segment in (acking our last byte), the
 application reads it and writes one byte back, the reply's pass. `receive`: a full
 1448-byte in-order segment in, the application reads it (the ACK policy decides what
-leaves). Prints microseconds per round (median of the runs) and the Python and C calls per
-round; `--profile N` adds cProfile's top N functions.
+leaves). `send`: the peer acks every second segment, `--acks K` of those ACKs in one pass
+(a GRO receiver's ACKs come several to a read of the TUN), and the application refills
+the send buffer. Prints microseconds per round (median of the runs) and the Python and C
+calls per round; `--profile N` adds cProfile's top N functions.
 
     PYTHONPATH=. python scripts/core_cost.py pingpong --rounds 3000 --runs 5
 """
@@ -52,9 +54,11 @@ def _packet(flags: int, seq: int, ack: int, payload: bytes = b"", options: bytes
 class Setup:
     """An established connection and the peer's segments for `rounds` rounds, prebuilt."""
 
-    def __init__(self, mode: str, rounds: int, *, offload: bool = False) -> None:
+    def __init__(self, mode: str, rounds: int, *, offload: bool = False,
+                 acks: int = 1) -> None:
         self.mode = mode
         self.rounds = rounds
+        self.acks = acks  # send: the peer's ACKs per pass
         self.stack = NetworkStack(STACK_ADDR, TcpConfig(), FixedIsn(STACK_ISS), offload=offload)
         self.stack.listen(PORT)
         self.now = 1.0
@@ -150,15 +154,17 @@ class Setup:
         sent += take_output()
         for i in range(self.rounds):
             now += 0.0001
-            tsval += 1
+            packets = []
             if len(unacked) < 2:
                 raise SystemExit("the stack stopped sending")
-            end, echo = unacked[1]
-            del unacked[:2]
-            acked = end
-            packet = _packet(ACK, peer_nxt, acked, options=tcpseg.encode_timestamps(tsval, echo),
-                             window=min(503 + i, 1000))
-            measure(lambda: stack.service([packet], now))  # noqa: B023 (called at once)
+            for _ in range(min(self.acks, len(unacked) // 2)):  # the first flight is short
+                tsval += 1
+                end, echo = unacked[1]
+                del unacked[:2]
+                acked = end
+                packets.append(_packet(ACK, peer_nxt, acked, window=min(503 + i, 1000),
+                                       options=tcpseg.encode_timestamps(tsval, echo)))
+            measure(lambda: stack.service(packets, now))  # noqa: B023 (called at once)
             sent += take_output()  # the link writes the pass's packets before the app runs
             measure(fill)
         self._check()
@@ -206,23 +212,31 @@ def main() -> None:
                         help="the link segments (GSO) and finishes checksums")
     parser.add_argument("--rounds", type=int, default=3000)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--acks", type=int, default=1, metavar="K",
+                        help="send: the peer's ACKs (each of two segments) per pass")
     parser.add_argument("--profile", type=int, default=0, metavar="N")
     args = parser.parse_args()
-    times = [_timed_run(Setup(args.mode, args.rounds, offload=args.offload)) / args.rounds * 1e6
-             for _ in range(args.runs)]
-    calls, sent = _calls(Setup(args.mode, args.rounds, offload=args.offload))
+    if args.acks < 1:
+        parser.error("--acks must be at least 1")
+
+    def setup() -> Setup:
+        return Setup(args.mode, args.rounds, offload=args.offload, acks=args.acks)
+
+    times = [_timed_run(setup()) / args.rounds * 1e6 for _ in range(args.runs)]
+    calls, sent = _calls(setup())
     per_segment = (f" ({calls['call'] / sent:.1f} and {calls['c_call'] / sent:.1f} per "
                    f"segment sent, {sent / args.rounds:.2f} segments a round)"
                    if args.mode == "send" else "")
-    print(f"{args.mode}{' --offload' if args.offload else ''}: "
+    flags = (" --offload" if args.offload else "") + (f" --acks {args.acks}"
+                                                       if args.acks != 1 else "")
+    print(f"{args.mode}{flags}: "
           f"{statistics.median(times):.1f} us per round (runs: "
           + ", ".join(f"{t:.1f}" for t in times) + "); "
           f"{calls['call'] / args.rounds:.1f} Python calls, "
           f"{calls['c_call'] / args.rounds:.1f} C calls per round" + per_segment)
     if args.profile:
-        setup = Setup(args.mode, args.rounds, offload=args.offload)
         profile = cProfile.Profile()
-        profile.runcall(setup.run, _call)
+        profile.runcall(setup().run, _call)
         pstats.Stats(profile).sort_stats("tottime").print_stats(args.profile)
 
 

@@ -38,3 +38,15 @@ def test_send_with_offload_counts_the_segments_the_link_would_cut() -> None:
     # pieces are all full-sized, as without offload.
     assert acked == 50 * 2 * 1448
     assert sent * 1448 == acked + ((snd.max - snd.una) & 0xFFFFFFFF)
+
+
+def test_send_with_several_acks_a_pass_takes_them_together_and_all() -> None:
+    setup = Setup("send", 50, acks=8)
+    acked, sent = setup.run()
+    snd = setup.conn.snd
+    assert snd.una == (STACK_ISS + 1 + acked) & 0xFFFFFFFF  # every ACK was taken
+    assert sent * 1448 == acked + ((snd.max - snd.una) & 0xFFFFFFFF)
+    acks = acked // (2 * 1448)
+    assert acks > 50 * 4  # most passes had 8 (the first flight is short)
+    # The ACKs of each pass are taken as one: all but one of each are counted so.
+    assert setup.stack.counters["acks_coalesced"] == acks - 50
