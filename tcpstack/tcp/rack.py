@@ -13,9 +13,12 @@ Nothing is allocated before the first data segment goes. New data is appended, s
 never resent are in send order too, which lets the loss scan stop at the first one sent
 after RACK's segment.
 
-Which of two segments went later is told by a count of transmissions, not by RFC 8985's
-(xmit_ts, end_seq): a burst shares one timestamp (one service pass, or a virtual clock), and
-a resend in it goes after new data of higher sequence numbers.
+Which of two segments went later is told by a count of transmissions and then the end
+sequence number, not by RFC 8985's (xmit_ts, end_seq): a burst shares one timestamp (one
+service pass, or a virtual clock), and a resend in it goes after new data of higher
+sequence numbers. New data sent on in one burst, each segment right after the one before,
+is one transmission and one range (a pass of a bulk transfer sends dozens of segments: one
+object, not one each); within it sequence order is send order, which the end number tells.
 
 This object decides; loss_recovery.py hands its verdicts to SACK recovery, and the
 connection keeps the reordering timer among its timers (6.3).
@@ -67,21 +70,28 @@ def _after(a: int, b: int) -> bool:
     return 0 < ((a - b) & MASK) < HALF
 
 
+def _sent_after(r: SentRange, order: int, end: int) -> bool:
+    """Was `r` sent after the segment of transmission `order` that ends at `end`: in a
+    later transmission, or a later part of the same one?"""
+    return r.order > order or (r.order == order and not _after(end, r.start))
+
+
 class Rack:
     """RACK's state (RFC 8985 6.1) and the sent ranges. LossRecovery says whether it
     applies (`rack_on`: SACK agreed and TcpConfig.rack) and makes it for the first data
     segment sent; before that every connection shares IDLE_RACK."""
 
-    __slots__ = ("_new_order", "_new_rtt", "_ranges", "_sends", "dsack_round", "fack",
-                 "in_recovery", "min_rtt", "order", "reo_wnd_mult", "reo_wnd_persist",
-                 "reordering_seen", "rtt")
+    __slots__ = ("_new_end", "_new_order", "_new_rtt", "_ranges", "_sends", "dsack_round",
+                 "end", "fack", "in_recovery", "min_rtt", "order", "reo_wnd_mult",
+                 "reo_wnd_persist", "reordering_seen", "rtt")
 
     def __init__(self) -> None:
         self._ranges: list[SentRange] | None = None
         self._sends = 0  # transmissions so far, to order them
         # RACK.xmit_ts and RACK.end_seq: the most recently sent segment delivered, by its
-        # place in send order; 0 while none is.
+        # place in send order (order 0 while none is) and its end.
         self.order = 0
+        self.end = 0
         self.rtt = 0.0                     # RACK.rtt: the RTT sample it gave
         self.min_rtt: float | None = None  # RACK.min_RTT
         self.fack: int | None = None       # RACK.fack: the highest end delivered
@@ -92,6 +102,7 @@ class Rack:
         self.in_recovery = False  # as of the last ACK, to see recovery end (step 4)
         # The most recently sent segment this ACK delivered (step 2), not yet taken in.
         self._new_order = 0
+        self._new_end = 0
         self._new_rtt = 0.0
 
     # ------------------------------------------------------------------ sending
@@ -102,11 +113,18 @@ class Rack:
         ranges = self._ranges
         if ranges is None:
             ranges = self._ranges = []
+        if seq == snd_max:
+            if ranges:
+                last = ranges[-1]
+                if (last.end == seq and last.order == self._sends and last.xmit_ts == now
+                        and not (last.retransmitted or last.lost or last.delivered)):
+                    last.end = end  # new data on from the last transmission: the same one
+                    return
+            self._sends += 1
+            ranges.append(SentRange(seq, end, now, self._sends))
+            return
         self._sends += 1
         order = self._sends
-        if seq == snd_max:
-            ranges.append(SentRange(seq, end, now, order))
-            return
         resent_end = end if _after(snd_max, end) or snd_max == end else snd_max
         if ranges:
             i = self._cut(seq)
@@ -199,8 +217,11 @@ class Rack:
                 self.reordering_seen = True  # step 3: delivered below the highest delivered
         if fack is None or 0 < ((end - fack) & MASK) < HALF:
             self.fack = end
-        if take and r.order > self._new_order:
-            self._new_order, self._new_rtt = r.order, rtt
+        if take:
+            order = r.order
+            if order > self._new_order or (order == self._new_order
+                                           and 0 < ((end - self._new_end) & MASK) < HALF):
+                self._new_order, self._new_end, self._new_rtt = order, end, rtt
 
     def advance(self) -> bool:
         """Take in step 2's newest delivered segment; True when RACK's segment moved on,
@@ -210,8 +231,9 @@ class Rack:
             return False
         self._new_order = 0
         self.rtt = self._new_rtt
-        if order > self.order:
-            self.order = order
+        end = self._new_end
+        if order > self.order or (order == self.order and _after(end, self.end)):
+            self.order, self.end = order, end
             return True
         return False
 
@@ -249,17 +271,19 @@ class Rack:
         newly lost, of which resends, in MSS units; the time until the next one would be,
         0 if none waits), for the reordering timer (6.3)."""
         ranges = self._ranges
-        rack_order = self.order
+        rack_order, rack_end = self.order, self.end
         if not ranges or not rack_order:
             return 0, 0, 0.0
         first = ranges[0]
-        if first.order >= rack_order and not first.retransmitted:
+        order = first.order
+        if not first.retransmitted and (order > rack_order or (  # _sent_after, inline
+                order == rack_order and not 0 < ((rack_end - first.start) & MASK) < HALF)):
             return 0, 0, 0.0  # the loop's first test would stop it: nothing sent before
         deadline = self.rtt + self.reo_wnd(scoreboard.sacked_bytes(), mss, srtt) - now
         lost = resends = 0
         timeout = 0.0
         for r in ranges:
-            if r.order >= rack_order:
+            if _sent_after(r, rack_order, rack_end):
                 if not r.retransmitted:
                     break  # sent once, after RACK's segment: so is everything above it
                 continue

@@ -9,6 +9,8 @@ from __future__ import annotations
 import pytest
 
 from tcpstack.tcp.config import TcpConfig
+from tcpstack.tcp.rack import Rack
+from tcpstack.tcp.sack import SackScoreboard
 from tests.unit.linux_receiver import LinuxLikeReceiver
 from tests.unit.scripted_peer import Sent
 
@@ -184,3 +186,30 @@ def test_a_dsack_for_a_needless_resend_widens_the_reordering_window() -> None:
     again = _data(rx.peer.advance(0.1))
     assert [s.seq for s in again][:1] == [second[0].seq]
     assert again[0].time == _exactly(due)
+
+
+def test_new_data_of_one_burst_is_one_range_whose_later_parts_count_as_sent_later() -> None:
+    """A pass's new segments, each right after the one before, are one transmission (one
+    SentRange); within it the end sequence number tells which went later, so the SACK of
+    its third segment finds the two before it lost as it would with a range each."""
+    rack = Rack()
+    for k in range(4):  # one pass at t=1.0
+        rack.sent(k * MSS, (k + 1) * MSS, 1.0, k * MSS)
+    rack.sent(4 * MSS, 5 * MSS, 1.1, 4 * MSS)  # the next pass
+    assert [(r.start, r.end, r.order) for r in rack._ranges or ()] == [
+        (0, 4 * MSS, 1), (4 * MSS, 5 * MSS, 2)]
+    rack.on_ack(0, ((2 * MSS, 3 * MSS),), 5 * MSS, 1.02)
+    assert rack.advance() and (rack.order, rack.end) == (1, 3 * MSS)
+    rack.in_recovery = True  # no reordering window (RFC 8985 6.2 step 4)
+    # Both segments before the SACKed one, sent with it, are lost; the one after it is not.
+    assert rack.detect(1.02, SackScoreboard(), MSS, RTT) == (2, 0, 0.0)
+    assert [(r.start, r.lost, r.delivered) for r in rack._ranges or ()] == [
+        (0, True, False), (2 * MSS, False, True), (3 * MSS, False, False),
+        (4 * MSS, False, False)]
+    # A resend is a transmission of its own, and new data after it starts another range.
+    rack.sent(0, MSS, 1.03, 5 * MSS)
+    rack.sent(5 * MSS, 6 * MSS, 1.03, 5 * MSS)
+    ranges = rack._ranges or []
+    first, last = ranges[0], ranges[-1]
+    assert (first.start, first.end, first.order, first.retransmitted) == (0, MSS, 3, True)
+    assert (last.start, last.end, last.order) == (5 * MSS, 6 * MSS, 4)
