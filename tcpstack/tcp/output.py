@@ -165,8 +165,7 @@ class SegmentOutput:
         if buffered == ((self.snd.nxt - una) & MASK) and not self.snd.fin_queued:
             self.timers.persist = None  # all sent (a pass that only received): nothing held
             return
-        cwnd = self.cc.cwnd
-        dupacks = self.loss.episode.dupacks
+        cwnd, dupacks = self.cc.cwnd, self.loss.episode.dupacks
         limited_from = -1  # where limited transmit's bytes begin, as an offset from SND.UNA
         if dupacks and not self.loss.episode.active:
             # Limited transmit (RFC 3042): each of the first two duplicate ACKs lets one new
@@ -174,8 +173,7 @@ class SegmentOutput:
             limited_from = min(self.snd.wnd, cwnd)
             cwnd += min(dupacks, 2) * self.snd.mss
         window = min(self.snd.wnd, cwnd)
-        mss = self.snd.mss
-        seg_max = self.snd.seg_max
+        mss, seg_max = self.snd.mss, self.snd.seg_max
         while True:
             sent = (self.snd.nxt - una) & MASK
             unsent = buffered - sent
@@ -205,6 +203,9 @@ class SegmentOutput:
                                                         or self.snd.nxt == self.snd.max):
                 self._send_with_fin(now, n)
                 break
+            if (n == mss == seg_max and limited_from < 0
+                    and self._send_new_run(now, min(unsent - 1, room) // mss)):
+                continue
             self.send_at_nxt(now, n, ACK | PSH if n == unsent else ACK)
         if self.snd.fin_queued:
             self._send_fin(now, (una + buffered) & MASK)
@@ -272,6 +273,46 @@ class SegmentOutput:
         snd.nxt = end
         if self.timers.rto is None:  # arm_rto's test: it runs for all but a flight's first
             self.arm_rto(now)
+
+    def _send_new_run(self, now: float, count: int) -> bool:
+        """`count` full segments of new data from SND.NXT, built and accounted as `count`
+        calls of send_at_nxt would (the segments of one pass share their header fields but
+        seq, and RACK takes new data sent on in one pass as one range either way): a bulk
+        transfer's without offload, which send_data asks for where none of them is the
+        queue's last (that one carries PSH, perhaps the FIN). False, having sent nothing,
+        for fewer than two or where SND.NXT is not SND.MAX (a resend)."""
+        snd = self.snd
+        seq = snd.nxt
+        if count < 2 or seq != snd.max:
+            return False
+        mss = snd.mss
+        total = count * mss
+        data = snd.buffer.peek((seq - snd.una) & MASK, total)
+        self.emit(ACK, seq, data[:mss])
+        segments = self.segments
+        assert isinstance(segments, list)  # emit made it one
+        _, ack, flags, window, options, _, seg_mss = segments[-1]
+        append = segments.append
+        for offset in range(mss, total, mss):
+            append(((seq + offset) & MASK, ack, flags, window, options,
+                    data[offset:offset + mss], seg_mss))
+        self.counts.segments_out += count - 1
+        end = (seq + total) & MASK
+        loss = self.loss
+        if loss.rack_on:
+            rack = loss.rack
+            if rack is IDLE_RACK:
+                loss.rack_sent(seq, end, now, snd.max)  # makes the connection's own
+            else:
+                rack.sent(seq, end, now, snd.max)
+        if self.rtt.timed_seq is None:
+            self.rtt.time((seq + mss) & MASK, now)  # the first, as send_at_nxt would time
+        snd.max = end
+        loss.probe.restart = True
+        snd.nxt = end
+        if self.timers.rto is None:
+            self.arm_rto(now)
+        return True
 
     def start_sack_recovery(self, now: float) -> None:
         """Fast retransmit with SACK (RFC 6675 5, step 4.3): the first hole goes at once,
