@@ -1015,9 +1015,8 @@ class NetworkStack:
                         + (ack & 0xFFFF) + off_flags + window)
                 if options:
                     tsum += int.from_bytes(options, "big")  # whole 16-bit words
-                if n:  # ones_complement_sum, inline: the one modulo below reduces it
-                    tsum += (int.from_bytes(payload, "big") << 8 if n & 1
-                             else int.from_bytes(payload, "big"))
+                if n:
+                    tsum += ones_complement_sum(payload)
                 csum = ~(tsum % 0xFFFF) & 0xFFFF
                 mss = 0
             head = _pack_ipv4_tcp(0x45, 0, total, 0, _DF, ttl, PROTO_TCP,
@@ -1053,9 +1052,8 @@ class NetworkStack:
                         + (ack & 0xFFFF) + off_flags + window)
                 if options:
                     tsum += int.from_bytes(options, "big")
-                if n:  # ones_complement_sum, inline: the one modulo below reduces it
-                    tsum += (int.from_bytes(payload, "big") << 8 if n & 1
-                             else int.from_bytes(payload, "big"))
+                if n:
+                    tsum += ones_complement_sum(payload)
                 csum = ~(tsum % 0xFFFF) & 0xFFFF
                 mss = 0
             head = _pack_ipv6_tcp(_IPV6_WORD, hlen + n, PROTO_TCP, _HOP_LIMIT, local, remote,

@@ -3,6 +3,9 @@
 A buffer read as one big-endian integer is a sum of 16-bit words times powers of 2**16,
 and 2**16 == 1 (mod 0xFFFF), so the integer modulo 0xFFFF is the one's complement sum of its
 words. CPython does both steps in C, which makes this the fastest pure-Python checksum.
+The modulo is the dearer step (a division per 30-bit digit), so a long buffer's integer is
+first folded twice: hi * 2**(16k) + lo is congruent to hi + lo, a quarter of the digits
+left for the division to take, for a shift, a mask and an add each.
 """
 
 from __future__ import annotations
@@ -12,13 +15,29 @@ from typing import TypeAlias
 Bytes: TypeAlias = bytes | bytearray | memoryview
 
 _FOLD = 0xFFFF
+_FOLD_FROM = 256  # bytes: below, folding costs more than it saves
+_masks: dict[int, int] = {}  # (1 << bits) - 1 by bits, for the folds of common lengths
+_MASKS_KEPT = 64  # lengths: whatever a peer sends, the cache stays small
+
+
+def _mask(bits: int) -> int:
+    mask = (1 << bits) - 1
+    if len(_masks) < _MASKS_KEPT:
+        _masks[bits] = mask
+    return mask
 
 
 def ones_complement_sum(data: Bytes) -> int:
     """The one's complement sum of `data` as 16-bit words, reduced modulo 0xFFFF."""
     value = int.from_bytes(data, "big")
-    if len(data) & 1:
+    n = len(data)
+    if n & 1:
         value <<= 8  # an odd trailing byte is the high half of a zero-padded word
+    if n >= _FOLD_FROM:
+        half = (n >> 2) << 4  # bits: about half the value's, a whole number of words
+        value = (value >> half) + (value & (_masks.get(half) or _mask(half)))
+        quarter = (n >> 3) << 4
+        value = (value >> quarter) + (value & (_masks.get(quarter) or _mask(quarter)))
     return value % _FOLD
 
 

@@ -96,3 +96,15 @@ def test_verify_rejects_any_single_bit_flip(data: bytes, draw: st.DataObject) ->
 @given(st.binary(max_size=500), st.integers(min_value=1, max_value=0xFFFE))
 def test_verify_rejects_wrong_pseudo_header_sum(data: bytes, delta: int) -> None:
     assert not verify(_with_checksum(data, 0), delta)
+
+
+@given(st.sampled_from([255, 256, 257, 511, 1447, 1448, 1460, 9001, 65535]),
+       st.sampled_from([0x00, 0xFF, 0x5A]), st.randoms(use_true_random=False))
+def test_the_folded_sum_of_long_buffers_matches_the_reference(length: int, fill: int,
+                                                               rng: object) -> None:
+    # From 256 bytes the integer is folded twice before the modulo: lengths either side of
+    # that, odd ones, all ones (every word 0xFFFF, the carries at their most) and noise.
+    data = bytes([fill]) * length
+    assert same_ones_complement(ones_complement_sum(data), reference_sum(data))
+    noisy = bytes(rng.randrange(256) for _ in range(length))  # type: ignore[attr-defined]
+    assert same_ones_complement(ones_complement_sum(noisy), reference_sum(noisy))
