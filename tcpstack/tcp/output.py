@@ -275,43 +275,33 @@ class SegmentOutput:
             self.arm_rto(now)
 
     def _send_new_run(self, now: float, count: int) -> bool:
-        """`count` full segments of new data from SND.NXT, built and accounted as `count`
-        calls of send_at_nxt would (the segments of one pass share their header fields but
-        seq, and RACK takes new data sent on in one pass as one range either way): a bulk
-        transfer's without offload, which send_data asks for where none of them is the
-        queue's last (that one carries PSH, perhaps the FIN). False, having sent nothing,
-        for fewer than two or where SND.NXT is not SND.MAX (a resend)."""
+        """`count` full segments of new data from SND.NXT, as `count` calls of send_at_nxt
+        would send them: a bulk transfer's without offload, which send_data asks for where
+        none of them is the queue's last (that one carries PSH, perhaps the FIN). The first
+        goes by send_at_nxt, with all its accounting; the rest share its header fields but
+        seq, and need none of it but SND.MAX and SND.NXT moved on and RACK told (which
+        takes new data sent on in one pass as one range either way). False, having sent
+        nothing, for fewer than two or where SND.NXT is not SND.MAX (a resend)."""
         snd = self.snd
-        seq = snd.nxt
-        if count < 2 or seq != snd.max:
+        if count < 2 or snd.nxt != snd.max:
             return False
         mss = snd.mss
-        total = count * mss
-        data = snd.buffer.peek((seq - snd.una) & MASK, total)
-        self.emit(ACK, seq, data[:mss])
+        self.send_at_nxt(now, mss, ACK)
+        seq = snd.nxt
+        rest = (count - 1) * mss
+        data = snd.buffer.peek((seq - snd.una) & MASK, rest)
         segments = self.segments
         assert isinstance(segments, list)  # emit made it one
         _, ack, flags, window, options, _, seg_mss = segments[-1]
         append = segments.append
-        for offset in range(mss, total, mss):
+        for offset in range(0, rest, mss):
             append(((seq + offset) & MASK, ack, flags, window, options,
                     data[offset:offset + mss], seg_mss))
         self.counts.segments_out += count - 1
-        end = (seq + total) & MASK
-        loss = self.loss
-        if loss.rack_on:
-            rack = loss.rack
-            if rack is IDLE_RACK:
-                loss.rack_sent(seq, end, now, snd.max)  # makes the connection's own
-            else:
-                rack.sent(seq, end, now, snd.max)
-        if self.rtt.timed_seq is None:
-            self.rtt.time((seq + mss) & MASK, now)  # the first, as send_at_nxt would time
-        snd.max = end
-        loss.probe.restart = True
-        snd.nxt = end
-        if self.timers.rto is None:
-            self.arm_rto(now)
+        end = (seq + rest) & MASK
+        if self.loss.rack_on:
+            self.loss.rack_sent(seq, end, now, seq)
+        snd.max = snd.nxt = end
         return True
 
     def start_sack_recovery(self, now: float) -> None:

@@ -56,7 +56,8 @@ def _script(data: int, close: bool, timestamps: bool = True
                     (conn.snd.max - syn_ack.seq - 1) & 0xFFFFFFFF)  # what was sent
         sent += peer.inject(ACK, PEER_ISS + 1, (syn_ack.seq + 1 + acked) & 0xFFFFFFFF,
                             window=502 + 3 * i, options=ts(tsval))
-        steps.append((conn.deadline, conn.rtt.timed_seq, conn.rtt.srtt, conn.loss.probe.end))
+        steps.append((conn.deadline, conn.rtt.timed_seq, conn.rtt.srtt, conn.loss.probe.end,
+                      [(r.start, r.end, r.order) for r in conn.loss.rack._ranges or ()]))
     rack = conn.loss.rack
     state = (conn.state, conn.snd.una, conn.snd.nxt, conn.snd.max, conn.cc.cwnd,
              conn.rtt.srtt, conn.rtt.rttvar, conn.rtt.timed_seq, conn.counts.segments_out,
