@@ -274,6 +274,22 @@ class ScriptedPeer:
             raise AssertionError(f"expected one passive connection, found {len(conns)}")
         return conns[0]
 
+    def open_like_linux(self, peer_iss: int, *, timestamps: bool = True, rtt: float = 0.0
+                        ) -> tuple[Connection, Sent]:
+        """A passive open by a Linux-like peer on the port listened on: its SYN offers MSS
+        1460, SACK, window scale 7 and timestamps (TSval 1000; none if not `timestamps`),
+        window 64240; `rtt` later its ACK, window field 502, TSval 1001 echoing the
+        SYN-ACK's. Returns the connection and the SYN-ACK."""
+        options = tcpseg.encode_options(mss=1460, wscale=7, sack_permitted=True,
+                                        timestamps=(1000, 0) if timestamps else None)
+        syn_ack = self.inject(tcpseg.SYN, peer_iss, options=options, window=64240)[0]
+        self.advance(rtt)
+        echo = tcpseg.encode_timestamps(1001, syn_ack.options.tsval or 0) if timestamps \
+            else b""
+        self.inject(ACK, (peer_iss + 1) & 0xFFFFFFFF, (syn_ack.seq + 1) & 0xFFFFFFFF,
+                    window=502, options=echo)
+        return self.accepted(), syn_ack
+
 
 # ---------------------------------------------------------------------- transition coverage
 

@@ -34,14 +34,8 @@ class Side:
     def __init__(self, config: TcpConfig | None = None) -> None:
         self.peer = peer = ScriptedPeer(config)
         peer.listen(80)
-        options = tcpseg.encode_options(mss=1460, wscale=7, sack_permitted=True,
-                                        timestamps=(1000, 0))
-        syn_ack = peer.inject(tcpseg.SYN, PEER_ISS, options=options, window=64240)[0]
+        self.conn, syn_ack = peer.open_like_linux(PEER_ISS, rtt=RTT)
         self.iss = syn_ack.seq
-        peer.advance(RTT)
-        peer.inject(ACK, PEER_ISS + 1, self.iss + 1, window=WINDOW,
-                    options=tcpseg.encode_timestamps(1001, syn_ack.options.tsval or 0))
-        self.conn = peer.accepted()
         peer.app_send(self.conn, bytes(100_000))
         self.flight = peer.take()
 
@@ -256,9 +250,6 @@ def test_the_random_batches_do_take_acks_together() -> None:
         calls.append(len(segs))
         taken(self, segs, now)
 
-    Connection.receive_acks = spy  # type: ignore[method-assign]
-    try:
+    with mock.patch.object(Connection, "receive_acks", spy):
         _run([[(ACK, 1, 0, 1, WINDOW, False)] * 4], together=True)
-    finally:
-        Connection.receive_acks = taken  # type: ignore[method-assign]
     assert calls == [4]

@@ -29,12 +29,7 @@ def _established() -> tuple[ScriptedPeer, Connection, int]:
     ours in flight; returns the peer, the connection and our ISS + 1."""
     peer = ScriptedPeer(TcpConfig(receive_buffer=BUFFER))
     peer.listen(80)
-    options = tcpseg.encode_options(mss=1460, wscale=7, sack_permitted=True,
-                                    timestamps=(1000, 0))
-    syn_ack = peer.inject(SYN, PEER_ISS, options=options, window=64240)[0]
-    peer.inject(ACK, PEER_ISS + 1, syn_ack.seq + 1, window=502,
-                options=tcpseg.encode_timestamps(1001, syn_ack.options.tsval or 0))
-    conn = peer.accepted()
+    conn, syn_ack = peer.open_like_linux(PEER_ISS)
     peer.app_send(conn, bytes(6000))
     return peer, conn, syn_ack.seq + 1
 

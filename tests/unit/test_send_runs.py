@@ -12,7 +12,7 @@ import pytest
 from tcpstack.tcp import segment as tcpseg
 from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.output import SegmentOutput
-from tcpstack.tcp.segment import ACK, SYN
+from tcpstack.tcp.segment import ACK
 from tests.unit.scripted_peer import ScriptedPeer
 
 PEER_ISS = 5_000_000
@@ -26,19 +26,13 @@ def _script(data: int, close: bool, timestamps: bool = True
     was sent, and the timers and the RTT timing after each step."""
     peer = ScriptedPeer(TcpConfig())
     peer.listen(80)
-    options = tcpseg.encode_options(mss=1460, wscale=7, sack_permitted=True,
-                                    timestamps=(1000, 0) if timestamps else None)
-    syn_ack = peer.inject(SYN, PEER_ISS, options=options, window=64240)[0]
+    conn, syn_ack = peer.open_like_linux(PEER_ISS, timestamps=timestamps, rtt=0.01)
     mss = MSS if timestamps else MSS + 12
 
     def ts(tsval: int) -> bytes:
         return tcpseg.encode_timestamps(tsval, sent[-1].options.tsval or 0) if timestamps \
             else b""
 
-    peer.advance(0.01)
-    sent = [syn_ack]
-    peer.inject(ACK, PEER_ISS + 1, syn_ack.seq + 1, window=502, options=ts(1001))
-    conn = peer.accepted()
     steps: list[tuple[object, ...]] = []
     peer.app_send(conn, bytes(data))
     if close:
