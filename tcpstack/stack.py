@@ -1088,7 +1088,7 @@ class NetworkStack:
             self._received_at_close[conn] = conn.rcv.bytes_received
             if conn.owner is not None or conn.state is State.TIME_WAIT:
                 continue
-            if conn.rcv.buffer or conn.state is State.SYN_RCVD:
+            if conn.rcv.unread_bytes or conn.state is State.SYN_RCVD:
                 conn.abort(now)
             else:
                 conn.stop_reading()  # nobody will read: later data is reset, below

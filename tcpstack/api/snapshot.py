@@ -166,7 +166,7 @@ def connection_info(conn: Connection) -> ConnectionInfo:
         "local": endpoint(conn.local_addr, conn.local_port),
         "peer": endpoint(conn.remote_addr, conn.remote_port),
         "send_q": len(conn.snd.buffer),
-        "recv_q": len(conn.rcv.buffer),
+        "recv_q": conn.rcv.unread_bytes,
         "rtt_ms": None if srtt is None else round(srtt * 1000, 3),
         "rto_ms": round(conn.rtt.rto * 1000, 3),
         "cwnd": conn.cc.cwnd,

@@ -91,7 +91,7 @@ class TcpTransport(asyncio.Transport):
         is then handed whatever data arrived with the handshake."""
         transport = cls(driver, conn, protocol)
         protocol.connection_made(transport)
-        if conn.rcv.buffer:
+        if conn.rcv.unread_bytes:
             transport.handle_event(DATA_READY)
         return transport
 
@@ -115,7 +115,7 @@ class TcpTransport(asyncio.Transport):
     def close(self) -> None:
         if self._closing:
             return
-        if self._conn.rcv.buffer:
+        if self._conn.rcv.unread_bytes:
             # Received data the application never read: a RST rather than a FIN tells the
             # peer it was lost (RFC 9293 3.6.1, RFC 1122 4.2.2.13), as Linux's close() does.
             self.abort()
@@ -208,7 +208,7 @@ class TcpTransport(asyncio.Transport):
             case Closed():
                 # Over for the stack, but what arrived is still the application's to read
                 # (a reader paused behind its own FIN): connection_lost comes after it.
-                if not self._closing and (self._conn.rcv.buffer or self._eof_pending):
+                if not self._closing and (self._conn.rcv.unread_bytes or self._eof_pending):
                     self._released = True
                     self._deliver()
                 else:
@@ -218,15 +218,15 @@ class TcpTransport(asyncio.Transport):
         if self._lost or self._closing:
             return
         conn = self._conn
-        while conn.rcv.buffer and not self._reading_paused:
+        while conn.rcv.unread_bytes and not self._reading_paused:
             data = conn.read(DEFAULT_HIGH_WATER)
             self._protocol.data_received(data)
-        if self._eof_pending and not conn.rcv.buffer and not self._reading_paused:
+        if self._eof_pending and not conn.rcv.unread_bytes and not self._reading_paused:
             self._eof_pending = False
             keep_open = self._protocol.eof_received()
             if not keep_open and not self._released:
                 self.close()
-        if self._released and not conn.rcv.buffer and not self._eof_pending:
+        if self._released and not conn.rcv.unread_bytes and not self._eof_pending:
             self.lose(None)
 
     def _refill(self) -> None:

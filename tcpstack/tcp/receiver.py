@@ -18,6 +18,10 @@ from tcpstack.tcp.seq import HALF, MASK
 MAX_WINDOW_FIELD = 0xFFFF
 INITIAL_SPACE_SEGMENTS = 10  # a sender's first flight (RFC 6928): what one RTT first reads
 HEADROOM_SEGMENTS = 16       # what tuning adds above twice a round trip's reads (as Linux)
+# Bytes: a payload this long is held as the view of its packet it came as; shorter ones are
+# copied. A view and its packet cost about 280 bytes beyond the payload, so what the unread
+# data holds in memory stays within about 1.3x the bytes the window counts.
+VIEW_FROM = 1024
 
 
 _WSCALES: dict[int, int] = {}  # wscale_for's answers, by buffer size
@@ -104,9 +108,9 @@ class ReceiveSpace:
 
 
 class Receiver:
-    __slots__ = ("ack_now", "ack_pending", "adv", "buffer", "bytes_read", "bytes_received",
-                 "capacity", "data_event_pending", "discard", "irs", "mss", "nxt", "ooo",
-                 "tuning", "unacked_bytes", "wscale")
+    __slots__ = ("ack_now", "ack_pending", "adv", "bytes_read", "bytes_received", "capacity",
+                 "data_event_pending", "discard", "irs", "mss", "nxt", "ooo", "tuning",
+                 "unacked_bytes", "unread", "unread_bytes", "wscale")
 
     def __init__(self, config: TcpConfig) -> None:
         self.irs = 0          # the peer's initial sequence number
@@ -125,9 +129,13 @@ class Receiver:
         # The scale is sent once, in the SYN, so it is chosen for the largest the buffer may
         # become (RFC 7323 2.3), as Linux chooses it for tcp_rmem[2].
         self.wscale = wscale_for(limit) if config.window_scaling else 0
-        # In order, not yet read by the application: a bytearray only while it holds
-        # bytes (an empty one is 56 bytes, and most connections are idle most of the time).
-        self.buffer: bytearray | bytes = b""
+        # In order, not yet read by the application: the segments' payloads, full-sized
+        # ones as the views of the packets they came as (appending them to one bytearray
+        # copied every byte once more, and again each time it outgrew its allocation), and
+        # their total. A list only while it holds bytes (an empty one is 56 bytes, and most
+        # connections are idle most of the time).
+        self.unread: list[Bytes] | None = None
+        self.unread_bytes = 0
         # Beyond a hole, waiting for it to fill: made for the first segment out of order
         # (`reassembly`), as most connections never see one.
         self.ooo: ReassemblyQueue | None = None
@@ -181,10 +189,26 @@ class Receiver:
             return False
         tell = False
         if not self.discard:
-            if self.buffer:
-                self.buffer += data
+            unread = self.unread
+            if n >= VIEW_FROM and (isinstance(data, bytes)
+                                   or (isinstance(data, memoryview) and data.readonly)):
+                if unread is None:
+                    self.unread = [data]
+                else:
+                    unread.append(data)
+            # Otherwise copied: a small piece (a view of it would pin its packet and cost
+            # more than its bytes, which a peer's tiny segments could multiply), or a
+            # caller's buffer that it may reuse; into the last piece when that is our own
+            # bytearray, so a run of small segments stays one piece.
+            elif unread is None:
+                self.unread = [bytearray(data)]
             else:
-                self.buffer = bytearray(data)
+                last = unread[-1]
+                if type(last) is bytearray:
+                    last += data
+                else:
+                    unread.append(bytearray(data))
+            self.unread_bytes += n
             if not self.data_event_pending:
                 self.data_event_pending = tell = True
         self.nxt = (self.nxt + n) & MASK
@@ -211,22 +235,51 @@ class Receiver:
     def read(self, max_bytes: int = -1) -> bytes:
         """Take received bytes (all with -1); whether the window it opens is worth an ACK of
         its own is update_due's to say."""
-        buf = self.buffer
-        if max_bytes < 0 or max_bytes >= len(buf):
-            data = bytes(buf)
-            self.buffer = b""
+        unread = self.unread
+        if unread is None:
+            data = b""
+        elif max_bytes < 0 or max_bytes >= self.unread_bytes:
+            if len(unread) > 1:
+                data = b"".join(unread)
+            else:
+                piece = unread[0]
+                data = piece if isinstance(piece, bytes) else bytes(piece)
+            self.unread = None
+            self.unread_bytes = 0
         else:
-            data = bytes(buf[:max_bytes])
-            del buf[:max_bytes]  # type: ignore[union-attr]  # not all of it: a bytearray
+            data = self._take(unread, max_bytes)
         self.data_event_pending = False
         self.bytes_read += len(data)
+        return data
+
+    def _take(self, unread: list[Bytes], size: int) -> bytes:
+        """The first `size` bytes of `unread` (which holds more), removed from it; the piece
+        they end inside keeps its rest as a view."""
+        taken = 0
+        count = 0
+        for piece in unread:
+            taken += len(piece)
+            count += 1
+            if taken >= size:
+                break
+        over = taken - size
+        if over:
+            last = memoryview(unread[count - 1])
+            cut = len(last) - over
+            data = b"".join([*unread[:count - 1], last[:cut]])
+            unread[count - 1] = last[cut:]
+            count -= 1
+        else:
+            data = b"".join(unread[:count])
+        del unread[:count]
+        self.unread_bytes -= size
         return data
 
     # ------------------------------------------------------------------ what we send
 
     def syn_window(self) -> int:
         """The window field of our SYN or SYN-ACK, never scaled (RFC 7323 2.2)."""
-        window = min(self.capacity - len(self.buffer), MAX_WINDOW_FIELD)
+        window = min(self.capacity - self.unread_bytes, MAX_WINDOW_FIELD)
         self.adv = (self.nxt + window) & MASK
         return window
 
@@ -234,7 +287,7 @@ class Receiver:
         """The window field to send; moves the advertised right edge, never backwards, and
         only by useful amounts (receiver-side SWS avoidance, RFC 9293 3.8.6.2.2)."""
         nxt = self.nxt
-        free = self.capacity - len(self.buffer)
+        free = self.capacity - self.unread_bytes
         wnd = (self.adv - nxt) & MASK
         # window_would_grow, inline (once per segment sent): the edge moves by at least
         # min(buffer / 2, MSS), or the old edge has been passed.
@@ -252,7 +305,7 @@ class Receiver:
     def window_would_grow(self) -> bool:
         """The free buffer would move the advertised right edge forward far enough to be
         worth announcing: min(buffer / 2, MSS) (receiver-side SWS avoidance)."""
-        free = self.capacity - len(self.buffer)
+        free = self.capacity - self.unread_bytes
         grow = (self.nxt + free - self.adv) & MASK
         return grow < HALF and grow >= min(self.capacity // 2, self.mss)
 
@@ -266,9 +319,9 @@ class Receiver:
         window = (self.adv - self.nxt) & MASK  # self.window, inline: once per read
         if window >= HALF:
             window = 0
-        return (2 * (len(self.buffer) + read) >= self.capacity
+        return (2 * (self.unread_bytes + read) >= self.capacity
                 and 2 * window <= self.capacity
-                and self.capacity - len(self.buffer) >= 2 * window
+                and self.capacity - self.unread_bytes >= 2 * window
                 and self.window_would_grow())
 
     def acked(self) -> None:

@@ -57,7 +57,7 @@ class Side:
         counters = {k: v for k, v in conn.counters.items() if k != "acks_coalesced"}
         return (conn.state, conn.rcv.nxt, conn.snd.una, conn.snd.nxt, conn.snd.max,
                 conn.snd.wnd, conn.snd.wl1, conn.snd.wl2, conn.tx.ts.recent,
-                conn.counts.segments_in, len(conn.snd.buffer), len(conn.rcv.buffer),
+                conn.counts.segments_in, len(conn.snd.buffer), conn.rcv.unread_bytes,
                 conn.cc.cwnd, conn.cc.ssthresh, conn.loss.episode.active,
                 sorted(counters.items()), conn.deadline if timers else None)
 

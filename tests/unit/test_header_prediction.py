@@ -63,7 +63,7 @@ def _run(script: list[Step]) -> list[tuple[object, ...]]:
         nxt = conn.rcv.nxt
         seen.append((tuple(str(s) for s in sent), conn.state, conn.rcv.nxt, conn.rcv.adv,
                      conn.snd.una, conn.snd.nxt, conn.snd.wnd, conn.snd.wl1, conn.snd.wl2,
-                     conn.tx.ts.recent, len(conn.rcv.buffer), sorted(conn.counters.items()),
+                     conn.tx.ts.recent, conn.rcv.unread_bytes, sorted(conn.counters.items()),
                      conn.cc.cwnd))
     return seen
 

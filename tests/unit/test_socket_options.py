@@ -56,11 +56,11 @@ def test_set_receive_buffer_fixes_the_window_without_pulling_its_edge_back() -> 
     client.set_receive_buffer(4000)
     assert client.rcv.tuning is None and client.rcv.capacity == 4000
     server.send(b"z" * 400_000)
-    pair.run_until(lambda: len(client.rcv.buffer) >= 4000, timeout=10)
+    pair.run_until(lambda: client.rcv.unread_bytes >= 4000, timeout=10)
     pair.settle()
     # The edge advertised before stays (RFC 9293 3.8.6.2.2): the sender fills up to it,
     # less what its silly window avoidance keeps for a full segment, and no further.
-    received = len(client.rcv.buffer)
+    received = client.rcv.unread_bytes
     assert received > advertised - client.snd.mss  # not cut back to the new 4000 bytes
     assert client.rcv.window < client.snd.mss      # closed, not reopened
     client.read()

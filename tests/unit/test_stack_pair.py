@@ -526,14 +526,14 @@ def test_slow_reader_closes_window_and_reopens_without_loss_or_deadlock() -> Non
 
     # The application on b does not read: the buffer fills and the window closes.
     pair.settle()
-    assert len(server.rcv.buffer) == capacity
+    assert server.rcv.unread_bytes == capacity
     assert monitor.windows_sent["b"][-1] == 0
     assert client.snd.wnd == 0
 
     # Minutes pass without a read: zero-window probes keep the connection alive.
     pair.advance(300.0)
     assert client.state is server.state is State.ESTABLISHED
-    assert len(server.rcv.buffer) == capacity
+    assert server.rcv.unread_bytes == capacity
     assert ConnEvent.TIMEOUT not in pair.events_of(client)
     probes = [f for f in pair.tcp_frames("a") if f.time > 1.0 and not f.payload_len]
     assert probes  # the persist timer fired
@@ -605,7 +605,7 @@ def test_lost_window_update_after_small_window_does_not_deadlock() -> None:
     data = pattern(100_000, seed=15)
     pair.send(client, data)
     pair.advance(0.1)  # the delayed ACK carrying the last window falls due
-    assert len(server.rcv.buffer) == 11 * PAYLOAD
+    assert server.rcv.unread_bytes == 11 * PAYLOAD
     assert client.snd.wnd == capacity - 11 * PAYLOAD
 
     reading = True

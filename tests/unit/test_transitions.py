@@ -858,7 +858,7 @@ def test_zero_window_data_is_not_accepted_but_draws_ack_with_the_window() -> Non
     # A zero-window probe carrying one new byte (BSD, Windows and RFC 9293 3.8.6.1 style).
     reply = peer.inject(ACK | PSH, PEER + 1001, ISS + 101, payload=b"!")
     assert conn.rcv.nxt == PEER + 1001
-    assert len(conn.rcv.buffer) == SMALL
+    assert conn.rcv.unread_bytes == SMALL
     assert conn.snd.una == ISS + 101  # the special allowance for valid ACKs
     # 3.10.7.4: "If an incoming segment is not acceptable, an acknowledgment should be sent
     # in reply"; 3.8.6: a receiver with a zero window must still acknowledge, showing its
@@ -903,7 +903,7 @@ def test_open_window_data_beyond_the_window_draws_ack_and_is_dropped() -> None:
     peer, conn = small_window_open()
     reply = peer.inject(ACK | PSH, PEER + 1 + SMALL, ISS + 1, payload=b"c" * 10)
     assert lines(reply) == [f". seq {ISS + 101} ack {PEER + 1} win {SMALL}"]
-    assert conn.rcv.buffer == b""
+    assert conn.rcv.unread is None and conn.rcv.unread_bytes == 0
 
 
 def test_data_beyond_the_window_is_trimmed_to_what_fits() -> None:
