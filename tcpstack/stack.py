@@ -94,6 +94,7 @@ MAX_LOGGED_INTERNAL_ERRORS = 10
 # this size, so a flood from spoofed sources cannot grow them without bound.
 MAX_CACHED_PEERS = 4096
 _SYN_RCVD, _SYN_SENT, _CLOSED = State.SYN_RCVD, State.SYN_SENT, State.CLOSED
+_TIME_WAIT = State.TIME_WAIT
 # A listener's verdicts, and the counter each is counted under, for the SYN path (a
 # member's `value` is a Python-level property on 3.11, as its lookup on the class is).
 _OPEN, _COOKIE, _RESET = Verdict.OPEN, Verdict.COOKIE, Verdict.RESET
@@ -192,6 +193,10 @@ class NetworkStack:
         # those beyond the limit, to reset at the next flush.
         self._orphans: dict[Connection, None] = {}
         self._orphans_over: list[Connection] = []
+        # Connections in TIME_WAIT, oldest first, and whether more than `max_time_wait`
+        # are, for the next flush to end the oldest early.
+        self._time_wait: dict[Connection, None] = {}
+        self._time_wait_over = False
         # By peer address: the path MSS an ICMP "fragmentation needed" taught, until when.
         self._path_mss: dict[bytes, tuple[int, float]] = {}
         # Shutdown: what each connection had received when close_all ran.
@@ -807,6 +812,12 @@ class NetworkStack:
                 self.counters["attempt_fails"] += 1
             elif (old is _ESTABLISHED or old is _CLOSE_WAIT) and conn.error is not None:
                 self.counters["estab_resets"] += 1
+        if new is _TIME_WAIT:
+            self._time_wait[conn] = None
+            if len(self._time_wait) > self.config.max_time_wait:
+                self._time_wait_over = True  # ended at the flush, not mid-transition
+        elif old is _TIME_WAIT:
+            self._time_wait.pop(conn, None)
         if new in ORPHANED_STATES:
             if conn.rcv.discard and conn not in self._orphans:
                 self._orphans[conn] = None
@@ -931,6 +942,8 @@ class NetworkStack:
         gather its packets and events."""
         if self._orphans_over:
             self._reset_orphans(now)
+        if self._time_wait_over:
+            self._end_oldest_time_waits(now)
         while self._dirty:
             dirty = self._dirty
             self._dirty = {}
@@ -942,6 +955,22 @@ class NetworkStack:
                     self._fail(conn, now)
                     continue
                 self._collect(conn)
+
+    def _end_oldest_time_waits(self, now: float) -> None:
+        """More connections in TIME_WAIT than `max_time_wait` (a server that closes first,
+        under a sustained load of new peers, makes one per connection for 2MSL): the oldest
+        end now, as if their 2MSL had run out, so that they neither take the room of live
+        connections (SYNs would be dropped at `max_connections`) nor hold the memory. Linux
+        does the like past tcp_max_tw_buckets ("time wait bucket table overflow"); the oldest
+        go rather than the newest, as their old duplicates are the likeliest to have died."""
+        self._time_wait_over = False
+        waiting = self._time_wait
+        while len(waiting) > self.config.max_time_wait:
+            oldest = next(iter(waiting))
+            self.counters["time_wait_overflow"] += 1
+            oldest.end_time_wait(now)  # its transition takes it out of `waiting`
+            waiting.pop(oldest, None)
+            self._dirty[oldest] = None  # collected by this flush: gone from the table
 
     def _reset_orphans(self, now: float) -> None:
         """More orphans (closed by the application, still finishing) than `max_orphans`:

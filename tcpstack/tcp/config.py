@@ -33,6 +33,8 @@ class TcpConfig:
     orphan_retries: int = 8         # the same once the application let go (tcp_orphan_retries)
     max_connections: int = 262_144  # connections at once; more SYNs and connects are refused
     max_orphans: int = 65_536       # closed by the application, still finishing (tcp_max_orphans)
+    max_time_wait: int = 65_536     # in TIME_WAIT at once; beyond, the oldest end early
+    #                                 (Linux's tcp_max_tw_buckets)
     persist_max: float = 60.0       # longest interval between zero-window probes
     backlog: int = DEFAULT_BACKLOG  # default listener backlog: bounds the SYN queue (half-
     #                                 open connections) and the accept queue, each on its own

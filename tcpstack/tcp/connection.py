@@ -866,6 +866,11 @@ class Connection:
             self.add_event(Reset(self.error))
         self._transition(Trigger.RCV_RST, now)
 
+    def end_time_wait(self, now: float) -> None:
+        """TIME_WAIT cut short (the stack holds too many): closed as when 2MSL runs out."""
+        if self.state is _TIME_WAIT:
+            self._transition(Trigger.TIMEOUT_2MSL, now)
+
     def _start_time_wait(self, now: float) -> None:
         self.timers.time_wait = now + 2 * self.config.msl
         self.timers.rto = self.timers.persist = self.timers.probe = self.timers.rack = None
