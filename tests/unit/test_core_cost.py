@@ -50,3 +50,12 @@ def test_send_with_several_acks_a_pass_takes_them_together_and_all() -> None:
     assert acks > 50 * 4  # most passes had 8 (the first flight is short)
     # The ACKs of each pass are taken as one: all but one of each are counted so.
     assert setup.stack.counters["acks_coalesced"] == acks - 50
+
+
+def test_open_rounds_each_end_in_time_wait_after_three_packets() -> None:
+    setup = Setup("open", 25, batch=10)  # the last batch is short
+    done, sent = setup.run()
+    assert done == 25
+    assert sent == 3 * 25  # SYN-ACK, the response with our FIN, the ACK of the peer's FIN
+    assert setup.stack.counters["passive_opens"] == 25
+    assert len(setup.stack.connections) == 25
