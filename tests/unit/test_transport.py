@@ -175,6 +175,41 @@ def test_reading_paused_keeps_data_in_the_connection_and_its_window_closed() -> 
     assert read == 4 * MSS
 
 
+def test_resuming_hands_over_all_that_arrived_in_one_piece() -> None:
+    """What waited while reading was paused goes to the protocol at once, in one
+    data_received however much it is (not 256 KB at a time, with a pause after each while
+    the rest held the window shut)."""
+    count = 200  # segments: 292,000 bytes, more than 256 KB
+
+    async def run() -> list[int]:
+        async with driven_stack(TcpConfig(receive_buffer=1 << 20)) as d:
+            syn_ack = await d.peer.handshake(tcpseg.encode_options(mss=MSS, wscale=7))
+            protocol = await d.app.accepted()
+            transport = protocol.transport
+            assert transport is not None
+            transport.pause_reading()
+            sizes: list[int] = []
+            protocol.on_data = lambda p: sizes.append(len(p.data) - sum(sizes))
+            acks: list[Sent] = []
+            for i in range(count):
+                d.peer.send(ACK, PEER_ISS + 1 + i * MSS, syn_ack.seq + 1, payload=bytes(MSS))
+                if i % 10 == 9:  # the fake link holds a few dozen packets: let them in
+                    acks += await d.peer.expect(1)
+            end = PEER_ISS + 1 + count * MSS
+            while acks[-1].ack != end:  # the stack has all of it, unread
+                acks += await d.peer.expect(1)
+            assert sizes == []
+            transport.resume_reading()
+            for _ in range(500):
+                if sizes:
+                    break
+                await asyncio.sleep(0.002)
+            await asyncio.sleep(0.05)  # a second delivery, if there were one, would show
+            return sizes
+
+    assert asyncio.run(asyncio.wait_for(run(), 10)) == [count * MSS]
+
+
 def test_data_on_the_handshakes_ack_reaches_the_protocol_once() -> None:
     """The peer's first data rides on the ACK that completes the handshake: the transport
     is attached and handed those bytes in the same pass, once."""
