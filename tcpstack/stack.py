@@ -193,10 +193,9 @@ class NetworkStack:
         # those beyond the limit, to reset at the next flush.
         self._orphans: dict[Connection, None] = {}
         self._orphans_over: list[Connection] = []
-        # Connections in TIME_WAIT, oldest first, and whether more than `max_time_wait`
-        # are, for the next flush to end the oldest early.
+        # Connections in TIME_WAIT, oldest first: past `max_time_wait` the next flush ends
+        # the oldest early.
         self._time_wait: dict[Connection, None] = {}
-        self._time_wait_over = False
         # By peer address: the path MSS an ICMP "fragmentation needed" taught, until when.
         self._path_mss: dict[bytes, tuple[int, float]] = {}
         # Shutdown: what each connection had received when close_all ran.
@@ -813,9 +812,7 @@ class NetworkStack:
             elif (old is _ESTABLISHED or old is _CLOSE_WAIT) and conn.error is not None:
                 self.counters["estab_resets"] += 1
         if new is _TIME_WAIT:
-            self._time_wait[conn] = None
-            if len(self._time_wait) > self.config.max_time_wait:
-                self._time_wait_over = True  # ended at the flush, not mid-transition
+            self._time_wait[conn] = None  # past the limit, ended at the flush
         elif old is _TIME_WAIT:
             self._time_wait.pop(conn, None)
         if new in ORPHANED_STATES:
@@ -942,7 +939,7 @@ class NetworkStack:
         gather its packets and events."""
         if self._orphans_over:
             self._reset_orphans(now)
-        if self._time_wait_over:
+        if len(self._time_wait) > self.config.max_time_wait:
             self._end_oldest_time_waits(now)
         while self._dirty:
             dirty = self._dirty
@@ -963,13 +960,12 @@ class NetworkStack:
         connections (SYNs would be dropped at `max_connections`) nor hold the memory. Linux
         does the like past tcp_max_tw_buckets ("time wait bucket table overflow"); the oldest
         go rather than the newest, as their old duplicates are the likeliest to have died."""
-        self._time_wait_over = False
         waiting = self._time_wait
         while len(waiting) > self.config.max_time_wait:
             oldest = next(iter(waiting))
             self.counters["time_wait_overflow"] += 1
-            oldest.end_time_wait(now)  # its transition takes it out of `waiting`
-            waiting.pop(oldest, None)
+            waiting.pop(oldest)  # (its transition would too: this makes the loop end)
+            oldest.end_time_wait(now)
             self._dirty[oldest] = None  # collected by this flush: gone from the table
 
     def _reset_orphans(self, now: float) -> None:

@@ -239,11 +239,7 @@ class Receiver:
         if unread is None:
             data = b""
         elif max_bytes < 0 or max_bytes >= self.unread_bytes:
-            if len(unread) > 1:
-                data = b"".join(unread)
-            else:
-                piece = unread[0]
-                data = piece if isinstance(piece, bytes) else bytes(piece)
+            data = b"".join(unread)  # a lone bytes piece is returned as it is, not copied
             self.unread = None
             self.unread_bytes = 0
         else:
