@@ -31,6 +31,7 @@ from tcpstack.net.checksum import Bytes, ones_complement_sum
 from tcpstack.net.errors import MalformedPacket
 from tcpstack.net.fragments import FragmentReassembler
 from tcpstack.net.ipv4 import PROTO_ICMP, PROTO_TCP
+from tcpstack.net.socket_errors import ConnectionLimit
 from tcpstack.net.udp import PROTO_UDP
 from tcpstack.tcp import segment as tcpseg
 from tcpstack.tcp import syncookies
@@ -116,11 +117,6 @@ def packet_bytes(packet: OutPacket) -> bytes:
 
 class PortInUse(Exception):
     pass
-
-
-class ConnectionLimit(OSError):
-    """The stack holds `TcpConfig.max_connections` connections: no more until some close
-    (an OSError with EAGAIN, as a socket call that cannot get resources now)."""
 
 
 class NetworkStack:

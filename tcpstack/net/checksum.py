@@ -13,6 +13,10 @@ from __future__ import annotations
 from typing import TypeAlias
 
 Bytes: TypeAlias = bytes | bytearray | memoryview
+# A dataclass field of a view is annotated with this name: mypyc (the optional compiled
+# build, scripts/build_compiled.py) cannot load the builtin memoryview for the class's
+# annotations, but can a module's alias of it.
+View: TypeAlias = memoryview
 
 _FOLD = 0xFFFF
 _FOLD_FROM = 256  # bytes: below, folding costs more than it saves

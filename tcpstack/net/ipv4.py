@@ -9,7 +9,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from tcpstack.net.checksum import Bytes, checksum, ones_complement_sum
+from tcpstack.net.checksum import Bytes, View, checksum, ones_complement_sum
 from tcpstack.net.checksum import pseudo_header_sum as checksum_pseudo_header_sum
 from tcpstack.net.errors import MalformedPacket
 
@@ -35,7 +35,7 @@ class IPv4Packet:
     ttl: int
     ident: int
     header_len: int
-    payload: memoryview
+    payload: View
 
 
 def parse(packet: Bytes, strict: bool = True) -> IPv4Packet:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from tcpstack.net.checksum import Bytes, pseudo_header_sum
+from tcpstack.net.checksum import Bytes, View, pseudo_header_sum
 from tcpstack.net.errors import MalformedPacket
 
 PROTO_HOPOPTS = 0
@@ -61,7 +61,7 @@ class IPv6Packet:
     proto: int
     hop_limit: int
     header_len: int
-    payload: memoryview
+    payload: View
 
 
 def parse(packet: Bytes, strict: bool = True) -> IPv6Packet:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from tcpstack.net.checksum import Bytes, ones_complement_sum
+from tcpstack.net.checksum import Bytes, View, ones_complement_sum
 from tcpstack.net.errors import MalformedPacket
 
 PROTO_UDP = 17
@@ -32,7 +32,7 @@ class UdpDatagram:
 
     sport: int
     dport: int
-    payload: memoryview
+    payload: View
 
 
 def pseudo_header_sum(src: bytes, dst: bytes, length: int) -> int:

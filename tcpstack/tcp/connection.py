@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tcpstack.net.checksum import Bytes
+from tcpstack.net.checksum import Bytes, View
 from tcpstack.tcp import congestion
 from tcpstack.tcp.challenge import ChallengeAckLimit
 from tcpstack.tcp.config import TcpConfig
@@ -94,7 +94,7 @@ class Arrival:
 
     seq: int
     flags: int
-    payload: memoryview
+    payload: View
 
 
 class ConnectionStateError(Exception):

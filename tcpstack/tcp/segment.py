@@ -13,10 +13,11 @@ what a log line or a plot shows of a segment's options is what the stack took fr
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple, TypeAlias
 
-from tcpstack.net.checksum import Bytes, ones_complement_sum
+from tcpstack.net.checksum import Bytes, View, ones_complement_sum
 from tcpstack.net.errors import MalformedPacket
 
 FIN = 0x01
@@ -33,8 +34,10 @@ _SACK_BLOCK = struct.Struct("!II")
 _sack_blocks = _SACK_BLOCK.iter_unpack
 _TIMESTAMPS = struct.Struct("!II")  # TSval, TSecr (RFC 7323 3.2)
 _unpack_timestamps = _TIMESTAMPS.unpack_from
-# The option after the SYN with its NOP, NOP, kind and length (TIMESTAMPS_PREFIX).
-pack_timestamps_option = struct.Struct("!4sII").pack
+# The option after the SYN with its NOP, NOP, kind and length (TIMESTAMPS_PREFIX); this and
+# TIMESTAMPS_PREFIX are annotated for the compiled build, whose type check of the import
+# cycle would not infer them.
+pack_timestamps_option: Callable[[bytes, int, int], bytes] = struct.Struct("!4sII").pack
 _unpack_timestamps_option = struct.Struct("!III").unpack_from
 HEADER_LEN = 20
 
@@ -49,7 +52,7 @@ OPT_TIMESTAMP = 8
 MAX_WSCALE = 14  # RFC 7323 2.3
 # The timestamps option as Linux lays it out on every segment after the SYN: NOP, NOP, kind 8,
 # length 10, then TSval and TSecr (RFC 7323 appendix A); 12 bytes of every header.
-TIMESTAMPS_PREFIX = bytes((1, 1, 8, 10))
+TIMESTAMPS_PREFIX: bytes = bytes((1, 1, 8, 10))
 TIMESTAMPS_LEN = 12
 _TIMESTAMPS_PREFIX_WORD = int.from_bytes(TIMESTAMPS_PREFIX, "big")
 DEFAULT_MSS = 536  # RFC 9293 3.7.1, when the peer sends no MSS option
@@ -94,7 +97,7 @@ class Segment:
     flags: int
     window: int
     options: Options
-    payload: memoryview
+    payload: View
 
     def __len__(self) -> int:
         """The sequence space the segment occupies: its data plus one for SYN and for FIN."""

@@ -49,7 +49,11 @@ TS_MASK = (1 << TS_BITS) - 1
 WSCALE_NONE = 0xF
 SACK_BIT = 0x10
 
-OFF, ON_OVERFLOW, ALWAYS = 0, 1, 2  # TcpConfig.syncookies, as Linux's tcp_syncookies
+# TcpConfig.syncookies, as Linux's tcp_syncookies (one name a line: the compiled build's
+# type check cannot infer names unpacked from a tuple across its import cycles)
+OFF = 0
+ON_OVERFLOW = 1
+ALWAYS = 2
 
 
 def mss_index(mss: int | None) -> int:

@@ -19,6 +19,8 @@ import random
 from collections import deque
 from collections.abc import Callable
 
+from tcpstack.net.socket_errors import AddressInUse
+
 DEFAULT_RCVBUF = 212_992  # Linux's net.core.rmem_default
 DEFAULT_SNDBUF = 212_992  # net.core.wmem_default
 # What queueing one datagram is charged beyond its payload: about what the bytes object, its
@@ -96,10 +98,6 @@ class UdpEndpoint:
     def take_error(self) -> tuple[int, str] | None:
         error, self.error = self.error, None
         return error
-
-
-class AddressInUse(OSError):
-    """The port is bound already (EADDRINUSE)."""
 
 
 class UdpPorts:
