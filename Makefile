@@ -4,7 +4,7 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: all deps system-deps test unit lint demo bench clean sim faults
+.PHONY: all deps system-deps test unit lint demo bench clean sim faults compiled compiled-check
 
 all: test
 
@@ -46,6 +46,16 @@ lint: $(STAMP)
 demo: deps
 	PATH="$(abspath $(VENV))/bin:$$PATH" bash scripts/demo.sh
 
+# The optional compiled build: a copy of the tree in build/compiled with the core and the stack
+# compiled by mypyc (about a minute; a C compiler needed). Run from it with
+# `PYTHONPATH=build/compiled .venv/bin/tcpstack ...`; `make compiled-check` also runs the unit
+# tests against it.
+compiled: $(STAMP)
+	$(PY) scripts/build_compiled.py
+
+compiled-check: $(STAMP)
+	$(PY) scripts/build_compiled.py --check -- $(PYTEST_ARGS)
+
 # The side-by-side table (tcpstack, the kernel with the same app, nginx) into the bench section
 # of docs/PERFORMANCE.md, about 15 minutes; e.g. `make bench BENCH_ARGS="--quick --runs 1"`.
 BENCH_ARGS ?=
@@ -53,4 +63,4 @@ bench: deps
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) scripts/bench.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache build

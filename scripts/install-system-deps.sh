@@ -3,10 +3,11 @@
 set -euo pipefail
 # The README's tour uses jq, pv and tcpdump as well (tests/integration/test_readme.py runs it);
 # `make bench` drives ab, wrk, nginx (the reference server) and ethtool (veth offloads off);
-# ab (apache2-utils) is also the load test's client (tests/integration/test_load.py).
+# ab (apache2-utils) is also the load test's client (tests/integration/test_load.py);
+# gcc builds the optional compiled build (`make compiled`, which CI checks).
 declare -A pkg_for=( [ip]=iproute2 [curl]=curl [nc]=netcat-openbsd [ping]=iputils-ping [dot]=graphviz
                      [jq]=jq [pv]=pv [tcpdump]=tcpdump [ab]=apache2-utils [wrk]=wrk [nginx]=nginx
-                     [ethtool]=ethtool )
+                     [ethtool]=ethtool [gcc]=gcc )
 missing=()
 for tool in "${!pkg_for[@]}"; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("${pkg_for[$tool]}")

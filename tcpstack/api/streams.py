@@ -17,6 +17,7 @@ import os
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 
+from tcpstack import stack as stack_module
 from tcpstack.api.capture import Capture
 from tcpstack.api.control import ControlServer, ControlSocketInUse, control_path
 from tcpstack.api.datagram import DatagramTransport, address_of, parse_address
@@ -45,6 +46,8 @@ from tcpstack.tcp.listener import Listener
 from tcpstack.tcp.state import State
 
 log = logging.getLogger("tcpstack")
+# The compiled build (scripts/build_compiled.py) imports the stack as an extension module.
+CORE_COMPILED = not (stack_module.__file__ or "").endswith(".py")
 
 DEFAULT_IFACE = "tcps0"
 DEFAULT_ADDRESS = "10.77.0.2"
@@ -483,8 +486,9 @@ class Stack:
         driver.start()
         self.driver = driver
         self._started_at = loop.time()
-        log.info("%s up: stack %s, kernel side %s, MTU %d", self.iface, self.addresses_text,
-                 self.kernel_addresses_text, self.mtu)
+        log.info("%s up: stack %s, kernel side %s, MTU %d%s", self.iface, self.addresses_text,
+                 self.kernel_addresses_text, self.mtu,
+                 ", core compiled" if CORE_COMPILED else "")
         return self
 
     @property

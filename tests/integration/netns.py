@@ -31,6 +31,10 @@ IP = "ip"
 STACK_ADDRESS = "10.77.0.2"
 KERNEL_ADDRESS = "10.77.0.1"
 TCPSTACK = Path(sys.executable).parent / "tcpstack"
+# Set by scripts/build_compiled.py --check: every stack started here must say it runs the
+# compiled core, and otherwise must not (tests/unit/test_compiled_build.py does the same
+# for the modules the tests import).
+EXPECT_COMPILED = os.environ.get("TCPSTACK_EXPECT_COMPILED") == "1"
 PEERS = Path(__file__).resolve().parent.parent / "peers"
 
 _counter = itertools.count()
@@ -181,7 +185,11 @@ class TcpStack:
     def wait_ready(self, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if "tcpstack: listening on" in self.log():
+            log = self.log()
+            if "tcpstack: listening on" in log:
+                assert ("core compiled" in log) == EXPECT_COMPILED, (
+                    f"expected the {'compiled' if EXPECT_COMPILED else 'pure-Python'} "
+                    f"core:\n{log}")
                 return
             if self.proc.poll() is not None:
                 raise AssertionError(f"tcpstack exited with {self.proc.returncode} before "

@@ -31,6 +31,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
+
 from tcpstack.net import ipv4
 from tcpstack.net.ipv4 import PROTO_TCP
 from tcpstack.stack import NetworkStack, packet_bytes
@@ -376,5 +378,6 @@ def drives(*entries: Entry,
             for more in by_param[1].values():
                 declared.update(more)
         run.drives = frozenset(declared)  # type: ignore[attr-defined]
-        return run
+        # The recording patches the core's functions, which compiled code calls directly.
+        return pytest.mark.instruments(run)
     return decorate

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from unittest import mock
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -76,6 +77,7 @@ def _coalesced(side: Side) -> int:
     return side.peer.stack.counters["acks_coalesced"]
 
 
+@pytest.mark.instruments
 def test_pure_acks_of_one_batch_are_taken_as_one_and_leave_what_each_would() -> None:
     together, apart, newest = Side(), Side(), Side()
     assert together.state() == apart.state()
@@ -242,6 +244,7 @@ def test_random_batches_leave_the_connection_as_each_segment_alone_does(
     assert _run(batches, together=True) == _run(batches, together=False)
 
 
+@pytest.mark.instruments
 def test_the_random_batches_do_take_acks_together() -> None:
     calls = []
     taken = Connection.receive_acks

@@ -60,17 +60,20 @@ def _passes(tun: QueuedTun, kick: bool = False) -> list[int]:
     return sizes
 
 
+@pytest.mark.instruments
 def test_one_readiness_callback_reads_until_eagain_in_passes_of_a_batch() -> None:
     tun = QueuedTun(waiting=2 * READ_BATCH + 7)
     assert _passes(tun) == [READ_BATCH, READ_BATCH, 7]
     assert tun.reads == 2 * READ_BATCH + 7, "the ring is empty when the loop gets it back"
 
 
+@pytest.mark.instruments
 def test_a_ring_that_never_empties_gives_the_loop_back_after_the_budget(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(driver_module, "READ_BUDGET", 0.0)
     assert _passes(QueuedTun(waiting=None)) == [READ_BATCH]
 
 
+@pytest.mark.instruments
 def test_a_kicked_pass_takes_what_has_arrived_with_it() -> None:
     assert _passes(QueuedTun(waiting=3), kick=True) == [3]

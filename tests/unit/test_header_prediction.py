@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from unittest import mock
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -77,6 +78,7 @@ def test_prediction_leaves_the_connection_as_the_full_steps_do(script: list[Step
     assert predicted == full
 
 
+@pytest.mark.instruments
 def test_an_in_order_segment_takes_the_predicted_path_and_others_do_not() -> None:
     peer, conn, ours = _established()
     taken: list[bool] = []

@@ -91,6 +91,7 @@ def test_syn_fin_to_a_listener_opens_nothing() -> None:
     assert stack.output == []
 
 
+@pytest.mark.instruments
 def test_a_bug_in_packet_processing_costs_one_packet_not_the_driver() -> None:
     class FakeTun:
         offload = False

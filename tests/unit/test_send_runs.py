@@ -72,6 +72,7 @@ def test_a_run_sends_what_one_send_at_nxt_per_segment_sends(data: int, close: bo
     assert as_runs == one_by_one
 
 
+@pytest.mark.instruments
 def test_runs_are_taken_in_a_bulk_transfer() -> None:
     runs: list[int] = []
     taken = SegmentOutput._send_new_run

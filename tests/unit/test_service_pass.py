@@ -9,6 +9,8 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from tcpstack.api.streams import Stack
 from tcpstack.io.driver import StackDriver
 from tcpstack.net import ipv4
@@ -84,6 +86,7 @@ def test_a_batch_of_four_segments_draws_one_ack_with_the_window_the_read_opened(
         f". seq {STACK_ISS + 1} ack {PEER_ISS + 1 + 4 * MSS} win {FULL_WINDOW}"]
 
 
+@pytest.mark.instruments
 def test_one_batch_and_the_reads_it_causes_make_one_service_pass() -> None:
     """The application's reads during event delivery mark the connection changed; that
     must not schedule a second, empty pass after the one that is running."""
@@ -101,6 +104,7 @@ def test_one_batch_and_the_reads_it_causes_make_one_service_pass() -> None:
     assert asyncio.run(asyncio.wait_for(run(), 10)) == [("service", [ack])]
 
 
+@pytest.mark.instruments
 def test_a_small_segment_waits_for_the_delayed_ack_and_draws_one() -> None:
     """Less than two full segments: no ACK from the pass that read it, one from the delayed
     ACK timer's pass 40 ms later (the read of 100 bytes opens no window worth announcing)."""
@@ -124,6 +128,7 @@ def test_a_small_segment_waits_for_the_delayed_ack_and_draws_one() -> None:
     assert passes[1][1] - passes[0][1] >= delayed_ack
 
 
+@pytest.mark.instruments
 def test_writes_outside_a_pass_need_no_kick_and_share_one_pass() -> None:
     """Three writes in one turn of the loop: the connection's hook asks for a pass, once."""
     async def run() -> list[tuple[str, list[str]]]:
@@ -145,6 +150,7 @@ def test_writes_outside_a_pass_need_no_kick_and_share_one_pass() -> None:
     assert asyncio.run(asyncio.wait_for(run(), 10)) == [("service", [data])]
 
 
+@pytest.mark.instruments
 def test_an_abort_by_the_api_puts_its_rst_on_the_wire_in_the_same_pass() -> None:
     """A handshake that completes after its server closed: api.streams aborts it while the
     event is delivered. The RST must leave with that pass, not wait for some later one."""
@@ -192,6 +198,7 @@ def _break_timer(conn: Connection) -> None:
     _break(conn, "on_timer", "a bug in a timer handler")
 
 
+@pytest.mark.instruments
 def test_a_timer_handler_that_raises_costs_its_connection_and_no_other_timer() -> None:
     stack = NetworkStack(STACK_ADDR, TcpConfig(), FixedIsn(STACK_ISS))
     events: list[tuple[int, ConnEvent]] = []
@@ -221,6 +228,7 @@ def test_a_timer_handler_that_raises_costs_its_connection_and_no_other_timer() -
     assert stack.next_deadline() == 3.5  # and it goes on, backed off (RFC 6298 5.5)
 
 
+@pytest.mark.instruments
 def test_an_established_connection_whose_timer_raises_is_reset() -> None:
     """The peer learns of it by a RST, the application by RESET: no silent truncation."""
     peer = ScriptedPeer()
@@ -244,6 +252,7 @@ def test_an_established_connection_whose_timer_raises_is_reset() -> None:
     assert peer.stack.next_deadline() is None
 
 
+@pytest.mark.instruments
 def test_a_timer_that_raises_leaves_the_driver_timing_the_other_connections() -> None:
     """Through the driver: the failed timer pass still re-arms the loop's one timer."""
     async def run() -> list[tuple[int, int]]:
@@ -291,6 +300,7 @@ def test_an_application_handler_that_raises_costs_the_event_not_the_pass() -> No
         f". seq {syn_ack.seq + 1} ack {PEER_ISS + 1 + 2 * MSS} win {65535 - 2 * MSS}"]
 
 
+@pytest.mark.instruments
 def test_a_connection_whose_output_raises_is_reset_and_the_others_still_send() -> None:
     peer = ScriptedPeer()
     peer.listen(80)

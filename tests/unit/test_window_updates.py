@@ -65,6 +65,7 @@ def test_a_first_request_read_at_once_waits_to_ride_on_the_answer() -> None:
     assert lines(peer.take()) == [
         f"P. seq {ISS + 1} ack {PEER + 1 + len(request)} win {(1 << 20) >> 5}"
         " len 6"]
+@pytest.mark.instruments
 def test_a_burst_asks_for_the_window_once_and_every_segment_carries_it(
         monkeypatch: pytest.MonkeyPatch) -> None:
     peer = _established(1 << 20)
