@@ -43,6 +43,7 @@ from types import FrameType
 
 # Siblings in scripts/, which Python puts first on sys.path for `python scripts/bench.py`.
 import bench_report as rep
+import build_compiled
 from bench_env import (
     BenchError,
     Process,
@@ -53,6 +54,7 @@ from bench_env import (
     revision,
     rss_bytes,
     run_quiet,
+    tail,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -90,11 +92,13 @@ def _raise_interrupted(signum: int, _frame: FrameType | None) -> None:
 
 @dataclass(frozen=True)
 class Target:
-    """Where one measurement runs: tcpstack (with N workers), the kernel app, or nginx."""
+    """Where one measurement runs: tcpstack (with N workers, pure Python or the compiled
+    build), the kernel app, or nginx."""
 
     kind: str  # "tcpstack" | "kernel" | "nginx"
     column: str
     workers: int = 1
+    compiled: bool = False
 
 
 @dataclass
@@ -155,11 +159,14 @@ class Bench:
         self.site.mkdir()
         self.workers_flag = workers_flag()
         self.stack_banner = ""
+        self.compiled_tree = self.tmp / "compiled"
         self.sources = max(1, -(-args.idle // PER_CLIENT))
 
     # --- setup -------------------------------------------------------------------------------
 
     def setup(self) -> None:
+        if self.args.compiled:
+            build_compiled.build(self.compiled_tree)
         write_random(self.site / SMALL, SMALL_SIZE)
         write_random(self.site / BIG, self.args.size)
         write_random(self.site / LOSSY, self.args.loss_size)
@@ -193,7 +200,7 @@ class Bench:
         """Start `service` ("http", "echo", "discard") on `target` for one measurement;
         `processes`: how many the kernel's app serves from."""
         if target.kind == "tcpstack":
-            proc = self.start_tcpstack(service, target.workers, offload, backlog, impair)
+            proc = self.start_tcpstack(service, target, offload, backlog, impair)
             srv = Server(proc, self.ns_stack, STACK_ADDR, PORT)
         elif target.kind == "kernel":
             srv = Server(self.start_kernel_app(service, backlog, processes), self.ns_client,
@@ -206,8 +213,9 @@ class Bench:
         finally:
             self.procs.stop(srv.proc)
 
-    def start_tcpstack(self, service: str, workers: int, offload: bool, backlog: int | None,
+    def start_tcpstack(self, service: str, target: Target, offload: bool, backlog: int | None,
                        impair: str | None) -> Process:
+        workers = target.workers
         glob = ["--mtu", str(self.args.mtu)] + ([] if offload else ["--no-offload"])
         if impair:
             glob += ["--impair", impair]
@@ -219,7 +227,16 @@ class Bench:
                 glob += ["--workers", str(workers)]
             elif self.workers_flag == "listen":
                 own += ["--workers", str(workers)]
-        cmd = [sys.executable, "-m", "tcpstack.cli", *glob, "listen", *own]
+        # -P: the tree on PYTHONPATH is what runs, never one the working directory holds.
+        cmd = [sys.executable, "-P", "-m", "tcpstack.cli", *glob, "listen", *own]
+        if target.compiled:
+            proc = self.procs.spawn("tcpstack-compiled", self.ns_stack, cmd,
+                                    ready="listening on",
+                                    env={"PYTHONPATH": str(self.compiled_tree)})
+            if "core compiled" not in proc.log.read_text(errors="replace"):
+                raise BenchError(f"the compiled build in {self.compiled_tree} started "
+                                 f"without its compiled core:\n{tail(proc.log)}")
+            return proc
         proc = self.procs.spawn("tcpstack", self.ns_stack, cmd, ready="listening on")
         if not self.stack_banner:
             for line in proc.log.read_text(errors="replace").splitlines():
@@ -395,7 +412,7 @@ class Bench:
         (upload into tcpstack's discard, the same impaired link) in the kernel column."""
         impair = f"{IMPAIR},seed={self.run_number}"
         size = self.args.loss_size
-        stack = Target("tcpstack", t.column, t.workers if t.kind == "tcpstack" else 1)
+        stack = (t if t.kind == "tcpstack" else Target("tcpstack", t.column))
         service = "http" if t.kind == "tcpstack" else "discard"
         with self.server(stack, service, impair=impair) as srv:
             if t.kind == "tcpstack":
@@ -534,8 +551,9 @@ def progress(text: str) -> None:
 # --- the run ---------------------------------------------------------------------------------
 
 
-def targets(bench_name: str, workers: Sequence[int]) -> list[Target]:
+def targets(bench_name: str, workers: Sequence[int], compiled: Sequence[int]) -> list[Target]:
     stacks = [Target("tcpstack", f"t{w}", w) for w in workers]
+    stacks += [Target("tcpstack", f"c{w}", w, compiled=True) for w in compiled]
     kernel = Target("kernel", "kernel")
     if bench_name in ("ab", "wrk", "download", "backlog"):
         return [*stacks, kernel, Target("nginx", "nginx")]
@@ -549,7 +567,7 @@ def measure(bench: Bench, rows: dict[str, rep.Row], specs: list[tuple[str, str, 
         bench.run_number = run
         for name in args.only:
             keys = [key for b, key, _, _ in specs if b == name]
-            for t in targets(name, args.workers):
+            for t in targets(name, args.workers, args.compiled):
                 where = f"  run {run}/{args.runs}  {name:<9} {column_title(t.column):<20}"
                 if t.kind == "tcpstack" and t.workers > 1 and not bench.workers_flag:
                     if run == 1:
@@ -579,9 +597,10 @@ def command_line(argv: Sequence[str]) -> str:
 
 
 def column_title(column: str) -> str:
-    if column.startswith("t"):
+    if column[0] in "tc" and column[1:].isdigit():
         n = int(column[1:])
-        return f"tcpstack, {n} worker{'s' if n > 1 else ''}"
+        build = " compiled" if column[0] == "c" else ""
+        return f"tcpstack{build}, {n} worker{'s' if n > 1 else ''}"
     return {"kernel": "kernel, same app", "nginx": "nginx (kernel)"}[column]
 
 
@@ -595,6 +614,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                         help=f"comma-separated measurements (default: all: {','.join(BENCHES)})")
     parser.add_argument("--workers", default="1,2", metavar="LIST",
                         help="tcpstack worker counts to run, e.g. 1,2 (default: %(default)s)")
+    parser.add_argument("--compiled", default="1,2", metavar="LIST",
+                        help="worker counts to run the compiled build with too "
+                             "(scripts/build_compiled.py, built into the temp dir first), "
+                             "or 'none' (default: %(default)s)")
     parser.add_argument("--quick", action="store_true",
                         help="small sizes everywhere (a check that every row works, about a "
                              "minute for one run); explicit sizes still win")
@@ -643,6 +666,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         parser.error("--workers takes a list of numbers like 1,2")
     if not args.workers or min(args.workers) < 1:
         parser.error("--workers counts must be at least 1")
+    try:
+        args.compiled = ([] if args.compiled == "none"
+                         else sorted({int(w) for w in args.compiled.split(",")}))
+    except ValueError:
+        parser.error("--compiled takes a list of numbers like 1,2, or none")
+    if args.compiled and min(args.compiled) < 1:
+        parser.error("--compiled counts must be at least 1")
     if args.runs < 1:
         parser.error("--runs must be at least 1")
     if not 68 <= args.mtu <= 65535:
@@ -697,10 +727,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_DFL)
 
-    columns = [(f"t{w}", column_title(f"t{w}")) for w in args.workers]
+    stacks = [f"t{w}" for w in args.workers] + [f"c{w}" for w in args.compiled]
+    columns = [(column, column_title(column)) for column in stacks]
     columns += [("kernel", column_title("kernel")), ("nginx", column_title("nginx"))]
-    ratios = [rep.Ratio("tcpstack / kernel" + (f" ({w} w)" if len(args.workers) > 1 else ""),
-                        f"t{w}", "kernel") for w in args.workers]
+    several = len(stacks) > 1
+    ratios = [rep.Ratio(("tcpstack compiled" if column[0] == "c" else "tcpstack") + " / kernel"
+                        + (f" ({column[1:]} w)" if several else ""), column, "kernel")
+              for column in stacks]
     ordered = [rows[key] for _, key, _, _ in specs if key in rows]
     table = rep.render_table(ordered, columns, ratios)
     print()

@@ -45,15 +45,16 @@ class Processes:
         self.started = 0
 
     def spawn(self, name: str, ns: str, cmd: list[str], ready: str | Callable[[], bool],
-              timeout: float = START_TIMEOUT) -> Process:
+              timeout: float = START_TIMEOUT, env: Mapping[str, str] | None = None) -> Process:
         """Start `cmd` in `ns` (in its own session, so Ctrl-C reaches it only through our
-        cleanup) and wait until its log shows `ready`, or `ready()` is true."""
+        cleanup) and wait until its log shows `ready`, or `ready()` is true; `env`: what
+        to set on top of the environment of every process."""
         self.started += 1
         log = self.tmp / f"{self.started:04d}-{name}.log"
         with log.open("wb") as out:
             popen = subprocess.Popen(["ip", "netns", "exec", ns, *cmd], stdin=subprocess.DEVNULL,
-                                     stdout=out, stderr=subprocess.STDOUT, env=self.env,
-                                     start_new_session=True)
+                                     stdout=out, stderr=subprocess.STDOUT,
+                                     env={**self.env, **(env or {})}, start_new_session=True)
         proc = Process(name, popen, log)
         self.running.append(proc)
         deadline = time.monotonic() + timeout

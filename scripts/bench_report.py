@@ -310,7 +310,10 @@ def section_text(info: RunInfo, table: str, runs: str) -> str:
         "",
         "How each side runs: **tcpstack** is `tcpstack listen 80 --http DIR | --echo | "
         "--discard` on its TUN device, the clients in its namespace (the kernel's TCP talks "
-        "to 10.77.0.2 over the TUN). **kernel, same app** is scripts/kernel_app.py: the same "
+        "to 10.77.0.2 over the TUN). **tcpstack compiled** is the same from the copy "
+        "`scripts/build_compiled.py` makes (`make compiled`: the sans-I/O core and the stack "
+        "compiled by mypyc, the rest as in the plain columns), built for the run. "
+        "**kernel, same app** is scripts/kernel_app.py: the same "
         "handlers from tcpstack/services/ under `asyncio.start_server`, one process, at "
         "10.78.0.1 in one namespace, the clients in another across a veth pair. **nginx** "
         "is Debian's nginx (`worker_processes auto`, sendfile on, no access log) on the same "
