@@ -412,7 +412,7 @@ class Bench:
         (upload into tcpstack's discard, the same impaired link) in the kernel column."""
         impair = f"{IMPAIR},seed={self.run_number}"
         size = self.args.loss_size
-        stack = (t if t.kind == "tcpstack" else Target("tcpstack", t.column))
+        stack = t if t.kind == "tcpstack" else Target("tcpstack", t.column)
         service = "http" if t.kind == "tcpstack" else "discard"
         with self.server(stack, service, impair=impair) as srv:
             if t.kind == "tcpstack":

@@ -91,7 +91,8 @@ def main() -> None:
     parser.add_argument("--into", type=Path, default=ROOT / "build" / "compiled",
                         help="where the compiled copy goes (default build/compiled)")
     parser.add_argument("--check", action="store_true",
-                        help="then run the unit tests against it")
+                        help="then run tests against it: the unit tests, or what pytest's "
+                             "arguments after -- name")
     parser.add_argument("pytest_args", nargs="*",
                         help="pytest's arguments for --check (default: tests/unit)")
     args = parser.parse_args()
