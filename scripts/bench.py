@@ -166,7 +166,11 @@ class Bench:
 
     def setup(self) -> None:
         if self.args.compiled:
-            build_compiled.build(self.compiled_tree)
+            try:
+                build_compiled.build(self.compiled_tree)
+            except build_compiled.BuildError as exc:
+                raise BenchError(f"the compiled build: {exc} (or run with --compiled none)"
+                                 ) from None
         write_random(self.site / SMALL, SMALL_SIZE)
         write_random(self.site / BIG, self.args.size)
         write_random(self.site / LOSSY, self.args.loss_size)

@@ -39,6 +39,10 @@ LEFT_INTERPRETED = {"tcpstack/tcp/events.py", "tcpstack/tcp/isn.py",
                     "tcpstack/net/socket_errors.py"}
 
 
+class BuildError(RuntimeError):
+    """mypyc failed; the message holds the end of its output."""
+
+
 def compiled_modules(tree: Path) -> list[str]:
     """The modules of `tree` mypyc compiles, as paths relative to it."""
     paths = ["tcpstack/stack.py"]
@@ -65,8 +69,8 @@ def build(into: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "mypyc", *modules], cwd=into,
                             capture_output=True, text=True)
     if result.returncode != 0:
-        sys.stderr.write(result.stdout[-4000:] + result.stderr[-4000:])
-        raise SystemExit(f"build_compiled: mypyc failed (exit {result.returncode})")
+        raise BuildError(f"mypyc failed (exit {result.returncode}):\n"
+                         f"{(result.stdout + result.stderr)[-4000:]}")
     shutil.rmtree(into / "build")  # its C sources and objects: the extensions are in place
     for name in ("pyproject.toml", "README.md", "Makefile"):
         shutil.copy2(ROOT / name, into / name)
@@ -97,7 +101,10 @@ def main() -> None:
                         help="pytest's arguments for --check (default: tests/unit)")
     args = parser.parse_args()
     into = args.into.resolve()
-    build(into)
+    try:
+        build(into)
+    except BuildError as exc:
+        raise SystemExit(f"build_compiled: {exc}") from None
     if args.check:
         raise SystemExit(check(into, args.pytest_args))
 
