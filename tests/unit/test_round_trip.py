@@ -17,8 +17,6 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-import pytest
-
 from tcpstack.api.streams import Server
 from tcpstack.api.transport import TcpTransport
 from tcpstack.net.checksum import Bytes
@@ -27,6 +25,7 @@ from tcpstack.tcp.connection import Connection
 from tcpstack.tcp.events import ConnEvent, Event
 from tcpstack.tcp.segment import ACK, FIN, PSH
 from tests.unit.fake_tun import PEER_ISS, Driven, driven_stack
+from tests.unit.pass_probe import probe
 from tests.unit.scripted_peer import Sent, decode
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -49,13 +48,12 @@ class Ledger:
 
 
 def _instrument(d: Driven, ledger: Ledger) -> None:
-    service = d.stack.service
     read = d.tun.read
     write = d.tun.write
 
-    def counted_service(packets: list[bytes], *args: object) -> None:
-        ledger.passes.append((ledger.ticks, len(packets)))
-        service(packets, *args)  # type: ignore[arg-type]
+    def counted_pass(kind: str, _now: float, packets: list[Bytes]) -> None:
+        if kind == "service":
+            ledger.passes.append((ledger.ticks, len(packets)))
 
     def counted_read() -> tuple[bytes, bool]:
         try:
@@ -79,7 +77,7 @@ def _instrument(d: Driven, ledger: Ledger) -> None:
         return got
 
     d.driver._waiting = counted_poll
-    d.stack.service = counted_service  # type: ignore[assignment]
+    probe(d.driver, counted_pass)
     d.tun.read = counted_read  # type: ignore[method-assign]
     d.tun.write = counted_write  # type: ignore[method-assign]
 
@@ -140,7 +138,6 @@ async def _ping_pong(rounds: int, config: TcpConfig | None = None) -> Ledger:
     return await _echo_session(exchange, config)
 
 
-@pytest.mark.instruments
 def test_an_echo_reply_leaves_in_the_iteration_of_the_applications_write() -> None:
     """The pass that delivers the byte wakes the handler's task; the task writes on the
     next iteration, and the pass that sends the reply runs in that same iteration, after
@@ -154,7 +151,6 @@ def test_an_echo_reply_leaves_in_the_iteration_of_the_applications_write() -> No
         "the handler runs on the iteration after the pass that woke it"
 
 
-@pytest.mark.instruments
 def test_a_round_trip_is_two_passes_one_tun_read_and_one_poll() -> None:
     """Per 1-byte round trip: the pass for the arrival (its read, then a poll that finds
     nothing waiting and ends the drain: before, a second read ended it with EAGAIN), and
@@ -205,7 +201,6 @@ async def _respond(yield_between: bool, config: TcpConfig | None = None
         return ledger, before, after
 
 
-@pytest.mark.instruments
 def test_a_response_in_two_writes_of_one_step_leaves_at_once_as_one_segment() -> None:
     """Head and body written in one step of the task the request woke: one segment, in
     the iteration of the writes; Nagle has nothing to hold (nothing was in flight), and
@@ -218,7 +213,6 @@ def test_a_response_in_two_writes_of_one_step_leaves_at_once_as_one_segment() ->
     assert ledger.app_writes == [written, written]
 
 
-@pytest.mark.instruments
 def test_a_second_write_after_a_yield_waits_for_the_ack_under_nagle() -> None:
     """The head leaves in the iteration of its write; the body, written a turn later with
     the head unacknowledged and less than an MSS, is Nagle's to hold (RFC 9293 3.7.4) and
@@ -231,7 +225,6 @@ def test_a_second_write_after_a_yield_waits_for_the_ack_under_nagle() -> None:
     assert head_written == ledger.app_writes[0]
 
 
-@pytest.mark.instruments
 def test_with_nodelay_a_second_write_after_a_yield_goes_on_the_next_turn() -> None:
     """TCP_NODELAY (asyncio's default on kernel sockets): the body does not wait for the
     ACK; it leaves in the pass its own write asked for, one iteration after the head."""
@@ -254,7 +247,6 @@ async def _burst(count: int) -> Ledger:
     return await _echo_session(exchange)
 
 
-@pytest.mark.instruments
 def test_a_burst_is_read_whole_into_one_pass_after_the_poll_finds_more() -> None:
     """The poll after the first packet finds the second waiting: the batch reads on until
     EAGAIN, so a burst still goes to one pass (one ACK, one wake-up of the application),

@@ -6,14 +6,13 @@ so what they count is what production does; the timer fences are also pinned san
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Any
 
 import pytest
 
 from tcpstack.api.streams import Stack
 from tcpstack.io.driver import StackDriver
 from tcpstack.net import ipv4
+from tcpstack.net.checksum import Bytes
 from tcpstack.net.ipv4 import PROTO_TCP
 from tcpstack.stack import NetworkStack, packet_bytes
 from tcpstack.tcp import segment as tcpseg
@@ -24,6 +23,7 @@ from tcpstack.tcp.segment import ACK, PSH, RST, SYN
 from tcpstack.tcp.state import State
 from tests.unit.fake_tun import MSS, PEER_ISS, STACK_ISS, FakeTun, TunPeer, driven_stack
 from tests.unit.link_pair import FixedIsn
+from tests.unit.pass_probe import probe
 from tests.unit.scripted_peer import (
     PEER_ADDR,
     PEER_PORT,
@@ -42,22 +42,15 @@ SCALED_SYN = tcpseg.encode_options(mss=MSS, wscale=7)
 
 
 class PassLog:
-    """Wraps a stack's two pass entries: each pass as (kind, now, what it put out)."""
+    """The passes a driver runs, each as (kind, now, what it put out)."""
 
-    def __init__(self, stack: NetworkStack) -> None:
+    def __init__(self, driver: StackDriver) -> None:
         self.passes: list[tuple[str, float, list[str]]] = []
-        self._wrap(stack, "service")
-        self._wrap(stack, "on_timer")
+        self._stack = probe(driver, self._logged)
 
-    def _wrap(self, stack: NetworkStack, name: str) -> None:
-        real: Callable[..., None] = getattr(stack, name)
-
-        def logged(*args: Any) -> None:
-            real(*args)
-            now = args[1] if name == "service" else args[0]
-            sent = [str(decode(packet_bytes(p), now)) for p in stack.output]
-            self.passes.append((name, now, sent))
-        setattr(stack, name, logged)
+    def _logged(self, kind: str, now: float, _packets: list[Bytes]) -> None:
+        sent = [str(decode(packet_bytes(p), now)) for p in self._stack.output]
+        self.passes.append((kind, now, sent))
 
     def since(self, mark: int) -> list[tuple[str, list[str]]]:
         return [(kind, out) for kind, _, out in self.passes[mark:]]
@@ -86,7 +79,6 @@ def test_a_batch_of_four_segments_draws_one_ack_with_the_window_the_read_opened(
         f". seq {STACK_ISS + 1} ack {PEER_ISS + 1 + 4 * MSS} win {FULL_WINDOW}"]
 
 
-@pytest.mark.instruments
 def test_one_batch_and_the_reads_it_causes_make_one_service_pass() -> None:
     """The application's reads during event delivery mark the connection changed; that
     must not schedule a second, empty pass after the one that is running."""
@@ -94,7 +86,7 @@ def test_one_batch_and_the_reads_it_causes_make_one_service_pass() -> None:
         async with driven_stack(FIXED_BUFFER) as d:
             syn_ack = await d.peer.handshake(SCALED_SYN)
             await d.app.accepted()
-            log = PassLog(d.stack)
+            log = PassLog(d.driver)
             for i in range(4):
                 _data(d.peer, syn_ack, i * MSS, MSS)
             await d.peer.quiet(0.2)
@@ -104,7 +96,6 @@ def test_one_batch_and_the_reads_it_causes_make_one_service_pass() -> None:
     assert asyncio.run(asyncio.wait_for(run(), 10)) == [("service", [ack])]
 
 
-@pytest.mark.instruments
 def test_a_small_segment_waits_for_the_delayed_ack_and_draws_one() -> None:
     """Less than two full segments: no ACK from the pass that read it, one from the delayed
     ACK timer's pass 40 ms later (the read of 100 bytes opens no window worth announcing)."""
@@ -115,7 +106,7 @@ def test_a_small_segment_waits_for_the_delayed_ack_and_draws_one() -> None:
             for i in range(2):  # two full segments: acked at once, with the full window
                 _data(d.peer, syn_ack, i * MSS, MSS)
             await d.peer.expect(1)
-            log = PassLog(d.stack)
+            log = PassLog(d.driver)
             _data(d.peer, syn_ack, 2 * MSS, 100)
             await d.peer.expect(1)
             await d.peer.quiet(0.1)
@@ -128,7 +119,6 @@ def test_a_small_segment_waits_for_the_delayed_ack_and_draws_one() -> None:
     assert passes[1][1] - passes[0][1] >= delayed_ack
 
 
-@pytest.mark.instruments
 def test_writes_outside_a_pass_need_no_kick_and_share_one_pass() -> None:
     """Three writes in one turn of the loop: the connection's hook asks for a pass, once."""
     async def run() -> list[tuple[str, list[str]]]:
@@ -136,7 +126,7 @@ def test_writes_outside_a_pass_need_no_kick_and_share_one_pass() -> None:
             await d.peer.handshake()
             protocol = await d.app.accepted()
             await d.peer.quiet(0.05)
-            log = PassLog(d.stack)
+            log = PassLog(d.driver)
             transport = protocol.transport
             assert transport is not None
             for chunk in (b"one ", b"two ", b"three"):
@@ -150,7 +140,6 @@ def test_writes_outside_a_pass_need_no_kick_and_share_one_pass() -> None:
     assert asyncio.run(asyncio.wait_for(run(), 10)) == [("service", [data])]
 
 
-@pytest.mark.instruments
 def test_an_abort_by_the_api_puts_its_rst_on_the_wire_in_the_same_pass() -> None:
     """A handshake that completes after its server closed: api.streams aborts it while the
     event is delivered. The RST must leave with that pass, not wait for some later one."""
@@ -168,7 +157,7 @@ def test_an_abort_by_the_api_puts_its_rst_on_the_wire_in_the_same_pass() -> None
             peer.send(SYN, PEER_ISS, options=SCALED_SYN)
             (syn_ack,) = await peer.expect(1)
             server.close()
-            log = PassLog(api.network)
+            log = PassLog(driver)
             peer.send(ACK, PEER_ISS + 1, syn_ack.seq + 1)
             sent = await peer.expect(1, timeout=0.5)
             return log.since(0), lines(sent)
