@@ -233,17 +233,15 @@ class Bench:
                 own += ["--workers", str(workers)]
         # -P: the tree on PYTHONPATH is what runs, never one the working directory holds.
         cmd = [sys.executable, "-P", "-m", "tcpstack.cli", *glob, "listen", *own]
-        if target.compiled:
-            proc = self.procs.spawn("tcpstack-compiled", self.ns_stack, cmd,
-                                    ready="listening on",
-                                    env={"PYTHONPATH": str(self.compiled_tree)})
-            if "core compiled" not in proc.log.read_text(errors="replace"):
-                raise BenchError(f"the compiled build in {self.compiled_tree} started "
-                                 f"without its compiled core:\n{tail(proc.log)}")
-            return proc
-        proc = self.procs.spawn("tcpstack", self.ns_stack, cmd, ready="listening on")
-        if not self.stack_banner:
-            for line in proc.log.read_text(errors="replace").splitlines():
+        env = {"PYTHONPATH": str(self.compiled_tree)} if target.compiled else None
+        proc = self.procs.spawn("tcpstack", self.ns_stack, cmd, ready="listening on", env=env)
+        log = proc.log.read_text(errors="replace")
+        if ("core compiled" in log) != target.compiled:  # the banner says which build runs
+            build = self.compiled_tree if target.compiled else REPO
+            raise BenchError(f"tcpstack from {build} started with the wrong core:\n"
+                             f"{tail(proc.log)}")
+        if not self.stack_banner and not target.compiled:
+            for line in log.splitlines():
                 if " up: " in line:
                     self.stack_banner = line.removeprefix("tcpstack: ").strip()
                     break

@@ -31,6 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from tcpstack.api.streams import CORE_COMPILED
 from tcpstack.net import ipv4
 from tcpstack.net.ipv4 import PROTO_TCP
 from tcpstack.stack import NetworkStack, packet_bytes
@@ -292,10 +293,6 @@ class ScriptedPeer:
 
 
 # ---------------------------------------------------------------------- transition coverage
-
-# The compiled build (scripts/build_compiled.py) imports the connection as an extension.
-CORE_COMPILED = not (connection_module.__file__ or "").endswith(".py")
-
 
 @contextmanager
 def recording_triggers() -> Iterator[list[Entry]]:

@@ -3,30 +3,11 @@ only the parts that decide what is measured are tested here), imported by path."
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
-
 import pytest
 
-SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+from tests.unit.script_import import load_script
 
-
-def _load() -> ModuleType:
-    sys.path.insert(0, str(SCRIPTS))  # its siblings (bench_report, bench_env, build_compiled)
-    try:
-        spec = importlib.util.spec_from_file_location("bench", SCRIPTS / "bench.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["bench"] = module  # dataclasses look their module up by name
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(SCRIPTS))
-
-
-bench = _load()
+bench = load_script("bench")
 
 
 def test_the_compiled_build_runs_with_one_and_two_workers_by_default() -> None:

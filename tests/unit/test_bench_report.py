@@ -3,26 +3,13 @@ package)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 
+from tests.unit.script_import import load_script
 
-def _load() -> ModuleType:
-    path = Path(__file__).resolve().parents[2] / "scripts" / "bench_report.py"
-    spec = importlib.util.spec_from_file_location("bench_report", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_report"] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-rep = _load()
+rep = load_script("bench_report")
 
 AB_OUTPUT = """\
 This is ApacheBench, Version 2.3 <$Revision: 1903618 $>

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import importlib
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-import build_compiled
+from tests.unit.script_import import load_script
+
+build_compiled = load_script("build_compiled")
 
 EXPECT_COMPILED = os.environ.get("TCPSTACK_EXPECT_COMPILED") == "1"
 TREE = Path(importlib.import_module("tcpstack").__file__ or "").resolve().parent.parent
