@@ -389,14 +389,17 @@ class Stack:
                  txqueuelen: int = DEFAULT_TXQUEUELEN, tun: TunDevice | None = None,
                  ephemeral_ports: range | None = None,
                  address6: str | None = DEFAULT_ADDRESS6,
-                 kernel_address6: str | None = DEFAULT_KERNEL_ADDRESS6) -> None:
+                 kernel_address6: str | None = DEFAULT_KERNEL_ADDRESS6,
+                 busy_poll: float = 0.0) -> None:
         """`txqueuelen`: packets the kernel may queue on the interface for the stack to read;
         more are dropped (and counted as `tun_rx_queue_drops`). `tun`: a device already open
         and configured (one queue of a multi-queue interface, api/workers.py), which the
         stack uses as it is and closes when it closes; `ephemeral_ports`: the local ports its
         active opens take. `address6` and `kernel_address6`: the stack's IPv6 address and
         the kernel side's with its prefix; either None serves IPv4 only, and so does an
-        MTU below IPv6's minimum of 1280 (the kernel turns IPv6 off on such a link)."""
+        MTU below IPv6's minimum of 1280 (the kernel turns IPv6 off on such a link).
+        `busy_poll`: seconds the loop keeps polling the TUN after traffic instead of
+        sleeping (io/driver.py), lower latency for a CPU kept busy; 0 is off."""
         self.iface = iface
         self.address = _parse_address(address)
         try:
@@ -428,6 +431,7 @@ class Stack:
         # A software lossy link needs real checksums to corrupt (see io/impairment.py).
         offload = offload and impairment is None if tun is None else tun.offload
         self.impairment = impairment
+        self.busy_poll = busy_poll
         self.trace = trace
         self.tap = tap
         self.pcap = pcap
@@ -480,7 +484,8 @@ class Stack:
             raise
         if self.trace:
             self.network.on_transition = _log_transition
-        driver = StackDriver(self.network, self.tun, loop, impairment=self.impairment)
+        driver = StackDriver(self.network, self.tun, loop, impairment=self.impairment,
+                             busy_poll=self.busy_poll)
         driver.on_event = self._on_event
         driver.tap = self._combined_tap()
         driver.start()

@@ -29,12 +29,22 @@ cheaper than the read that would end it with EAGAIN; see _read_batch.) The bound
 after READ_BUDGET seconds of passes the driver yields to the loop (the descriptor is still
 readable, so it is back at the next iteration), which keeps timers and the application's
 tasks running under any load.
+
+Busy polling (`busy_poll`, off by default, as Linux's net.core.busy_poll is): after each
+pass the driver keeps a callback ready, one loop turn after another, for `busy_poll`
+seconds, so the loop polls its descriptors (the TUN's among them) without sleeping and a
+packet that comes within that time is read at once, instead of after a wakeup (some 40 us
+of a round trip on the project's VMs, docs/PERFORMANCE.md). It is a callback, not a
+selector of our own, so it works on whatever loop runs the stack; each turn first yields
+the CPU (sched_yield) to any process waiting for it, often the peer itself on a machine
+with few cores. The price is a CPU kept busy while traffic flows and for `busy_poll` after.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import select
 from collections.abc import Callable
@@ -55,7 +65,7 @@ READ_BUDGET = 0.02  # seconds of passes per readiness callback before the loop g
 class StackDriver:
     def __init__(self, stack: NetworkStack, tun: TunDevice,
                  loop: asyncio.AbstractEventLoop | None = None,
-                 impairment: Impairment | None = None) -> None:
+                 impairment: Impairment | None = None, busy_poll: float = 0.0) -> None:
         self.stack = stack
         self.tun = tun
         self.loop = loop or asyncio.get_running_loop()
@@ -70,6 +80,9 @@ class StackDriver:
         self._delivered = 0  # stack.events_delivered when the driver last looked
         self._late: list[Bytes] = []  # packets the impaired link delivered since the last pass
         self._running = False
+        self.busy_poll = busy_poll  # seconds the loop keeps polling after a pass (0: off)
+        self._polling_until = 0.0
+        self._poller: asyncio.Handle | None = None  # the ready callback of busy polling
         # poll(0) of the descriptor while started: whether a packet waits (see _read_batch).
         self._waiting: Callable[[int], list[tuple[int, int]]] | None = None
         stack.request_service = self.kick
@@ -99,6 +112,9 @@ class StackDriver:
         if self._pass_soon is not None:
             self._pass_soon.cancel()
             self._pass_soon = None
+        if self._poller is not None:
+            self._poller.cancel()
+            self._poller = None
 
     def now(self) -> float:
         return self.loop.time()
@@ -232,6 +248,23 @@ class StackDriver:
                 self._write(output)
             output.clear()
         self._arm_timer()
+        if self.busy_poll:
+            self._keep_polling()
+
+    def _keep_polling(self) -> None:
+        """Busy polling: the loop keeps polling for `busy_poll` seconds from now."""
+        self._polling_until = self.loop.time() + self.busy_poll
+        if self._poller is None:
+            self._poller = self.loop.call_soon(self._poll_turn)
+
+    def _poll_turn(self) -> None:
+        """One loop turn of busy polling: while this callback is ready the loop's poll of
+        its descriptors does not wait. The CPU goes first to whoever waits for it."""
+        if self._running and self.loop.time() < self._polling_until:
+            os.sched_yield()
+            self._poller = self.loop.call_soon(self._poll_turn)
+        else:
+            self._poller = None
 
     def _write(self, packets: list[OutPacket]) -> None:
         if self._outbound is not None:  # an impaired link: no offload, so no GSO sizes

@@ -93,13 +93,14 @@ def test_every_global_option_can_follow_listen(monkeypatch: pytest.MonkeyPatch,
         "--txqueuelen", "2000", "--no-offload", "--cc", "newreno", "--nodelay",
         "--no-timestamps", "--msl", "2", "--keepalive", "5,1,2", "--user-timeout", "3",
         "--receive-buffer", "65536", "--receive-buffer-max", "1048576", "--trace", "--pcap",
-        "/tmp/x.pcap")
+        "/tmp/x.pcap", "--busy-poll", "20")
     assert (code, err) == (0, ""), err
     opts = recorded.opts
     assert (opts["iface"], opts["address"], opts["kernel_address"], opts["mtu"],
             opts["txqueuelen"], opts["offload"], opts["trace"], opts["verbose"],
-            str(opts["pcap"])) == (
-        "tcps7", "10.9.0.2", "10.9.0.1/24", 9000, 2000, False, True, False, "/tmp/x.pcap")
+            str(opts["pcap"]), opts["busy_poll"]) == (
+        "tcps7", "10.9.0.2", "10.9.0.1/24", 9000, 2000, False, True, False, "/tmp/x.pcap",
+        20e-6)
     config = opts["config"]
     assert isinstance(config, TcpConfig)
     assert (config.congestion, config.nodelay, config.timestamps, config.msl, config.keepalive,
@@ -227,3 +228,21 @@ def test_txqueuelen_reaches_the_stack_and_defaults_to_a_burst_sized_queue(
     code, _, err = run_main(monkeypatch, capsys, "listen", "80", "--echo", "--txqueuelen", "0")
     assert code == 2
     assert "'--txqueuelen'" in err and "0 is not in the range" in err
+
+
+def test_busy_poll_reaches_the_stack_in_seconds_and_is_off_by_default(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        recorded: Recorded) -> None:
+    code, _, err = run_main(monkeypatch, capsys, "listen", "80", "--echo")
+    assert (code, err) == (0, "")
+    assert make_stack(recorded.opts).busy_poll == 0.0
+    code, _, err = run_main(monkeypatch, capsys, "--busy-poll", "50", "listen", "80",
+                            "--echo")
+    assert (code, err) == (0, "")
+    (_, (opts, *_)) = recorded.calls[-1]
+    assert make_stack(opts).busy_poll == 50e-6
+    code, out, err = run_main(monkeypatch, capsys, "listen", "80", "--echo",
+                              "--busy-poll", "-1")
+    assert (code, out) == (2, "")
+    assert err == ("tcpstack: error: Invalid value for '--busy-poll': -1 is not in the "
+                   "range 0<=x<=1000000. (see 'tcpstack listen --help')\n")
