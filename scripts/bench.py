@@ -79,6 +79,7 @@ EXTRA_SOURCES = 100  # the idle clients' extra addresses are .100, .101, ... of 
 # kernel spreads connections over them by a hash (not evenly to the connection).
 PER_KERNEL_APP = max(1000, (resource.getrlimit(resource.RLIMIT_NOFILE)[1] - 1000) * 3 // 4)
 
+BUSY_POLL = 50  # µs of the busy-polling ping-pong rows (tcpstack --busy-poll)
 BENCHES = ("ab", "wrk", "opens", "pingpong", "download", "upload", "idle", "backlog", "loss")
 
 
@@ -125,6 +126,9 @@ def row_specs(args: argparse.Namespace) -> list[tuple[str, str, str, str]]:
         ("pingpong", "pp50", f"1-byte ping-pong over one connection ({args.rounds}), p50",
          "µs"),
         ("pingpong", "pp99", "1-byte ping-pong, p99", "µs"),
+        ("pingpong", "ppbp50", f"  the same with busy polling ({BUSY_POLL} µs: `--busy-poll "
+         f"{BUSY_POLL}`, the kernel app's loop likewise), p50", "µs"),
+        ("pingpong", "ppbp99", "  the same with busy polling, p99", "µs"),
         ("download", "dl", f"curl {size} download, offload on (MTU {args.mtu})", "Mbit/s"),
         ("download", "dlcpu", "  CPU of the server process, offload on", "s/GB"),
         ("download", "dlno", f"curl {size} download, `--no-offload` (veth offloads off)",
@@ -200,15 +204,16 @@ class Bench:
     @contextlib.contextmanager
     def server(self, target: Target, service: str, *, offload: bool = True,
                backlog: int | None = None, impair: str | None = None,
-               processes: int = 1) -> Iterator[Server]:
+               processes: int = 1, busy_poll: int = 0) -> Iterator[Server]:
         """Start `service` ("http", "echo", "discard") on `target` for one measurement;
-        `processes`: how many the kernel's app serves from."""
+        `processes`: how many the kernel's app serves from; `busy_poll`: µs its loop
+        polls after traffic before it sleeps (tcpstack's and the kernel app's)."""
         if target.kind == "tcpstack":
-            proc = self.start_tcpstack(service, target, offload, backlog, impair)
+            proc = self.start_tcpstack(service, target, offload, backlog, impair, busy_poll)
             srv = Server(proc, self.ns_stack, STACK_ADDR, PORT)
         elif target.kind == "kernel":
-            srv = Server(self.start_kernel_app(service, backlog, processes), self.ns_client,
-                         KERNEL_SERVER[1], PORT)
+            srv = Server(self.start_kernel_app(service, backlog, processes, busy_poll),
+                         self.ns_client, KERNEL_SERVER[1], PORT)
         else:
             srv = Server(self.start_nginx(backlog or 511), self.ns_client, KERNEL_SERVER[1],
                          NGINX_PORT)
@@ -218,11 +223,13 @@ class Bench:
             self.procs.stop(srv.proc)
 
     def start_tcpstack(self, service: str, target: Target, offload: bool, backlog: int | None,
-                       impair: str | None) -> Process:
+                       impair: str | None, busy_poll: int = 0) -> Process:
         workers = target.workers
         glob = ["--mtu", str(self.args.mtu)] + ([] if offload else ["--no-offload"])
         if impair:
             glob += ["--impair", impair]
+        if busy_poll:
+            glob += ["--busy-poll", str(busy_poll)]
         own = [str(PORT), *service_args(service, self.site)]
         if backlog:
             own += ["--backlog", str(backlog)]
@@ -248,12 +255,14 @@ class Bench:
         return proc
 
     def start_kernel_app(self, service: str, backlog: int | None,
-                         processes: int = 1) -> Process:
+                         processes: int = 1, busy_poll: int = 0) -> Process:
         cmd = [sys.executable, str(REPO / "scripts" / "kernel_app.py"), "--bind",
                KERNEL_SERVER[1], "--port", str(PORT), "--backlog", str(backlog or 128),
                *service_args(service, self.site)]
         if processes > 1:
             cmd += ["--processes", str(processes)]
+        if busy_poll:
+            cmd += ["--busy-poll", str(busy_poll)]
         return self.procs.spawn("kernel_app", self.ns_server, cmd, ready="listening on")
 
     def start_nginx(self, backlog: int) -> Process:
@@ -339,9 +348,12 @@ class Bench:
         return {"opens": got["per_second"]}
 
     def bench_pingpong(self, t: Target) -> dict[str, float]:
-        with self.server(t, "echo") as srv:
-            got = self.client(srv, "pingpong", "--rounds", str(self.args.rounds))
-        return {"pp50": got["p50_us"], "pp99": got["p99_us"]}
+        values: dict[str, float] = {}
+        for prefix, busy_poll in (("pp", 0), ("ppbp", BUSY_POLL)):
+            with self.server(t, "echo", busy_poll=busy_poll) as srv:
+                got = self.client(srv, "pingpong", "--rounds", str(self.args.rounds))
+            values |= {f"{prefix}50": got["p50_us"], f"{prefix}99": got["p99_us"]}
+        return values
 
     def bench_download(self, t: Target) -> dict[str, float]:
         values: dict[str, float] = {}

@@ -13,6 +13,10 @@ holds one file per connection, and where the hard open-files limit cannot be rai
 container without CAP_SYS_RESOURCE) that is how 100,000 idle connections are held. The
 parent prints its line once every child listens, and stops them when it stops.
 
+`--busy-poll USEC` has the loop poll as `tcpstack --busy-poll USEC` does (io/driver.py):
+for USEC before it sleeps (so after its work) it polls without sleeping, yielding the CPU
+between, so the two are compared with the same spinning.
+
 The process is set up as `tcpstack listen` sets up its own, so that the two differ in
 their TCP only: the services' INFO lines (the HTTP access log) on stderr in the CLI's
 format, and the CLI's collector settings (cli/app.py tune_gc).
@@ -25,8 +29,10 @@ import asyncio
 import logging
 import os
 import resource
+import selectors
 import signal
 import sys
+import time
 from pathlib import Path
 
 from tcpstack.cli.app import LogLines, tune_gc
@@ -48,6 +54,38 @@ def raise_fd_limit(wanted: int) -> None:
     # Raising the hard limit needs CAP_SYS_RESOURCE, which a container may not grant.
     if soft < wanted:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
+
+
+class BusyPollSelector(selectors.DefaultSelector):
+    """Before each poll that would sleep, `window` seconds (at most its timeout) of polls
+    that do not, sched_yield between: the loop only sleeps after work, so this is the
+    driver's "poll for USEC after traffic"."""
+
+    def __init__(self, window: float) -> None:
+        super().__init__()
+        self.window = window
+
+    def select(self, timeout: float | None = None
+               ) -> list[tuple[selectors.SelectorKey, int]]:
+        if timeout is None or timeout > 0:
+            start = time.monotonic()
+            deadline = start + (self.window if timeout is None else min(self.window, timeout))
+            while not (ready := super().select(0)) and time.monotonic() < deadline:
+                os.sched_yield()
+            if ready:
+                return ready
+            if timeout is not None:
+                timeout = max(0.0, timeout - (time.monotonic() - start))
+        return super().select(timeout)
+
+
+def run_loop(args: argparse.Namespace, ready: int | None = None) -> None:
+    """serve() on asyncio's loop, over a busy-polling selector with `--busy-poll`."""
+    def factory() -> asyncio.AbstractEventLoop:
+        return asyncio.SelectorEventLoop(BusyPollSelector(args.busy_poll / 1e6))
+
+    with asyncio.Runner(loop_factory=factory if args.busy_poll else None) as runner:
+        runner.run(serve(args, ready))
 
 
 async def serve(args: argparse.Namespace, ready: int | None = None) -> None:
@@ -84,7 +122,7 @@ def fork_children(args: argparse.Namespace) -> list[int]:
         if pid == 0:
             os.close(read_end)
             try:
-                asyncio.run(serve(args, write_end))
+                run_loop(args, write_end)
             finally:
                 os._exit(0)
         children.append(pid)
@@ -104,6 +142,9 @@ def main() -> None:
     parser.add_argument("--fds", type=int, default=1 << 17, help="open-files limit to ask for")
     parser.add_argument("--processes", type=int, default=1,
                         help="serve from this many processes (SO_REUSEPORT)")
+    parser.add_argument("--busy-poll", type=int, default=0, metavar="USEC",
+                        help="poll this long after traffic before sleeping, as tcpstack's "
+                             "--busy-poll (default: 0, off)")
     service = parser.add_mutually_exclusive_group(required=True)
     service.add_argument("--echo", action="store_true")
     service.add_argument("--discard", action="store_true")
@@ -113,7 +154,7 @@ def main() -> None:
     like_the_cli()
     children = fork_children(args) if args.processes > 1 else []
     try:
-        asyncio.run(serve(args))
+        run_loop(args)
     finally:
         for pid in children:
             os.kill(pid, signal.SIGTERM)
